@@ -1,0 +1,66 @@
+# wasmesh — the two commands a new user runs are `make demo` and `make test`.
+# Every target is idempotent: it installs what is missing and skips what is done.
+
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+BUILD := build
+APT_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt wrk nginx-light skopeo docker-registry
+STAMP := $(BUILD)/.stamps
+
+.PHONY: all setup system-deps python-deps plugins test test-fast lint demo bench clean
+
+all: test
+
+$(STAMP):
+	@mkdir -p $(STAMP)
+
+# System packages: toolchains that build the test plugins, and the real peers the tests compare against.
+system-deps: | $(STAMP)
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(PY):
+	@$(PY_SYS) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PY_SYS) -m venv $(VENV); }
+	@$(PIP) install -q --upgrade pip
+
+$(STAMP)/python-deps: pyproject.toml | $(PY) $(STAMP)
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+python-deps: $(STAMP)/python-deps
+
+setup: system-deps python-deps
+
+# Test and sample plugins, built from source by real toolchains (clang wasm32-wasi, AssemblyScript, WAT).
+plugins: setup
+	$(PY) -m sdk.toolchains build-tree --out $(BUILD)/plugins
+
+test: setup plugins
+	$(PY) -m ruff check .
+	$(PY) -m mypy wasmhost sdk registry controlplane
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -m "not slow" -q
+
+test-fast: python-deps
+	$(PY) -m pytest -m "not slow and not e2e" -q -x
+
+lint: python-deps
+	$(PY) -m ruff check .
+	$(PY) -m mypy wasmhost sdk registry controlplane
+	$(VENV)/bin/lint-imports
+
+demo: setup plugins
+	$(VENV)/bin/wasmesh demo
+
+bench: setup plugins
+	$(PY) benchmarks/hostcall_filter.py
+
+clean:
+	rm -rf $(BUILD)
