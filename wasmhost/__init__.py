@@ -1,1 +1,84 @@
-"""placeholder"""
+"""wasmhost: the sidecar — a proxy-wasm host on wasmtime, and the proxy around it.
+
+Where it sits: plugins (any proxy-wasm SDK) run inside :class:`Runtime`-owned VMs; the
+sidecar's HTTP filter adapter, ``wasmesh plugin run`` and ``sdk.testing`` all drive them
+through the same sans-io API: feed stream events into :class:`HttpStream`, then carry out
+the :mod:`commands <wasmhost._commands>` drained from :meth:`Runtime.take_commands`.
+"""
+
+from ._abi import (
+    AbiVersion,
+    Action,
+    BufferType,
+    FailurePolicy,
+    LogLevel,
+    MapType,
+    MetricType,
+    Status,
+    StreamType,
+    decode_pairs,
+    encode_pairs,
+)
+from ._commands import (
+    CancelGrpc,
+    ClearRouteCache,
+    CloseStream,
+    Command,
+    DeleteRootContext,
+    DispatchGrpcCall,
+    DispatchHttpCall,
+    NotifyQueueReady,
+    ResumeStream,
+    SendGrpcMessage,
+    SendLocalReply,
+    SetTickPeriod,
+)
+from ._context import HttpContext, RootContext, StreamInfo, TcpContext
+from ._environment import Environment
+from ._plugin import BodyVerdict, HttpStream, Plugin, PluginSpec, PluginStartError, TcpStream
+from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
+from .limits import DEFAULT_LIMITS, Limits
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "AbiVersion",
+    "Action",
+    "BodyVerdict",
+    "BufferType",
+    "CancelGrpc",
+    "ClearRouteCache",
+    "CloseStream",
+    "Command",
+    "CompiledModule",
+    "DeleteRootContext",
+    "DispatchGrpcCall",
+    "DispatchHttpCall",
+    "Environment",
+    "FailurePolicy",
+    "HttpContext",
+    "HttpStream",
+    "Limits",
+    "LogLevel",
+    "MapType",
+    "MetricType",
+    "ModuleError",
+    "NotifyQueueReady",
+    "Plugin",
+    "PluginSpec",
+    "PluginStartError",
+    "ResumeStream",
+    "RootContext",
+    "Runtime",
+    "SendGrpcMessage",
+    "SendLocalReply",
+    "SetTickPeriod",
+    "Status",
+    "StreamInfo",
+    "StreamType",
+    "TcpContext",
+    "TcpStream",
+    "VmFailed",
+    "WasmVM",
+    "decode_pairs",
+    "encode_pairs",
+]

@@ -1,0 +1,1 @@
+"""Host functions for properties, shared data and queues, metrics, callouts and foreign functions."""
