@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import wasmtime
 
-from . import _hostcalls_core, _hostcalls_extra, _wasi  # noqa: F401 - register host functions
+from . import (  # noqa: F401 - importing registers the host functions
+    _hostcalls_core,
+    _hostcalls_extra,
+    _hostcalls_foreign,
+    _hostcalls_metrics,
+    _properties,
+    _wasi,
+)
 from ._abi import AbiVersion, LogLevel, Status
 from ._capi import Caller, GuestMemory, GuestTrap, define_host_function
 from ._commands import CommandQueue

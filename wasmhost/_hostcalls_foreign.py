@@ -1,0 +1,1 @@
+"""Foreign functions (proxy_call_foreign_function) and the ones Envoy registers."""

@@ -1,0 +1,1 @@
+"""Host functions for plugin-defined metrics."""

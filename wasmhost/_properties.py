@@ -1,0 +1,1 @@
+"""Properties: the attribute catalogue and Envoy's value encodings."""
