@@ -14,7 +14,7 @@ C_FLAGS = (
     "--target=wasm32-wasi",
     "-O2",
     "-mexec-model=reactor",
-    "-std=c11",
+    "-std=gnu11",
     "-Wall",
     "-Werror=implicit-function-declaration",
     # Every proxy-wasm host needs an allocator export to hand data back to the guest.

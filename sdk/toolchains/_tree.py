@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from sdk.toolchains._assemblyscript import asc_identity, build_assemblyscript, ensure_npm_workdir
-from sdk.toolchains._c import build_c, clang_identity, find_clang
+from sdk.toolchains._assemblyscript import ASC_FLAGS, asc_identity, build_assemblyscript, ensure_npm_workdir
+from sdk.toolchains._c import C_FLAGS, build_c, clang_identity, find_clang
 from sdk.toolchains._errors import ToolchainError
 from sdk.toolchains._wat import build_wat
 
@@ -88,10 +88,10 @@ def build_tree(
     # Fail fast on a missing toolchain, before anything is compiled.
     if "c" in languages:
         find_clang()
-        identities["c"] = clang_identity()
+        identities["c"] = " ".join([clang_identity(), *C_FLAGS])
     if "as" in languages:
         ensure_npm_workdir(npm_workdir)
-        identities["as"] = asc_identity(npm_workdir)
+        identities["as"] = " ".join([asc_identity(npm_workdir), *ASC_FLAGS])
     builders: dict[str, Callable[[Path, Path], Path]] = {
         "c": lambda src, out: build_c(src, out, include_dirs=[include_dir]),
         "as": lambda src, out: build_assemblyscript(src, out, npm_workdir),
