@@ -40,16 +40,17 @@ class RecordedRequest:
         """The request as a proxy-wasm header map: pseudo-headers first, then the rest in order.
 
         HTTP/1.1 carries `:authority` as the `host` header and cannot carry `:scheme`, so the map
-        has `:method`, `:path` and `:authority` (when a host header arrived) and lower-case names.
+        starts with `:authority` (when a host header arrived), `:path`, `:method` (the order in
+        which Envoy shows them to a plugin) and continues with the other headers, lower-cased.
         """
-        pairs: list[list[str]] = [[":method", self.method], [":path", self.path]]
+        authority: list[list[str]] = []
         rest: list[list[str]] = []
         for name, value in self.headers:
-            if name.lower() == "host":
-                pairs.append([":authority", value])
+            if name.lower() == "host" and not authority:
+                authority.append([":authority", value])
             else:
                 rest.append([name.lower(), value])
-        return pairs + rest
+        return authority + [[":path", self.path], [":method", self.method]] + rest
 
 
 @dataclass(frozen=True)
