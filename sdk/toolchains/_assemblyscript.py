@@ -47,6 +47,7 @@ def _require(tool: str, hint: str) -> str:
 def ensure_npm_workdir(workdir: Path) -> Path:
     """Install the pinned npm packages into ``workdir`` unless they are already there."""
     _require("node", "Debian: apt-get install nodejs npm")
+    workdir = workdir.resolve()
     wanted = pinned_versions()
     if all(_installed_version(workdir, name) == version for name, version in wanted.items()):
         return workdir
@@ -78,7 +79,7 @@ def asc_identity(workdir: Path) -> str:
 
 def build_assemblyscript(src: Path, out: Path, workdir: Path) -> Path:
     """Compile one AssemblyScript plugin into ``out`` using packages installed in ``workdir``."""
-    ensure_npm_workdir(workdir)
+    workdir = ensure_npm_workdir(workdir.resolve())
     node = _require("node", "Debian: apt-get install nodejs npm")
     asc = workdir / "node_modules" / "assemblyscript" / "bin" / "asc"
     out.parent.mkdir(parents=True, exist_ok=True)
