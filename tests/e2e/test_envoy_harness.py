@@ -203,7 +203,9 @@ def test_run_reports_headers_logs_metrics_and_upstream_request(
 ) -> None:
     result = run_plugin_in_envoy(
         wat_plugin("headers_and_log"),
+        root_id="my_root",
         configuration='line one\nline two é \\ "q"',
+        vm_configuration="vm settings",
         method="POST",
         path="/hello?x=1",
         headers=[("X-Custom", "A"), ("x-custom", "B")],
@@ -216,6 +218,7 @@ def test_run_reports_headers_logs_metrics_and_upstream_request(
     )
     assert result["trap"] is None
     assert result["logs"] == [
+        {"level": "debug", "message": "vm settings"},
         {"level": "info", "message": 'line one\nline two é \\ "q"'},
         {"level": "info", "message": "request path: /hello?x=1"},
         {"level": "warn", "message": "response headers"},
@@ -245,7 +248,7 @@ def headers_session(
     """One Envoy for several requests: start-up is paid once per plugin and configuration."""
     session = EnvoyPluginSession(
         wat_plugin("headers_and_log"),
-        configuration="session config",
+        configuration=b"session config",  # sent as a BytesValue
         workdir=tmp_path_factory.mktemp("headers-session"),
         binary=envoy_binary,
     )

@@ -1,5 +1,6 @@
 ;; Test plugin (proxy-wasm ABI 0.2.1): logs its configuration, counts requests, tags the request
 ;; going upstream and the response going downstream.
+;;   proxy_on_vm_start         logs the VM configuration (debug), if any
 ;;   proxy_on_configure        logs the plugin configuration (info), defines counter requests_total
 ;;   proxy_on_request_headers  logs "request path: <:path>" (info), adds x-wasm-request: seen,
 ;;                             increments requests_total
@@ -45,6 +46,14 @@
     (local.get $ptr))
 
   (func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32))
+
+  (func (export "proxy_on_vm_start") (param $root i32) (param $size i32) (result i32)
+    (if (i32.gt_u (local.get $size) (i32.const 0))
+      (then
+        (drop (call $get_buffer (i32.const 6) (i32.const 0) (local.get $size)
+                                (i32.const 1024) (i32.const 1028)))
+        (drop (call $log (i32.const 1) (i32.load (i32.const 1024)) (i32.load (i32.const 1028))))))
+    (i32.const 1))
 
   (func (export "proxy_on_configure") (param $root i32) (param $size i32) (result i32)
     (if (i32.gt_u (local.get $size) (i32.const 0))
