@@ -207,7 +207,7 @@ class Caller:
             message = str(error)
             trap: Any = None
         else:
-            trap = wasmtime.Trap._from_ptr(ctypes.cast(self._trap_out.value, ctypes.POINTER(ffi.wasm_trap_t)))
+            trap = wasmtime.Trap._from_ptr(ctypes.cast(self._trap_out, ctypes.POINTER(ffi.wasm_trap_t)))
             self._trap_out.value = None
             message = trap.message
         if isinstance(pending, ExitRequested):
@@ -218,7 +218,20 @@ class Caller:
         if trap is not None:
             code = trap.trap_code
             interrupted = code is not None and code == wasmtime.TrapCode.INTERRUPT
-        raise GuestTrap(message, interrupted=interrupted)
+        raise GuestTrap(_summarize(message), interrupted=interrupted)
+
+
+def _summarize(message: str) -> str:
+    """One line: the trap's cause, then the innermost guest frame when there is one."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    cause = next((line for line in lines if line.startswith("wasm trap:")), None)
+    frame = next((line for line in lines if line[:1].isdigit() and " - " in line), None)
+    if cause is None:
+        return lines[-1] if lines else "trap"
+    cause = cause.removeprefix("wasm trap: ")
+    if frame is not None:
+        return f"{cause} (in {frame.split(' - ', 1)[1]})"
+    return cause
 
 
 HostImpl = Callable[..., int | None]
@@ -252,10 +265,13 @@ def define_host_function(
             else:
                 result = impl()
             if has_result:
+                value = int(result or 0)
                 if result_is_i64:
-                    _memmove(args, (result or 0).to_bytes(8, "little", signed=False), 8)
+                    _memmove(args, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), 8)
+                elif 0 <= value < 16:
+                    _memmove(args, _I32[value], 4)
                 else:
-                    _memmove(args, _I32[result] if 0 <= (result or 0) < 16 else (result or 0).to_bytes(4, "little"), 4)
+                    _memmove(args, (value & 0xFFFFFFFF).to_bytes(4, "little"), 4)
             return 0
         except BaseException as exc:  # noqa: BLE001 - nothing may unwind through C
             caller.on_trap_exception = exc

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from ._abi import BufferType, LogLevel, MapType, Pairs, Status, StreamType, decode_pairs, encode_pairs
 from ._capi import GuestTrap
-from ._commands import ClearRouteCache, CloseStream, DeleteRootContext, ResumeStream, SendLocalReply, SetTickPeriod
+from ._commands import (
+    ClearRouteCache,
+    CloseStream,
+    DeleteRootContext,
+    ResumeStream,
+    SendLocalReply,
+    SetTickPeriod,
+)
 from ._context import HttpContext, RootContext, TcpContext
 from ._registry import hostcall
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ._abi import AbiVersion, FailurePolicy, LogLevel, Pairs, StreamType
+from ._abi import AbiVersion, FailurePolicy, Pairs
 from ._commands import DeleteRootContext, SendLocalReply
 from ._context import CalloutResponse, HttpContext, RootContext, StreamInfo, TcpContext
 from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM

@@ -1,1 +1,318 @@
-"""Properties: the attribute catalogue and Envoy's value encodings."""
+"""Properties: the attribute catalogue (reference §3) and Envoy's value encodings.
+
+A path arrives as components joined by NUL (a trailing NUL is accepted). The first
+component names a top-level attribute; later ones index into maps, messages or lists.
+Values are encoded as Envoy's ``serializeValue`` does: strings raw, ints as 8-byte
+little-endian, bools as one byte, timestamps/durations as int64 nanoseconds, maps as
+pairs, lists as pairs with empty values, and the node as protobuf wire bytes.
+
+Values a plugin sets with ``proxy_set_property`` live in the stream's (or root's) filter
+state and are read back under the same path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._abi import Status, encode_list, encode_pairs
+from ._context import HttpContext, RootContext, StreamInfo, TcpContext
+from ._registry import hostcall
+
+if TYPE_CHECKING:
+    from ._vm import WasmVM
+
+OK = int(Status.OK)
+NOT_FOUND = int(Status.NOT_FOUND)
+INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
+SERIALIZATION_FAILURE = int(Status.SERIALIZATION_FAILURE)
+
+
+class Int(int):
+    """A signed 64-bit attribute (encoded as 8 bytes LE)."""
+
+
+class Duration(int):
+    """A duration attribute in nanoseconds."""
+
+
+class Timestamp(int):
+    """A timestamp attribute in nanoseconds since the epoch."""
+
+
+def encode_value(value: Any, *, struct_numbers: bool = False) -> bytes:
+    """Serialize one attribute value the way Envoy does."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"\x01" if value else b"\x00"
+    if isinstance(value, int):
+        if struct_numbers:
+            return struct.pack("<d", float(value))
+        if value < 0:
+            return struct.pack("<q", value)
+        return struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF)
+    if isinstance(value, float):
+        return struct.pack("<d", value)
+    if isinstance(value, dict):
+        return encode_pairs(
+            [(str(k).encode(), encode_value(v, struct_numbers=struct_numbers)) for k, v in value.items()]
+        )
+    if isinstance(value, list | tuple):
+        return encode_list([encode_value(v, struct_numbers=struct_numbers) for v in value])
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _header(headers: list[tuple[bytes, bytes]] | None, name: bytes) -> bytes | None:
+    if not headers:
+        return None
+    values = [v for k, v in headers if k == name]
+    return b",".join(values) if values else None
+
+
+def _header_map(headers: list[tuple[bytes, bytes]] | None) -> dict[str, bytes] | None:
+    if headers is None:
+        return None
+    merged: dict[str, bytes] = {}
+    for k, v in headers:
+        key = k.decode("latin-1")
+        merged[key] = merged[key] + b"," + v if key in merged else v
+    return merged
+
+
+def _headers_bytes(headers: list[tuple[bytes, bytes]] | None) -> Int | None:
+    if headers is None:
+        return None
+    return Int(sum(len(k) + len(v) for k, v in headers))
+
+
+def _request(ctx: HttpContext, field: str) -> Any:
+    headers = ctx.request_headers
+    info = ctx.info
+    path = _header(headers, b":path") or b""
+    simple: dict[str, Callable[[], Any]] = {
+        "path": lambda: path,
+        "url_path": lambda: path.split(b"?", 1)[0],
+        "host": lambda: _header(headers, b":authority") or _header(headers, b"host"),
+        "scheme": lambda: _header(headers, b":scheme") or info.scheme,
+        "method": lambda: _header(headers, b":method"),
+        "headers": lambda: _header_map(headers),
+        "headers_bytes": lambda: _headers_bytes(headers),
+        "referer": lambda: _header(headers, b"referer"),
+        "useragent": lambda: _header(headers, b"user-agent"),
+        "time": lambda: Timestamp(info.start_time_ns) if info.start_time_ns else None,
+        "id": lambda: _header(headers, b"x-request-id"),
+        "protocol": lambda: info.protocol,
+        "query": lambda: path.split(b"?", 1)[1] if b"?" in path else b"",
+        "size": lambda: _size(headers, ctx.request_body_size),
+        "total_size": lambda: Int(ctx.request_body_size + (_headers_bytes(headers) or 0)),
+        "duration": lambda: info.extra.get("request.duration"),
+    }
+    getter = simple.get(field)
+    return getter() if getter is not None else None
+
+
+def _size(headers: list[tuple[bytes, bytes]] | None, seen: int) -> Int:
+    length = _header(headers, b"content-length")
+    if length is not None and length.isdigit():
+        return Int(int(length))
+    return Int(seen)
+
+
+def _response(ctx: HttpContext, field: str) -> Any:
+    headers = ctx.response_headers
+    info = ctx.info
+    if field == "code":
+        status = _header(headers, b":status")
+        return Int(int(status)) if status and status.isdigit() else None
+    if field == "code_details":
+        return info.response_code_details or None
+    if field == "flags":
+        return Int(info.response_flags)
+    if field == "grpc_status":
+        value = _header(headers, b"grpc-status") or _header(ctx.response_trailers, b"grpc-status")
+        return Int(int(value)) if value and value.isdigit() else None
+    if field == "headers":
+        return _header_map(headers)
+    if field == "trailers":
+        return _header_map(ctx.response_trailers)
+    if field == "headers_bytes":
+        return _headers_bytes(headers)
+    if field == "size":
+        return Int(ctx.response_body_size)
+    if field == "total_size":
+        return Int(ctx.response_body_size + (_headers_bytes(headers) or 0))
+    if field == "backend_latency":
+        return info.extra.get("response.backend_latency")
+    return None
+
+
+def _connection(info: StreamInfo, field: str) -> Any:
+    values: dict[str, Any] = {
+        "id": info.connection_id,
+        "mtls": info.mtls,
+        "requested_server_name": info.requested_server_name,
+        "tls_version": info.tls_version or None,
+        "uri_san_peer_certificate": info.peer_principal or None,
+        "uri_san_local_certificate": info.local_principal or None,
+        "termination_details": info.extra.get("connection.termination_details"),
+    }
+    if field in values:
+        return values[field]
+    return info.extra.get(f"connection.{field}")
+
+
+def _xds(vm: WasmVM, info: StreamInfo | None, field: str) -> Any:
+    if field == "node":
+        return _Node(vm.environment.node_properties())
+    if info is None:
+        return None
+    values: dict[str, Any] = {
+        "cluster_name": info.cluster_name or None,
+        "route_name": info.route_name or None,
+        "virtual_host_name": info.virtual_host_name or None,
+        "listener_direction": Int(info.listener_direction),
+    }
+    if field in values:
+        return values[field]
+    return info.extra.get(f"xds.{field}")
+
+
+class _Node(dict[str, Any]):
+    """The proxy's node: indexable like a map, serialized whole as envoy.config.core.v3.Node."""
+
+
+def _encode_node(node: _Node) -> bytes | None:
+    try:
+        from envoy.config.core.v3 import base_pb2
+        from google.protobuf import json_format
+
+        message = base_pb2.Node()
+        json_format.ParseDict(dict(node), message, ignore_unknown_fields=True)
+        return bytes(message.SerializeToString())
+    except Exception:  # noqa: BLE001 - a node that does not fit the proto cannot be serialized
+        return None
+
+
+def resolve(vm: WasmVM, ctx: RootContext | HttpContext | TcpContext | None, parts: list[str]) -> Any:
+    """The value at ``parts`` for this context, or None when it does not exist."""
+    if not parts:
+        return None
+    head, rest = parts[0], parts[1:]
+    root = ctx.root if ctx is not None else None
+    spec = root.spec if root is not None else vm.log_spec
+    info = ctx.info if isinstance(ctx, HttpContext | TcpContext) else None
+    value: Any = None
+    consumed = 1
+    if head == "plugin_name" and spec is not None:
+        value = spec.name
+    elif head == "plugin_root_id" and spec is not None:
+        value = spec.root_id
+    elif head == "plugin_vm_id":
+        value = vm.vm_id
+    elif head in ("connection_id",) and info is not None:
+        value = info.connection_id
+    elif head == "request" and isinstance(ctx, HttpContext) and rest:
+        value, consumed = _request(ctx, rest[0]), 2
+    elif head == "response" and isinstance(ctx, HttpContext) and rest:
+        value, consumed = _response(ctx, rest[0]), 2
+    elif head in ("source", "destination", "upstream") and info is not None and rest:
+        consumed = 2
+        value = _address(info, head, rest[0])
+    elif head == "connection" and info is not None and rest:
+        value, consumed = _connection(info, rest[0]), 2
+    elif head == "xds" and rest:
+        value, consumed = _xds(vm, info, rest[0]), 2
+    elif head == "node":
+        value = _Node(vm.environment.node_properties())
+    elif head in ("cluster_name", "route_name", "listener_direction"):
+        value = _xds(vm, info, head)
+    elif head == "request_protocol" and info is not None:
+        value = info.protocol
+    if value is None and info is not None:
+        value = info.extra.get(".".join(parts))
+        consumed = len(parts)
+    if value is None:
+        return None
+    for part in parts[consumed:]:
+        if isinstance(value, dict):
+            if part not in value:
+                return None
+            value = value[part]
+        elif isinstance(value, list | tuple):
+            if not part.isdigit() or int(part) >= len(value):
+                return None
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+def _address(info: StreamInfo, side: str, field: str) -> Any:
+    if side == "source":
+        host, port = info.source_address, info.source_port
+    elif side == "destination":
+        host, port = info.destination_address, info.destination_port
+    else:
+        host, port = info.upstream_address, info.upstream_port
+        if field == "request_attempt_count":
+            return info.extra.get("upstream.request_attempt_count")
+    if not host:
+        return info.extra.get(f"{side}.{field}")
+    if field == "address":
+        return f"{host}:{port}" if port else host
+    if field == "port":
+        return Int(port)
+    return info.extra.get(f"{side}.{field}")
+
+
+def _split(raw: bytes) -> list[str]:
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [p.decode("utf-8", "replace") for p in raw.split(b"\0")] if raw else []
+
+
+@hostcall("proxy_get_property", "iiii")
+def get_property(vm: WasmVM, path_ptr: int, path_len: int, ret_ptr: int, ret_size: int) -> int:
+    raw = vm.read(path_ptr, path_len)
+    if raw is None:
+        return INVALID_MEMORY_ACCESS
+    ctx = vm.effective or vm.current
+    key = raw[:-1] if raw.endswith(b"\0") else raw
+    if ctx is not None:
+        for state in (ctx.filter_state, ctx.root.filter_state):
+            if key in state:
+                return vm.return_bytes(state[key], ret_ptr, ret_size)
+    parts = _split(raw)
+    value = resolve(vm, ctx, parts)
+    if value is None:
+        return NOT_FOUND
+    if isinstance(value, _Node):
+        encoded = _encode_node(value)
+        if encoded is None:
+            return SERIALIZATION_FAILURE
+        return vm.return_bytes(encoded, ret_ptr, ret_size)
+    struct_numbers = parts[:1] == ["node"] or parts[:2] == ["xds", "node"]
+    try:
+        data = encode_value(value, struct_numbers=struct_numbers)
+    except TypeError:
+        return SERIALIZATION_FAILURE
+    return vm.return_bytes(data, ret_ptr, ret_size)
+
+
+@hostcall("proxy_set_property", "iiii")
+def set_property(vm: WasmVM, path_ptr: int, path_len: int, val_ptr: int, val_len: int) -> int:
+    """Envoy keeps the bytes in filter state; we do too (per stream, or per root outside one)."""
+    raw = vm.read(path_ptr, path_len)
+    value = vm.read(val_ptr, val_len)
+    if raw is None or value is None:
+        return INVALID_MEMORY_ACCESS
+    ctx = vm.effective or vm.current
+    if ctx is None:
+        return OK  # never NOT_FOUND: Rust plugins panic on it
+    key = raw[:-1] if raw.endswith(b"\0") else raw
+    ctx.filter_state[key] = value
+    return OK

@@ -188,6 +188,7 @@ class WasmVM:
         self.failure_kind: str | None = None
         self.contexts: dict[int, AnyContext] = {}
         self._ids = itertools.count(1)
+        self._tokens = itertools.count(1)
         self.current: AnyContext | None = None
         self.effective: AnyContext | None = None
         self.restricted = RESTRICT_NONE
@@ -281,6 +282,10 @@ class WasmVM:
 
     def next_context_id(self) -> int:
         return next(self._ids)
+
+    def next_token(self) -> int:
+        """Callout tokens are unique per VM (SDKs key their callbacks by token alone)."""
+        return next(self._tokens)
 
     def call(self, ctx: AnyContext | None, export: str, *args: int) -> int | None:
         """Call a guest export on behalf of ``ctx``; None when the module does not export it."""
