@@ -187,7 +187,10 @@ class Caller:
 
         def call(*args: int) -> int:
             if pack is not None:
-                pack(view, 0, *[a & 0xFFFFFFFF for a in args])
+                try:
+                    pack(view, 0, *args)
+                except struct.error:  # a negative or oversized argument: wrap like the guest would
+                    pack(view, 0, *[a & 0xFFFFFFFF for a in args])
             err = _call_unchecked(ctx, func_ref, buf_ref, slots, trap_ref)
             if err or self._trap_out.value:
                 fail(err)
@@ -246,11 +249,17 @@ def define_host_function(
     impl: HostImpl,
     caller: Caller,
     keepalive: list[Any],
+    *,
+    owner: Any,
+    allowed: Callable[[Any], bool] | None = None,
+    denied_result: int = 0,
 ) -> None:
-    """Register ``impl(*args) -> result`` as an unchecked host function.
+    """Register ``impl(owner, *args) -> result`` as an unchecked host function.
 
     ``impl`` receives unsigned integers; a raised exception becomes a trap whose cause
-    is re-raised by the :class:`Caller` that entered the guest.
+    is re-raised by the :class:`Caller` that entered the guest. When ``allowed`` is given
+    and ``owner.restricted`` is set, ``allowed(owner)`` decides whether the call runs or
+    answers ``denied_result`` (cpp-host's restricted capability windows).
     """
     unpack = args_struct(params).unpack_from if params else None
     size = len(params) * VAL_SLOT
@@ -259,11 +268,12 @@ def define_host_function(
 
     def trampoline(_env: int, _caller: int, args: int, _nargs: int) -> int:
         try:
-            if unpack is not None:
-                values = unpack(_string_at(args, size))
-                result = impl(*values)
+            if allowed is not None and owner.restricted and not allowed(owner):
+                result: Any = denied_result
+            elif unpack is not None:
+                result = impl(owner, *unpack(_string_at(args, size)))
             else:
-                result = impl()
+                result = impl(owner)
             if has_result:
                 value = int(result or 0)
                 if result_is_i64:

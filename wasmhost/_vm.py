@@ -202,7 +202,8 @@ class WasmVM:
         linker = wasmtime.Linker(runtime.engine)
         for hf in HOST_FUNCTIONS.values():
             define_host_function(
-                linker, hf.module, hf.name, hf.params, hf.results, self._bind(hf), self.caller, self._keepalive
+                linker, hf.module, hf.name, hf.params, hf.results, hf.impl, self.caller, self._keepalive,
+                owner=self, allowed=_window_check(hf), denied_result=hf.restricted_result,
             )
         unknown = [
             f"{imp.module}.{imp.name}"
@@ -233,30 +234,6 @@ class WasmVM:
             raise ModuleError("module exports no allocator function")
         self._alloc = alloc
         runtime.counters.vms_created += 1
-
-    # -- linking ------------------------------------------------------------------------
-    def _bind(self, hf: HostFunction) -> Callable[..., Any]:
-        impl = hf.impl
-        vm = self
-        if hf.during_start and hf.during_alloc:
-            def unrestricted(*args: int) -> Any:
-                return impl(vm, *args)
-            return unrestricted
-
-        start_ok = hf.during_start
-        alloc_ok = hf.during_alloc
-        restricted_result = hf.restricted_result
-        name = hf.name
-
-        def guarded(*args: int) -> Any:
-            window = vm.restricted
-            if window and ((window == RESTRICT_START and not start_ok) or (window == RESTRICT_ALLOC and not alloc_ok)):
-                vm.log(LogLevel.ERROR, f"{name} is not allowed while the VM is "
-                       + ("starting" if window == RESTRICT_START else "inside its allocator"))
-                return restricted_result
-            return impl(vm, *args)
-
-        return guarded
 
     # -- lifecycle ----------------------------------------------------------------------
     def has_export(self, name: str) -> bool:
@@ -379,3 +356,20 @@ def _module_cache(cache_dir: str, engine: wasmtime.Engine) -> Any:
     from ._cache import ModuleCache
 
     return ModuleCache(cache_dir, engine)
+
+
+def _window_check(hf: HostFunction) -> Callable[[WasmVM], bool] | None:
+    """How a host function behaves in the restricted windows (None: allowed everywhere)."""
+    if hf.during_start and hf.during_alloc:
+        return None
+    start_ok, alloc_ok, name = hf.during_start, hf.during_alloc, hf.name
+
+    def allowed(vm: WasmVM) -> bool:
+        window = vm.restricted
+        if (window == RESTRICT_START and start_ok) or (window == RESTRICT_ALLOC and alloc_ok):
+            return True
+        where = "starting" if window == RESTRICT_START else "inside its allocator"
+        vm.log(LogLevel.ERROR, f"{name} is not allowed while the VM is {where}")
+        return False
+
+    return allowed
