@@ -364,3 +364,41 @@ def test_two_envoys_run_side_by_side(
         assert headers_session.request()["response"]["status"] == 200
         assert other.envoy is not None and headers_session.envoy is not None
         assert other.envoy.pid != headers_session.envoy.pid
+
+
+@pytest.mark.e2e
+@pytest.mark.envoy
+def test_reset_stream_gives_no_response(
+    envoy_binary: str, wat_plugin: Callable[[str], Path], tmp_path: Path
+) -> None:
+    result = run_plugin_in_envoy(wat_plugin("close_stream"), workdir=tmp_path, binary=envoy_binary)
+    assert (result["response"], result["upstream_request"]) == (None, None)
+    assert result["logs"] == [{"level": "info", "message": "closing"}]
+    assert comparable(result)["response"] is None
+
+
+@pytest.mark.e2e
+@pytest.mark.envoy
+def test_comparable_result_is_the_same_on_every_run(
+    envoy_binary: str, wat_plugin: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Differential tests need a deterministic reference: nothing run-specific may survive."""
+    runs = [
+        comparable(
+            run_plugin_in_envoy(
+                wat_plugin(name),
+                configuration="cfg",
+                headers=[("x-client", "1")],
+                body="b",
+                response_headers=[("x-up", "2")],
+                callouts={"authz": (200, "ok")},
+                workdir=tmp_path / f"{name}-{attempt}",
+                binary=envoy_binary,
+            )
+        )
+        for name in ("headers_and_log", "callout")
+        for attempt in range(2)
+    ]
+    assert runs[0] == runs[1]
+    assert runs[2] == runs[3]
+    assert runs[0] != runs[2]
