@@ -587,6 +587,11 @@ class EnvoyPluginSession:
     ) -> dict[str, Any]:
         """Send one request through the plugin; the upstream answers with `response_*` and each
         callout cluster with its (status, body). Returns the `wasmesh plugin run --json` shape.
+
+        `callouts` changes the answers of declared clusters for this and later requests. `logs`,
+        `trap`, `callouts` and `upstream_request` are this request's; `metrics` are the current
+        totals. Raises EnvoyError if no response arrives within `timeout` (a plugin that pauses
+        and never resumes).
         """
         if self.envoy is None:
             raise EnvoyError("session not started")
