@@ -245,8 +245,8 @@ class Authenticator:
             for g in granted:
                 if g.type == scope.type and g.name == scope.name:
                     have |= g.actions
-            if not have >= scope.actions:
-                raise RegistryError("UNAUTHORIZED", f"token lacks {scope}",
+            if not have >= scope.actions:  # RFC 6750: 403 with a challenge naming the scope needed
+                raise RegistryError("DENIED", f"token lacks {scope}",
                                     headers=self._challenge(required, host, scheme, "insufficient_scope"))
         return user
 

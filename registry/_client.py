@@ -138,7 +138,7 @@ class RegistryClient:
             if auth:
                 hdrs["Authorization"] = auth
             reply = self._send_once(method, target, hdrs, body, sink)
-            if reply.status == 401 and not answered and self._answer_challenge(reply, scope):
+            if reply.status in (401, 403) and not answered and self._answer_challenge(reply, scope):
                 answered = True
                 continue
             break
@@ -169,6 +169,8 @@ class RegistryClient:
     def _answer_challenge(self, reply: _Reply, scope: str) -> bool:
         """Prepare credentials for one retry; False when retrying cannot help."""
         kind, params = _parse_challenge(reply.header("www-authenticate") or "")
+        if reply.status == 403 and params.get("error") != "insufficient_scope":
+            return False  # denied outright: new credentials will not change that
         if kind == "basic":
             if self.credentials is None:
                 return False
