@@ -11,32 +11,17 @@ Reusable helpers for the whole suite:
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import wasmtime
 
+from tests._tools import require_tool
 from tests.e2e._envoy import find_envoy_binary
 from tests.e2e._upstream import CalloutServer, ScriptedUpstream
 
 DATA_DIR = Path(__file__).parent / "data"
-
-
-def require_tool(name: str, *, lookup: Callable[[], str | None] | None = None, hint: str = "") -> str:
-    """Path of an external tool, or skip the test (fail it when CI=true) if it is missing.
-
-    `lookup` replaces the default search on PATH (e.g. for a binary inside a wheel).
-    """
-    path = lookup() if lookup is not None else shutil.which(name)
-    if path:
-        return path
-    reason = f"{name} is not installed" + (f": {hint}" if hint else "")
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing tool fails the run)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
