@@ -63,3 +63,14 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+#: WASI ``fd_write``/``fd_pwrite``: most iovecs accepted in one call (wasi-libc's IOV_MAX).
+MAX_WASI_IOVECS = 1024
+#: Foreign functions: largest result a built-in (``uncompress``) may produce (bytes).
+MAX_FOREIGN_RESULT_BYTES = 16 * 1024 * 1024
+#: Plugin metrics: distinct metrics per runtime, and the longest metric name (bytes).
+MAX_METRICS = 16 * 1024
+MAX_METRIC_NAME_BYTES = 1024
+
+#: On-disk compiled-module cache: total artifact bytes kept before the least recently used go.
+MODULE_CACHE_MAX_BYTES = 1024 * 1024 * 1024
