@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"error: {exc}", style="red", markup=False, highlight=False)
         return 1
     rebuilt = sum(1 for r in results if r.rebuilt)
-    console.print(f"{len(results)} plugins in {args.out} ({rebuilt} rebuilt, {len(results) - rebuilt} up to date)")
+    console.print(
+        f"{len(results)} plugins in {args.out} ({rebuilt} rebuilt, {len(results) - rebuilt} up to date)"
+    )
     return 0
 
 

@@ -102,8 +102,12 @@ def build_tree(
     results: list[BuildResult] = []
     failures: list[str] = []
     progress = Progress(
-        TextColumn("[bold]plugins"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-        console=console or Console(stderr=True), transient=False,
+        TextColumn("[bold]plugins"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        console=console or Console(stderr=True),
+        transient=False,
     )
     with progress:
         task = progress.add_task("", total=len(plugins))
@@ -111,7 +115,9 @@ def build_tree(
             progress.update(task, description=f"{language}/{source.name}")
             module = out_dir / f"{source.stem}.wasm"
             stamp = stamps / f"{source.stem}.sha256"
-            fingerprint = _fingerprint(language, source, identities[language], headers if language == "c" else [])
+            fingerprint = _fingerprint(
+                language, source, identities[language], headers if language == "c" else []
+            )
             if module.exists() and stamp.exists() and stamp.read_text().strip() == fingerprint:
                 results.append(BuildResult(source.stem, language, source, module, rebuilt=False))
             else:
@@ -125,5 +131,7 @@ def build_tree(
                     results.append(BuildResult(source.stem, language, source, module, rebuilt=True))
             progress.advance(task)
     if failures:
-        raise ToolchainError(f"{len(failures)} of {len(plugins)} plugins failed to build:\n" + "\n".join(failures))
+        raise ToolchainError(
+            f"{len(failures)} of {len(plugins)} plugins failed to build:\n" + "\n".join(failures)
+        )
     return results
