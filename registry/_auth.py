@@ -225,7 +225,9 @@ class Authenticator:
             return None
         if self.mode == "basic":
             user = self.basic_user(headers)
-            if user is None and not all(self.policy.granted(None, s) >= s.actions for s in required):
+            anonymous_ok = all(self.policy.granted(None, s) >= s.actions for s in required) and (
+                bool(required) or any(rule.matches_user(None) for rule in self.policy.rules))
+            if user is None and not anonymous_ok:
                 raise RegistryError("UNAUTHORIZED", headers=self._challenge(required))
             for scope in required:
                 if not self.policy.granted(user, scope) >= scope.actions:
