@@ -108,7 +108,7 @@ def module(imports: list[str], vm_start: str = "", *, data: dict[int, bytes] | N
   {extra}
   {' '.join(f'(data (i32.const {addr}) "{wat_bytes(blob)}")' for addr, blob in segments.items())}
 )"""
-    return wasmtime.wat2wasm(text)
+    return bytes(wasmtime.wat2wasm(text))
 
 
 def iovecs(*chunks: bytes, at: int = DATA) -> dict[int, bytes]:
