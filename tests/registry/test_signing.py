@@ -16,6 +16,7 @@ from registry import (
     TrustPolicy,
     TrustPolicyError,
     VerificationError,
+    _keys,
     find_signatures,
     generate_keypair,
     load_private_key,
@@ -25,7 +26,6 @@ from registry import (
     verify_image,
     verify_module,
 )
-from registry import _keys
 from registry import _mediatypes as mt
 from registry._signing import simple_signing_payload
 from registry.testing import RunningRegistry
