@@ -10,6 +10,10 @@ Transition rules (Envoy's order, reference §2.2-§2.5):
    ``on_delete``. A callback the module does not export means Continue.
 4. Side effects (local reply, resume, close, callouts, timers) are queued as commands
    and carried out by the embedder after the callback returns; never re-entrantly.
+   A local reply stops only the callback that sent it. One sent from a request callback
+   is then fed back through the same stream's ``on_response_headers``/``on_response_body``
+   (Envoy runs its encoder filters on local replies; headers from
+   :func:`local_reply_headers`); one sent from a response callback is not.
 5. A failed VM is never called again. The plugin's failure policy decides what its
    streams see: FAIL_OPEN passes through, FAIL_CLOSED answers 503 ``wasm_fail_stream``,
    FAIL_RELOAD fails the current stream closed and builds a fresh VM (with backoff) for
@@ -311,7 +315,10 @@ class Plugin:
 class HttpStream:
     """One HTTP stream through one plugin; the embedder feeds events in Envoy's order."""
 
-    __slots__ = ("plugin", "info", "ctx", "_vm", "_passthrough", "_v01", "request_headers", "response_headers")
+    __slots__ = (
+        "plugin", "info", "ctx", "_vm", "_passthrough", "_v01", "_replied_before", "request_headers",
+        "response_headers",
+    )
 
     def __init__(self, plugin: Plugin, info: StreamInfo) -> None:
         self.plugin = plugin
@@ -320,6 +327,7 @@ class HttpStream:
         self._vm: WasmVM | None = None
         self._passthrough = False
         self._v01 = plugin.compiled.abi is AbiVersion.V0_1_0
+        self._replied_before = False
         self.request_headers: Pairs | None = None
         self.response_headers: Pairs | None = None
 
@@ -368,6 +376,7 @@ class HttpStream:
     def _invoke(self, ctx: HttpContext, export: str, *args: int) -> int | None:
         vm = self._vm
         assert vm is not None
+        self._replied_before = ctx.local_reply_sent
         try:
             return vm.call(ctx, export, ctx.id, *args)
         except VmFailed:
@@ -480,8 +489,12 @@ class HttpStream:
     def _open(self) -> bool:
         return self.plugin.spec.failure_policy is FailurePolicy.FAIL_OPEN
 
+    def _replied_now(self, ctx: HttpContext) -> bool:
+        """Whether the callback that just returned sent a local reply (cpp-host then stops)."""
+        return ctx.local_reply_sent and not self._replied_before
+
     def _headers_status(self, ctx: HttpContext, result: int | None) -> int:
-        if ctx.local_reply_sent:
+        if self._replied_now(ctx):
             return HEADERS_STOP_ALL_WATERMARK
         if not result:
             return HEADERS_CONTINUE
@@ -492,7 +505,7 @@ class HttpStream:
         return result if result <= 4 else HEADERS_STOP_ALL_WATERMARK
 
     def _trailers_status(self, ctx: HttpContext, result: int | None) -> int:
-        if ctx.local_reply_sent or (result or 0) >= 1:
+        if self._replied_now(ctx) or (result or 0) >= 1:
             return TRAILERS_STOP
         return TRAILERS_CONTINUE
 
@@ -530,7 +543,7 @@ class HttpStream:
                 ctx.response_body_open = False
                 ctx.response_trailers_writable = False
         current = ctx.request_body if request else ctx.response_body
-        if ctx.local_reply_sent:
+        if self._replied_now(ctx):
             return BodyVerdict(DATA_STOP_NO_BUFFER)
         if not result:
             out = bytes(current) if current is not None else b""
@@ -555,6 +568,17 @@ class HttpStream:
         else:
             ctx.response_body = None
         return bytes(held or b"")
+
+
+def local_reply_headers(reply: SendLocalReply) -> Pairs:
+    """The response headers Envoy's ``sendLocalReply`` hands to encoder filters: ``:status``,
+    the plugin's headers, ``content-length``, and ``content-type: text/plain`` for a body
+    without one (Envoy 1.40, measured)."""
+    headers: Pairs = [(b":status", str(reply.status).encode()), *reply.headers]
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    if reply.body and not any(name == b"content-type" for name, _ in reply.headers):
+        headers.append((b"content-type", b"text/plain"))
+    return headers
 
 
 class TcpStream:
