@@ -248,7 +248,8 @@ class Authenticator:
                 if g.type == scope.type and g.name == scope.name:
                     have |= g.actions
             if not have >= scope.actions:  # RFC 6750: 403 with a challenge naming the scope needed
-                raise RegistryError("DENIED", f"token lacks {scope}",
+                who = "anonymous token (no credentials were given)" if user is None else f"token of {user}"
+                raise RegistryError("DENIED", f"{who} lacks {scope}",
                                     headers=self._challenge(required, host, scheme, "insufficient_scope"))
         return user
 
