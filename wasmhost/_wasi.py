@@ -61,7 +61,7 @@ def _write_stdio(vm: WasmVM, fd: int, iovs: int, iovs_len: int, nwritten_p: int)
     if iovs_len > MAX_WASI_IOVECS:
         return INVAL
     memory = vm.memory
-    table = memory.read(iovs, 8 * iovs_len)
+    table = memory.read(iovs, 8 * iovs_len) if iovs_len else b""
     if table is None:
         return FAULT
     cap = vm.limits.max_log_message
