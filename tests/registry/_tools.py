@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from tests._tools import require_tool as _shared_require_tool
 
 DATA = Path(__file__).parent / "data"
 
 
 def require_tool(name: str, hint: str) -> str:
-    """Path of ``name``; skip when missing, but fail under CI=true (the Makefile installs it)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not installed ({hint})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Path of ``name``; skip when missing, but fail under CI=true (the suite-wide rule)."""
+    return _shared_require_tool(name, hint=hint)
 
 
 def require_module(name: str, hint: str) -> None:
