@@ -61,6 +61,7 @@ demo: setup plugins
 
 bench: setup plugins
 	$(PY) benchmarks/hostcall_filter.py
+	$(PY) benchmarks/registry_push_pull.py
 
 clean:
 	rm -rf $(BUILD)
