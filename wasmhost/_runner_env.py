@@ -115,24 +115,35 @@ _ADDRESSES = {
 }
 
 
-def _typed(path: str, value: str, kind: type) -> Any:
-    if kind is int:
-        try:
-            return int(value, 0)
-        except ValueError:
-            raise PropertyError(f"property {path}: {value!r} is not an integer") from None
+def _typed(path: str, value: object, kind: type) -> Any:
+    """A value for a typed StreamInfo field; text (from a command line) is parsed."""
     if kind is bool:
-        lowered = value.lower()
+        if isinstance(value, bool):
+            return value
+        lowered = str(value).lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
         raise PropertyError(f"property {path}: {value!r} is not a boolean (true/false)")
-    return value
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value), 0)
+        except ValueError:
+            raise PropertyError(f"property {path}: {value!r} is not an integer") from None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
 
 
-def apply_properties(properties: Mapping[str, str], info: StreamInfo) -> dict[str, Any]:
-    """Set ``info`` from ``PATH=VALUE`` properties; returns the node they describe."""
+def apply_properties(properties: Mapping[str, object], info: StreamInfo) -> dict[str, Any]:
+    """Set ``info`` from ``path -> value`` properties; returns the node they describe.
+
+    Values may be text (parsed where the property is typed: ``"8080"``, ``"true"``) or
+    Python ints, bools, bytes and strings. Raises PropertyError naming the bad one.
+    """
     node: dict[str, Any] = {}
     for path, value in properties.items():
         if not path or path.startswith(".") or path.endswith(".") or ".." in path:
@@ -142,21 +153,24 @@ def apply_properties(properties: Mapping[str, str], info: StreamInfo) -> dict[st
             _set_nested(node, node_path.split(".")[1:], value)
         elif path in _ADDRESSES:
             host_field, port_field = _ADDRESSES[path]
-            match = _ADDRESS_WITH_PORT.match(value)
+            text = _typed(path, value, str)
+            match = _ADDRESS_WITH_PORT.match(text)
             if match is not None:
                 setattr(info, host_field, match.group(1))
                 setattr(info, port_field, int(match.group(2)))
             else:
-                setattr(info, host_field, value)
+                setattr(info, host_field, text)
         elif path in _INFO_FIELDS:
             name, kind = _INFO_FIELDS[path]
             setattr(info, name, _typed(path, value, kind))
-        else:
+        elif isinstance(value, str | bytes | int | float):
             info.extra[path] = value
+        else:
+            raise PropertyError(f"property {path}: a {type(value).__name__} cannot be served as a property")
     return node
 
 
-def _set_nested(target: dict[str, Any], parts: list[str], value: str) -> None:
+def _set_nested(target: dict[str, Any], parts: list[str], value: object) -> None:
     for part in parts[:-1]:
         child = target.setdefault(part, {})
         if not isinstance(child, dict):

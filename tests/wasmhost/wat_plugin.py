@@ -52,6 +52,14 @@ _IMPORTS = """
   (import "env" "proxy_dequeue_shared_queue" (func $dequeue (param i32 i32 i32) (result i32)))
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
   (import "env" "proxy_get_status" (func $get_status (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_shared_data" (func $get_shared_data (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_stream"
+    (func $grpc_stream (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_send" (func $grpc_send (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_grpc_close" (func $grpc_close (param i32) (result i32)))
+  (import "env" "proxy_call_foreign_function"
+    (func $call_foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_done" (func $done (result i32)))
 """
 
 _PRELUDE = """
@@ -145,7 +153,7 @@ class WatPlugin:
                 ")",
             ]
         )
-        return wasmtime.wat2wasm(source)
+        return bytes(wasmtime.wat2wasm(source))
 
 
 def _wat_bytes(blob: bytes) -> str:
