@@ -188,24 +188,32 @@ def remove_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: in
 # -- buffers -----------------------------------------------------------------------------
 
 def _get_buffer(vm: WasmVM, buffer_type: int) -> bytes | bytearray | None:
+    """The buffer as Envoy's ``Context::getBuffer`` resolves it: body, data and gRPC message
+    buffers always exist (empty when nothing is held now); callout body, plugin configuration
+    and foreign arguments only inside their callbacks (None → NOT_FOUND)."""
     ctx = _ctx(vm)
     if buffer_type == BufferType.VM_CONFIGURATION:
         return vm.vm_configuration
     if ctx is None:
         return None
+    held: bytearray | None = None
     if buffer_type == BufferType.HTTP_REQUEST_BODY:
-        return ctx.request_body if isinstance(ctx, HttpContext) else None
+        held = ctx.request_body if isinstance(ctx, HttpContext) else None
+        return b"" if held is None else held
     if buffer_type == BufferType.HTTP_RESPONSE_BODY:
-        return ctx.response_body if isinstance(ctx, HttpContext) else None
+        held = ctx.response_body if isinstance(ctx, HttpContext) else None
+        return b"" if held is None else held
     if buffer_type == BufferType.DOWNSTREAM_DATA:
-        return ctx.downstream_data if isinstance(ctx, TcpContext) else None
+        held = ctx.downstream_data if isinstance(ctx, TcpContext) else None
+        return b"" if held is None else held
     if buffer_type == BufferType.UPSTREAM_DATA:
-        return ctx.upstream_data if isinstance(ctx, TcpContext) else None
+        held = ctx.upstream_data if isinstance(ctx, TcpContext) else None
+        return b"" if held is None else held
     root = ctx.root
     if buffer_type == BufferType.HTTP_CALL_RESPONSE_BODY:
         return root.callout.body if root.callout is not None else None
     if buffer_type == BufferType.GRPC_CALL_MESSAGE:
-        return root.grpc_message
+        return b"" if root.grpc_message is None else root.grpc_message
     if buffer_type == BufferType.PLUGIN_CONFIGURATION:
         return root.spec.configuration if root.configuring else None
     if buffer_type == BufferType.FOREIGN_FUNCTION_ARGUMENTS:
