@@ -1,12 +1,15 @@
 """Host functions for shared data, shared queues, HTTP/gRPC callouts and call status.
 
 Callouts are always issued on the root context of the effective context and answered on
-that root by token (reference §2.6); tokens are unique per VM. Dispatch itself is a
-command the embedder carries out after the callback returns.
+that root by token (reference §2.6); tokens are unique per VM and numbered as cpp-host does:
+one sequence per kind, stepping by 4, the kind in the low two bits (HTTP call 4, 8, …; gRPC
+call 5, 9, …; gRPC stream 6, 10, …), so plugins see the same tokens as in Envoy. Dispatch
+itself is a command the embedder carries out after the callback returns.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 from ._abi import Status, decode_pairs
@@ -24,6 +27,19 @@ PARSE_FAILURE = int(Status.PARSE_FAILURE)
 INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
 INTERNAL_FAILURE = int(Status.INTERNAL_FAILURE)
 _I32_MAX = 0x7FFFFFFF
+
+
+_HTTP_CALL, _GRPC_CALL, _GRPC_STREAM = 0, 1, 2
+_last_tokens: weakref.WeakKeyDictionary[WasmVM, list[int]] = weakref.WeakKeyDictionary()
+
+
+def _next_token(vm: WasmVM, kind: int) -> int:
+    """cpp-host's ``nextHttpCallId``/``nextGrpcCallId``/``nextGrpcStreamId`` for this VM."""
+    last = _last_tokens.get(vm)
+    if last is None:
+        last = _last_tokens[vm] = [_HTTP_CALL, _GRPC_CALL, _GRPC_STREAM]
+    last[kind] = (last[kind] + 4) & 0xFFFFFFFF
+    return last[kind]
 
 
 def _root(vm: WasmVM) -> RootContext | None:
@@ -142,7 +158,7 @@ def http_call(
         return BAD_ARGUMENT
     if len(root.http_calls) >= limits.max_pending_callouts:
         return INTERNAL_FAILURE
-    token = vm.next_token()
+    token = _next_token(vm, _HTTP_CALL)
     root.http_calls[token] = cluster
     vm.memory.write_u32(ret_token, token)
     vm.runtime.commands.push(
@@ -193,7 +209,7 @@ def _grpc_start(
         return BAD_ARGUMENT
     if len(root.grpc_calls) >= vm.limits.max_pending_callouts:
         return INTERNAL_FAILURE
-    token = vm.next_token()
+    token = _next_token(vm, _GRPC_STREAM if message is None else _GRPC_CALL)
     root.grpc_calls[token] = message is None
     vm.memory.write_u32(ret_token, token)
     vm.runtime.commands.push(
