@@ -475,20 +475,21 @@ def test_foreign_functions_both_directions(load) -> None:
     assert host.logs() == ["cba", "42"]
 
 
-def test_trap_fails_the_stream_closed_or_open(load) -> None:
+def test_trap_fails_the_stream_and_the_policy_decides_later_streams(load) -> None:
     w = WatPlugin()
-    module = w.build(f'{hdr("proxy_on_request_headers")} unreachable)')
-    host = load(module)
-    stream = host.initialize_http_context()
-    assert host.call_on_request_headers(stream, {}, True) is Action.PAUSE
-    assert host.trap is not None and "proxy_on_request_headers" in host.trap
-    reply = host.local_response(stream)
-    assert reply is not None and (reply.status, reply.details) == (503, "wasm_fail_stream")
-    open_host = load(module, failure_policy=FailurePolicy.FAIL_OPEN)
-    stream = open_host.initialize_http_context()
-    assert open_host.call_on_request_headers(stream, {}, True) is Action.CONTINUE
-    assert open_host.local_response(stream) is None
-    assert not open_host.is_paused(stream, StreamType.HTTP_RESPONSE)
+    module = w.build(f'{hdr("proxy_on_request_headers")} {log(2, w.s("called"))} unreachable)')
+    for policy, later_action in ((FailurePolicy.FAIL_CLOSED, Action.PAUSE), (FailurePolicy.FAIL_OPEN, Action.CONTINUE)):
+        host = load(module, failure_policy=policy)
+        first = host.initialize_http_context()
+        assert host.call_on_request_headers(first, {}, True) is Action.PAUSE
+        assert host.trap is not None and "proxy_on_request_headers" in host.trap
+        reply = host.local_response(first)
+        assert reply is not None and (reply.status, reply.details) == (503, "wasm_fail_stream")
+        later = host.initialize_http_context()
+        assert host.call_on_request_headers(later, {}, True) is later_action, policy
+        later_reply = host.local_response(later)
+        assert (later_reply.status if later_reply else None) == (503 if policy is FailurePolicy.FAIL_CLOSED else None)
+        assert host.logs("info") == ["called"]  # a failed VM is never called again
 
 
 def test_emulator_uses_only_the_public_wasmhost_api() -> None:

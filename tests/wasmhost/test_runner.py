@@ -371,10 +371,12 @@ def test_trap_fails_the_stream_closed_with_503_and_reports_the_trap() -> None:
     assert "response callback ran" not in [r.message for r in result.logs]
 
 
-def test_trap_with_fail_open_passes_the_request_through() -> None:
+def test_trap_fails_its_own_stream_closed_even_under_fail_open_as_envoy_does() -> None:
+    # Envoy 1.40: the stream whose callback trapped gets 503; FAIL_OPEN only spares later streams
     result = run(trap_module(WatPlugin()), failure_policy=FailurePolicy.FAIL_OPEN, response_body=b"ok")
-    assert result.upstream_request is not None
-    assert result.response is not None and (result.response.status, result.response.body) == (200, b"ok")
+    assert result.upstream_request is None
+    assert result.response is not None
+    assert (result.response.status, result.response.details) == (503, "wasm_fail_stream")
     assert result.trap is not None
 
 
