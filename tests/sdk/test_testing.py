@@ -135,6 +135,23 @@ def test_local_response_and_pause(load) -> None:
     assert host.is_paused(stream)
 
 
+def test_pause_is_tracked_per_direction_until_the_plugin_resumes(load) -> None:
+    w = WatPlugin()
+    module = w.build(
+        f'{hdr("proxy_on_response_headers")} (global.set $stream (local.get $ctx)) (i32.const 1))'
+        '(func (export "proxy_on_tick") (param $root i32)'
+        " (drop (call $set_effective_context (global.get $stream))) (drop (call $continue_stream (i32.const 1))))"
+    )
+    host = load(module)
+    stream = host.initialize_http_context()
+    assert host.call_on_request_headers(stream, {}, True) is Action.CONTINUE
+    assert host.call_on_response_headers(stream, {":status": "200"}, True) is Action.PAUSE
+    assert host.is_paused(stream, StreamType.HTTP_RESPONSE)
+    assert not host.is_paused(stream, StreamType.HTTP_REQUEST)
+    host.tick()
+    assert not host.is_paused(stream, StreamType.HTTP_RESPONSE)
+
+
 def test_body_is_buffered_while_paused_then_rewritten(load) -> None:
     w = WatPlugin()
     upper_first = (
