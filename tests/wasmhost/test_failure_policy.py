@@ -53,7 +53,9 @@ def make_plugin() -> Iterator[MakePlugin]:
 
 def guest_calls(vm: WasmVM) -> int:
     """How many times the guest's proxy_on_request_headers has been entered (its own counter)."""
-    value = vm.instance.exports(vm.store)["calls"].value(vm.store)
+    calls = vm.instance.exports(vm.store)["calls"]
+    assert isinstance(calls, wasmtime.Global)
+    value = calls.value(vm.store)
     assert isinstance(value, int)
     return value
 
