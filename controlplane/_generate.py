@@ -1,0 +1,139 @@
+"""Per-proxy generation: the mesh in, one `Snapshot` of Envoy resources out.
+
+Listeners, routes, clusters, endpoints and extension configs are generated as Envoy JSON,
+parsed into the real message types, patched by the EnvoyFilters that select the proxy, and
+versioned per type by a digest of their deterministic serialization, so an unchanged type
+keeps its version and is not pushed again. Proxies with the same scope (namespace, labels,
+ports, metadata) share one generation per push.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import Message
+
+from controlplane._clusters import inbound_clusters, outbound_clusters, outbound_endpoints
+from controlplane._envoyfilter import INBOUND, OUTBOUND, Generated, apply_patches, patches_for
+from controlplane._listeners import INBOUND_PREFIX, inbound_listeners, outbound_listeners
+from controlplane._mesh import Mesh
+from controlplane._protos import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION_CONFIG,
+    LISTENER,
+    RESOURCE_CLASSES,
+    ROUTE,
+    digest,
+    from_dict,
+    resource_name,
+)
+from controlplane._proxies import Proxy
+from controlplane._routes import outbound_route_configs
+from controlplane._wasm import extension_config
+
+TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG)
+
+
+@dataclass(frozen=True)
+class TypeSnapshot:
+    version: str
+    resources: Mapping[str, Message]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one proxy should have, by type URL; `notes` lists patches that failed."""
+
+    types: Mapping[str, TypeSnapshot]
+    notes: tuple[str, ...] = ()
+
+    def resources(self, type_url: str) -> Mapping[str, Message]:
+        entry = self.types.get(type_url)
+        return entry.resources if entry is not None else {}
+
+    def version(self, type_url: str) -> str:
+        entry = self.types.get(type_url)
+        return entry.version if entry is not None else ""
+
+
+def _parse(type_url: str, items: list[dict[str, Any]]) -> list[Any]:
+    cls = RESOURCE_CLASSES[type_url]
+    return [from_dict(cls, item) for item in items]
+
+
+def _dedupe_domains(route_configs: list[dict[str, Any]]) -> None:
+    """Envoy rejects a domain listed by two virtual hosts: keep it on the first one only."""
+    for config in route_configs:
+        seen: set[str] = set()
+        for vhost in config["virtual_hosts"]:
+            vhost["domains"] = [d for d in vhost["domains"] if not (d in seen or seen.add(d))]  # type: ignore[func-returns-value]
+
+
+def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None) -> Snapshot:
+    """All resources for `proxy`, EnvoyFilter patches applied."""
+    gen = Generated()
+    out_listeners = outbound_listeners(mesh, proxy)
+    in_listeners = inbound_listeners(mesh, proxy)
+    routes = outbound_route_configs(mesh, proxy)
+    _dedupe_domains(routes)
+    gen.listeners = _parse(LISTENER, out_listeners + in_listeners)
+    for item in out_listeners:
+        gen.contexts[f"listener:{item['name']}"] = OUTBOUND
+        gen.ports[f"listener:{item['name']}"] = int(item["name"].rsplit("_", 1)[1])
+    for item in in_listeners:
+        gen.contexts[f"listener:{item['name']}"] = INBOUND
+        gen.ports[f"listener:{item['name']}"] = int(item["name"][len(INBOUND_PREFIX):])
+    gen.routes = _parse(ROUTE, routes)
+    gen.clusters = _parse(CLUSTER, outbound_clusters(mesh, proxy) + inbound_clusters(proxy))
+    gen.extensions = _parse(EXTENSION_CONFIG, [extension_config(p, secrets) for p in mesh.of_kind("WasmPlugin")])
+    notes = apply_patches(gen, patches_for(mesh, proxy), proxy)
+    referenced = _ecds_names(gen)
+    gen.extensions = [e for e in gen.extensions if e.name in referenced]
+    endpoints = _parse(ENDPOINT, outbound_endpoints(mesh, proxy))
+    eds_names = {c.eds_cluster_config.service_name or c.name for c in gen.clusters if c.type == c.EDS}
+    endpoints = [e for e in endpoints if e.cluster_name in eds_names]
+    by_type = {LISTENER: gen.listeners, ROUTE: gen.routes, CLUSTER: gen.clusters, ENDPOINT: endpoints,
+               EXTENSION_CONFIG: gen.extensions}
+    types = {}
+    for type_url, messages in by_type.items():
+        named = {resource_name(m): m for m in messages}
+        ordered = [named[name] for name in sorted(named)]
+        types[type_url] = TypeSnapshot(digest(ordered), {resource_name(m): m for m in ordered})
+    return Snapshot(types, tuple(notes))
+
+
+def _ecds_names(gen: Generated) -> set[str]:
+    """Names of the extension configs the generated listeners fetch over ECDS."""
+    from controlplane._protos import HCM_TYPE, unpack
+
+    names: set[str] = set()
+    for listener in gen.listeners:
+        for chain in listener.filter_chains:
+            for net_filter in chain.filters:
+                if net_filter.HasField("config_discovery"):
+                    names.add(net_filter.name)
+                if net_filter.typed_config.type_url == HCM_TYPE:
+                    hcm = unpack(net_filter.typed_config)
+                    names.update(f.name for f in hcm.http_filters if f.HasField("config_discovery"))
+    return names
+
+
+@dataclass
+class Generator:
+    """Generation for one push, cached by proxy scope so identical proxies cost one generation."""
+
+    mesh: Mesh
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    _cache: dict[Any, Snapshot] = field(default_factory=dict)
+
+    def snapshot(self, proxy: Proxy) -> Snapshot:
+        key = proxy.scope_key()
+        if key not in self._cache:
+            self._cache[key] = generate(self.mesh, proxy, self.secrets)
+        return self._cache[key]
+
+
+__all__ = ["TYPE_ORDER", "Generator", "Snapshot", "TypeSnapshot", "generate"]
