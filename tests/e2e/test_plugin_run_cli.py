@@ -167,14 +167,26 @@ def trap_plugin(tmp_path: Path) -> Path:
     return write(tmp_path, "trap", w.build('(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) unreachable)'))
 
 
-def test_trap_fails_the_stream_under_every_policy(tmp_path: Path) -> None:
-    plugin = trap_plugin(tmp_path)
-    for flags in ([], ["--fail-open"], ["--failure-policy", "fail_reload"]):
+def test_trap_fails_the_stream_closed_and_reports_the_trap(tmp_path: Path) -> None:
+    document = run_json(trap_plugin(tmp_path), "--response-body", "fine")
+    assert document["response"] == {"status": 503, "headers": [], "body": ""}
+    assert document["upstream_request"] is None
+    assert "proxy_on_request_headers" in document["trap"]
+
+
+def test_fail_open_skips_a_plugin_that_failed_before_the_stream_started(tmp_path: Path) -> None:
+    w = WatPlugin()
+    module = w.build(
+        '(func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32)'
+        " (if (local.get $parent) (then unreachable)))",
+        context_create=False,
+    )
+    plugin = write(tmp_path, "create_trap", module)
+    assert run_json(plugin, "--response-body", "fine")["response"]["status"] == 503
+    for flags in (["--fail-open"], ["--failure-policy", "fail_open"]):
         document = run_json(plugin, "--response-body", "fine", *flags)
-        # as in Envoy: the stream whose callback trapped fails closed; the policy decides later ones
-        assert document["response"] == {"status": 503, "headers": [], "body": ""}, flags
-        assert document["upstream_request"] is None
-        assert "proxy_on_request_headers" in document["trap"]
+        assert document["response"] == {"status": 200, "headers": [["content-length", "4"]], "body": "fine"}
+        assert "proxy_on_context_create" in document["trap"]
 
 
 def test_properties_reach_the_plugin(tmp_path: Path) -> None:

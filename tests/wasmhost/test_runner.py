@@ -371,13 +371,24 @@ def test_trap_fails_the_stream_closed_with_503_and_reports_the_trap() -> None:
     assert "response callback ran" not in [r.message for r in result.logs]
 
 
-def test_trap_fails_its_own_stream_closed_even_under_fail_open_as_envoy_does() -> None:
-    # Envoy 1.40: the stream whose callback trapped gets 503; FAIL_OPEN only spares later streams
-    result = run(trap_module(WatPlugin()), failure_policy=FailurePolicy.FAIL_OPEN, response_body=b"ok")
-    assert result.upstream_request is None
-    assert result.response is not None
-    assert (result.response.status, result.response.details) == (503, "wasm_fail_stream")
-    assert result.trap is not None
+def stream_create_trap_module(w: WatPlugin) -> bytes:
+    """Traps while creating a stream context (the root starts fine)."""
+    return w.build(
+        '(func (export "proxy_on_context_create") (param $ctx i32) (param $parent i32)'
+        " (if (local.get $parent) (then unreachable)))",
+        context_create=False,
+    )
+
+
+def test_failure_before_the_stream_has_a_context_follows_the_policy() -> None:
+    module = stream_create_trap_module(WatPlugin())
+    closed = run(module, response_body=b"ok")
+    assert closed.response is not None and closed.response.status == 503
+    assert closed.upstream_request is None
+    opened = run(module, failure_policy=FailurePolicy.FAIL_OPEN, response_body=b"ok")
+    assert opened.upstream_request is not None
+    assert opened.response is not None and (opened.response.status, opened.response.body) == (200, b"ok")
+    assert opened.trap is not None and "proxy_on_context_create" in opened.trap
 
 
 def test_module_errors_are_plugin_run_errors() -> None:
