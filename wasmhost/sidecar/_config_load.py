@@ -12,9 +12,6 @@ import re
 from typing import Any
 
 import yaml
-from google.protobuf import descriptor_pool, json_format, message_factory
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import Message
 
 # Importing these modules registers the message types that ``typed_config`` fields may carry.
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -28,6 +25,9 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
 )
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2 as _tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2 as _hpo_pb2  # noqa: F401
+from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from ._errors import ConfigError, join_path
 

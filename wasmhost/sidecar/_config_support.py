@@ -26,7 +26,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     # bootstrap
     "envoy.config.bootstrap.v3.Bootstrap": frozenset({"node", "static_resources", "admin"}),
     "envoy.config.bootstrap.v3.Bootstrap.StaticResources": frozenset({"listeners", "clusters"}),
-    "envoy.config.bootstrap.v3.Admin": frozenset({"address", "access_log_path", "access_log"}),
+    "envoy.config.bootstrap.v3.Admin": frozenset({"address", "access_log_path"}),
     "envoy.config.core.v3.Node": ALL,
     "envoy.config.core.v3.Locality": ALL,
     "envoy.config.core.v3.Metadata": ALL,

@@ -1,0 +1,93 @@
+"""The sidecar's HTTP proxy: an Envoy-compatible data plane in which proxy-wasm plugins run.
+
+Where it sits: ``wasmhost.sidecar`` is the proxy around the proxy-wasm runtime
+(the rest of ``wasmhost``). It reads an Envoy v3 bootstrap (``load_plan``),
+refuses anything it does not implement with the field path, and serves it:
+listeners → HTTP/1.1 codec → HTTP filter chain → router → clusters / load
+balancing → upstream connection pools. The core (codec, filter chain, router,
+cluster state) is sans-io: it takes events and emits commands
+(``_commands``); asyncio/uvloop does the I/O at the edge (``_worker``).
+
+Adding an HTTP filter (how the Wasm filter plugs in)::
+
+    from wasmhost.sidecar import (FilterBuildContext, HttpFilter, HeadersStatus,
+                                  register_http_filter)
+
+    def build_wasm(config, context: FilterBuildContext):
+        # config: the unpacked typed_config message (here
+        # envoy.extensions.filters.http.wasm.v3.Wasm). Runs when a plan is built,
+        # in a thread, off the request path: validate, compile, instantiate.
+        # Raise ConfigError(path_relative_to_typed_config, reason) to refuse.
+        # context.services (WorkerServices): timers and root-level HTTP callouts
+        # for long-lived plugin state; context.on_retire(fn): release VMs when
+        # the plan is no longer used by any stream.
+        def create(callbacks) -> HttpFilter:  # per stream
+            return WasmHttpFilter(callbacks, ...)
+        return create
+
+    register_http_filter("envoy.extensions.filters.http.wasm.v3.Wasm", build_wasm)
+
+A filter implements ``decode_headers/data/trailers`` and ``encode_*`` returning
+``HeadersStatus``/``DataStatus``/``TrailersStatus`` (Envoy's semantics), plus
+``on_stream_complete``, ``on_log`` and ``on_destroy``. Through its
+``FilterCallbacks`` it can continue iteration, send a local reply, reset the
+stream, read/modify buffered bodies, read the route and ``StreamInfo``
+(addresses, route, cluster, upstream host, timings, response code/flags) and
+``dispatch_http_call`` to a named cluster; the result is delivered later through
+the stream's event loop, never re-entrantly.
+"""
+
+from ._buffer import Buffer
+from ._errors import ConfigError
+from ._filter_api import (
+    DataStatus,
+    FilterCallbacks,
+    HeadersStatus,
+    HttpCallResult,
+    HttpFilter,
+    ResponseFlag,
+    StreamInfo,
+    TrailersStatus,
+    UnknownClusterError,
+)
+from ._filter_registry import (
+    FilterBuildContext,
+    HttpFilterConfigFactory,
+    WorkerServices,
+    register_http_filter,
+    registered_http_filters,
+)
+from ._headers import HeaderMap
+from ._plan import Plan
+from ._reload import load_plan
+from ._sidecar import Sidecar, run_sidecar
+from ._stats import StatsStore
+
+# Built-in filters register themselves on import.
+from . import _fault as _fault  # noqa: E402,F401  isort: skip
+from . import _router as _router  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "Buffer",
+    "ConfigError",
+    "DataStatus",
+    "FilterBuildContext",
+    "FilterCallbacks",
+    "HeaderMap",
+    "HeadersStatus",
+    "HttpCallResult",
+    "HttpFilter",
+    "HttpFilterConfigFactory",
+    "Plan",
+    "ResponseFlag",
+    "Sidecar",
+    "StatsStore",
+    "StreamInfo",
+    "TrailersStatus",
+    "UnknownClusterError",
+    "WorkerServices",
+    "load_plan",
+    "register_http_filter",
+    "registered_http_filters",
+    "run_sidecar",
+]

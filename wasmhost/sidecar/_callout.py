@@ -1,0 +1,169 @@
+"""HTTP callouts (``dispatch_http_call``): a buffered request to a named cluster.
+
+Used by filters through their stream and by long-lived plugin state through the
+worker's services. The result comes back as an ``HttpCallResult`` through the
+same event path as any other upstream event, never re-entrantly.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._cluster import Cluster, Host
+from ._commands import (
+    CancelTimer,
+    ResetUpstream,
+    SendUpstreamData,
+    SendUpstreamTrailers,
+    StartTimer,
+    StartUpstream,
+    Timer,
+)
+from ._filter_api import HttpCallResult
+from ._headers import HeaderMap, Pair
+
+_tokens = itertools.count(1)
+
+
+class HttpCallout:
+    """An ``UpstreamSink`` that buffers the whole response and reports it once."""
+
+    def __init__(
+        self,
+        worker: Any,
+        cluster: Cluster,
+        headers: HeaderMap,
+        body: bytes,
+        trailers: HeaderMap | None,
+        timeout: float,
+        deliver: Callable[[int, HttpCallResult], None],
+    ) -> None:
+        self.token = next(_tokens)
+        self.worker = worker
+        self.out: list[Any] = worker.out
+        self.cluster = cluster
+        self.host: Host = None  # type: ignore[assignment]
+        self.headers = headers
+        self.body = body
+        self.trailers = trailers
+        self.end_stream = not body and trailers is None
+        self._deliver = deliver
+        self._timer: Timer | None = None
+        self._response: HeaderMap | None = None
+        self._chunks: list[bytes] = []
+        self._response_trailers: HeaderMap | None = None
+        self._started = False
+        self.finished = False
+        self.edge: Any = None
+
+    def start(self, timeout: float) -> None:
+        cluster = self.cluster
+        host = cluster.choose_host()
+        if timeout > 0:
+            self._timer = Timer(timeout, self._on_timeout)
+            self.out.append(StartTimer(self._timer))
+        if host is None:
+            # Report asynchronously, as Envoy's async client does.
+            self.out.append(StartTimer(Timer(0.0, lambda: self._complete("no_healthy_upstream"))))
+            return
+        self.host = host
+        self._started = True
+        host.active_requests += 1
+        cluster.rq_active += 1
+        cluster.stats.rq_total.value += 1
+        self.out.append(StartUpstream(self))
+        if self.body:
+            self.out.append(SendUpstreamData(self, self.body, self.trailers is None))
+        if self.trailers is not None:
+            self.out.append(SendUpstreamTrailers(self, self.trailers))
+
+    # --- UpstreamSink ---------------------------------------------------------------------------
+
+    def on_pool_ready(self, local_address: tuple[str, int] | None) -> None:
+        pass
+
+    def on_pool_failure(self, reason: str, transport_failure: str) -> None:
+        self.cluster.record_response(self.host, 503, self.worker.clock())
+        self._complete("reset")
+
+    def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
+        status = headers.get(b":status") or b"0"
+        if status.startswith(b"1") and status != b"101":
+            return
+        self._response = headers
+        code = int(status) if status.isdigit() else 0
+        self.cluster.stats.count_response(code)
+        self.cluster.record_response(self.host, code, self.worker.clock())
+        if end_stream:
+            self._complete("")
+
+    def on_response_data(self, data: bytes, end_stream: bool) -> None:
+        if data:
+            self._chunks.append(data)
+        if end_stream:
+            self._complete("")
+
+    def on_response_trailers(self, trailers: HeaderMap) -> None:
+        self._response_trailers = trailers
+        self._complete("")
+
+    def on_reset(self, reason: str) -> None:
+        self._complete("reset")
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _on_timeout(self) -> None:
+        if self.finished:
+            return
+        if self._started:
+            self.out.append(ResetUpstream(self))
+        self._complete("timeout")
+
+    def cancel(self) -> None:
+        """Forget the call without reporting (the requester went away)."""
+        if self.finished:
+            return
+        if self._started:
+            self.out.append(ResetUpstream(self))
+        self._release()
+
+    def _release(self) -> None:
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancelled = True
+            self.out.append(CancelTimer(self._timer))
+            self._timer = None
+        if self._started:
+            self._started = False
+            self.host.active_requests -= 1
+            self.cluster.rq_active -= 1
+            self.cluster.stats.rq_completed.value += 1
+
+    def _complete(self, failure: str) -> None:
+        if self.finished:
+            return
+        self._release()
+        if failure:
+            result = HttpCallResult(None, b"", None, failure)
+        else:
+            result = HttpCallResult(self._response, b"".join(self._chunks), self._response_trailers)
+        self._deliver(self.token, result)
+
+
+def start_callout(
+    worker: Any,
+    cluster: Cluster,
+    headers: Iterable[Pair],
+    body: bytes,
+    trailers: Iterable[Pair],
+    timeout: float,
+    deliver: Callable[[int, HttpCallResult], None],
+) -> HttpCallout:
+    """Create and start a callout; its commands go to the worker's outbox."""
+    request = HeaderMap([(k.lower(), v) for k, v in headers])
+    trailer_map = HeaderMap([(k.lower(), v) for k, v in trailers]) or None
+    call = HttpCallout(worker, cluster, request, body, trailer_map if trailer_map else None, timeout, deliver)
+    call.start(timeout)
+    return call

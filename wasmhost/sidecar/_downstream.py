@@ -1,0 +1,208 @@
+"""Client connections (the I/O edge): bytes in through the HTTP/1 codec, streams out.
+
+Each connection feeds its bytes to ``Http1ServerCodec``; parsed requests become
+``HttpStream`` objects bound to the listener's *current* context, so a reload
+affects only streams that start after it. Response commands from the core are
+serialised by the codec and written here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, Any, cast
+
+from ._h1 import Http1ServerCodec, status_line
+from ._headers import HeaderMap
+from ._stream import HttpStream
+
+if TYPE_CHECKING:
+    from ._worker import ListenerState, Worker
+
+
+class DownstreamConnection(asyncio.Protocol):
+    def __init__(self, worker: Worker, listener: ListenerState) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.codec: Http1ServerCodec | None = None
+        self.stream: HttpStream | None = None
+        self.connection_id = 0
+        self.remote: tuple[str, int] = ("", 0)
+        self.local: tuple[str, int] = ("", 0)
+        self.close_after = False
+        self.closed = False
+        self.last_activity = 0.0
+        self.requests = 0
+        self.ctx: Any = None
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        worker = self.worker
+        ctx = self.listener.ctx
+        self.ctx = ctx
+        hcm = ctx.hcm
+        self.codec = Http1ServerCodec(self, hcm.max_request_headers_kb * 1024, hcm.max_headers_count,
+                                      hcm.headers_with_underscores)
+        self.connection_id = worker.runtime.new_connection_id()
+        peer = transport.get_extra_info("peername")
+        sock_name = transport.get_extra_info("sockname")
+        self.remote = (peer[0], peer[1]) if peer else ("", 0)
+        self.local = (sock_name[0], sock_name[1]) if sock_name else ("", 0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.last_activity = worker.loop.time()
+        ctx.stats.cx_total.value += 1
+        ctx.stats.cx_active.value += 1
+        ctx.stats.cx_http1_total.value += 1
+        ctx.listener_cx_total.value += 1
+        ctx.listener_cx_active.value += 1
+        worker.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.worker.loop.time()
+        codec = self.codec
+        assert codec is not None
+        codec.feed(data)
+        if codec.has_pending and self.transport is not None:
+            self.transport.pause_reading()  # pipelined requests wait for the current response
+        self.worker.drain()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        worker = self.worker
+        worker.connections.discard(self)
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.stats.cx_active.value -= 1
+            ctx.listener_cx_active.value -= 1
+        stream = self.stream
+        if stream is not None and not stream.done:
+            stream.on_downstream_reset()
+            worker.drain()
+        self.stream = None
+
+    def pause_writing(self) -> None:
+        self.worker.downstream_write_paused(self.stream, True)
+
+    def resume_writing(self) -> None:
+        self.worker.downstream_write_paused(self.stream, False)
+
+    # --- codec sink -----------------------------------------------------------------------------
+
+    def on_request_headers(self, headers: HeaderMap, end_stream: bool, protocol: str, upgrade: bool) -> None:
+        ctx = self.listener.ctx
+        stream = HttpStream(ctx, self.connection_id, self.remote, self.local, protocol)
+        stream.downstream = self
+        self.stream = stream
+        self.requests += 1
+        ctx.stats.rq_http1_total.value += 1
+        if upgrade:
+            stream.dec.headers = headers
+            stream.dec.complete = True
+            self.close_after = True
+            stream.send_local_reply(403, details="upgrade_failed")
+            return
+        stream.on_request_headers(headers, end_stream)
+
+    def on_request_data(self, data: bytes, end_stream: bool) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.on_request_data(data, end_stream)
+
+    def on_request_trailers(self, trailers: HeaderMap) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.on_request_trailers(trailers)
+
+    def on_codec_error(self, status: int, details: str) -> None:
+        self.ctx.stats.cx_protocol_error.value += 1
+        self.close_after = True
+        stream = self.stream
+        if stream is not None and not stream.done:
+            if stream.response_started:
+                stream.on_downstream_reset(details)
+                self.close()
+                return
+            stream.send_local_reply(status, _codec_error_body(status), details=details)
+            return
+        # no stream to answer on (the request line itself was bad): answer directly
+        stream = HttpStream(self.listener.ctx, self.connection_id, self.remote, self.local)
+        stream.downstream = self
+        self.stream = stream
+        stream.dec.complete = True
+        stream.send_local_reply(status, _codec_error_body(status), details=details)
+
+    # --- commands from the core -----------------------------------------------------------------
+
+    def send_headers(self, stream: HttpStream, headers: HeaderMap, end_stream: bool) -> None:
+        if self.closed or self.transport is None or stream is not self.stream:
+            return
+        codec = self.codec
+        assert codec is not None
+        max_requests = stream.ctx.hcm.max_requests_per_connection
+        if max_requests and self.requests >= max_requests:
+            self.close_after = True
+        if self.worker.draining:
+            self.close_after = True
+        self.transport.write(codec.encode_headers(headers, end_stream, self.close_after))
+
+    def send_data(self, stream: HttpStream, data: bytes, end_stream: bool) -> None:
+        if self.closed or self.transport is None or stream is not self.stream:
+            return
+        payload = self.codec.encode_data(data, end_stream)  # type: ignore[union-attr]
+        if payload:
+            self.transport.write(payload)
+
+    def send_trailers(self, stream: HttpStream, trailers: HeaderMap) -> None:
+        if self.closed or self.transport is None or stream is not self.stream:
+            return
+        payload = self.codec.encode_trailers(trailers)  # type: ignore[union-attr]
+        if payload:
+            self.transport.write(payload)
+
+    def reset(self, stream: HttpStream) -> None:
+        if stream is self.stream:
+            self.close()
+
+    def stream_ended(self, stream: HttpStream) -> None:
+        if stream is not self.stream:
+            return
+        self.stream = None
+        self.last_activity = self.worker.loop.time()
+        if self.closed:
+            return
+        codec = self.codec
+        assert codec is not None
+        if self.close_after or not codec.keep_alive or not stream.response_complete:
+            self.close(graceful=stream.response_complete)
+            return
+        codec.response_complete()
+        if not codec.has_pending and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self, graceful: bool = False) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        if transport is None:
+            return
+        if graceful:
+            transport.close()
+        else:
+            transport.abort()
+
+    def write_raw(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+
+def _codec_error_body(status: int) -> bytes:
+    return status_line(status).split(b" ", 2)[2].strip()

@@ -1,0 +1,450 @@
+"""HTTP/1.1 codec over ``httptools``, both directions, without I/O.
+
+``Http1ServerCodec`` parses requests from a client connection and serialises
+responses; ``Http1ClientCodec`` serialises requests to an upstream and parses
+its responses. Parsed messages are delivered to a sink as header maps in
+Envoy's form (pseudo-headers first, ``host`` as ``:authority``). Pipelined
+requests that arrive while a response is still pending are held back and
+replayed when ``response_complete()`` is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import httptools
+
+from ._headers import HeaderMap
+
+_REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
+_STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()
+}
+_NO_BODY_STATUS = frozenset({204, 304})
+_SKIP_ON_WIRE = frozenset({b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection"})
+
+
+def status_line(status: int, version: bytes = b"1.1") -> bytes:
+    if version == b"1.1":
+        cached = _STATUS_LINES.get(status)
+        if cached is not None:
+            return cached
+    return b"HTTP/%s %d %s\r\n" % (version, status, _REASONS.get(status, b"Unknown"))
+
+
+class ServerSink(Protocol):
+    def on_request_headers(self, headers: HeaderMap, end_stream: bool, protocol: str, upgrade: bool) -> None: ...
+
+    def on_request_data(self, data: bytes, end_stream: bool) -> None: ...
+
+    def on_request_trailers(self, trailers: HeaderMap) -> None: ...
+
+    def on_codec_error(self, status: int, details: str) -> None: ...
+
+
+class CodecError(Exception):
+    def __init__(self, status: int, details: str) -> None:
+        super().__init__(details)
+        self.status = status
+        self.details = details
+
+
+class Http1ServerCodec:
+    """Request parser + response serialiser for one client connection."""
+
+    __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
+                 "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
+                 "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
+                 "_underscores", "failed", "_upgrade", "_feed")
+
+    def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
+                 underscores: str = "ALLOW") -> None:
+        self.sink = sink
+        self._parser = httptools.HttpRequestParser(self)
+        self._feed = self._parser.feed_data
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._host: bytes | None = None
+        self._header_bytes = 0
+        self._in_trailers = False
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._ended_at_headers = False
+        self._has_body = False
+        self.awaiting_response = False
+        self._deferring = False
+        self._pending: list[tuple[Any, ...]] = []
+        self._chunked_response = False
+        self.keep_alive = True
+        self._http10 = False
+        self._head = False
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._underscores = underscores
+        self.failed = False
+        self._upgrade = False
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Parse bytes from the client; events go to the sink (or are held back while a response is due)."""
+        if self.failed:
+            return
+        try:
+            self._feed(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the upgrade request was already answered; the rest is not HTTP
+        except CodecError as err:
+            self._fail(err.status, err.details)
+        except httptools.HttpParserError as err:
+            cause = err.__context__
+            if isinstance(cause, CodecError):
+                self._fail(cause.status, cause.details)
+            else:
+                self._fail(400, "http1.codec_error")
+
+    def _fail(self, status: int, details: str) -> None:
+        self.failed = True
+        self._dispatch(("error", status, details))
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._host = None
+        self._header_bytes = 0
+        self._in_trailers = False
+        self._trailers = None
+        self._ended_at_headers = False
+        self._has_body = False
+        if self.awaiting_response:
+            self._deferring = True
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self._max_header_bytes:
+            raise CodecError(431, "http1.headers_too_large")
+        name = name.lower()
+        if self._in_trailers:
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name, value))
+            return
+        if len(self._headers) >= self._max_headers:
+            raise CodecError(431, "http1.too_many_headers")
+        if name == b"host":
+            if self._host is None:
+                self._host = value
+            return
+        if self._underscores != "ALLOW" and b"_" in name:
+            if self._underscores == "REJECT_REQUEST":
+                raise CodecError(400, "http1.unexpected_underscore")
+            return
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        method = parser.get_method()
+        version = parser.get_http_version()
+        self._http10 = version == "1.0"
+        self.keep_alive = parser.should_keep_alive()
+        self._head = method == b"HEAD"
+        self._in_trailers = True
+        items = [(b":method", method), (b":scheme", b"http"), (b":path", self._url)]
+        if self._host is not None:
+            items.append((b":authority", self._host))
+        items.extend(self._headers)
+        has_body = False
+        for name, value in self._headers:
+            if name == b"content-length":
+                if value.strip() not in (b"0", b""):
+                    has_body = True
+            elif name == b"transfer-encoding":
+                has_body = True
+        upgrade = parser.should_upgrade()
+        self._upgrade = upgrade
+        self._has_body = has_body
+        self._ended_at_headers = not has_body
+        self.awaiting_response = True
+        protocol = "HTTP/1.0" if self._http10 else "HTTP/1.1"
+        self._dispatch(("headers", HeaderMap.adopt(items), not has_body, protocol, upgrade))
+
+    def on_body(self, body: bytes) -> None:
+        self._dispatch(("data", body, False))
+
+    def on_message_complete(self) -> None:
+        if self._trailers:
+            self._dispatch(("trailers", HeaderMap.adopt(self._trailers)))
+        elif not self._ended_at_headers:
+            self._dispatch(("data", b"", True))
+
+    def _dispatch(self, event: tuple[Any, ...]) -> None:
+        if self._deferring:
+            self._pending.append(event)
+            return
+        self._deliver(event)
+
+    def _deliver(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        sink = self.sink
+        if kind == "headers":
+            self.awaiting_response = True
+            sink.on_request_headers(event[1], event[2], event[3], event[4])
+        elif kind == "data":
+            sink.on_request_data(event[1], event[2])
+        elif kind == "trailers":
+            sink.on_request_trailers(event[1])
+        else:
+            sink.on_codec_error(event[1], event[2])
+
+    def response_complete(self) -> None:
+        """The current response is fully written: release held-back pipelined requests."""
+        self.awaiting_response = False
+        self._chunked_response = False
+        if not self._deferring:
+            return
+        self._deferring = False
+        pending = self._pending
+        while pending:
+            event = pending[0]
+            if event[0] == "headers" and self.awaiting_response:
+                self._deferring = True
+                return
+            pending.pop(0)
+            self._deliver(event)
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def encode_headers(self, headers: HeaderMap, end_stream: bool, close: bool) -> bytes:
+        """Serialise response headers; chooses content-length, chunked or close-delimited framing."""
+        items = headers.items()
+        status = 200
+        parts: list[bytes] = []
+        append = parts.append
+        has_length = False
+        for name, value in items:
+            if name[:1] == b":":
+                if name == b":status":
+                    status = int(value) if value.isdigit() else 502
+                continue
+            if name in _SKIP_ON_WIRE:
+                continue
+            if name == b"content-length":
+                has_length = True
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        self._chunked_response = False
+        no_body = status in _NO_BODY_STATUS or status < 200
+        if not no_body and not has_length:
+            if end_stream:
+                if not self._head:
+                    append(b"content-length: 0\r\n")
+            elif self._http10:
+                close = True
+            else:
+                append(b"transfer-encoding: chunked\r\n")
+                self._chunked_response = True
+        if close or not self.keep_alive:
+            self.keep_alive = False
+            append(b"connection: close\r\n")
+        elif self._http10:
+            append(b"connection: keep-alive\r\n")
+        append(b"\r\n")
+        return status_line(status, b"1.0" if self._http10 else b"1.1") + b"".join(parts)
+
+    def encode_data(self, data: bytes, end_stream: bool) -> bytes:
+        if self._head:
+            return b""
+        if not self._chunked_response:
+            return data
+        if data:
+            out = b"%x\r\n%s\r\n" % (len(data), data)
+            return out + b"0\r\n\r\n" if end_stream else out
+        return b"0\r\n\r\n" if end_stream else b""
+
+    def encode_trailers(self, trailers: HeaderMap) -> bytes:
+        # HTTP/1 trailers are only forwarded when enabled; Envoy drops them by default.
+        if self._chunked_response and not self._head:
+            return b"0\r\n\r\n"
+        return b""
+
+
+class ClientSink(Protocol):
+    def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None: ...
+
+    def on_response_data(self, data: bytes, end_stream: bool) -> None: ...
+
+    def on_response_trailers(self, trailers: HeaderMap) -> None: ...
+
+
+class Http1ClientCodec:
+    """Request serialiser + response parser for one upstream connection, one request at a time."""
+
+    __slots__ = ("sink", "_parser", "_headers", "_in_trailers", "_trailers", "_head", "_ended", "_chunked",
+                 "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message")
+
+    def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None) -> None:
+        self.sink = sink
+        self._parser = httptools.HttpResponseParser(self)
+        self._feed = self._parser.feed_data
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._in_trailers = False
+        self._trailers: list[tuple[bytes, bytes]] | None = None
+        self._head = False
+        self._ended = False
+        self._chunked = False
+        self.keep_alive = True
+        self._close_delimited = False
+        self._status = 0
+        self._on_error = on_error
+        self._in_message = False
+
+    def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
+        """Serialise request headers (``:authority`` becomes ``host``)."""
+        method = b"GET"
+        path = b"/"
+        authority = b""
+        parts: list[bytes] = []
+        append = parts.append
+        has_length = False
+        for name, value in headers.items():
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":authority":
+                    authority = value
+                continue
+            if name in _SKIP_ON_WIRE:
+                continue
+            if name == b"content-length":
+                has_length = True
+            append(name)
+            append(b": ")
+            append(value)
+            append(b"\r\n")
+        self._chunked = False
+        if not has_length:
+            if end_stream:
+                if method in (b"POST", b"PUT", b"PATCH"):
+                    append(b"content-length: 0\r\n")
+            else:
+                append(b"transfer-encoding: chunked\r\n")
+                self._chunked = True
+        append(b"\r\n")
+        self._head = method == b"HEAD"
+        self._ended = False
+        return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, path, authority, b"".join(parts))
+
+    def encode_data(self, data: bytes, end_stream: bool) -> bytes:
+        if not self._chunked:
+            return data
+        if data:
+            out = b"%x\r\n%s\r\n" % (len(data), data)
+            return out + b"0\r\n\r\n" if end_stream else out
+        return b"0\r\n\r\n" if end_stream else b""
+
+    def encode_trailers(self, trailers: HeaderMap) -> bytes:
+        if not self._chunked:
+            return b""
+        lines = b"".join(b"%s: %s\r\n" % (k, v) for k, v in trailers.items() if k[:1] != b":")
+        return b"0\r\n" + lines + b"\r\n"
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except httptools.HttpParserError:
+            self.keep_alive = False
+            if self._on_error is not None:
+                self._on_error("protocol error")
+
+    def eof(self) -> bool:
+        """The upstream closed; returns True when that ended a close-delimited response."""
+        if self._in_message and self._close_delimited and not self._ended:
+            self._ended = True
+            self._in_message = False
+            if self.sink is not None:
+                self.sink.on_response_data(b"", True)
+            return True
+        return False
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._in_trailers = False
+        self._trailers = None
+        self._in_message = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_trailers:
+            if self._trailers is None:
+                self._trailers = []
+            self._trailers.append((name.lower(), value))
+        else:
+            self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        self._status = status
+        self._in_trailers = True
+        if 100 <= status < 200:
+            return
+        self.keep_alive = parser.should_keep_alive()
+        length: bytes | None = None
+        chunked = False
+        for name, value in self._headers:
+            if name == b"content-length":
+                length = value.strip()
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        no_body = self._head or status in _NO_BODY_STATUS or (length == b"0" and not chunked)
+        self._close_delimited = not no_body and length is None and not chunked
+        if self._close_delimited:
+            self.keep_alive = False
+        items = [(b":status", str(status).encode())]
+        items.extend(self._headers)
+        self._ended = no_body
+        sink = self.sink
+        if no_body:
+            self._in_message = False
+            if self._head:
+                # llhttp does not know this answered a HEAD request; start afresh for the next one.
+                self._parser = httptools.HttpResponseParser(self)
+                self._feed = self._parser.feed_data
+        if sink is not None:
+            sink.on_response_headers(HeaderMap.adopt(items), no_body)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._ended and self.sink is not None:
+            self.sink.on_response_data(body, False)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._status < 200:
+            return
+        self._in_message = False
+        if self._ended:
+            return
+        self._ended = True
+        sink = self.sink
+        if sink is None:
+            return
+        if self._trailers:
+            sink.on_response_trailers(HeaderMap.adopt(self._trailers))
+        else:
+            sink.on_response_data(b"", True)
+
+    @property
+    def response_ended(self) -> bool:
+        return self._ended

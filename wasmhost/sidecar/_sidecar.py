@@ -1,0 +1,211 @@
+"""Run the sidecar in one process: a worker, the admin endpoint and the config watcher.
+
+``Sidecar.run()`` loads the bootstrap, serves it, and on each change of the file
+builds the new plan in a thread and swaps it in; a bad new config is logged and
+the old one keeps serving. ``--concurrency N`` > 1 runs ``_supervisor`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from ._admin import AdminServer
+from ._errors import ConfigError
+from ._plan import Plan
+from ._reload import FileWatcher, digest, load_plan, read_config
+from ._stats import StatSample
+from ._worker import Worker
+
+log = logging.getLogger("wasmesh.main")
+
+
+def cluster_views(clusters: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``/clusters`` view of one worker's runtime clusters."""
+    views = []
+    for name, cluster in clusters.items():
+        thresholds = cluster.thresholds
+        hosts = []
+        for host in cluster.hosts:
+            flags = []
+            if host.ejected:
+                flags.append("/failed_outlier_check")
+            if not host.configured_healthy:
+                flags.append("/failed_eds_health")
+            hosts.append({
+                "address": host.address,
+                "port": host.port,
+                "hostname": host.hostname,
+                "weight": host.weight,
+                "health_flags": "".join(flags) or "healthy",
+                "cx_active": host.cx_active,
+                "rq_active": host.active_requests,
+                "rq_total": host.rq_total,
+                "rq_error": host.rq_error,
+                "rq_success": host.rq_total - host.rq_error,
+            })
+        views.append({
+            "name": name,
+            "stat_name": cluster.plan.stat_name,
+            "thresholds": {
+                "max_connections": thresholds.max_connections,
+                "max_pending_requests": thresholds.max_pending_requests,
+                "max_requests": thresholds.max_requests,
+                "max_retries": thresholds.max_retries,
+            },
+            "hosts": hosts,
+        })
+    return views
+
+
+def merge_cluster_views(per_worker: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Sum host counters across workers (health is taken from the first worker)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for views in per_worker:
+        for view in views:
+            have = merged.get(view["name"])
+            if have is None:
+                merged[view["name"]] = {**view, "hosts": [dict(h) for h in view["hosts"]]}
+                continue
+            index = {(h["address"], h["port"]): h for h in have["hosts"]}
+            for host in view["hosts"]:
+                target = index.get((host["address"], host["port"]))
+                if target is None:
+                    have["hosts"].append(dict(host))
+                    continue
+                for key in ("cx_active", "rq_active", "rq_total", "rq_error", "rq_success"):
+                    target[key] += host[key]
+    return list(merged.values())
+
+
+class Sidecar:
+    """One process serving a bootstrap file."""
+
+    def __init__(self, config_path: str, watch_interval: float = 0.5, options: dict[str, Any] | None = None) -> None:
+        self.config_path = config_path
+        self.watch_interval = watch_interval
+        self.options = options or {}
+        self.state = "PRE_INITIALIZING"
+        self.worker: Worker | None = None
+        self.admin: AdminServer | None = None
+        self.watcher: FileWatcher | None = None
+        self._plan: Plan | None = None
+        self._version = 0
+        self._started = time.time()
+        self._stopped: asyncio.Event | None = None
+
+    # --- AdminSource ----------------------------------------------------------------------------
+
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    def start_time(self) -> float:
+        return self._started
+
+    async def stats(self) -> dict[str, StatSample]:
+        assert self.worker is not None
+        return self.worker.stats.snapshot()
+
+    async def clusters(self) -> list[dict[str, Any]]:
+        current = self.worker.current if self.worker is not None else None
+        return cluster_views(current.clusters) if current is not None else []
+
+    async def listeners(self) -> list[dict[str, Any]]:
+        if self.worker is None:
+            return []
+        return [{"name": name, "local_address": f"{state.plan.address}:{state.port}"}
+                for name, state in self.worker.listeners.items()]
+
+    def command_line(self) -> dict[str, Any]:
+        return {"config_path": self.config_path, **self.options}
+
+    def shutdown(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load and serve the bootstrap; raise ``ConfigError`` if the first config is bad."""
+        loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        text = read_config(self.config_path)
+        self.worker = Worker(loop)
+        self._version = 1
+        plan = await loop.run_in_executor(None, load_plan, text, self.config_path, self._version, self.worker)
+        await self.worker.apply(plan)
+        self._plan = plan
+        if plan.admin is not None:
+            self.admin = AdminServer(self, plan.admin.address, plan.admin.port, plan.admin.access_log_path)
+            await self.admin.start()
+        self.watcher = FileWatcher(self.config_path, self._reload, self.watch_interval, digest(text))
+        self.watcher.start()
+        self.state = "LIVE"
+        log.info("serving %s (listeners: %s)", self.config_path,
+                 ", ".join(f"{n}={p}" for n, p in self.worker.bound_ports().items()))
+
+    async def _reload(self, text: str) -> None:
+        loop = asyncio.get_running_loop()
+        version = self._version + 1
+        try:
+            plan = await loop.run_in_executor(None, load_plan, text, self.config_path, version, self.worker)
+        except ConfigError as err:
+            log.error("config reload rejected, keeping version %d: %s", self._version, err)
+            return
+        assert self.worker is not None
+        old_admin = self._plan.admin if self._plan is not None else None
+        try:
+            await self.worker.apply(plan)
+        except OSError as err:
+            log.error("config reload rejected, keeping version %d: cannot bind listener: %s", self._version, err)
+            plan.retire()
+            return
+        if plan.admin != old_admin:
+            log.warning("admin address changes take effect on restart only")
+        self._version = version
+        self._plan = plan
+        log.info("config version %d active", version)
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.shutdown)
+            except (NotImplementedError, RuntimeError):
+                pass
+        assert self._stopped is not None
+        await self._stopped.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.state = "DRAINING"
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.admin is not None:
+            await self.admin.close()
+        if self.worker is not None:
+            drain = 0.0
+            if self._plan is not None and self._plan.listeners:
+                drain = min(listener.hcm.drain_timeout for listener in self._plan.listeners)
+            await self.worker.stop(drain)
+
+
+async def run_sidecar(config_path: str, options: dict[str, Any] | None = None) -> int:
+    sidecar = Sidecar(config_path, options=options)
+    try:
+        await sidecar.start()
+    except ConfigError as err:
+        log.error("cannot load %s: %s", config_path, err)
+        if sidecar.worker is not None:
+            await sidecar.worker.stop()
+        return 1
+    except OSError as err:
+        log.error("cannot start: %s", err)
+        if sidecar.worker is not None:
+            await sidecar.worker.stop()
+        return 1
+    await sidecar.serve_forever()
+    return 0

@@ -1,0 +1,343 @@
+"""Upstream HTTP/1.1 connections and per-host keep-alive pools (the I/O edge).
+
+A pool hands one request at a time to an idle connection, opens new connections
+within the cluster's ``max_connections``, queues within ``max_pending_requests``
+and reports overflow or connect failures to the request's sink. Responses are
+parsed by the sans-io client codec and delivered to the sink; the worker drains
+the core's commands after each delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+from ._cluster import Cluster, Host
+from ._h1 import Http1ClientCodec
+from ._headers import HeaderMap
+from ._upstream_sink import (
+    CONNECTION_FAILURE,
+    CONNECTION_TERMINATION,
+    CONNECTION_TIMEOUT,
+    OVERFLOW,
+    PROTOCOL_ERROR,
+)
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+
+class _Waiting:
+    """Writes for a sink that has no connection yet."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple[str, Any, bool]] = []
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = ("pool", "transport", "codec", "sink", "request_done", "requests", "last_used", "closed",
+                 "local_address", "paused_downstream")
+
+    def __init__(self, pool: HostPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.codec = Http1ClientCodec(None, self._on_protocol_error)
+        self.sink: Any = None
+        self.request_done = False
+        self.requests = 0
+        self.last_used = 0.0
+        self.closed = False
+        self.local_address: tuple[str, int] | None = None
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            self.local_address = (sockname[0], sockname[1])
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:
+            # bytes on an idle keep-alive connection: the upstream is misbehaving
+            self.close()
+            return
+        self.codec.feed(data)
+        self.pool.worker.drain()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self.sink is None:
+            return
+        self.closed = True
+        self.pool.connection_closed(self)
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            self.codec.sink = sink
+            if not self.codec.eof():
+                sink.on_reset(CONNECTION_TERMINATION)
+            self.codec.sink = None
+            self.pool.worker.drain()
+
+    def pause_writing(self) -> None:
+        self.pool.worker.upstream_write_paused(self.sink, True)
+
+    def resume_writing(self) -> None:
+        self.pool.worker.upstream_write_paused(self.sink, False)
+
+    # --- request/response -----------------------------------------------------------------------
+
+    def bind(self, sink: Any, waiting: _Waiting | None) -> None:
+        """Start ``sink``'s request on this connection."""
+        self.sink = sink
+        sink.edge = self
+        self.codec.sink = _ResponseRelay(self, sink)
+        self.requests += 1
+        self.request_done = sink.end_stream
+        transport = self.transport
+        assert transport is not None
+        chunks = [self.codec.encode_request(sink.headers, sink.end_stream)]
+        if waiting is not None:
+            for kind, payload, end_stream in waiting.ops:
+                if kind == "data":
+                    chunks.append(self.codec.encode_data(payload, end_stream))
+                    self.request_done = end_stream
+                else:
+                    chunks.append(self.codec.encode_trailers(payload))
+                    self.request_done = True
+        transport.write(b"".join(chunks))
+        sink.on_pool_ready(self.local_address)
+
+    def send_data(self, data: bytes, end_stream: bool) -> None:
+        if self.transport is not None and not self.closed:
+            payload = self.codec.encode_data(data, end_stream)
+            if payload:
+                self.transport.write(payload)
+        if end_stream:
+            self.request_done = True
+            if self.codec.response_ended and self.sink is None:
+                self.pool.release(self)
+
+    def send_trailers(self, trailers: HeaderMap) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(self.codec.encode_trailers(trailers))
+        self.request_done = True
+
+    def response_finished(self) -> None:
+        """The response ended: reuse the connection when both sides are complete."""
+        sink = self.sink
+        self.sink = None
+        self.codec.sink = None
+        if sink is not None:
+            sink.edge = None
+        if not self.codec.keep_alive or not self.request_done:
+            self.close()
+            return
+        self.pool.release(self)
+
+    def _on_protocol_error(self, reason: str) -> None:
+        sink = self.sink
+        self.sink = None
+        self.close()
+        if sink is not None:
+            sink.edge = None
+            sink.on_reset(PROTOCOL_ERROR)
+
+    def abort(self) -> None:
+        """Abandon the bound request (its sink hears nothing more); HTTP/1 cannot cancel, so close."""
+        sink = self.sink
+        if sink is not None:
+            sink.edge = None
+        self.sink = None
+        self.codec.sink = None
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        transport = self.transport
+        self.pool.connection_closed(self)
+        if transport is not None:
+            transport.abort()
+
+
+class _ResponseRelay:
+    """Passes parsed response events to the sink and notices when the response ends."""
+
+    __slots__ = ("conn", "sink")
+
+    def __init__(self, conn: UpstreamConnection, sink: Any) -> None:
+        self.conn = conn
+        self.sink = sink
+
+    def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
+        conn = self.conn
+        sink = self.sink
+        if end_stream:
+            conn.response_finished()
+        sink.on_response_headers(headers, end_stream)
+
+    def on_response_data(self, data: bytes, end_stream: bool) -> None:
+        conn = self.conn
+        sink = self.sink
+        if end_stream:
+            conn.response_finished()
+        sink.on_response_data(data, end_stream)
+
+    def on_response_trailers(self, trailers: HeaderMap) -> None:
+        self.conn.response_finished()
+        self.sink.on_response_trailers(trailers)
+
+
+class HostPool:
+    """Keep-alive HTTP/1.1 connections to one upstream host of one cluster."""
+
+    def __init__(self, worker: Worker, cluster: Cluster, host: Host) -> None:
+        self.worker = worker
+        self.cluster = cluster
+        self.host = host
+        self.idle: list[UpstreamConnection] = []
+        self.busy: set[UpstreamConnection] = set()
+        self.pending: deque[tuple[Any, _Waiting]] = deque()
+        self.connecting = 0
+
+    def request(self, sink: Any) -> None:
+        cluster = self.cluster
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            self.busy.add(conn)
+            conn.bind(sink, None)
+            return
+        if cluster.rq_pending >= cluster.thresholds.max_pending_requests:
+            cluster.stats.rq_pending_overflow.value += 1
+            sink.on_pool_failure(OVERFLOW, "")
+            return
+        waiting = _Waiting()
+        sink.edge = waiting
+        self.pending.append((sink, waiting))
+        cluster.rq_pending += 1
+        cluster.stats.rq_pending_total.value += 1
+        cluster.stats.rq_pending_active.value += 1
+        if self.connecting < len(self.pending):
+            if cluster.cx_active + cluster.cx_connecting < cluster.thresholds.max_connections:
+                self._connect()
+            else:
+                cluster.stats.cx_overflow.value += 1
+
+    def cancel(self, sink: Any) -> None:
+        for index, (queued, _) in enumerate(self.pending):
+            if queued is sink:
+                del self.pending[index]
+                self._pending_done()
+                return
+
+    def _pending_done(self) -> None:
+        self.cluster.rq_pending -= 1
+        self.cluster.stats.rq_pending_active.value -= 1
+
+    def _connect(self) -> None:
+        self.connecting += 1
+        self.cluster.cx_connecting += 1
+        self.worker.spawn(self._open())
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        cluster = self.cluster
+        host = self.host
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), host.address, host.port),
+                timeout=cluster.plan.connect_timeout,
+            )
+        except TimeoutError:
+            self.connecting -= 1
+            cluster.cx_connecting -= 1
+            cluster.stats.cx_connect_fail.value += 1
+            self._connect_failed(CONNECTION_TIMEOUT, "")
+            return
+        except OSError as err:
+            self.connecting -= 1
+            cluster.cx_connecting -= 1
+            cluster.stats.cx_connect_fail.value += 1
+            self._connect_failed(CONNECTION_FAILURE, "" if err.errno == 111 else (err.strerror or str(err)))
+            return
+        self.connecting -= 1
+        cluster.cx_connecting -= 1
+        cluster.cx_active += 1
+        host.cx_active += 1
+        cluster.stats.cx_total.value += 1
+        cluster.stats.cx_active.value += 1
+        assert isinstance(conn, UpstreamConnection)
+        conn.last_used = loop.time()
+        self.release(conn)
+        self.worker.drain()
+
+    def _connect_failed(self, reason: str, transport_failure: str) -> None:
+        # Fail the requests no remaining connection attempt can serve.
+        while len(self.pending) > self.connecting + len(self.busy):
+            sink, _ = self.pending.popleft()
+            self._pending_done()
+            sink.edge = None
+            sink.on_pool_failure(reason, transport_failure)
+        self.worker.drain()
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """A connection is free: serve the next waiting request or park it."""
+        self.busy.discard(conn)
+        if conn.closed:
+            return
+        max_requests = self.cluster.plan.max_requests_per_connection
+        if max_requests and conn.requests >= max_requests:
+            conn.close()
+            if self.pending and self.connecting < len(self.pending):
+                self._connect()
+            return
+        conn.last_used = self.worker.loop.time()
+        if self.pending:
+            sink, waiting = self.pending.popleft()
+            self._pending_done()
+            self.busy.add(conn)
+            conn.bind(sink, waiting)
+            return
+        self.idle.append(conn)
+
+    def connection_closed(self, conn: UpstreamConnection) -> None:
+        if conn in self.busy:
+            self.busy.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+        if conn.transport is not None:
+            self.cluster.cx_active -= 1
+            self.host.cx_active -= 1
+            self.cluster.stats.cx_active.value -= 1
+            self.cluster.stats.cx_destroy.value += 1
+            conn.transport = None
+
+    def close_idle(self, older_than: float | None) -> None:
+        now = self.worker.loop.time()
+        for conn in list(self.idle):
+            if older_than is None or now - conn.last_used >= older_than:
+                conn.close()
+
+    def close_all(self) -> None:
+        for conn in list(self.idle) + list(self.busy):
+            conn.close()
