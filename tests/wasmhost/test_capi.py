@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import wasmtime
 
-from wasmhost._capi import Caller, ExitRequested, GuestMemory, GuestTrap, args_struct, define_host_function, func_type
+from wasmhost._capi import (
+    Caller,
+    ExitRequested,
+    GuestMemory,
+    GuestTrap,
+    args_struct,
+    define_host_function,
+    func_type,
+)
 
 PAGE = 65536
 
