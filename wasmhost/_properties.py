@@ -7,7 +7,14 @@ little-endian, bools as one byte, timestamps/durations as int64 nanoseconds, map
 pairs, lists as pairs with empty values, and the node as protobuf wire bytes.
 
 Values a plugin sets with ``proxy_set_property`` live in the stream's (or root's) filter
-state and are read back under the same path.
+state under the raw path, and are read back as Envoy does: only when no attribute of the
+catalogue answers the path, and only for a one-component path (Envoy looks up filter state
+by the first component, so a value set under ``a\0b`` cannot be read back).
+
+Envoy 1.40 serves configuration attributes only under ``xds.*``: the old top-level names
+``cluster_name``, ``route_name``, ``listener_direction`` and ``request_protocol`` are
+NOT_FOUND there, and so here. The node is a protobuf message, so every field of
+``xds.node`` exists (strings empty, maps empty) even when the proxy did not set it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ OK = int(Status.OK)
 NOT_FOUND = int(Status.NOT_FOUND)
 INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
 SERIALIZATION_FAILURE = int(Status.SERIALIZATION_FAILURE)
+
+
+#: an empty map or list property: a pairs blob with count 0 (Envoy 1.40), not zero bytes
+_EMPTY_PAIRS = b"\x00\x00\x00\x00"
 
 
 class Int(int):
@@ -58,10 +69,14 @@ def encode_value(value: Any, *, struct_numbers: bool = False) -> bytes:
     if isinstance(value, float):
         return struct.pack("<d", value)
     if isinstance(value, dict):
+        if not value:
+            return _EMPTY_PAIRS
         return encode_pairs(
             [(str(k).encode(), encode_value(v, struct_numbers=struct_numbers)) for k, v in value.items()]
         )
     if isinstance(value, list | tuple):
+        if not value:
+            return _EMPTY_PAIRS
         return encode_list([encode_value(v, struct_numbers=struct_numbers) for v in value])
     raise TypeError(f"cannot serialize {type(value).__name__}")
 
@@ -165,20 +180,43 @@ def _connection(info: StreamInfo, field: str) -> Any:
     return info.extra.get(f"connection.{field}")
 
 
+#: envoy.config.core.v3.Node fields and the value an unset one reads as
+_NODE_DEFAULTS: dict[str, Any] = {
+    "id": "",
+    "cluster": "",
+    "metadata": {},
+    "dynamic_parameters": {},
+    "user_agent_name": "",
+    "user_agent_version": "",
+    "extensions": [],
+    "client_features": [],
+    "listening_addresses": [],
+}
+
+
+def _node(vm: WasmVM) -> _Node:
+    node = _Node(_NODE_DEFAULTS)
+    node.update(vm.environment.node_properties())
+    return node
+
+
 def _xds(vm: WasmVM, info: StreamInfo | None, field: str) -> Any:
     if field == "node":
-        return _Node(vm.environment.node_properties())
+        return _node(vm)
     if info is None:
         return None
     values: dict[str, Any] = {
-        "cluster_name": info.cluster_name or None,
-        "route_name": info.route_name or None,
-        "virtual_host_name": info.virtual_host_name or None,
+        "cluster_name": info.cluster_name,
+        "route_name": info.route_name,
+        "virtual_host_name": info.virtual_host_name,
         "listener_direction": Int(info.listener_direction),
     }
     if field in values:
         return values[field]
-    return info.extra.get(f"xds.{field}")
+    extra = info.extra.get(f"xds.{field}")
+    if extra is None and field in ("filter_chain_name", "listener_metadata", "cluster_metadata", "route_metadata"):
+        return b""  # present in Envoy (an unnamed chain, an empty Metadata message)
+    return extra
 
 
 class _Node(dict[str, Any]):
@@ -191,7 +229,8 @@ def _encode_node(node: _Node) -> bytes | None:
         from google.protobuf import json_format
 
         message = base_pb2.Node()
-        json_format.ParseDict(dict(node), message, ignore_unknown_fields=True)
+        given = {k: v for k, v in node.items() if not (k in _NODE_DEFAULTS and v == _NODE_DEFAULTS[k])}
+        json_format.ParseDict(given, message, ignore_unknown_fields=True)
         return bytes(message.SerializeToString())
     except Exception:  # noqa: BLE001 - a node that does not fit the proto cannot be serialized
         return None
@@ -227,11 +266,7 @@ def resolve(vm: WasmVM, ctx: RootContext | HttpContext | TcpContext | None, part
     elif head == "xds" and rest:
         value, consumed = _xds(vm, info, rest[0]), 2
     elif head == "node":
-        value = _Node(vm.environment.node_properties())
-    elif head in ("cluster_name", "route_name", "listener_direction"):
-        value = _xds(vm, info, head)
-    elif head == "request_protocol" and info is not None:
-        value = info.protocol
+        value = _node(vm)
     if value is None and info is not None:
         value = info.extra.get(".".join(parts))
         consumed = len(parts)
@@ -282,13 +317,13 @@ def get_property(vm: WasmVM, path_ptr: int, path_len: int, ret_ptr: int, ret_siz
         return INVALID_MEMORY_ACCESS
     ctx = vm.effective or vm.current
     key = raw[:-1] if raw.endswith(b"\0") else raw
-    if ctx is not None:
-        for state in (ctx.filter_state, ctx.root.filter_state):
-            if key in state:
-                return vm.return_bytes(state[key], ret_ptr, ret_size)
     parts = _split(raw)
     value = resolve(vm, ctx, parts)
     if value is None:
+        if ctx is not None and b"\0" not in key:
+            for state in (ctx.filter_state, ctx.root.filter_state):
+                if key in state:
+                    return vm.return_bytes(state[key], ret_ptr, ret_size)
         return NOT_FOUND
     if isinstance(value, _Node):
         encoded = _encode_node(value)
