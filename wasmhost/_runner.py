@@ -144,6 +144,9 @@ class RunResult:
     trap: str | None
     ticks: int = 0
     abi: str = ""
+    #: the request as the plugin first saw it, and the upstream's response before the plugin
+    request_in: HttpMessage | None = None
+    upstream_response: HttpMessage | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``wasmesh plugin run --json`` object (bodies decoded as UTF-8, lossy)."""
@@ -241,6 +244,8 @@ class _Exchange:
         self._reset = False
         self.ticks = 0
         self.trap: str | None = None
+        self.request_in: HttpMessage | None = None
+        self.upstream_response: HttpMessage | None = None
 
     # -- the exchange ----------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -268,12 +273,15 @@ class _Exchange:
             metrics=self.runtime.metrics.snapshot(),
             trap=self.trap,
             ticks=self.ticks,
+            request_in=self.request_in,
+            upstream_response=self.upstream_response,
         )
 
     def _request_path(self) -> HttpMessage | None:
         """Headers then body; the request as it goes upstream, or None if it never does."""
         headers = self._request_headers()
         body = self.request.body
+        self.request_in = HttpMessage(_strings(headers), body)
         status = self._call(lambda: self.stream.on_request_headers(headers, not body))
         if not self._proceed(status != HEADERS_CONTINUE and status != HEADERS_CONTINUE_AND_END_STREAM,
                              StreamType.HTTP_REQUEST):
@@ -295,6 +303,7 @@ class _Exchange:
     def _response_path(self, response: tuple[Pairs, bytes], details: str) -> ClientResponse | None:
         """The upstream response through the response callbacks; None after a reset."""
         headers, body = response
+        self.upstream_response = HttpMessage(_strings(headers), body)
         status = self._call(lambda: self.stream.on_response_headers(headers, not body))
         stopped = status != HEADERS_CONTINUE and status != HEADERS_CONTINUE_AND_END_STREAM
         if not self._proceed(stopped, StreamType.HTTP_RESPONSE):

@@ -203,12 +203,14 @@ _LEVEL_STYLES = {
 
 
 def print_transcript(module_path: str, request: RunRequest, result: RunResult, console: Any = None) -> None:
-    """The run as a person reads it: request in, upstream, response out, then the side effects."""
+    """The run as a person reads it: request in, upstream, response out, then the side effects.
+
+    Header lines the plugin added or changed are marked ``+``, ones it removed ``-``.
+    """
     from rich.console import Console
     from rich.text import Text
 
     out = console or Console(highlight=False, soft_wrap=True)
-    summary = result.to_json()
     out.rule(Text(f"plugin {module_path}", style="bold"))
     out.print(
         Text(
@@ -219,69 +221,88 @@ def print_transcript(module_path: str, request: RunRequest, result: RunResult, c
     )
     out.rule("request in")
     out.print(Text(f"{request.method} {request.path}", style="bold"), Text(f"(authority {request.authority})"))
-    _print_headers(out, [[k, v] for k, v in request.headers])
-    _print_body(out, request.body.decode("utf-8", "replace"))
+    _print_headers(out, list(request.headers))
+    _print_body(out, request.body)
 
     out.rule("went upstream")
-    upstream = summary["upstream_request"]
+    upstream = result.upstream_request
     if upstream is None:
         out.print(Text("nothing: the request never reached the upstream", style="yellow"))
     else:
-        _print_headers(out, upstream["headers"])
-        _print_body(out, upstream["body"])
+        before = result.request_in.headers if result.request_in is not None else upstream.headers
+        _print_headers(out, upstream.headers, before)
+        _print_body(out, upstream.body)
 
     out.rule("response out")
-    response = summary["response"]
+    response = result.response
     if response is None:
         out.print(Text("none: the stream was reset, the client gets no response", style="red"))
     else:
-        assert result.response is not None
-        details = result.response.details
-        origin = f"local reply, details {details}" if details else "from the upstream"
-        out.print(Text(f"{response['status']}", style="bold"), Text(f"({origin})"))
-        _print_headers(out, response["headers"])
-        _print_body(out, response["body"])
+        if response.details:
+            origin, before = f"local reply, details {response.details}", []
+        else:
+            origin = "from the upstream"
+            before = [(k, v) for k, v in (result.upstream_response.headers if result.upstream_response else [])
+                      if not k.startswith(":")]
+        out.print(Text(str(response.status), style="bold"), Text(f"({origin})"))
+        _print_headers(out, response.headers, before)
+        _print_body(out, response.body)
 
-    if summary["callouts"]:
-        out.rule(f"callouts ({len(summary['callouts'])})")
-        for callout in summary["callouts"]:
+    if result.callouts:
+        out.rule(f"callouts ({len(result.callouts)})")
+        for callout in result.callouts:
             line = Text("→ ", style="dim")
-            line.append(callout["cluster"], style="bold")
+            line.append(callout.cluster, style="bold")
+            line.append(f" ({callout.kind})", style="dim")
             out.print(line)
-            _print_headers(out, callout["headers"])
-            _print_body(out, callout["body"])
-    out.rule(f"logs ({len(summary['logs'])})")
-    for entry in summary["logs"]:
-        line = Text(f"{entry['level']:<8} ", style=_LEVEL_STYLES.get(entry["level"], ""))
-        line.append(entry["message"])
+            _print_headers(out, callout.headers)
+            _print_body(out, callout.body)
+    out.rule(f"logs ({len(result.logs)})")
+    for record in result.logs:
+        line = Text(f"{record.level_name:<8} ", style=_LEVEL_STYLES.get(record.level_name, ""))
+        line.append(_printable(record.message))
         out.print(line)
-    if summary["metrics"]:
+    if result.metrics:
         out.rule("metrics")
-        for name, value in sorted(summary["metrics"].items()):
+        for name, value in sorted(result.metrics.items()):
             out.print(Text(f"  {name} = {value}"))
     if result.ticks:
         out.print(Text(f"{result.ticks} tick(s) fired while the stream waited", style="dim"))
     out.rule("trap")
-    if summary["trap"] is None:
-        out.print(Text("none", style="green"))
-    else:
-        out.print(Text(summary["trap"], style="bold red"))
+    out.print(Text("none", style="green") if result.trap is None else Text(result.trap, style="bold red"))
 
 
-def _print_headers(out: Any, headers: list[list[str]]) -> None:
+def _print_headers(
+    out: Any, headers: list[tuple[str, str]], before: list[tuple[str, str]] | None = None
+) -> None:
+    """One line per header; with ``before``, mark what the plugin added (+) or removed (-)."""
     from rich.text import Text
 
+    remaining = list(before) if before is not None else None
     for name, value in headers:
-        line = Text("  ")
-        line.append(name, style="bold")
-        line.append(f": {value}")
+        mark, style = "  ", ""
+        if remaining is not None:
+            if (name, value) in remaining:
+                remaining.remove((name, value))
+            else:
+                mark, style = "+ ", "green"
+        line = Text(mark, style=style)
+        line.append(_printable(name), style="bold " + style)
+        line.append(f": {_printable(value)}", style=style)
         out.print(line)
+    for name, value in remaining or []:
+        out.print(Text(f"- {_printable(name)}: {_printable(value)}", style="red"))
 
 
-def _print_body(out: Any, body: str) -> None:
+def _print_body(out: Any, body: bytes) -> None:
     from rich.text import Text
 
     if body:
-        out.print(Text("  body: ", style="dim") + Text(repr(body)[1:-1]))
+        out.print(Text("  body: ", style="dim") + Text(_printable(body.decode("utf-8", "replace"))))
     else:
         out.print(Text("  (no body)", style="dim"))
+
+
+def _printable(text: str) -> str:
+    """Control characters (a plugin may log binary) as escapes, so the terminal stays sane."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
