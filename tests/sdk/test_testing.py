@@ -518,3 +518,34 @@ def test_emulator_uses_only_the_public_wasmhost_api() -> None:
                 assert node.module == "wasmhost", f"{source.name} imports {node.module}"
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("wasmhost.") for a in node.names), source.name
+
+
+# -- the documented examples, on the repository's C conformance plugins ------------------------------
+
+def test_package_docstring_example_local_reply() -> None:
+    from tests._tools import plugin_path
+
+    with HostEmulator.load(plugin_path("local_reply")) as host:
+        host.start_plugin()
+        stream = host.initialize_http_context()
+        action = host.call_on_request_headers(stream, {":path": "/", "x-deny": "yes"}, True)
+        assert action is Action.PAUSE
+        reply = host.local_response(stream)
+        assert reply is not None
+        assert (reply.status, reply.body) == (403, b"access denied: yes\n")
+        assert host.logs("info") == ["local_reply: denied status=0"]
+
+
+def test_docs_page_example_http_call() -> None:
+    from tests._tools import plugin_path
+
+    with HostEmulator.load(plugin_path("http_call"), plugin_config="authz") as host:
+        host.start_plugin()
+        stream = host.initialize_http_context()
+        assert host.call_on_request_headers(stream, {":path": "/orders", ":method": "GET"}, True) is Action.PAUSE
+        [callout] = host.pending_callouts()
+        assert callout.cluster == "authz"
+        host.answer_callout(callout.token, 200, body=b"allowed")
+        assert not host.is_paused(stream)
+        assert ("x-callout-body", "allowed") in host.current_request_headers(stream)
+        assert host.logs("info")[-1].startswith("http_call: response")
