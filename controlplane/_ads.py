@@ -1,0 +1,112 @@
+"""The ADS endpoint (grpcio, asyncio): streams between proxies and the control plane.
+
+Each stream becomes a `Connection`: the first request's node identifies the proxy (and
+registers its workload), requests go through the sans-io `XdsSession`, and pushes from the
+control plane land in the connection's outbox. A malformed node ends the stream with
+INVALID_ARGUMENT naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from controlplane._generate import Snapshot
+from controlplane._proxies import NodeError, Proxy, proxy_from_node
+from controlplane._xds import XdsSession
+
+log = logging.getLogger("wasmesh.controlplane")
+_connection_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One ADS stream: its proxy, protocol state, the snapshot last pushed and an outbox."""
+
+    proxy: Proxy
+    session: XdsSession
+    outbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | None] = field(default_factory=asyncio.Queue)
+    id: int = field(default_factory=lambda: next(_connection_ids))
+    connected_at: float = field(default_factory=time.time)
+    snapshot: Snapshot | None = None
+    pushes: int = 0
+
+    def send_all(self, responses: list[discovery_pb2.DiscoveryResponse]) -> None:
+        for response in responses:
+            self.outbox.put_nowait(response)
+        self.pushes += len(responses)
+
+
+class Plane(Protocol):
+    """What the ADS endpoint needs from the control plane."""
+
+    def connected(self, connection: Connection) -> Snapshot: ...
+
+    def disconnected(self, connection: Connection) -> None: ...
+
+    def nacked(self, connection: Connection, type_url: str, message: str) -> None: ...
+
+
+class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, plane: Plane) -> None:
+        self.plane = plane
+
+    async def StreamAggregatedResources(  # noqa: N802 (gRPC's method name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        try:
+            first = await request_iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        try:
+            proxy = proxy_from_node(first.node)
+        except NodeError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return
+        connection = Connection(proxy, XdsSession(proxy.id))
+        connection.snapshot = self.plane.connected(connection)
+        reader = asyncio.get_running_loop().create_task(self._read(first, request_iterator, connection))
+        try:
+            while True:
+                response = await connection.outbox.get()
+                if response is None:
+                    break
+                yield response
+        finally:
+            reader.cancel()
+            self.plane.disconnected(connection)
+
+    async def _read(self, first: discovery_pb2.DiscoveryRequest,
+                    requests: AsyncIterator[discovery_pb2.DiscoveryRequest], connection: Connection) -> None:
+        try:
+            self._handle(first, connection)
+            async for request in requests:
+                self._handle(request, connection)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            connection.outbox.put_nowait(None)
+
+    def _handle(self, request: discovery_pb2.DiscoveryRequest, connection: Connection) -> None:
+        assert connection.snapshot is not None
+        before = connection.session.nacks
+        connection.send_all(connection.session.on_request(request, connection.snapshot))
+        if connection.session.nacks != before:
+            self.plane.nacked(connection, request.type_url, request.error_detail.message)
+
+
+def add_to_server(server: grpc.aio.Server, plane: Plane) -> None:
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsService(plane), server)
+
+
+
+
+__all__ = ["AdsService", "Connection", "Plane", "add_to_server"]

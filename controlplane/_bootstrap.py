@@ -1,0 +1,112 @@
+"""The bootstrap a proxy starts from, as istio-agent writes it: node identity and metadata,
+an ADS connection to the control plane, and LDS/CDS from ADS. Envoy and the wasmesh sidecar
+both start from it; everything else arrives over xDS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controlplane._hosts import DOMAIN_SUFFIX
+
+XDS_CLUSTER = "xds-grpc"
+
+
+@dataclass
+class BootstrapOptions:
+    name: str
+    namespace: str = "default"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: Sequence[int] = ()
+    xds_host: str = "127.0.0.1"
+    xds_port: int = 15010
+    ip: str = "127.0.0.1"
+    service_account: str = "default"
+    outbound_ports: Mapping[int, int] = field(default_factory=dict)
+    inbound_ports: Mapping[int, int] = field(default_factory=dict)
+    admin_port: int = 15000
+    proxy_type: str = "sidecar"
+    extra_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def node_id(options: BootstrapOptions) -> str:
+    return f"{options.proxy_type}~{options.ip}~{options.name}.{options.namespace}~{options.namespace}.{DOMAIN_SUFFIX}"
+
+
+def node_metadata(options: BootstrapOptions) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "NAME": options.name,
+        "NAMESPACE": options.namespace,
+        "LABELS": dict(options.labels),
+        "SERVICE_ACCOUNT": options.service_account,
+        "INSTANCE_IPS": options.ip,
+        "CLUSTER_ID": "Kubernetes",
+        "POD_PORTS": json.dumps([{"containerPort": p, "name": f"http-{p}", "protocol": "TCP"} for p in options.ports]),
+    }
+    if options.outbound_ports:
+        metadata["OUTBOUND_PORTS"] = json.dumps({str(k): v for k, v in options.outbound_ports.items()})
+    if options.inbound_ports:
+        metadata["INBOUND_PORTS"] = json.dumps({str(k): v for k, v in options.inbound_ports.items()})
+    metadata.update(options.extra_metadata)
+    return metadata
+
+
+def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
+    """An Envoy v3 Bootstrap (JSON shape) pointing at the control plane."""
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id(options), "cluster": f"{options.name}.{options.namespace}",
+                 "metadata": node_metadata(options)},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+                           "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
+            "lds_config": ads,
+            "cds_config": ads,
+        },
+        "static_resources": {"clusters": [{
+            "name": XDS_CLUSTER,
+            "type": "STATIC" if _is_ip(options.xds_host) else "STRICT_DNS",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": options.xds_host, "port_value": options.xds_port}}}}]}]},
+        }]},
+    }
+
+
+def grpc_bootstrap(options: BootstrapOptions) -> dict[str, Any]:
+    """A bootstrap for gRPC's own xDS client (GRPC_XDS_BOOTSTRAP), as istio-agent writes it."""
+    metadata = node_metadata(options)
+    metadata["GENERATOR"] = "grpc"
+    return {
+        "xds_servers": [{"server_uri": f"{options.xds_host}:{options.xds_port}",
+                         "channel_creds": [{"type": "insecure"}], "server_features": ["xds_v3"]}],
+        "node": {"id": node_id(options), "cluster": f"{options.name}.{options.namespace}", "metadata": metadata,
+                 "locality": {}},
+    }
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["XDS_CLUSTER", "BootstrapOptions", "bootstrap", "grpc_bootstrap", "node_id", "parse_address"]

@@ -1,0 +1,335 @@
+"""Control-plane commands: `analyze`, `controlplane`, `bootstrap`, and the operator commands
+that talk to a running control plane over its API (`apply`, `get`, `delete`, `proxy-status`,
+`proxy-config`). Until the root CLI lists this module, `python -m controlplane.cli._controlplane`
+runs the same commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controlplane.cli import UsageError
+
+CONTROL_PLANE_ENV = "WASMESH_CONTROL_PLANE"
+DEFAULT_API = "127.0.0.1:15014"
+
+
+def _key_values(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise UsageError(f"{what}: expected key=value, got {part!r}")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _port_pairs(items: Sequence[str], what: str) -> dict[int, int]:
+    out = {}
+    for key, value in _key_values(items, what).items():
+        if not key.isdigit() or not value.isdigit():
+            raise UsageError(f"{what}: ports must be numbers, got {key}={value}")
+        out[int(key)] = int(value)
+    return out
+
+
+# ---- analyze ------------------------------------------------------------------------------------
+def _analyze(args: argparse.Namespace) -> int:
+    from controlplane._validation import analyze_paths
+
+    paths = [Path(p) for p in args.files]
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"no such file or directory: {path}")
+    analysis = analyze_paths(paths, args.namespace)
+    for diagnostic in analysis.diagnostics:
+        print(diagnostic.render())
+    if not analysis.diagnostics:
+        print(f"\u2714 No validation issues found when analyzing {len(analysis.resources)} resources.")
+    errors = sum(1 for d in analysis.diagnostics if d.is_error)
+    if errors:
+        print(f"Error: Analyzers found issues when analyzing {len(analysis.resources)} valid resources "
+              f"({errors} errors).", file=sys.stderr)
+        return 79  # istioctl analyze's exit status for findings at or above the threshold
+    return 0
+
+
+# ---- the server ---------------------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> int:
+    from controlplane._bootstrap import parse_address
+    from controlplane._server import ControlPlane, Settings
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(debounce=args.debounce)
+    try:
+        settings.host, settings.xds_port = parse_address(args.xds_address)
+        monitoring_host, settings.monitoring_port = parse_address(args.monitoring_address)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    folder = Path(args.config_dir) if args.config_dir else None
+    if folder is not None and not folder.is_dir():
+        raise UsageError(f"--config-dir {folder} is not a directory")
+
+    async def run() -> None:
+        plane = ControlPlane(settings=settings, folder=folder)
+        await plane.start()
+        print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}, "
+              f"API {settings.host}:{plane.monitoring_port}", flush=True)
+        if args.kubeconfig or args.kubernetes:
+            from controlplane._kube import KubernetesSource
+
+            kube = KubernetesSource.from_config(plane.store, args.kubeconfig)
+            kube.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await plane.stop()
+
+    del monitoring_host
+    asyncio.run(run())
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from controlplane._bootstrap import BootstrapOptions, bootstrap, grpc_bootstrap, parse_address
+
+    try:
+        host, port = parse_address(args.xds)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    options = BootstrapOptions(
+        name=args.name, namespace=args.namespace, labels=_key_values(args.labels, "--labels"),
+        ports=[int(p) for p in args.port], xds_host=host, xds_port=port, ip=args.ip,
+        service_account=args.service_account, outbound_ports=_port_pairs(args.outbound, "--outbound"),
+        inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port)
+    document = grpc_bootstrap(options) if args.grpc else bootstrap(options)
+    text = json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
+
+
+# ---- operator commands (HTTP API) --------------------------------------------------------------------
+def _api(args: argparse.Namespace, method: str, path: str, body: bytes | None = None) -> Any:
+    address = args.control_plane or os.environ.get(CONTROL_PLANE_ENV) or DEFAULT_API
+    request = urllib.request.Request(f"http://{address}{path}", data=body, method=method,
+                                     headers={"content-type": "application/yaml"} if body is not None else {})
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        try:
+            payload = json.loads(err.read())
+        except ValueError:
+            payload = {"error": f"HTTP {err.code}"}
+        for line in payload.get("diagnostics", []):
+            print(line, file=sys.stderr)
+        raise UsageError(payload.get("error", f"HTTP {err.code}")) from None
+    except (urllib.error.URLError, OSError) as err:
+        raise UsageError(f"cannot reach the control plane at {address}: {getattr(err, 'reason', err)}") from None
+
+
+def _read_inputs(files: Sequence[str]) -> bytes:
+    from controlplane._resources import manifest_files
+
+    chunks = []
+    for name in files:
+        if name == "-":
+            chunks.append(sys.stdin.read())
+            continue
+        path = Path(name)
+        if not path.exists():
+            raise UsageError(f"no such file or directory: {path}")
+        for file in manifest_files(path):
+            chunks.append(file.read_text(encoding="utf-8"))
+    return "\n---\n".join(chunks).encode()
+
+
+def _apply(args: argparse.Namespace) -> int:
+    result = _api(args, "POST", f"/api/v1/apply?namespace={args.namespace}", _read_inputs(args.files))
+    for name in result["applied"]:
+        print(f"{name} configured")
+    for line in result.get("diagnostics", []):
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    from controlplane._schemas import lookup_kind
+
+    kind = lookup_kind(args.kind)
+    if kind is None:
+        raise UsageError(f"unknown kind {args.kind!r}")
+    query = f"kind={kind.kind}" + ("" if args.all_namespaces else f"&namespace={args.namespace}")
+    items = _api(args, "GET", f"/api/v1/resources?{query}")["items"]
+    if args.name:
+        items = [i for i in items if i["metadata"]["name"] == args.name]
+        if not items:
+            raise UsageError(f"{kind.kind} {args.namespace}/{args.name} not found")
+    if args.output == "yaml":
+        print(yaml.safe_dump_all(items, sort_keys=False), end="")
+    elif args.output == "json":
+        print(json.dumps(items, indent=2))
+    else:
+        print(f"{'NAMESPACE':<16}{'NAME':<32}{'VERSION':<10}CREATED")
+        for item in items:
+            meta = item["metadata"]
+            print(f"{meta['namespace']:<16}{meta['name']:<32}{meta.get('resourceVersion', ''):<10}"
+                  f"{meta.get('creationTimestamp', '')}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from controlplane._schemas import lookup_kind
+
+    kind = lookup_kind(args.kind)
+    if kind is None:
+        raise UsageError(f"unknown kind {args.kind!r}")
+    result = _api(args, "DELETE", f"/api/v1/resources/{kind.kind}/{args.namespace}/{args.name}")
+    print(f"{result['deleted']} deleted")
+    return 0
+
+
+def _proxy_status(args: argparse.Namespace) -> int:
+    proxies = _api(args, "GET", "/api/v1/proxies")["proxies"]
+    if args.output == "json":
+        print(json.dumps(proxies, indent=2))
+        return 0
+    columns = ("CDS", "EDS", "LDS", "RDS", "ECDS")
+    print(f"{'NAME':<44}" + "".join(f"{c:<12}" for c in columns) + "VERSIONS")
+    problems = []
+    for proxy in proxies:
+        types = proxy["types"]
+        cells = [types.get(c, {}).get("status", "-") for c in columns]
+        versions = ",".join(f"{c}={types[c]['sent'][:8]}" for c in columns if c in types)
+        print(f"{proxy['name'] + '.' + proxy['namespace']:<44}" + "".join(f"{s:<12}" for s in cells) + versions)
+        problems += [f"  {proxy['id']} {c}: {types[c]['nack']}" for c in columns if types.get(c, {}).get("nack")]
+    if problems:
+        print("NACKs:")
+        print("\n".join(problems))
+    return 0
+
+
+def _proxy_config(args: argparse.Namespace) -> int:
+    result = _api(args, "GET", f"/api/v1/proxies/{args.proxy}/config/{args.type}")
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    elif args.output == "yaml":
+        print(yaml.safe_dump(result, sort_keys=False), end="")
+    else:
+        for label, items in result.items():
+            if label == "proxy":
+                continue
+            for item in items:
+                print(f"{label[:-1] if label.endswith('s') else label:<10}{item.get('name') or item.get('cluster_name')}")
+    return 0
+
+
+# ---- registration -----------------------------------------------------------------------------------
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-plane", metavar="HOST:PORT",
+                        help=f"control plane API address (default ${CONTROL_PLANE_ENV} or {DEFAULT_API})")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the API")
+
+
+def register(commands: Any) -> None:
+    analyze = commands.add_parser("analyze", help="validate Istio manifests like istioctl analyze")
+    analyze.add_argument("-f", "--files", action="append", required=True, metavar="PATH", help="file or directory")
+    analyze.add_argument("-n", "--namespace", default="default")
+    analyze.set_defaults(handler=_analyze)
+
+    serve = commands.add_parser("controlplane", help="run the control plane (xDS + operator API)")
+    serve.add_argument("--config-dir", metavar="DIR", help="folder of YAML manifests to watch")
+    serve.add_argument("--xds-address", default="127.0.0.1:15010", metavar="HOST:PORT")
+    serve.add_argument("--monitoring-address", default="127.0.0.1:15014", metavar="HOST:PORT")
+    serve.add_argument("--kubernetes", action="store_true", help="also watch a Kubernetes API server")
+    serve.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the Kubernetes source")
+    serve.add_argument("--debounce", type=float, default=0.1, help="seconds of quiet before a push")
+    serve.add_argument("-v", "--verbose", action="store_true")
+    serve.set_defaults(handler=_serve)
+
+    boot = commands.add_parser("bootstrap", help="print a proxy bootstrap pointing at the control plane")
+    boot.add_argument("--name", required=True)
+    boot.add_argument("--namespace", default="default")
+    boot.add_argument("--labels", action="append", default=[], metavar="K=V[,K=V]")
+    boot.add_argument("--port", action="append", default=[], type=int, help="application port (repeatable)")
+    boot.add_argument("--xds", default="127.0.0.1:15010", metavar="HOST:PORT")
+    boot.add_argument("--ip", default="127.0.0.1", help="the workload's address")
+    boot.add_argument("--service-account", default="default")
+    boot.add_argument("--outbound", action="append", default=[], metavar="SERVICEPORT=LOCALPORT",
+                      help="bind the outbound listener of a service port locally")
+    boot.add_argument("--inbound", action="append", default=[], metavar="APPPORT=LOCALPORT",
+                      help="bind an inbound listener in front of an application port")
+    boot.add_argument("--admin-port", type=int, default=15000)
+    boot.add_argument("--grpc", action="store_true", help="a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
+    boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
+    boot.set_defaults(handler=_bootstrap)
+
+    apply = commands.add_parser("apply", help="apply manifests to the control plane")
+    apply.add_argument("-f", "--files", action="append", required=True, metavar="PATH")
+    apply.add_argument("-n", "--namespace", default="default")
+    _client_options(apply)
+    apply.set_defaults(handler=_apply)
+
+    get = commands.add_parser("get", help="list mesh resources of a kind")
+    get.add_argument("kind")
+    get.add_argument("name", nargs="?")
+    get.add_argument("-n", "--namespace", default="default")
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+    get.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    _client_options(get)
+    get.set_defaults(handler=_get)
+
+    delete = commands.add_parser("delete", help="delete an applied resource")
+    delete.add_argument("kind")
+    delete.add_argument("name")
+    delete.add_argument("-n", "--namespace", default="default")
+    _client_options(delete)
+    delete.set_defaults(handler=_delete)
+
+    status = commands.add_parser("proxy-status", help="push status of every connected proxy")
+    status.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _client_options(status)
+    status.set_defaults(handler=_proxy_status)
+
+    config = commands.add_parser("proxy-config", help="what a proxy was sent")
+    config.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "ecds", "all"))
+    config.add_argument("proxy", help="proxy id, NAME.NAMESPACE or NAME")
+    config.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    _client_options(config)
+    config.set_defaults(handler=_proxy_config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """These commands alone (until the root CLI registers this module)."""
+    parser = argparse.ArgumentParser(prog="wasmesh")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    if getattr(args, "handler", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UsageError as err:
+        print(f"wasmesh: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
