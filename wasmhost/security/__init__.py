@@ -1,0 +1,68 @@
+"""wasmhost.security: the sidecar's zero-trust parts, as libraries with sans-io cores.
+
+Where it sits: the identity agent (``IdentityAgent``) obtains and renews the workload's SPIFFE
+certificate from the control plane's CA over ``IstioCertificateService`` and feeds
+``TlsContexts`` (``ssl.SSLContext`` for listeners and clusters) and the SDS secrets
+``default``/``ROOTCA``; ``SecureListener``/``open_mtls_connection`` apply PeerAuthentication
+modes on asyncio sockets; ``verify_peer_chain``/``peer_identity`` check a peer's identity;
+the authorization engine and JWT authentication live in ``wasmhost.security.authz`` and
+``wasmhost.security.jwt``. Nothing here imports the control plane.
+"""
+
+from ._agent import IdentityAgent
+from ._certservice import (
+    CERTIFICATE_SERVICE_NAME,
+    CREATE_CERTIFICATE_METHOD,
+    CREATE_CERTIFICATE_PATH,
+    IstioCertificateRequest,
+    IstioCertificateResponse,
+)
+from ._csr_client import (
+    DEFAULT_CA_SERVER_NAME,
+    TRUST_BUNDLE_METADATA,
+    CertificateSigner,
+    GrpcCertificateClient,
+    SignedChain,
+    SigningError,
+)
+from ._inbound import (
+    PeerAuthenticationMode,
+    PeerInfo,
+    SecureListener,
+    looks_like_tls,
+    open_mtls_connection,
+    sniff_tls,
+)
+from ._peer import PeerVerificationError, verify_peer_chain
+from ._renewal import RenewalPolicy
+from ._sds import (
+    DEFAULT_SECRET,
+    ROOT_SECRET,
+    SECRET_TYPE_URL,
+    certificate_secret,
+    sds_secrets,
+    secret_as_dict,
+    trust_bundle_secret,
+)
+from ._spiffe import SpiffeId, SpiffeIdError, spiffe_id_of, uri_sans
+from ._svid import WorkloadSvid, build_csr, certificates_pem, generate_key, load_pem_certificates
+from ._tls import (
+    MESH_ALPN,
+    TlsContexts,
+    client_context_for,
+    peer_certificate,
+    peer_identity,
+    server_context_for,
+)
+
+__all__ = [
+    "CERTIFICATE_SERVICE_NAME", "CREATE_CERTIFICATE_METHOD", "CREATE_CERTIFICATE_PATH", "DEFAULT_CA_SERVER_NAME",
+    "DEFAULT_SECRET", "MESH_ALPN", "ROOT_SECRET", "SECRET_TYPE_URL", "TRUST_BUNDLE_METADATA",
+    "CertificateSigner", "GrpcCertificateClient", "IdentityAgent", "IstioCertificateRequest",
+    "IstioCertificateResponse", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
+    "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "WorkloadSvid",
+    "build_csr", "certificate_secret", "certificates_pem", "client_context_for", "generate_key",
+    "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "peer_certificate", "peer_identity",
+    "sds_secrets", "secret_as_dict", "server_context_for", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
+    "uri_sans", "verify_peer_chain",
+]
