@@ -95,18 +95,14 @@ _INFO_FIELDS: dict[str, tuple[str, type]] = {
     "connection.uri_san_peer_certificate": ("peer_principal", str),
     "connection.uri_san_local_certificate": ("local_principal", str),
     "request.protocol": ("protocol", str),
-    "request_protocol": ("protocol", str),
     "request.scheme": ("scheme", str),
     "request.time": ("start_time_ns", int),
     "response.code_details": ("response_code_details", str),
     "response.flags": ("response_flags", int),
     "xds.cluster_name": ("cluster_name", str),
-    "cluster_name": ("cluster_name", str),
     "xds.route_name": ("route_name", str),
-    "route_name": ("route_name", str),
     "xds.virtual_host_name": ("virtual_host_name", str),
     "xds.listener_direction": ("listener_direction", int),
-    "listener_direction": ("listener_direction", int),
 }
 _ADDRESSES = {
     "source.address": ("source_address", "source_port"),
