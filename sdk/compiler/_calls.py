@@ -342,8 +342,8 @@ class CallCompiler(ExpressionCompiler):
                 code, t = code + ["i64.extend_i32_u"], INT
             if t == INT:
                 tmp = self.temp("i64")
-                return code + [f"local.tee {tmp}", "i64.const 0", f"local.get {tmp}", "i64.sub",
-                               f"local.get {tmp}", "i64.const 0", "i64.lt_s", "select"], INT
+                return code + [f"local.set {tmp}", "i64.const 0", f"local.get {tmp}", "i64.sub",
+                               f"local.get {tmp}", f"local.get {tmp}", "i64.const 0", "i64.lt_s", "select"], INT
             if t == FLOAT:
                 return code + ["f64.abs"], FLOAT
             raise self.error(node, f"abs() of {t}")

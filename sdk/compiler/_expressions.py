@@ -211,12 +211,29 @@ class ExpressionCompiler(CodegenBase):
                 offset, ftype = self.field_slot(cls, node.attr, node)
                 return code + [f"i64.load offset={offset}"] + self.from_slot(ftype), ftype
             if cls.find_const(node.attr) is not None:
-                return code + ["drop"] + self.class_constant(cls, node.attr, node)[0], self.class_constant(cls, node.attr, node)[1]
+                return self.instance_constant(code, cls, node.attr, node)
             method = cls.find_method(node.attr)
             if method is not None:
                 return self.closure_for(method, code, node)
             raise self.error(node, f"{cls.name} has no attribute {node.attr}")
         raise self.error(node, f"{t} has no attribute {node.attr} (methods must be called)")
+
+    def instance_constant(self, code: Code, cls: ClassInfo, name: str, node: ast.AST) -> tuple[Code, Type]:
+        """``obj.CONST``: the constant of the object's dynamic class, as in CPython."""
+        base_code, t = self.class_constant(cls, name, node)
+        overrides = [sub for sub in cls.all_subclasses()[1:] if name in sub.consts]
+        if not overrides:
+            return code + ["drop"] + base_code, t
+        cid = self.temp("i32", "cid")
+        result = base_code
+        for sub in sorted(overrides, key=lambda c: c.id_end - c.class_id, reverse=True):
+            sub_code, sub_t = self.class_constant(sub, name, node)
+            if sub_t != t:
+                raise self.error(node, f"{sub.name}.{name} must have the same type as {cls.name}.{name}")
+            result = [f"local.get {cid}", f"i32.const {sub.class_id}", "i32.ge_u", f"local.get {cid}",
+                      f"i32.const {sub.id_end}", "i32.le_u", "i32.and", f"if (result {t.wasm})", *sub_code,
+                      "else", *result, "end"]
+        return code + ["i32.load16_u offset=6", f"local.set {cid}"] + result, t
 
     def class_constant(self, cls: ClassInfo, name: str, node: ast.AST) -> tuple[Code, Type]:
         found = cls.find_const(name)
@@ -232,7 +249,7 @@ class ExpressionCompiler(CodegenBase):
     def expr_UnaryOp(self, node: ast.UnaryOp, expected: Type | None) -> tuple[Code, Type]:
         if isinstance(node.op, ast.Not):
             return self.cond(node.operand) + ["i32.eqz"], BOOL
-        code, t = self.expr(node.operand, expected)
+        code, t = self.unwrap(*self.expr(node.operand, expected), node.operand)
         if t == BOOL:
             code, t = code + ["i64.extend_i32_u"], INT
         if t == INT:
@@ -249,9 +266,15 @@ class ExpressionCompiler(CodegenBase):
                 return code, FLOAT
         raise self.error(node, f"unary {type(node.op).__name__} is not defined for {t}")
 
+    def unwrap(self, code: Code, t: Type, node: ast.AST) -> tuple[Code, Type]:
+        """Use an Optional value as its inner type (None raises TypeError at run time)."""
+        if isinstance(t, OptionalT):
+            return self.coerce(code, t, t.inner, node), t.inner
+        return code, t
+
     def expr_BinOp(self, node: ast.BinOp, expected: Type | None) -> tuple[Code, Type]:
-        left, lt = self.expr(node.left)
-        right, rt = self.expr(node.right)
+        left, lt = self.unwrap(*self.expr(node.left), node.left)
+        right, rt = self.unwrap(*self.expr(node.right), node.right)
         op = node.op
         if lt == BOOL and rt in (INT, BOOL, FLOAT):
             left, lt = left + ["i64.extend_i32_u"], INT
@@ -396,6 +419,12 @@ class ExpressionCompiler(CodegenBase):
             return code + ["i32.eqz"] if isinstance(op, ast.NotIn) else code
         left, lt = self.expr(left_node)
         right, rt = self.expr(right_node, lt)
+        if not isinstance(op, (ast.Eq, ast.NotEq)):
+            left, lt = self.unwrap(left, lt, left_node)
+            right, rt = self.unwrap(right, rt, right_node)
+        elif isinstance(lt, OptionalT) != isinstance(rt, OptionalT) and NONE not in (lt, rt):
+            if isinstance(lt, OptionalT) and not lt.inner.is_pointer and rt in (INT, BOOL, FLOAT):
+                pass  # boxed comparison below
         if lt == BOOL and rt in (INT, FLOAT):
             left, lt = left + ["i64.extend_i32_u"], INT
         if rt == BOOL and lt in (INT, FLOAT):

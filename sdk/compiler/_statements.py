@@ -89,6 +89,15 @@ def _assigned_names(body: list[ast.stmt]) -> set[str]:
     return names
 
 
+def _inherits(cls: ClassInfo, base: ClassInfo) -> bool:
+    current: ClassInfo | None = cls
+    while current is not None:
+        if current is base:
+            return True
+        current = current.base
+    return False
+
+
 class FunctionCompiler(CallCompiler):
     """Compiles one function (or a module's top-level code) to a WAT ``func``."""
 
@@ -468,15 +477,14 @@ class FunctionCompiler(CallCompiler):
                 test = ["i32.const 1"]
             saved = None
             if clause.name:
-                common = classes[0] if len(classes) == 1 else self.program.builtins["Exception"]
-                if len(classes) > 1:
-                    found = common.type
-                    for c in classes:
-                        merged = unify(found, c.type)
-                        found = merged if isinstance(merged, ClassT) else common.type
-                    common = found.cls if isinstance(found, ClassT) else common
+                common = self.program.builtins["Exception"]
+                if classes:
+                    candidate: ClassInfo | None = classes[0]
+                    while candidate is not None and not all(_inherits(c, candidate) for c in classes):
+                        candidate = candidate.base
+                    common = candidate or common
                 saved = self.vars.get(clause.name)
-                var = self.declare_var(clause.name, common.type if classes else self.program.builtins["Exception"].type, clause)
+                var = self.declare_var(clause.name, common.type, clause)
                 bind = [f"local.get {exc}", f"local.set {var.local}"]
             else:
                 bind = []
@@ -561,12 +569,14 @@ class FunctionCompiler(CallCompiler):
         ]
 
     def bind_tree(self, target: ast.expr, values: list[ValueTree], node: ast.AST) -> Code:
-        if len(values) == 1 and values[0].group is None:
-            return self.bind_value(target, values[0].code, values[0].type, node)
+        if len(values) == 1:
+            if values[0].group is None:
+                return self.bind_value(target, values[0].code, values[0].type, node)
+            values = values[0].group
         if isinstance(target, (ast.Tuple, ast.List)) and len(target.elts) == len(values):
             code: Code = []
             for elt, value in zip(target.elts, values, strict=True):
-                code += self.bind_tree(elt, value.group if value.group is not None else [value], node)
+                code += self.bind_tree(elt, [value], node)
             return code
         raise self.error(target, f"this loop produces {len(values)} values; unpack them, e.g. `for a, b in ...`")
 
