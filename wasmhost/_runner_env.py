@@ -25,13 +25,17 @@ if TYPE_CHECKING:
     from ._plugin import PluginSpec
 
 
+#: How the VM announces its own failure through the log channel (not a plugin line).
+HOST_FAILURE_PREFIX = "VM failed: "
+
+
 class PropertyError(ValueError):
     """A ``--property`` value does not fit the property's type."""
 
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One plugin log line (``proxy_log``, WASI stdout/stderr) or host diagnostic about the VM."""
+    """One plugin log line (``proxy_log``, WASI stdout/stderr) or host warning about the module."""
 
     level: LogLevel
     message: str
@@ -59,6 +63,8 @@ class RunEnvironment(Environment):
         self.clock_offset_ns = 0
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
+        if level == LogLevel.CRITICAL and message.startswith(HOST_FAILURE_PREFIX):
+            return  # the host's own report of the failure; it is the run's ``trap``, as in Envoy
         self.logs.append(LogRecord(LogLevel(level), message))
 
     def has_cluster(self, name: str) -> bool:

@@ -10,6 +10,8 @@ from wasmhost import Environment, LogLevel, PluginSpec
 
 from ._records import LogEntry
 
+_HOST_FAILURE_PREFIX = "VM failed: "
+
 #: What a test may register as a foreign function: bytes in, bytes out (status OK), or an
 #: explicit ``(status, bytes)``.
 ForeignCallable = Callable[[bytes], "bytes | tuple[int, bytes]"]
@@ -35,6 +37,8 @@ class EmulatorEnvironment(Environment):
         self.elapsed_ns = 0
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
+        if level == LogLevel.CRITICAL and message.startswith(_HOST_FAILURE_PREFIX):
+            return  # the host's report of a failed VM: HostEmulator.trap carries it
         self.entries.append(LogEntry(LogLevel(level), message))
 
     def has_cluster(self, name: str) -> bool:
