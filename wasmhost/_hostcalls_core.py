@@ -38,6 +38,66 @@ def _ctx(vm: WasmVM) -> RootContext | HttpContext | TcpContext | None:
 
 
 # -- header maps -------------------------------------------------------------------------
+#
+# Edits follow Envoy's HeaderMapImpl (1.40, measured): a header Envoy stores inline gets a
+# second value appended to the first with "," (addCopy); any other header gets a new entry,
+# pseudo-headers at the end of the leading pseudo-header block; replace removes every
+# occurrence and adds the new value (setCopy); set_header_map_pairs removes everything and
+# adds each pair in turn.
+
+_INLINE_REQUEST_AND_RESPONSE = frozenset(
+    b"connection content-type x-envoy-decorator-operation keep-alive proxy-connection proxy-status"
+    b" x-request-id transfer-encoding upgrade via content-length"
+    # registered by extensions linked into the Envoy build (observed on 1.40)
+    b" cache-control".split()
+)
+_INLINE_REQUEST_CUSTOM = frozenset(
+    b"authorization accept accept-encoding referer origin pragma if-none-match if-match if-modified-since"
+    b" if-unmodified-since if-range grpc-accept-encoding access-control-request-method"
+    b" access-control-request-headers access-control-request-private-network".split()
+)
+_INLINE_RESPONSE_CUSTOM = frozenset(
+    b"vary etag content-encoding expires last-modified age grpc-status grpc-message"
+    b" access-control-allow-origin access-control-allow-headers access-control-allow-methods"
+    b" access-control-allow-credentials access-control-max-age access-control-expose-headers"
+    b" access-control-allow-private-network".split()
+)
+_INLINE_HEADERS: dict[int, frozenset[bytes]] = {
+    int(MapType.HTTP_REQUEST_HEADERS): _INLINE_REQUEST_AND_RESPONSE | frozenset(
+        b":authority :method :path :protocol :scheme te user-agent expect grpc-timeout x-client-trace-id"
+        b" x-envoy-downstream-service-cluster x-envoy-downstream-service-node x-envoy-external-address"
+        b" x-envoy-force-trace x-envoy-hedge-on-per-try-timeout x-envoy-internal x-envoy-ip-tags"
+        b" x-envoy-original-url x-envoy-retry-on x-envoy-retry-grpc-on x-envoy-retriable-status-codes"
+        b" x-envoy-retriable-header-names x-envoy-is-timeout-retry x-envoy-original-path"
+        b" x-envoy-upstream-alt-stat-name x-envoy-upstream-rq-timeout-alt-response"
+        b" x-forwarded-client-cert x-forwarded-for x-forwarded-host x-forwarded-proto"
+        b" x-envoy-expected-rq-timeout-ms x-envoy-max-retries x-envoy-upstream-rq-timeout-ms"
+        b" x-envoy-upstream-rq-per-try-timeout-ms x-envoy-upstream-stream-duration-ms".split()
+    ) | _INLINE_REQUEST_CUSTOM,
+    int(MapType.HTTP_RESPONSE_HEADERS): _INLINE_REQUEST_AND_RESPONSE | frozenset(
+        b":status date location server x-envoy-degraded x-envoy-immediate-health-check-fail"
+        b" x-envoy-ratelimited x-envoy-upstream-canary x-envoy-upstream-healthchecked-cluster"
+        b" x-envoy-upstream-service-time x-envoy-overloaded".split()
+    ) | _INLINE_RESPONSE_CUSTOM,
+    int(MapType.HTTP_RESPONSE_TRAILERS): frozenset((b"grpc-status", b"grpc-message")),
+}
+
+
+def _add_header(target: Pairs, map_type: int, key: bytes, value: bytes) -> None:
+    """Envoy's ``addCopy``: join an inline header's values, else add an entry in place."""
+    if key in _INLINE_HEADERS.get(map_type, ()):
+        for i, (name, existing) in enumerate(target):
+            if name == key:
+                target[i] = (name, existing + b"," + value if existing else value)
+                return
+    if key.startswith(b":"):
+        end = 0
+        while end < len(target) and target[end][0].startswith(b":"):
+            end += 1
+        target.insert(end, (key, value))
+        return
+    target.append((key, value))
+
 
 def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
     """The map the effective context can see now, or None when it is not available."""
@@ -107,7 +167,9 @@ def set_header_map_pairs(vm: WasmVM, map_type: int, data_ptr: int, data_len: int
     pairs = decode_pairs(data, max_bytes=vm.limits.max_pairs_bytes, max_count=vm.limits.max_pairs_count)
     if pairs is None:
         return BAD_ARGUMENT
-    target[:] = [(k.lower(), v) for k, v in pairs]
+    target.clear()
+    for k, v in pairs:
+        _add_header(target, map_type, k.lower(), v)
     return OK
 
 
@@ -144,7 +206,7 @@ def add_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, 
     target = _writable_map(vm, map_type)
     if target is None or not _check_value(vm, target, len(key) + len(value)):
         return BAD_ARGUMENT
-    target.append((key.lower(), value))
+    _add_header(target, map_type, key.lower(), value)
     return OK
 
 
@@ -160,13 +222,8 @@ def replace_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: i
     if target is None or not _check_value(vm, target, len(key) + len(value)):
         return BAD_ARGUMENT
     key = key.lower()
-    for i, (name, _) in enumerate(target):
-        if name == key:
-            target[i] = (key, value)
-            # Envoy's setCopy keeps the first occurrence and drops the rest
-            target[i + 1 :] = [p for p in target[i + 1 :] if p[0] != key]
-            return OK
-    target.append((key, value))
+    target[:] = [p for p in target if p[0] != key]  # Envoy's setCopy: remove, then add
+    _add_header(target, map_type, key, value)
     return OK
 
 

@@ -14,8 +14,10 @@ tests can assert a plugin's documented behaviour and differential tests can comp
   body); one sent from a response callback replaces the response without re-entering the plugin;
   one sent after the response headers went out resets the stream;
 - ``proxy_close_stream`` on an HTTP stream resets it (no response);
-- a paused stream waits for its callouts (answered from ``callouts``), queue notifications and
-  then ticks of armed roots, like a proxy whose clock runs; it fails if nothing resumes it.
+- a paused stream waits for its callouts (answered from ``callouts`` with ``:status``,
+  ``content-length`` and the ``x-envoy-upstream-service-time`` Envoy's async client adds; an
+  undeclared cluster does not exist), queue notifications and then ticks of armed roots, like
+  a proxy whose clock runs; it fails if nothing resumes it.
 
 Results use the ``wasmesh plugin run --json`` shape: ``upstream_request``, ``response``,
 ``callouts``, ``logs``, ``metrics``, ``trap``.
@@ -23,6 +25,8 @@ Results use the ``wasmesh plugin run --json`` shape: ``upstream_request``, ``res
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +69,8 @@ LEVEL_NAMES = {
 #: ticks a paused stream may wait before the driver gives up (a plugin that never resumes)
 MAX_TICKS_WHILE_PAUSED = 50
 HostHeaders = Sequence[tuple[str, str]] | Sequence[list[str]]
+#: how the host announces a failed VM through the plugin log (reported as ``trap`` instead)
+HOST_FAILURE_PREFIX = "VM failed: "
 
 
 class StuckStream(Exception):
@@ -82,6 +88,8 @@ class CapturingEnvironment(Environment):
         self.foreign = dict(foreign or {})
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
+        if level is LogLevel.CRITICAL and message.startswith(HOST_FAILURE_PREFIX):
+            return  # the host's own report of a failed VM: Envoy's "Function: ... failed", not a plugin line
         self.lines.append({"level": LEVEL_NAMES[level], "message": message})
 
     def has_cluster(self, name: str) -> bool:
@@ -154,7 +162,12 @@ class ConformanceHost:
             env=tuple((env or {}).items()),
         )
         code = wasm if isinstance(wasm, bytes) else Path(wasm).read_bytes()
-        self.plugin = Plugin(self.runtime, self.runtime.compile(code), self.spec)
+        try:
+            compiled = self.runtime.compile(code)
+        except BaseException:
+            self.close()
+            raise
+        self.plugin = Plugin(self.runtime, compiled, self.spec)
         self.info = info or StreamInfo()
         self.tick_periods: dict[int, int] = {}
         self.grpc: list[Command] = []
@@ -177,7 +190,11 @@ class ConformanceHost:
             self.runtime.close()
 
     def __enter__(self) -> ConformanceHost:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -261,6 +278,7 @@ class ConformanceHost:
             return
         status, body = answer[0], _b(answer[1])
         headers = [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode())]
+        headers.append((b"x-envoy-upstream-service-time", b"0"))  # added by Envoy's async client
         self.plugin.on_http_call_response(call.token, headers, body)
 
     # -- one exchange ----------------------------------------------------------------------------
@@ -288,11 +306,23 @@ class ConformanceHost:
         response_status: int = 200,
         response_headers: HostHeaders = (),
         response_body: str | bytes = "",
+        callouts: Mapping[str, tuple[int, str | bytes]] | None = None,
         info: StreamInfo | None = None,
     ) -> dict[str, Any]:
-        """One request through the plugin; returns the ``wasmesh plugin run --json`` shape."""
+        """One request through the plugin; returns the ``wasmesh plugin run --json`` shape.
+
+        ``callouts`` changes the answers of known clusters for this and later requests.
+        """
+        unknown = set(callouts or {}) - set(self.callout_answers)
+        if unknown:
+            raise ValueError(f"callout clusters {sorted(unknown)} were not declared when the host started")
+        self.callout_answers.update(callouts or {})
         self.environment.take()
-        stream = self.plugin.new_http_stream(info or self.info)
+        failed_before = self.plugin.vm.failed if self.plugin.vm is not None else None
+        stream_info = dataclasses.replace(info or self.info)
+        if not stream_info.start_time_ns:
+            stream_info.start_time_ns = time.time_ns()  # Envoy stamps every stream's start
+        stream = self.plugin.new_http_stream(stream_info)
         exchange = _Exchange(stream)
         request_body = _b(body)
         request_headers = [
@@ -317,11 +347,12 @@ class ConformanceHost:
             stream.finish()
             self._drain(None)
         upstream = None
-        if sent and exchange.local_reply is None and not exchange.reset:
+        if sent:
             upstream = {"headers": _pairs_to_json(request_headers), "body": _s(upstream_body)}
         if exchange.reset:
             response = None
-        trap = self.plugin.vm.failed if self.plugin.vm is not None else None
+        failed_after = self.plugin.vm.failed if self.plugin.vm is not None else None
+        trap = failed_after if failed_after != failed_before else None
         return {
             "upstream_request": upstream,
             "response": response,
