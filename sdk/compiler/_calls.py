@@ -17,6 +17,7 @@ from sdk.compiler._program import (
     ModuleInfo,
     Param,
 )
+from sdk.compiler._repr import printable
 from sdk.compiler._types import (
     BOOL,
     BYTES,
@@ -658,9 +659,8 @@ class CallCompiler(ExpressionCompiler):
                 self.c.ensure_layout(cls)
                 return code + [f"i64.load offset={8 + 8 * cls.fields[MESSAGE_FIELD].index}", "i32.wrap_i64"]
             raise self.error(node, f"define {cls.name}.__str__ to turn it into text")
-        if isinstance(t, ListT) and t.elem in (INT, STR, BYTES, BOOL):
-            kind = {INT: 0, STR: 1, BYTES: 1, BOOL: 4}[t.elem]
-            return code + [f"i32.const {kind}", "call $rt_list_repr"]
+        if isinstance(t, (ListT, TupleT, DictT)) and printable(t):
+            return code + [f"call {self.c.reprs.function(t)}"]
         raise self.error(node, unsupported(f"converting a {t} to str", "formatting its parts"))
 
     def format_spec(self, code: Code, t: Type, spec: str, node: ast.AST) -> Code:

@@ -21,6 +21,7 @@ from sdk.compiler._program import (
     Program,
     Signature,
 )
+from sdk.compiler._repr import ReprBuilder
 from sdk.compiler._rt_core import CLASS_ENTRY, CLASS_TABLE
 from sdk.compiler._statements import FunctionCompiler
 from sdk.compiler._types import NONE, Type
@@ -46,6 +47,7 @@ class Compiler:
         self.slot_owner: dict[int, ClassInfo] = {}
         self.hostcalls: dict[str, HostcallSpec] = {}
         self.globals: dict[str, GlobalInfo] = {}
+        self.reprs = ReprBuilder(self.string)
 
     # --- functions ------------------------------------------------------------------
 

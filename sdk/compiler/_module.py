@@ -80,7 +80,7 @@ def build_wat(program: Program) -> str:
         f"(func ${ABI_MARKER})",
         "(func $rt_trap_method unreachable)",
     ]
-    program_text = "\n".join([*c.functions.values(), *c.thunks.values(), *wrappers, *hostcalls, *generated])
+    program_text = "\n".join([*c.functions.values(), *c.thunks.values(), *c.reprs.functions.values(), *wrappers, *hostcalls, *generated])
     runtime = _runtime_closure(program_text)
     runtime_text = "\n".join(RUNTIME[name] for name in runtime)
     text = program_text + "\n" + runtime_text

@@ -234,7 +234,7 @@ class ModuleInfo:
         return error_at(self.path, node, message)
 
 
-Symbol = Union[
+Symbol = Union[  # noqa: UP007 (a runtime alias over forward-declared classes)
     FunctionInfo, ClassInfo, GlobalInfo, ImportedName, TypingName, IntrinsicFunction, PackageRef, ModuleInfo
 ]
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from sdk.compiler._calls import CallCompiler
 from sdk.compiler._codegen_base import Code
 from sdk.compiler._errors import unsupported
-from sdk.compiler._expressions import unify
 from sdk.compiler._program import MESSAGE_FIELD, ClassInfo, FieldInfo, GlobalInfo
 from sdk.compiler._types import (
     BOOL,
@@ -22,6 +21,7 @@ from sdk.compiler._types import (
     OptionalT,
     TupleT,
     Type,
+    assignable,
 )
 
 _UNSUPPORTED_STMTS: dict[type, tuple[str, str]] = {
@@ -287,7 +287,10 @@ class FunctionCompiler(CallCompiler):
             raise self.error(node, f"{name} was declared as {var.type}")
         if name.startswith("\0"):
             raise self.error(node, "cannot assign here")
-        return self.expr_as(value, var.type) + [f"local.set {var.local}"]
+        code, t = self.expr(value, var.type)
+        if not assignable(t, var.type):
+            raise self.error(node, f"{name} holds {var.type} values; a {t} needs a name of its own")
+        return self.coerce(code, t, var.type, value) + [f"local.set {var.local}"]
 
     def assign_attribute(self, target: ast.Attribute, value: ast.expr, annotation: Type | None, node: ast.AST) -> Code:
         static = self.resolve_static(target.value)

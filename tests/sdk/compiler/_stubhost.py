@@ -15,8 +15,10 @@ with the same sequence and compares the resulting ``StubHost`` state.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import struct
 import sys
+import typing
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -422,7 +424,11 @@ class PythonRunner:
 
     def call(self, name: str, *args: int) -> Any:
         _hostabi.set_host(self.host)
-        result = getattr(entrypoint, name)(*args)
+        func = getattr(entrypoint, name)
+        hints = typing.get_type_hints(func)
+        params = [hints[p] for p in inspect.signature(func).parameters]
+        converted = [bool(a) if t is bool else a for a, t in zip(args, params, strict=True)]
+        result = func(*converted)
         if isinstance(result, bool):
             return int(result)
         return int(result) if result is not None else None
