@@ -148,6 +148,23 @@ def _lb_endpoints(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
              "load_balancing_weight": max(1, e.weight)} for e in endpoints]
 
 
+def _localities(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
+    """Endpoints grouped by locality, each group weighted and with a (possibly empty) locality:
+    gRPC rejects a group without one and ignores unweighted groups."""
+    groups: dict[str, list[Endpoint]] = {}
+    for endpoint in endpoints:
+        groups.setdefault(endpoint.locality, []).append(endpoint)
+    out = []
+    for locality, members in sorted(groups.items()):
+        region, zone, subzone = (locality.split("/") + ["", "", ""])[:3]
+        entry: dict[str, Any] = {"lb_endpoints": _lb_endpoints(members),
+                                 "load_balancing_weight": sum(max(1, e.weight) for e in members),
+                                 "locality": {k: v for k, v in (("region", region), ("zone", zone),
+                                                                ("sub_zone", subzone)) if v}}
+        out.append(entry)
+    return out
+
+
 def _dns_endpoints(service: Service, port: ServicePort, mesh: Mesh) -> list[Endpoint]:
     endpoints = mesh.registry.endpoints(service, port)
     return endpoints or [Endpoint(service.hostname, port.target_port or port.number)]
@@ -202,8 +219,7 @@ def outbound_endpoints(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
                 labels = subset_labels(rule, subset) if subset else None
                 chosen = [e for e in endpoints if labels_match(labels, e.labels)]
                 name = cluster_name("outbound", port.number, subset, service.hostname)
-                out.append({"cluster_name": name,
-                            "endpoints": [{"lb_endpoints": _lb_endpoints(chosen)}] if chosen else []})
+                out.append({"cluster_name": name, "endpoints": _localities(chosen)})
     return out
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from controlplane._clusters import inbound_clusters, outbound_clusters, outbound_endpoints
 from controlplane._envoyfilter import INBOUND, OUTBOUND, Generated, apply_patches, patches_for
+from controlplane._grpcgen import adapt_cluster, api_listeners, is_grpc
 from controlplane._listeners import INBOUND_PREFIX, inbound_listeners, outbound_listeners
 from controlplane._mesh import Mesh
 from controlplane._protos import (
@@ -75,19 +76,26 @@ def _dedupe_domains(route_configs: list[dict[str, Any]]) -> None:
 def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None) -> Snapshot:
     """All resources for `proxy`, EnvoyFilter patches applied."""
     gen = Generated()
-    out_listeners = outbound_listeners(mesh, proxy)
-    in_listeners = inbound_listeners(mesh, proxy)
-    routes = outbound_route_configs(mesh, proxy)
+    if is_grpc(proxy):
+        out_listeners, routes = api_listeners(mesh, proxy)
+        in_listeners = []
+    else:
+        out_listeners = outbound_listeners(mesh, proxy)
+        in_listeners = inbound_listeners(mesh, proxy)
+        routes = outbound_route_configs(mesh, proxy)
     _dedupe_domains(routes)
     gen.listeners = _parse(LISTENER, out_listeners + in_listeners)
     for item in out_listeners:
         gen.contexts[f"listener:{item['name']}"] = OUTBOUND
-        gen.ports[f"listener:{item['name']}"] = int(item["name"].rsplit("_", 1)[1])
+        gen.ports[f"listener:{item['name']}"] = int(item["name"].replace(":", "_").rsplit("_", 1)[1])
     for item in in_listeners:
         gen.contexts[f"listener:{item['name']}"] = INBOUND
         gen.ports[f"listener:{item['name']}"] = int(item["name"][len(INBOUND_PREFIX):])
     gen.routes = _parse(ROUTE, routes)
-    gen.clusters = _parse(CLUSTER, outbound_clusters(mesh, proxy) + inbound_clusters(proxy))
+    clusters = outbound_clusters(mesh, proxy) + inbound_clusters(proxy)
+    if is_grpc(proxy):
+        clusters = [adapt_cluster(c) for c in clusters]
+    gen.clusters = _parse(CLUSTER, clusters)
     gen.extensions = _parse(EXTENSION_CONFIG, [extension_config(p, secrets) for p in mesh.of_kind("WasmPlugin")])
     notes = apply_patches(gen, patches_for(mesh, proxy), proxy)
     referenced = _ecds_names(gen)
