@@ -28,11 +28,10 @@ HTTP filter manager for a single Wasm filter between an HTTP/1.1 client and an u
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ._abi import FailurePolicy, LogLevel, Pairs, StreamType
+from ._abi import LogLevel, Pairs, StreamType
 from ._commands import (
     CancelGrpc,
     CloseStream,
@@ -56,121 +55,41 @@ from ._plugin import (
     PluginStartError,
 )
 from ._runner_env import LogRecord, PropertyError, RunEnvironment, apply_properties
+from ._runner_framing import (
+    NO_BODY_STATUSES,
+    client_response,
+    grpc_status_for_http,
+    local_reply_message,
+    request_headers,
+    strings,
+    upstream_response,
+)
+from ._runner_types import (
+    DEFAULT_MAX_TICKS,
+    CalloutAnswer,
+    CalloutRecord,
+    ClientResponse,
+    HttpMessage,
+    PluginRunError,
+    RunRequest,
+    RunResult,
+)
 from ._vm import ModuleError, Runtime
-from .limits import DEFAULT_LIMITS, Limits
 
-#: Ticks fired at most while a stream waits, across the whole run.
-DEFAULT_MAX_TICKS = 10
 _MAX_COMMAND_ROUNDS = 10_000
-_NO_BODY_STATUSES = frozenset({204, 304})
 _FAILURE_DETAILS = "wasm_fail_stream"
 
-
-class PluginRunError(Exception):
-    """The module or the plugin cannot run at all: bad module, missing export, start failure."""
-
-
-@dataclass(frozen=True, slots=True)
-class CalloutAnswer:
-    """How the fake upstream cluster answers every callout sent to it."""
-
-    status: int = 200
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """The plugin to start and the exchange to drive through it."""
-
-    module: bytes
-    name: str = "plugin"
-    root_id: str = ""
-    vm_id: str = ""
-    configuration: bytes = b""
-    vm_configuration: bytes = b""
-    failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
-    log_level: LogLevel = LogLevel.TRACE
-    method: str = "GET"
-    path: str = "/"
-    authority: str = "example.com"
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-    response_status: int = 200
-    response_headers: tuple[tuple[str, str], ...] = ()
-    response_body: bytes = b""
-    callouts: Mapping[str, CalloutAnswer] = field(default_factory=dict)
-    properties: Mapping[str, str] = field(default_factory=dict)
-    max_ticks: int = DEFAULT_MAX_TICKS
-    limits: Limits = DEFAULT_LIMITS
-
-
-@dataclass(slots=True)
-class HttpMessage:
-    """Headers (names lower-case, in order) and body of a request or response."""
-
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
-@dataclass(slots=True)
-class ClientResponse:
-    """What the client receives; ``details`` is Envoy's response code details ("" = upstream)."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    details: str = ""
-
-
-@dataclass(slots=True)
-class CalloutRecord:
-    """One HTTP or gRPC callout the plugin dispatched, as it went to the cluster."""
-
-    cluster: str
-    headers: list[tuple[str, str]]
-    body: bytes
-    kind: str = "http"
-
-
-@dataclass(slots=True)
-class RunResult:
-    """What happened: what went upstream, what the client got, callouts, logs, metrics, trap."""
-
-    upstream_request: HttpMessage | None
-    response: ClientResponse | None
-    callouts: list[CalloutRecord]
-    logs: list[LogRecord]
-    metrics: dict[str, Any]
-    trap: str | None
-    ticks: int = 0
-    abi: str = ""
-    #: the request as the plugin first saw it, and the upstream's response before the plugin
-    request_in: HttpMessage | None = None
-    upstream_response: HttpMessage | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``wasmesh plugin run --json`` object (bodies decoded as UTF-8, lossy)."""
-        upstream = self.upstream_request
-        response = self.response
-        return {
-            "upstream_request": None
-            if upstream is None
-            else {"headers": _json_headers(upstream.headers), "body": _text(upstream.body)},
-            "response": None
-            if response is None
-            else {
-                "status": response.status,
-                "headers": _json_headers(response.headers),
-                "body": _text(response.body),
-            },
-            "callouts": [
-                {"cluster": c.cluster, "headers": _json_headers(c.headers), "body": _text(c.body)}
-                for c in self.callouts
-            ],
-            "logs": [{"level": r.level_name, "message": r.message} for r in self.logs],
-            "metrics": dict(self.metrics),
-            "trap": self.trap,
-        }
+__all__ = [
+    "DEFAULT_MAX_TICKS",
+    "CalloutAnswer",
+    "CalloutRecord",
+    "ClientResponse",
+    "HttpMessage",
+    "PluginRunError",
+    "RunRequest",
+    "RunResult",
+    "run_request",
+]
 
 
 def run_request(request: RunRequest) -> RunResult:
@@ -254,7 +173,7 @@ class _Exchange:
         if upstream is not None:
             self._deliver_all()  # callouts answer while the upstream works
             if not self._reset and self._local_reply is None:
-                response = self._response_path(self._upstream_response(), details="")
+                response = self._response_path(upstream_response(self.request), details="")
             elif self._local_reply is not None:
                 response = self._answer_request_locally()
         elif not self._reset:
@@ -279,9 +198,9 @@ class _Exchange:
 
     def _request_path(self) -> HttpMessage | None:
         """Headers then body; the request as it goes upstream, or None if it never does."""
-        headers = self._request_headers()
+        headers = request_headers(self.request, self.stream.info.scheme)
         body = self.request.body
-        self.request_in = HttpMessage(_strings(headers), body)
+        self.request_in = HttpMessage(strings(headers), body)
         status = self._call(lambda: self.stream.on_request_headers(headers, not body))
         if not self._proceed(status != HEADERS_CONTINUE and status != HEADERS_CONTINUE_AND_END_STREAM,
                              StreamType.HTTP_REQUEST):
@@ -289,7 +208,7 @@ class _Exchange:
         forwarded: bytes | None = b""
         if body and status != HEADERS_CONTINUE_AND_END_STREAM:
             forwarded = self._body([(body, True)], StreamType.HTTP_REQUEST)
-        return None if forwarded is None else HttpMessage(_strings(headers), forwarded)
+        return None if forwarded is None else HttpMessage(strings(headers), forwarded)
 
     def _answer_request_locally(self) -> ClientResponse:
         """The request never went upstream: the client gets the plugin's (or the idle) reply."""
@@ -303,7 +222,7 @@ class _Exchange:
     def _response_path(self, response: tuple[Pairs, bytes], details: str) -> ClientResponse | None:
         """The upstream response through the response callbacks; None after a reset."""
         headers, body = response
-        self.upstream_response = HttpMessage(_strings(headers), body)
+        self.upstream_response = HttpMessage(strings(headers), body)
         status = self._call(lambda: self.stream.on_response_headers(headers, not body))
         stopped = status != HEADERS_CONTINUE and status != HEADERS_CONTINUE_AND_END_STREAM
         if not self._proceed(stopped, StreamType.HTTP_RESPONSE):
@@ -312,7 +231,7 @@ class _Exchange:
         if body and status != HEADERS_CONTINUE_AND_END_STREAM:
             # Envoy's HTTP/1.1 client codec passes the data, then an empty end-of-stream chunk
             out = self._body([(body, False), (b"", True)], StreamType.HTTP_RESPONSE)
-        return self._response_interrupted() if out is None else _client_response(headers, out, details)
+        return self._response_interrupted() if out is None else client_response(headers, out, details)
 
     def _body(self, chunks: list[tuple[bytes, bool]], direction: StreamType) -> bytes | None:
         """Feed body chunks; what the plugin lets through, or None if the stream went no further.
@@ -347,7 +266,7 @@ class _Exchange:
         self, status: int, body: bytes, headers: Pairs, details: str, grpc_status: int | None
     ) -> ClientResponse:
         """Envoy sends a local reply from the request path through the encoder filters too."""
-        pairs, body = self._local_reply_message(status, body, headers, grpc_status)
+        pairs, body = local_reply_message(status, body, headers, grpc_status, self.stream.request_headers or [])
         self._call(lambda: self.stream.on_response_headers(pairs, not body))
         self._pump()
         out = b""
@@ -355,14 +274,14 @@ class _Exchange:
             verdict = self._call(lambda: self.stream.on_response_body(body, True))
             self._pump()
             out = verdict.forward if verdict.forward is not None else self.stream.resume_body(request=False)
-        return _client_response(pairs, out, details)
+        return client_response(pairs, out, details)
 
     def _direct_reply(
         self, status: int, body: bytes, headers: Pairs, details: str, grpc_status: int | None
     ) -> ClientResponse:
         """A reply that bypasses the plugin (it failed, or the response was already under way)."""
-        pairs, body = self._local_reply_message(status, body, headers, grpc_status)
-        return _client_response(pairs, body, details)
+        pairs, body = local_reply_message(status, body, headers, grpc_status, self.stream.request_headers or [])
+        return client_response(pairs, body, details)
 
     # -- waiting, commands, callouts ------------------------------------------------------------
     def _call(self, callback: Any) -> Any:
@@ -426,7 +345,7 @@ class _Exchange:
             if mine:
                 self._reset = True
         elif isinstance(command, DispatchHttpCall):
-            self.callouts.append(CalloutRecord(command.cluster, _strings(command.headers), command.body))
+            self.callouts.append(CalloutRecord(command.cluster, strings(command.headers), command.body))
             self._http_clusters[command.token] = command.cluster
             self._pending.append(("http", command.token))
         elif isinstance(command, DispatchGrpcCall):
@@ -452,7 +371,7 @@ class _Exchange:
             (":path", f"/{command.service}/{command.method}"),
             (":authority", command.cluster),
             ("content-type", "application/grpc"),
-            *_strings(command.initial_metadata),
+            *strings(command.initial_metadata),
         ]
         record = CalloutRecord(command.cluster, headers, command.message or b"", kind="grpc")
         self.callouts.append(record)
@@ -463,7 +382,7 @@ class _Exchange:
         if kind == "http":
             answer = self.request.callouts[self._http_clusters[token]]
             headers: Pairs = [(b":status", str(answer.status).encode())]
-            if answer.status not in _NO_BODY_STATUSES:
+            if answer.status not in NO_BODY_STATUSES:
                 headers.append((b"content-length", str(len(answer.body)).encode()))
             headers.append((b"x-envoy-upstream-service-time", b"0"))  # Envoy's async client adds it
             self.plugin.on_http_call_response(token, headers, answer.body, [])
@@ -477,7 +396,7 @@ class _Exchange:
             if call.stream:
                 self.plugin.on_grpc_close(token, 0)
         else:
-            self.plugin.on_grpc_close(token, _grpc_status_for_http(answer.status))
+            self.plugin.on_grpc_close(token, grpc_status_for_http(answer.status))
 
     def _deliver_all(self) -> None:
         while self._pending:
@@ -490,82 +409,3 @@ class _Exchange:
             self.trap = vm.failed
 
     # -- messages ---------------------------------------------------------------------------------
-    def _request_headers(self) -> Pairs:
-        request = self.request
-        headers: Pairs = [
-            (b":authority", request.authority.encode()),
-            (b":path", request.path.encode()),
-            (b":method", request.method.encode()),
-            (b":scheme", self.stream.info.scheme.encode()),
-        ]
-        headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]
-        names = {name for name, _ in headers}
-        if request.body and b"content-length" not in names and b"transfer-encoding" not in names:
-            headers.append((b"content-length", str(len(request.body)).encode()))
-        if b"x-forwarded-proto" not in names:
-            headers.append((b"x-forwarded-proto", self.stream.info.scheme.encode()))
-        return headers
-
-    def _upstream_response(self) -> tuple[Pairs, bytes]:
-        request = self.request
-        headers: Pairs = [(b":status", str(request.response_status).encode())]
-        headers += [(name.lower().encode(), value.encode()) for name, value in request.response_headers]
-        framed = {name for name, _ in headers} & {b"content-length", b"transfer-encoding"}
-        no_body = request.response_status in _NO_BODY_STATUSES or 100 <= request.response_status < 200
-        if not framed and not no_body:
-            headers.append((b"content-length", str(len(request.response_body)).encode()))
-        return headers, b"" if no_body else request.response_body
-
-    def _local_reply_message(
-        self, status: int, body: bytes, headers: Pairs, grpc_status: int | None
-    ) -> tuple[Pairs, bytes]:
-        """Envoy's ``sendLocalReply`` framing for the reply the plugin asked for."""
-        request_headers = self.stream.request_headers or []
-        pairs: Pairs = [(b":status", str(status).encode()), *headers]
-        is_head = any(k == b":method" and v == b"HEAD" for k, v in request_headers)
-        is_grpc = any(k == b"content-type" and v.startswith(b"application/grpc") for k, v in request_headers)
-        if is_grpc:
-            pairs[0] = (b":status", b"200")
-            pairs = [p for p in pairs if p[0] not in (b"content-length", b"content-type")]
-            pairs.append((b"content-type", b"application/grpc"))
-            if not any(k == b"grpc-status" for k, _ in pairs):
-                code = grpc_status if grpc_status is not None else _grpc_status_for_http(status)
-                pairs.append((b"grpc-status", str(code).encode()))
-            if body and not is_head:
-                pairs.append((b"grpc-message", _percent_encode(body.rstrip(b"\n"))))
-            return pairs, b""
-        if body and not is_head:
-            pairs = [p for p in pairs if p[0] != b"content-length"]
-            pairs.append((b"content-length", str(len(body)).encode()))
-            if not any(k == b"content-type" for k, _ in pairs):
-                pairs.append((b"content-type", b"text/plain"))
-            return pairs, body
-        return [p for p in pairs if p[0] not in (b"content-length", b"content-type")], b""
-
-
-def _client_response(headers: Pairs, body: bytes, details: str) -> ClientResponse:
-    status_value = next((v for k, v in headers if k == b":status"), b"")
-    status = int(status_value) if status_value.isdigit() else 0
-    visible = [(k, v) for k, v in headers if not k.startswith(b":")]
-    return ClientResponse(status, _strings(visible), body, details)
-
-
-def _grpc_status_for_http(status: int) -> int:
-    """Envoy's ``Grpc::Utility::httpToGrpcStatus``."""
-    return {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}.get(status, 2)
-
-
-def _percent_encode(data: bytes) -> bytes:
-    return b"".join(bytes([c]) if 0x20 <= c <= 0x7E and c != 0x25 else b"%%%02X" % c for c in data)
-
-
-def _strings(pairs: Pairs) -> list[tuple[str, str]]:
-    return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in pairs]
-
-
-def _json_headers(headers: list[tuple[str, str]]) -> list[list[str]]:
-    return [[k, v] for k, v in headers]
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
