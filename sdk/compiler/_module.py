@@ -8,7 +8,7 @@ import re
 from sdk.compiler import _rt_containers, _rt_core, _rt_extra, _rt_text
 from sdk.compiler._compiler import Compiler
 from sdk.compiler._hostcalls import import_signature, wrapper
-from sdk.compiler._program import FunctionInfo, Program
+from sdk.compiler._program import ClassInfo, FunctionInfo, Program
 from sdk.compiler._rt_core import CLASS_ENTRY, CLASS_TABLE, GC_MIN_THRESHOLD
 from sdk.compiler._statements import FunctionCompiler
 from sdk.compiler._types import BOOL, INT, NONE
@@ -54,6 +54,16 @@ def build_wat(program: Program) -> str:
         if name.startswith("proxy_on_") and isinstance(symbol, FunctionInfo):
             exports.append(symbol)
             c.request(symbol)
+    # every function of the plugin's own modules is compiled (and so checked), reachable or not
+    for mod in program.modules.values():
+        if mod.is_sdk:
+            continue
+        for symbol in mod.symbols.values():
+            if isinstance(symbol, FunctionInfo) and symbol.module is mod:
+                c.request(symbol)
+            elif isinstance(symbol, ClassInfo) and symbol.module is mod:
+                for method in symbol.methods.values():
+                    c.request(method)
     inits: list[str] = []
     for mod in program.init_order():
         if mod.tree is None or not mod.init_body:
