@@ -1,43 +1,28 @@
 """HostEmulator: drive any proxy-wasm module event by event from a test, and inspect the host.
 
-State model: the emulator owns one runtime (engine, shared data, metrics), one plugin
-(root context) and a table of HTTP streams keyed by the id
-:meth:`HostEmulator.initialize_http_context` returned. Every ``call_*`` runs plugin
-code, then carries out the effects it queued (local replies, resumes, resets, callouts,
-timers, queue notifications) before returning; nothing happens between calls unless the
-test asks (``advance_time``, ``answer_callout`` ...). Only the public ``wasmhost`` API
-is used.
+The emulator owns one runtime (engine, shared data, metrics), one plugin (root context)
+and a :class:`~sdk.testing._state.HostState` (streams keyed by the id
+:meth:`HostEmulator.initialize_http_context` returned, pending callouts, the clock).
+Every ``call_*`` runs plugin code, then carries out the effects it queued before
+returning; nothing happens between calls unless the test asks (``advance_time``,
+``answer_callout`` ...). Only the public ``wasmhost`` API is used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from wasmhost import (
     Action,
-    CancelGrpc,
-    ClearRouteCache,
-    CloseStream,
-    Command,
-    DeleteRootContext,
-    DispatchGrpcCall,
-    DispatchHttpCall,
     FailurePolicy,
-    HttpStream,
     LogLevel,
     ModuleError,
-    NotifyQueueReady,
     Plugin,
     PluginSpec,
     PropertyError,
-    ResumeStream,
     Runtime,
-    SendGrpcMessage,
-    SendLocalReply,
-    SetTickPeriod,
     StreamInfo,
     StreamType,
     apply_properties,
@@ -45,29 +30,18 @@ from wasmhost import (
 
 from ._environment import EmulatorEnvironment, ForeignCallable
 from ._records import Callout, GrpcCall, Headers, LocalResponse, LogEntry
+from ._state import (
+    EmulatorError,
+    HeadersInput,
+    HostState,
+    StreamState,
+    as_bytes,
+    drain,
+    to_pairs,
+    to_strings,
+)
 
 _CONTINUE_STATUSES = frozenset({0, 2})  # Envoy's Continue and ContinueAndEndStream
-_MAX_COMMAND_ROUNDS = 10_000
-
-HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-class EmulatorError(Exception):
-    """The test asked for something the emulator cannot do (unknown id, plugin not started)."""
-
-
-@dataclass(slots=True)
-class _Stream:
-    id: int
-    stream: HttpStream
-    request_forwarded: bytearray = field(default_factory=bytearray)
-    response_forwarded: bytearray = field(default_factory=bytearray)
-    local_response: LocalResponse | None = None
-    reset: bool = False
-    request_paused: bool = False
-    response_paused: bool = False
-    route_cache_clears: int = 0
-    completed: bool = False
 
 
 class HostEmulator:
@@ -102,8 +76,9 @@ class HostEmulator:
         foreign_functions: Mapping[str, ForeignCallable] | None = None,
     ) -> None:
         """Prefer :meth:`load`. ``clusters=None`` means every callout cluster exists."""
+        self.state = HostState()
         self.environment = EmulatorEnvironment(
-            log_level=log_level, clusters=clusters, foreign_functions=foreign_functions or {}
+            log_level=log_level, clusters=clusters, foreign_functions=foreign_functions or {}, state=self.state
         )
         self.properties: dict[str, object] = dict(properties or {})
         self._check_properties()
@@ -117,16 +92,12 @@ class HostEmulator:
             name=name,
             root_id=root_id,
             vm_id=vm_id,
-            configuration=_bytes(plugin_config),
-            vm_configuration=_bytes(vm_config),
+            configuration=as_bytes(plugin_config),
+            vm_configuration=as_bytes(vm_config),
             failure_policy=failure_policy,
         )
         self.plugin = Plugin(self.runtime, compiled, self.spec)
-        self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1
-        self._callouts: dict[int, Callout] = {}
-        self._grpc: dict[int, GrpcCall] = {}
-        self._next_tick_ns: int | None = None
 
     @classmethod
     def load(cls, module: str | Path | bytes | bytearray, **options: Any) -> HostEmulator:
@@ -188,13 +159,13 @@ class HostEmulator:
             raise EmulatorError(str(err)) from None
         stream_id = self._next_stream_id
         self._next_stream_id += 1
-        self._streams[stream_id] = _Stream(stream_id, self.plugin.new_http_stream(info))
+        self.state.streams[stream_id] = StreamState(stream_id, self.plugin.new_http_stream(info))
         return stream_id
 
     def call_on_request_headers(self, stream_id: int, headers: HeadersInput, end_of_stream: bool) -> Action:
         """Request headers arrive; PAUSE means the plugin holds the request (or answered it)."""
         state = self._stream(stream_id)
-        status = state.stream.on_request_headers(_pairs(headers), end_of_stream)
+        status = state.stream.on_request_headers(to_pairs(headers), end_of_stream)
         state.request_paused = status not in _CONTINUE_STATUSES
         return self._after(status)
 
@@ -209,12 +180,12 @@ class HostEmulator:
 
     def call_on_request_trailers(self, stream_id: int, trailers: HeadersInput) -> Action:
         state = self._stream(stream_id)
-        return self._after(state.stream.on_request_trailers(_pairs(trailers)))
+        return self._after(state.stream.on_request_trailers(to_pairs(trailers)))
 
     def call_on_response_headers(self, stream_id: int, headers: HeadersInput, end_of_stream: bool) -> Action:
         """Response headers arrive (include ``:status``)."""
         state = self._stream(stream_id)
-        status = state.stream.on_response_headers(_pairs(headers), end_of_stream)
+        status = state.stream.on_response_headers(to_pairs(headers), end_of_stream)
         state.response_paused = status not in _CONTINUE_STATUSES
         return self._after(status)
 
@@ -228,7 +199,7 @@ class HostEmulator:
 
     def call_on_response_trailers(self, stream_id: int, trailers: HeadersInput) -> Action:
         state = self._stream(stream_id)
-        return self._after(state.stream.on_response_trailers(_pairs(trailers)))
+        return self._after(state.stream.on_response_trailers(to_pairs(trailers)))
 
     def complete_http_context(self, stream_id: int) -> None:
         """End the stream: ``on_log``, ``on_done``, ``on_delete`` (Envoy's order)."""
@@ -239,18 +210,18 @@ class HostEmulator:
 
     def current_request_headers(self, stream_id: int) -> Headers:
         """The request headers as the plugin left them (what would go upstream)."""
-        return _strings(self._stream(stream_id).stream.request_headers or [])
+        return to_strings(self._stream(stream_id).stream.request_headers or [])
 
     def current_response_headers(self, stream_id: int) -> Headers:
-        return _strings(self._stream(stream_id).stream.response_headers or [])
+        return to_strings(self._stream(stream_id).stream.response_headers or [])
 
     def current_request_trailers(self, stream_id: int) -> Headers:
         ctx = self._stream(stream_id).stream.ctx
-        return _strings(ctx.request_trailers or []) if ctx is not None else []
+        return to_strings(ctx.request_trailers or []) if ctx is not None else []
 
     def current_response_trailers(self, stream_id: int) -> Headers:
         ctx = self._stream(stream_id).stream.ctx
-        return _strings(ctx.response_trailers or []) if ctx is not None else []
+        return to_strings(ctx.response_trailers or []) if ctx is not None else []
 
     def current_request_body(self, stream_id: int) -> bytes:
         """Body bytes released upstream so far, followed by any the host still holds."""
@@ -281,7 +252,7 @@ class HostEmulator:
 
     def http_context_ids(self) -> list[int]:
         """Ids of streams not completed yet."""
-        return [sid for sid, state in self._streams.items() if not state.completed]
+        return [sid for sid, state in self.state.streams.items() if not state.completed]
 
     # -- time -------------------------------------------------------------------------------------------
     @property
@@ -304,17 +275,16 @@ class HostEmulator:
         """
         if ms < 0:
             raise EmulatorError("time only moves forward")
-        environment = self.environment
-        target = environment.elapsed_ns + ms * 1_000_000
+        state = self.state
+        target = state.elapsed_ns + ms * 1_000_000
         fired = 0
-        while self._next_tick_ns is not None and self._next_tick_ns <= target:
-            environment.elapsed_ns = self._next_tick_ns
-            period_ns = self.tick_period_ms * 1_000_000
-            self._next_tick_ns += period_ns
+        while state.next_tick_ns is not None and state.next_tick_ns <= target:
+            state.elapsed_ns = state.next_tick_ns
+            state.next_tick_ns += self.tick_period_ms * 1_000_000
             self.plugin.on_tick()
             fired += 1
             self._drain()  # a SetTickPeriod here re-arms the schedule from now
-        environment.elapsed_ns = target
+        state.elapsed_ns = target
         return fired
 
     def now_ns(self) -> int:
@@ -324,7 +294,7 @@ class HostEmulator:
     # -- callouts -----------------------------------------------------------------------------------------
     def pending_callouts(self) -> list[Callout]:
         """HTTP callouts dispatched and not answered yet, oldest first."""
-        return list(self._callouts.values())
+        return list(self.state.callouts.values())
 
     def answer_callout(
         self,
@@ -336,8 +306,8 @@ class HostEmulator:
     ) -> None:
         """Deliver a callout's response to the root (``:status`` is added from ``status``)."""
         self._take_callout(token)
-        pairs = [(b":status", str(status).encode()), *_pairs(headers)]
-        self.plugin.on_http_call_response(token, pairs, body, _pairs(trailers))
+        pairs = [(b":status", str(status).encode()), *to_pairs(headers)]
+        self.plugin.on_http_call_response(token, pairs, body, to_pairs(trailers))
         self._drain()
 
     def fail_callout(self, token: int, reason: str = "reset") -> None:
@@ -348,7 +318,7 @@ class HostEmulator:
 
     def pending_grpc_calls(self) -> list[GrpcCall]:
         """gRPC calls and streams that are open (not closed, cancelled or answered)."""
-        return list(self._grpc.values())
+        return list(self.state.grpc.values())
 
     def answer_grpc_call(
         self,
@@ -362,12 +332,12 @@ class HostEmulator:
         call = self._grpc_call(token)
         if call.is_stream:
             raise EmulatorError(f"gRPC token {token} is a stream: use send_grpc_message and close_grpc_call")
-        del self._grpc[token]
+        del self.state.grpc[token]
         if initial_metadata is not None:
-            self.plugin.on_grpc_receive_initial_metadata(token, _pairs(initial_metadata))
+            self.plugin.on_grpc_receive_initial_metadata(token, to_pairs(initial_metadata))
         self.plugin.on_grpc_receive(token, message)
         if trailing_metadata is not None:
-            self.plugin.on_grpc_receive_trailing_metadata(token, _pairs(trailing_metadata))
+            self.plugin.on_grpc_receive_trailing_metadata(token, to_pairs(trailing_metadata))
         self._drain()
 
     def send_grpc_message(self, token: int, message: bytes) -> None:
@@ -379,7 +349,7 @@ class HostEmulator:
     def close_grpc_call(self, token: int, status: int, message: str = "") -> None:
         """The call ends with gRPC ``status`` (``on_grpc_close``); non-zero fails a unary call."""
         self._grpc_call(token)
-        del self._grpc[token]
+        del self.state.grpc[token]
         self.plugin.on_grpc_close(token, status, message.encode())
         self._drain()
 
@@ -408,11 +378,11 @@ class HostEmulator:
 
     def shared_data(self, key: str | bytes) -> bytes | None:
         """The value stored under ``key`` for this plugin's vm_id, or None."""
-        entry = self.runtime.shared.data(self.spec.vm_id).get(_bytes(key))
+        entry = self.runtime.shared.data(self.spec.vm_id).get(as_bytes(key))
         return entry[0] if entry is not None else None
 
     def set_shared_data(self, key: str | bytes, value: bytes | str) -> None:
-        self.runtime.shared.data(self.spec.vm_id).set(_bytes(key), _bytes(value), 0)
+        self.runtime.shared.data(self.spec.vm_id).set(as_bytes(key), as_bytes(value), 0)
 
     def queue_items(self, name: str) -> list[bytes]:
         """Items waiting in the shared queue ``name`` (empty if it is not registered)."""
@@ -425,7 +395,7 @@ class HostEmulator:
         queue_id = self.runtime.shared.resolve_queue(self.spec.vm_id, name)
         if queue_id is None:
             raise EmulatorError(f"no shared queue {name!r} is registered")
-        queue = self.runtime.shared.enqueue(queue_id, _bytes(value))
+        queue = self.runtime.shared.enqueue(queue_id, as_bytes(value))
         if queue is not None and queue.owner is self.plugin.root:
             self.plugin.on_queue_ready(queue_id)
         self._drain()
@@ -456,98 +426,30 @@ class HostEmulator:
         if self.plugin.root is None:
             raise EmulatorError("the plugin is not started: call start_plugin() first")
 
-    def _stream(self, stream_id: int) -> _Stream:
-        state = self._streams.get(stream_id)
+    def _stream(self, stream_id: int) -> StreamState:
+        state = self.state.streams.get(stream_id)
         if state is None:
             raise EmulatorError(f"no HTTP stream {stream_id}: use an id from initialize_http_context()")
         return state
 
     def _take_callout(self, token: int) -> Callout:
-        callout = self._callouts.pop(token, None)
+        callout = self.state.callouts.pop(token, None)
         if callout is None:
-            raise EmulatorError(f"no pending callout with token {token}; pending: {sorted(self._callouts)}")
+            raise EmulatorError(f"no pending callout with token {token}; pending: {sorted(self.state.callouts)}")
         return callout
 
     def _grpc_call(self, token: int) -> GrpcCall:
-        call = self._grpc.get(token)
+        call = self.state.grpc.get(token)
         if call is None:
-            raise EmulatorError(f"no open gRPC call with token {token}; open: {sorted(self._grpc)}")
+            raise EmulatorError(f"no open gRPC call with token {token}; open: {sorted(self.state.grpc)}")
         return call
+
+    def _drain(self) -> None:
+        drain(self.runtime, self.plugin, self.state)
 
     def _after(self, status: int) -> Action:
         self._drain()
         return Action.CONTINUE if status in _CONTINUE_STATUSES else Action.PAUSE
-
-    def _drain(self) -> None:
-        """Carry out what the plugin queued, until nothing is left."""
-        for _ in range(_MAX_COMMAND_ROUNDS):
-            commands = self.runtime.take_commands()
-            if not commands:
-                return
-            for command in commands:
-                self._carry_out(command)
-        raise EmulatorError(f"the plugin kept producing commands for {_MAX_COMMAND_ROUNDS} rounds")
-
-    def _owner(self, ctx: object) -> _Stream | None:
-        for state in self._streams.values():
-            if state.stream.ctx is ctx and ctx is not None:
-                return state
-        return None
-
-    def _carry_out(self, command: Command) -> None:
-        if isinstance(command, SendLocalReply | ResumeStream | CloseStream | ClearRouteCache):
-            state = self._owner(command.stream)
-            if state is not None:
-                self._stream_command(state, command)
-        elif isinstance(command, DispatchHttpCall):
-            self._callouts[command.token] = Callout(
-                command.token, command.cluster, _strings(command.headers), command.body,
-                _strings(command.trailers), command.timeout_ms,
-            )
-        elif isinstance(command, DispatchGrpcCall):
-            call = GrpcCall(
-                command.token, command.cluster, command.service, command.method,
-                _strings(command.initial_metadata), is_stream=command.message is None,
-            )
-            if command.message is not None:
-                call.messages.append(command.message)
-            self._grpc[command.token] = call
-        elif isinstance(command, SendGrpcMessage):
-            if command.token in self._grpc:
-                self._grpc[command.token].messages.append(command.message)
-        elif isinstance(command, CancelGrpc):
-            if command.half_close and command.token in self._grpc:
-                self._grpc[command.token].half_closed = True
-            else:
-                self._grpc.pop(command.token, None)
-        elif isinstance(command, SetTickPeriod):
-            period = command.period_ms
-            self._next_tick_ns = self.environment.elapsed_ns + period * 1_000_000 if period else None
-        elif isinstance(command, NotifyQueueReady):
-            if command.root is self.plugin.root:
-                self.plugin.on_queue_ready(command.queue_id)
-        elif isinstance(command, DeleteRootContext):
-            if command.root is self.plugin.root:
-                self.plugin.delete_root()
-
-    def _stream_command(self, state: _Stream, command: Command) -> None:
-        if isinstance(command, SendLocalReply):
-            if state.local_response is None:
-                state.local_response = LocalResponse(
-                    command.status, _strings(command.headers), command.body, command.details, command.grpc_status
-                )
-        elif isinstance(command, ResumeStream):
-            if command.direction is StreamType.HTTP_REQUEST:
-                state.request_paused = False
-                state.request_forwarded += state.stream.resume_body(request=True)
-            elif command.direction is StreamType.HTTP_RESPONSE:
-                state.response_paused = False
-                state.response_forwarded += state.stream.resume_body(request=False)
-        elif isinstance(command, CloseStream):
-            state.reset = True
-        else:
-            state.route_cache_clears += 1
-
 
 def _level(level: LogLevel | str) -> LogLevel:
     if isinstance(level, LogLevel):
@@ -561,14 +463,3 @@ def _level(level: LogLevel | str) -> LogLevel:
         raise EmulatorError(f"unknown log level {level!r}: use trace, debug, info, warn, error, critical") from None
 
 
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
-
-
-def _pairs(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
-    items: Iterable[tuple[str, str]] = headers.items() if isinstance(headers, Mapping) else headers
-    return [(_bytes(name).lower(), _bytes(value)) for name, value in items]
-
-
-def _strings(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
-    return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in pairs]

@@ -9,6 +9,7 @@ from typing import Any
 from wasmhost import Environment, LogLevel, PluginSpec
 
 from ._records import LogEntry
+from ._state import HostState
 
 _HOST_FAILURE_PREFIX = "VM failed: "
 
@@ -26,6 +27,7 @@ class EmulatorEnvironment(Environment):
         log_level: LogLevel,
         clusters: Iterable[str] | None,
         foreign_functions: Mapping[str, ForeignCallable],
+        state: HostState,
     ) -> None:
         self.log_level = log_level
         self.entries: list[LogEntry] = []
@@ -34,7 +36,7 @@ class EmulatorEnvironment(Environment):
         self.foreign_functions = dict(foreign_functions)
         self.wall_start_ns = time.time_ns()
         self.monotonic_start_ns = time.monotonic_ns()
-        self.elapsed_ns = 0
+        self.state = state  # the clock moves with state.elapsed_ns
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
         if level == LogLevel.CRITICAL and message.startswith(_HOST_FAILURE_PREFIX):
@@ -45,10 +47,10 @@ class EmulatorEnvironment(Environment):
         return self.clusters is None or name in self.clusters
 
     def now_ns(self) -> int:
-        return self.wall_start_ns + self.elapsed_ns
+        return self.wall_start_ns + self.state.elapsed_ns
 
     def monotonic_ns(self) -> int:
-        return self.monotonic_start_ns + self.elapsed_ns
+        return self.monotonic_start_ns + self.state.elapsed_ns
 
     def node_properties(self) -> dict[str, object]:
         return dict(self.node)
