@@ -45,7 +45,8 @@ def register_plugin(plugin_subparsers: Any) -> None:
     policy.add_argument("--fail-open", action="store_true", help="same as --failure-policy FAIL_OPEN")
     policy.add_argument(
         "--failure-policy", type=str.upper, choices=_POLICIES, metavar="POLICY",
-        help="what the stream gets when the plugin traps: FAIL_CLOSED (503, default), FAIL_OPEN, FAIL_RELOAD",
+        help="what a stream gets once the plugin's VM has failed: FAIL_CLOSED (503, default), FAIL_OPEN "
+        "(skip the plugin), FAIL_RELOAD",
     )
     plugin.add_argument(
         "--log-level", type=str.lower, choices=_LOG_LEVELS, default="trace", metavar="LEVEL",
@@ -56,15 +57,15 @@ def register_plugin(plugin_subparsers: Any) -> None:
         help="serve a property, e.g. source.address=10.0.0.1:5000 or node.metadata.NAMESPACE=default",
     )
     request = parser.add_argument_group("request")
-    request.add_argument("--method", default="GET", metavar="M")
-    request.add_argument("--path", default="/", metavar="P")
-    request.add_argument("--authority", default="example.com", metavar="A")
+    request.add_argument("--method", default="GET", metavar="M", help="default: GET")
+    request.add_argument("--path", default="/", metavar="P", help="path and query (default: /)")
+    request.add_argument("--authority", default="example.com", metavar="A", help="default: example.com")
     request.add_argument(
         "-H", "--header", action="append", default=[], metavar="'name: value'", help="request header (repeatable)"
     )
     request.add_argument("--body", default="", metavar="TEXT", help="request body")
     upstream = parser.add_argument_group("upstream")
-    upstream.add_argument("--response-status", type=int, default=200, metavar="N")
+    upstream.add_argument("--response-status", type=int, default=200, metavar="N", help="default: 200")
     upstream.add_argument(
         "--response-header", action="append", default=[], metavar="'name: value'", help="repeatable"
     )
