@@ -76,8 +76,9 @@ class BodyVerdict:
 
 @dataclass(slots=True)
 class _ReloadState:
-    failures: int = 0
+    failures: int = 0  # consecutive: reloads or failed rebuilds close together
     next_attempt: float = 0.0
+    last_reload: float = float("-inf")
     last_error: str = ""
 
 
@@ -188,26 +189,34 @@ class Plugin:
 
     # -- failure policy --------------------------------------------------------------------
     def healthy(self) -> bool:
-        """True when streams may run the plugin now; FAIL_RELOAD rebuilds the VM here."""
+        """True when streams may run the plugin now; FAIL_RELOAD rebuilds the VM here.
+
+        Rebuilds are rate-limited like Envoy's ``vm_reload_backoff``: the first one is
+        immediate, and each further failure within the backoff cap doubles the wait
+        before the next attempt, so a plugin that traps on every request costs one VM
+        per backoff period, not one per request.
+        """
         if self.vm is not None and self.vm.failed is None:
             return True
         if self.spec.failure_policy is not FailurePolicy.FAIL_RELOAD:
             return False
         now = time.monotonic()
-        if now < self._reload.next_attempt:
+        state = self._reload
+        if now < state.next_attempt:
             return False
         limits = self.runtime.limits
+        recent = now - state.last_reload < limits.reload_backoff_max_s
+        state.failures = state.failures + 1 if recent else 1
+        delay = min(limits.reload_backoff_max_s, limits.reload_backoff_initial_s * (2 ** (state.failures - 1)))
+        state.next_attempt = now + delay
+        state.last_reload = now
         try:
             self.start()
         except PluginStartError as err:
-            self._reload.failures += 1
-            self._reload.last_error = str(err)
-            delay = min(limits.reload_backoff_max_s, limits.reload_backoff_initial_s * (2 ** (self._reload.failures - 1)))
-            self._reload.next_attempt = now + delay
+            state.last_error = str(err)
             self.runtime.counters.reload_failures += 1
             self.runtime.counters.bump(self.spec.name, "reload_failures")
             return False
-        self._reload = _ReloadState()
         self.reloads += 1
         self.runtime.counters.reloads += 1
         self.runtime.counters.bump(self.spec.name, "reloads")
@@ -462,6 +471,24 @@ class HttpStream:
         finally:
             ctx.response_trailers_writable = False
         return self._trailers_status(ctx, result)
+
+    # -- HTTP/2 METADATA ---------------------------------------------------------------------------
+    def on_request_metadata(self, count: int) -> None:
+        """A METADATA frame with ``count`` entries on the request; the result is always Continue."""
+        self._metadata("proxy_on_request_metadata", count)
+
+    def on_response_metadata(self, count: int) -> None:
+        """A METADATA frame with ``count`` entries on the response; the result is always Continue."""
+        self._metadata("proxy_on_response_metadata", count)
+
+    def _metadata(self, export: str, count: int) -> None:
+        ctx = self._context()
+        if ctx is None:
+            return
+        try:
+            self._invoke(ctx, export, count)
+        except VmFailed:
+            pass
 
     # -- end of stream ---------------------------------------------------------------------------
     def finish(self) -> None:
