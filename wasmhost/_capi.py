@@ -28,7 +28,9 @@ from typing import Any
 import wasmtime
 from wasmtime import _ffi as ffi
 
-_dll = ffi.dll
+# A private handle: setting restype/argtypes here must not change the function objects
+# wasmtime-py itself calls through ``ffi.dll``.
+_dll = ctypes.CDLL(ffi.dll._name)
 
 _call_unchecked = _dll.wasmtime_func_call_unchecked
 _call_unchecked.restype = ctypes.c_void_p
@@ -59,8 +61,6 @@ _set_epoch_deadline = _dll.wasmtime_context_set_epoch_deadline
 _set_epoch_deadline.restype = None
 _set_epoch_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
 
-_string_at = ctypes.string_at
-_memmove = ctypes.memmove
 
 VAL_SLOT = 16  # sizeof(wasmtime_val_raw_t)
 _RESERVATION = 1 << 32  # 32-bit linear memories never need more address space
@@ -262,26 +262,22 @@ def define_host_function(
     answers ``denied_result`` (cpp-host's restricted capability windows).
     """
     unpack = args_struct(params).unpack_from if params else None
-    size = len(params) * VAL_SLOT
+    slots_type = ctypes.c_ubyte * (len(params) * VAL_SLOT)
+    from_address = slots_type.from_address
     has_result = bool(results)
-    result_is_i64 = results == "I"
+    result_cell = (ctypes.c_uint64 if results == "I" else ctypes.c_uint32).from_address
+    result_mask = 0xFFFFFFFFFFFFFFFF if results == "I" else 0xFFFFFFFF
 
     def trampoline(_env: int, _caller: int, args: int, _nargs: int) -> int:
         try:
             if allowed is not None and owner.restricted and not allowed(owner):
                 result: Any = denied_result
             elif unpack is not None:
-                result = impl(owner, *unpack(_string_at(args, size)))
+                result = impl(owner, *unpack(from_address(args)))
             else:
                 result = impl(owner)
             if has_result:
-                value = int(result or 0)
-                if result_is_i64:
-                    _memmove(args, (value & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little"), 8)
-                elif 0 <= value < 16:
-                    _memmove(args, _I32[value], 4)
-                else:
-                    _memmove(args, (value & 0xFFFFFFFF).to_bytes(4, "little"), 4)
+                result_cell(args).value = int(result or 0) & result_mask
             return 0
         except BaseException as exc:  # noqa: BLE001 - nothing may unwind through C
             caller.on_trap_exception = exc
@@ -301,5 +297,3 @@ def define_host_function(
     if err:
         raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
 
-
-_I32 = [i.to_bytes(4, "little") for i in range(16)]

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from ._plugin import PluginSpec
 
 WASM_MAGIC = b"\0asm"
-_PAGE = 65536
 
 RESTRICT_NONE = 0
 RESTRICT_START = 1
@@ -292,7 +291,9 @@ class WasmVM:
             kind = "deadline"
             counters.deadline_hits += 1
             reason = f"{export} exceeded the {self.limits.callback_deadline_ms} ms CPU deadline"
-        elif self.memory.refresh() + _PAGE > self.limits.max_vm_memory:
+        elif self.memory.refresh() * 4 >= self.limits.max_vm_memory * 3:
+            # wasmtime does not report a refused memory.grow; a trap with three quarters of
+            # the cap in use is, in practice, a guest that ran out of memory
             kind = "memory"
             counters.memory_cap_hits += 1
             reason = f"{export} hit the {self.limits.max_vm_memory}-byte memory cap: {trap}"
