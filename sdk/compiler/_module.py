@@ -88,6 +88,9 @@ def build_wat(program: Program) -> str:
         )
         + ")",
         f"(func ${ABI_MARKER})",
+        '(func $wasmesh_heap_size (export "wasmesh_heap_size") (result i32) '
+        "(i32.sub (global.get $heap_top) (global.get $heap_base)))",
+        '(func $wasmesh_heap_live (export "wasmesh_heap_live") (result i32) (global.get $gc_live))',
         "(func $rt_trap_method unreachable)",
     ]
     program_text = "\n".join([*c.functions.values(), *c.thunks.values(), *c.reprs.functions.values(), *wrappers, *hostcalls, *generated])
