@@ -175,7 +175,7 @@ def merge(dst: Message, src: Message, replace_lists: bool = False) -> None:
         return
     for descriptor, value in src.ListFields():
         target = getattr(dst, descriptor.name)
-        if descriptor.label == descriptor.LABEL_REPEATED:
+        if descriptor.is_repeated:
             if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
                 for key in value:
                     if descriptor.message_type.fields_by_name["value"].message_type is not None:
