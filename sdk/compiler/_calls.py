@@ -138,9 +138,9 @@ class CallCompiler(ExpressionCompiler):
                 raise self.error(kw, f"{name}() got {kw.arg} twice")
             slots[index] = kw.value
         code: Code = []
-        for param, arg in zip(params, slots, strict=True):
-            if arg is not None:
-                code += self.argument(arg, param.type)
+        for param, given in zip(params, slots, strict=True):
+            if given is not None:
+                code += self.argument(given, param.type)
             elif param.default is not None and callee is not None:
                 code += self.c.constant_expr(callee, param.default, param.type)
             else:

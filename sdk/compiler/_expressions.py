@@ -549,15 +549,15 @@ class ExpressionCompiler(CodegenBase):
         if bt == BYTES:
             return base + self.expr_as(node.slice, INT) + ["call $rt_bytes_getitem"] + self.check_exc(), INT
         if isinstance(bt, TupleT):
-            index = _constant_int(node.slice)
-            if index is None:
+            position = _constant_int(node.slice)
+            if position is None:
                 raise self.error(node.slice, "tuple indexes must be integer literals")
-            if index < 0:
-                index += len(bt.items)
-            if not 0 <= index < len(bt.items):
+            if position < 0:
+                position += len(bt.items)
+            if not 0 <= position < len(bt.items):
                 raise self.error(node.slice, "tuple index out of range")
-            item = bt.items[index]
-            return base + [f"i64.load offset={16 + 8 * index}"] + self.from_slot(item), item
+            item = bt.items[position]
+            return base + [f"i64.load offset={16 + 8 * position}"] + self.from_slot(item), item
         raise self.error(node, f"{bt} cannot be indexed")
 
     def slice(self, node: ast.AST, base: Code, bt: Type, sl: ast.Slice) -> tuple[Code, Type]:
@@ -668,7 +668,7 @@ class ExpressionCompiler(CodegenBase):
         parts: list[Code] = []
         for value in node.values:
             if isinstance(value, ast.Constant):
-                parts.append([f"i32.const {self.c.string(value.value)}"])
+                parts.append([f"i32.const {self.c.string(str(value.value))}"])
             elif isinstance(value, ast.FormattedValue):
                 parts.append(self.formatted(value))
             else:
@@ -687,6 +687,7 @@ class ExpressionCompiler(CodegenBase):
         code, t = self.expr(node.value)
         if node.format_spec is not None:
             spec = node.format_spec
+            assert isinstance(spec, ast.JoinedStr)
             if not (len(spec.values) == 1 and isinstance(spec.values[0], ast.Constant)):
                 raise self.error(spec, unsupported("a computed format spec", "a literal spec such as {x:>8}"))
             return self.format_spec(code, t, str(spec.values[0].value), node)

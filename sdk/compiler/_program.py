@@ -349,6 +349,7 @@ class Program:
         mod.symbols[name] = symbol
 
     def _module_assignment(self, mod: ModuleInfo, stmt: ast.Assign | ast.AnnAssign) -> None:
+        targets: list[ast.expr]
         if isinstance(stmt, ast.AnnAssign):
             targets = [stmt.target]
             value = stmt.value

@@ -401,11 +401,11 @@ class FunctionCompiler(CallCompiler):
             btmp, ktmp = self.temp(bt.wasm), self.temp(kt.wasm)
             bh, kh = self.hold(btmp, bt, target.value), self.hold(ktmp, kt, target.slice)
             try:
-                new_target = ast.Subscript(value=bh, slice=kh, ctx=ast.Load())
-                ast.copy_location(new_target, target)
-                combined = ast.BinOp(left=new_target, op=node.op, right=node.value)
+                new_item = ast.Subscript(value=bh, slice=kh, ctx=ast.Load())
+                ast.copy_location(new_item, target)
+                combined = ast.BinOp(left=new_item, op=node.op, right=node.value)
                 ast.copy_location(combined, node)
-                return base + [f"local.set {btmp}"] + key + [f"local.set {ktmp}"] + self.assign_subscript(new_target, combined, node)
+                return base + [f"local.set {btmp}"] + key + [f"local.set {ktmp}"] + self.assign_subscript(new_item, combined, node)
             finally:
                 del self.vars[bh.id]
                 del self.vars[kh.id]
@@ -513,7 +513,8 @@ class FunctionCompiler(CallCompiler):
         return classes
 
     def try_finally(self, node: ast.Try) -> Code:
-        for inner in ast.walk(ast.Module(body=node.body + node.orelse + [h for h in node.handlers], type_ignores=[])):  # type: ignore[list-item]
+        protected_statements = [*node.body, *node.orelse, *(s for h in node.handlers for s in h.body)]
+        for inner in (n for part in protected_statements for n in ast.walk(part)):
             if isinstance(inner, (ast.Return, ast.Break, ast.Continue)):
                 raise self.error(inner, unsupported(f"{type(inner).__name__.lower()} inside try/finally", "setting a flag and acting after the try"))
         escape = self.fresh("fin_handler")
@@ -702,7 +703,10 @@ class FunctionCompiler(CallCompiler):
         )
 
     def zip_plan(self, node: ast.Call) -> IterPlan:
-        if len(node.args) < 2 or node.keywords:
+        for kw in node.keywords:
+            if kw.arg != "strict" or not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                raise self.error(kw, unsupported("zip() keywords other than strict=False", "comparing the lengths first"))
+        if len(node.args) < 2:
             raise self.error(node, "zip() takes two or more iterables")
         plans = [self.iter_plan(a) for a in node.args]
         test = plans[-1].test

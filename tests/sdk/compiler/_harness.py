@@ -75,7 +75,7 @@ def run_wasm(wasm: bytes, scenario: Scenario, host: StubHost) -> Outcome:
 
 
 def _uncaught_name(host: StubHost) -> str:
-    for level, message in reversed(host.logs):
+    for _level, message in reversed(host.logs):
         if message.startswith("uncaught exception "):
             return message[len("uncaught exception ") :].split(":")[0]
     return "trap"

@@ -64,7 +64,7 @@ def main() -> None:
         log_info(f"{index}:{item}")
     for index, item in enumerate(items, 1):
         log_info(f"{index}:{item}")
-    for a, b in zip([1, 2, 3], ["one", "two"]):
+    for a, b in zip([1, 2, 3], ["one", "two"], strict=False):
         log_info(f"{a}-{b}")
     for item in reversed(items):
         log_info(item)

@@ -23,7 +23,7 @@ def main() -> None:
     if index is not None:
         log_info(f"found at {index + 1}")
     missing = find(values, "q")
-    log_info(f"{missing is None} {missing == None} {missing}")
+    log_info(f"{missing is None} {missing == None} {missing}")  # noqa: E711
     log_info(f"{label(None)} {label('ann')}")
     maybe: str | None = None
     log_info(f"{maybe or 'default'}")
