@@ -36,6 +36,17 @@ from ._commands import (
 from ._context import HttpContext, RootContext, StreamInfo, TcpContext
 from ._environment import Environment
 from ._plugin import BodyVerdict, HttpStream, Plugin, PluginSpec, PluginStartError, TcpStream
+from ._runner import (
+    CalloutAnswer,
+    CalloutRecord,
+    ClientResponse,
+    HttpMessage,
+    PluginRunError,
+    RunRequest,
+    RunResult,
+    run_request,
+)
+from ._runner_env import PropertyError, apply_properties
 from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
 from .limits import DEFAULT_LIMITS, Limits
 
@@ -45,6 +56,9 @@ __all__ = [
     "Action",
     "BodyVerdict",
     "BufferType",
+    "CalloutAnswer",
+    "CalloutRecord",
+    "ClientResponse",
     "CancelGrpc",
     "ClearRouteCache",
     "CloseStream",
@@ -56,6 +70,7 @@ __all__ = [
     "Environment",
     "FailurePolicy",
     "HttpContext",
+    "HttpMessage",
     "HttpStream",
     "Limits",
     "LogLevel",
@@ -64,10 +79,14 @@ __all__ = [
     "ModuleError",
     "NotifyQueueReady",
     "Plugin",
+    "PluginRunError",
     "PluginSpec",
     "PluginStartError",
+    "PropertyError",
     "ResumeStream",
     "RootContext",
+    "RunRequest",
+    "RunResult",
     "Runtime",
     "SendGrpcMessage",
     "SendLocalReply",
@@ -79,6 +98,8 @@ __all__ = [
     "TcpStream",
     "VmFailed",
     "WasmVM",
+    "apply_properties",
     "decode_pairs",
     "encode_pairs",
+    "run_request",
 ]
