@@ -286,8 +286,6 @@ class Plugin:
             self._root_call("proxy_on_grpc_receive", token, len(message))
         finally:
             root.grpc_message = None
-            if not root.grpc_calls.get(token, True):
-                del root.grpc_calls[token]  # a unary call ends with its one message (no on_grpc_close)
 
     def on_grpc_receive_trailing_metadata(self, token: int, metadata: Pairs) -> None:
         root = self.root
