@@ -20,6 +20,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("-c", "--config-path", required=True, help="bootstrap file (YAML or JSON)")
     parser.add_argument("-l", "--log-level", default="info", choices=sorted(_LEVELS), help="log level")
     parser.add_argument("--concurrency", type=int, default=1, help="worker processes sharing the listen ports")
+    parser.add_argument("--admin-address-path", default="", help="write the admin host:port to this file")
     parser.add_argument("--validate", action="store_true", help="only check the bootstrap and exit")
     parser.set_defaults(handler=_run)
 
@@ -55,9 +56,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.concurrency > 1:
         from wasmhost.sidecar._supervisor import run_supervisor
 
-        return run_supervisor(args.config_path, args.concurrency, options)
+        return run_supervisor(args.config_path, args.concurrency, options, args.admin_address_path)
     import uvloop
 
     from wasmhost.sidecar import run_sidecar
 
-    return uvloop.run(run_sidecar(args.config_path, options))
+    return uvloop.run(run_sidecar(args.config_path, options, args.admin_address_path))

@@ -158,7 +158,11 @@ class AdminServer:
                 listeners = await source.listeners()
                 if query.get("format") == "json":
                     return 200, "application/json", json.dumps({"listener_statuses": listeners}, indent=2).encode()
-                text = "".join(f"{item['name']}::{item['local_address']}\n" for item in listeners)
+                text = "".join(
+                    f"{item['name']}::{item['local_address']['socket_address']['address']}:"
+                    f"{item['local_address']['socket_address']['port_value']}\n"
+                    for item in listeners
+                )
                 return 200, "text/plain", text.encode()
             if path == "/stats/prometheus":
                 return 200, "text/plain; version=0.0.4", render_prometheus(await source.stats())

@@ -13,11 +13,9 @@ from typing import Any
 
 from ._cluster import Cluster, Host
 from ._commands import (
-    CancelTimer,
     ResetUpstream,
     SendUpstreamData,
     SendUpstreamTrailers,
-    StartTimer,
     StartUpstream,
     Timer,
 )
@@ -63,10 +61,10 @@ class HttpCallout:
         host = cluster.choose_host()
         if timeout > 0:
             self._timer = Timer(timeout, self._on_timeout)
-            self.out.append(StartTimer(self._timer))
+            self.out.append(self._timer)
         if host is None:
             # Report asynchronously, as Envoy's async client does.
-            self.out.append(StartTimer(Timer(0.0, lambda: self._complete("no_healthy_upstream"))))
+            self.out.append(Timer(0.0, lambda: self._complete("no_healthy_upstream")))
             return
         self.host = host
         self._started = True
@@ -85,7 +83,7 @@ class HttpCallout:
         pass
 
     def on_pool_failure(self, reason: str, transport_failure: str) -> None:
-        self.cluster.record_response(self.host, 503, self.worker.clock())
+        self.cluster.record_response(self.host, 503, self.worker.now)
         self._complete("reset")
 
     def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
@@ -95,7 +93,7 @@ class HttpCallout:
         self._response = headers
         code = int(status) if status.isdigit() else 0
         self.cluster.stats.count_response(code)
-        self.cluster.record_response(self.host, code, self.worker.clock())
+        self.cluster.record_response(self.host, code, self.worker.now)
         if end_stream:
             self._complete("")
 
@@ -132,8 +130,7 @@ class HttpCallout:
     def _release(self) -> None:
         self.finished = True
         if self._timer is not None:
-            self._timer.cancelled = True
-            self.out.append(CancelTimer(self._timer))
+            self._timer.cancel(self.out)
             self._timer = None
         if self._started:
             self._started = False

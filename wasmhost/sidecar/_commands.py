@@ -98,7 +98,12 @@ class ResetUpstream:
 
 
 class Timer:
-    """A one-shot timer the core asked for; the edge stores its handle in ``handle``."""
+    """A one-shot timer; the Timer object itself is the command.
+
+    Appended to the outbox it means "arm me" (call ``fire()`` after ``delay``
+    seconds); appended again after ``cancel`` it means "disarm me". The edge
+    keeps its bookkeeping in ``handle``.
+    """
 
     __slots__ = ("delay", "callback", "handle", "cancelled")
 
@@ -108,24 +113,16 @@ class Timer:
         self.handle: Any = None
         self.cancelled = False
 
+    def cancel(self, out: list[Any]) -> None:
+        """Disarm (no-op when already fired or cancelled)."""
+        if not self.cancelled:
+            self.cancelled = True
+            out.append(self)
+
     def fire(self) -> None:
         if not self.cancelled:
             self.cancelled = True
             self.callback()
-
-
-@dataclass(slots=True)
-class StartTimer:
-    """Call ``timer.fire()`` after ``timer.delay`` seconds unless cancelled first."""
-
-    timer: Timer
-
-
-@dataclass(slots=True)
-class CancelTimer:
-    """Forget a started timer."""
-
-    timer: Timer
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ names an exact path such as ``static_resources.clusters[0].connect_timeout``.
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 from typing import Any
 
@@ -65,6 +67,7 @@ def parse_message_dict(data: Any, message: Message, path: str) -> None:
 
 
 def _parse_into(data: Any, message: Message, path: str) -> None:
+    _register_types(data)
     try:
         json_format.ParseDict(_jsonable(data), message, ignore_unknown_fields=False)
     except (json_format.ParseError, TypeError, ValueError, AttributeError) as err:
@@ -72,6 +75,48 @@ def _parse_into(data: Any, message: Message, path: str) -> None:
         if located is not None:
             raise located from None
         raise ConfigError(path, _short_reason(str(err))) from None
+
+
+def _register_types(data: Any) -> None:
+    """Import the xds-protos modules of every ``@type`` in ``data`` that is not registered yet.
+
+    So a known-but-unsupported extension parses and is then refused by name ("unsupported filter
+    type ..."), instead of failing as an unknown type.
+    """
+    pool = descriptor_pool.Default()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            type_url = item.get("@type")
+            if isinstance(type_url, str):
+                name = type_url.rsplit("/", 1)[-1]
+                try:
+                    pool.FindMessageTypeByName(name)
+                except KeyError:
+                    _import_package_of(name)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _import_package_of(message_name: str) -> None:
+    package = message_name.rsplit(".", 1)[0]
+    try:
+        module = importlib.import_module(package)
+    except ImportError:
+        return
+    for directory in getattr(module, "__path__", []):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for file_name in names:
+            if file_name.endswith("_pb2.py"):
+                try:
+                    importlib.import_module(f"{package}.{file_name[:-3]}")
+                except Exception:  # a broken generated module must not break config loading
+                    continue
 
 
 def _jsonable(data: Any) -> Any:

@@ -258,7 +258,10 @@ SUPPORTED: dict[str, frozenset[str]] = {
 }
 
 # Fields whose Any payload is validated elsewhere (by the HTTP filter factory registered for its type).
-_VALIDATED_BY_OWNER = frozenset({"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config"})
+_VALIDATED_BY_OWNER = frozenset({
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
+    "envoy.config.listener.v3.Filter.typed_config",
+})
 
 _ALWAYS_ALLOWED_PREFIXES = ("google.protobuf.",)
 

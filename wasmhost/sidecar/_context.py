@@ -23,15 +23,16 @@ from ._stats import Counter, Gauge, Histogram, StatsStore
 class DateCache:
     """The HTTP ``date`` header value, formatted at most once per second."""
 
-    __slots__ = ("_second", "_value", "_wall")
+    __slots__ = ("_second", "_value", "_runtime")
 
-    def __init__(self, wall: Callable[[], float]) -> None:
-        self._wall = wall
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self._runtime = runtime
         self._second = -1
         self._value = b""
 
     def get(self) -> bytes:
-        now = int(self._wall())
+        runtime = self._runtime
+        now = int(runtime.now + runtime.wall_offset)
         if now != self._second:
             self._second = now
             self._value = formatdate(now, usegmt=True).encode()
@@ -54,9 +55,16 @@ class WorkerRuntime:
         self.clock = clock
         self.wall = wall
         self.rng = rng if rng is not None else random.Random()
-        self.date = DateCache(wall)
+        self.now = clock()  # monotonic time of the event being processed; the edge calls tick()
+        self.wall_offset = wall() - self.now
+        self.date = DateCache(self)
         self.services = services
         self.next_connection_id = 1
+
+    def tick(self) -> float:
+        """Read the clock once for the event about to be processed."""
+        now = self.now = self.clock()
+        return now
 
     def new_connection_id(self) -> int:
         value = self.next_connection_id
@@ -161,7 +169,7 @@ class ListenerContext:
     """What a stream on one listener of one plan needs."""
 
     __slots__ = ("runtime", "worker", "listener", "hcm", "stats", "clusters", "out", "listener_cx_total",
-                 "listener_cx_active")
+                 "listener_cx_active", "filter_hooks")
 
     def __init__(self, runtime: PlanRuntime, listener: ListenerPlan) -> None:
         self.runtime = runtime
@@ -173,3 +181,5 @@ class ListenerContext:
         self.out = self.worker.out
         self.listener_cx_total = self.worker.stats.counter(f"listener.{listener.stat_prefix}.downstream_cx_total")
         self.listener_cx_active = self.worker.stats.gauge(f"listener.{listener.stat_prefix}.downstream_cx_active")
+        self.filter_hooks = (any(entry.wants_complete for entry in self.hcm.filters),
+                             any(entry.wants_log for entry in self.hcm.filters))

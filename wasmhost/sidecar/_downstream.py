@@ -35,6 +35,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.requests = 0
         self.ctx: Any = None
+        self._wbuf: list[bytes] = []
+        self.paused = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -57,7 +59,7 @@ class DownstreamConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-        self.last_activity = worker.loop.time()
+        self.last_activity = worker.runtime.tick()
         ctx.stats.cx_total.value += 1
         ctx.stats.cx_active.value += 1
         ctx.stats.cx_http1_total.value += 1
@@ -66,11 +68,12 @@ class DownstreamConnection(asyncio.Protocol):
         worker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.worker.loop.time()
+        self.last_activity = self.worker.runtime.tick()
         codec = self.codec
         assert codec is not None
         codec.feed(data)
-        if codec.has_pending and self.transport is not None:
+        if codec.has_pending and self.transport is not None and not self.paused:
+            self.paused = True
             self.transport.pause_reading()  # pipelined requests wait for the current response
         self.worker.drain()
 
@@ -84,6 +87,7 @@ class DownstreamConnection(asyncio.Protocol):
             ctx.listener_cx_active.value -= 1
         stream = self.stream
         if stream is not None and not stream.done:
+            worker.runtime.tick()
             stream.on_downstream_reset()
             worker.drain()
         self.stream = None
@@ -151,21 +155,21 @@ class DownstreamConnection(asyncio.Protocol):
             self.close_after = True
         if self.worker.draining:
             self.close_after = True
-        self.transport.write(codec.encode_headers(headers, end_stream, self.close_after))
+        self._write(codec.encode_headers(headers, end_stream, self.close_after))
 
     def send_data(self, stream: HttpStream, data: bytes, end_stream: bool) -> None:
         if self.closed or self.transport is None or stream is not self.stream:
             return
         payload = self.codec.encode_data(data, end_stream)  # type: ignore[union-attr]
         if payload:
-            self.transport.write(payload)
+            self._write(payload)
 
     def send_trailers(self, stream: HttpStream, trailers: HeaderMap) -> None:
         if self.closed or self.transport is None or stream is not self.stream:
             return
         payload = self.codec.encode_trailers(trailers)  # type: ignore[union-attr]
         if payload:
-            self.transport.write(payload)
+            self._write(payload)
 
     def reset(self, stream: HttpStream) -> None:
         if stream is self.stream:
@@ -175,7 +179,7 @@ class DownstreamConnection(asyncio.Protocol):
         if stream is not self.stream:
             return
         self.stream = None
-        self.last_activity = self.worker.loop.time()
+        self.last_activity = self.worker.runtime.now
         if self.closed:
             return
         codec = self.codec
@@ -184,13 +188,34 @@ class DownstreamConnection(asyncio.Protocol):
             self.close(graceful=stream.response_complete)
             return
         codec.response_complete()
-        if not codec.has_pending and self.transport is not None and not self.closed:
+        if self.paused and not codec.has_pending and self.transport is not None and not self.closed:
+            self.paused = False
             self.transport.resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        """Queue bytes; the worker flushes every connection once per drain (one syscall per batch)."""
+        wbuf = self._wbuf
+        if not wbuf:
+            self.worker.pending_writes.append(self)
+        wbuf.append(data)
+
+    def flush(self) -> None:
+        wbuf = self._wbuf
+        if not wbuf:
+            return
+        data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+        wbuf.clear()
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
 
     def close(self, graceful: bool = False) -> None:
         if self.closed:
             return
+        if graceful:
+            self.flush()
         self.closed = True
+        self._wbuf.clear()
         transport = self.transport
         if transport is None:
             return
@@ -198,10 +223,6 @@ class DownstreamConnection(asyncio.Protocol):
             transport.close()
         else:
             transport.abort()
-
-    def write_raw(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(data)
 
 
 def _codec_error_body(status: int) -> bytes:

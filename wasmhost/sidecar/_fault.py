@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._commands import CancelTimer, StartTimer, Timer
+from ._commands import Timer
 from ._config_support import check_supported
 from ._errors import ConfigError, join_path
 from ._filter_api import HeadersStatus, HttpFilter, ResponseFlag
@@ -183,9 +183,9 @@ class FaultFilter(HttpFilter):
             self.active = True
             stats.active_faults.value += 1
             self._count("delays_injected", headers)
-            self.cb.stream_info.response_flags.add(ResponseFlag.DELAY_INJECTED)
+            self.cb.stream_info.add_flag(ResponseFlag.DELAY_INJECTED)
             self.timer = Timer(delay, self._after_delay)
-            self.cb.stream.ctx.out.append(StartTimer(self.timer))
+            self.cb.stream.ctx.out.append(self.timer)
             return HeadersStatus.StopIteration
         if self._maybe_abort(headers):
             return HeadersStatus.StopIteration
@@ -200,7 +200,7 @@ class FaultFilter(HttpFilter):
             self.active = True
             self._stats().active_faults.value += 1
         self._count("aborts_injected", headers)
-        self.cb.stream_info.response_flags.add(ResponseFlag.FAULT_INJECTED)
+        self.cb.stream_info.add_flag(ResponseFlag.FAULT_INJECTED)
         self.cb.send_local_reply(status, b"fault filter abort", details="fault_filter_abort", grpc_status=grpc)
         return True
 
@@ -213,8 +213,7 @@ class FaultFilter(HttpFilter):
 
     def on_destroy(self) -> None:
         if self.timer is not None:
-            self.timer.cancelled = True
-            self.cb.stream.ctx.out.append(CancelTimer(self.timer))
+            self.timer.cancel(self.cb.stream.ctx.out)
             self.timer = None
         if self.active:
             self.active = False
@@ -229,6 +228,7 @@ def build_fault(config: Any, context: FilterBuildContext) -> Any:
     def create(callbacks: Any) -> FaultFilter:
         return FaultFilter(callbacks, fault_config)
 
+    create.filter_class = FaultFilter  # type: ignore[attr-defined]
     return create
 
 

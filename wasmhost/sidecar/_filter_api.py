@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._buffer import Buffer
@@ -69,37 +69,74 @@ class ResponseFlag(enum.Enum):
     UPSTREAM_PROTOCOL_ERROR = "UPE"
 
 
-@dataclass(slots=True)
 class StreamInfo:
-    """What is known about one request; read by access logs, stats and plugin properties."""
+    """What is known about one request; read by access logs, stats and plugin properties.
 
-    start_time: float
-    start_monotonic: float
-    connection_id: int
-    downstream_remote_address: tuple[str, int]
-    downstream_local_address: tuple[str, int]
-    protocol: str = "HTTP/1.1"
-    listener_name: str = ""
-    route_name: str = ""
-    virtual_host_name: str = ""
-    cluster_name: str = ""
+    Times ending in ``_at`` are monotonic seconds (``start_monotonic`` is the
+    reference); ``start_time`` is wall-clock seconds. ``filter_state`` and
+    ``dynamic_metadata`` are created on first use.
+    """
+
+    # Defaults live on the class: a new stream stores only what it sets (cheaper per request).
+    route_name = ""
+    virtual_host_name = ""
+    cluster_name = ""
     upstream_host: tuple[str, int] | None = None
     upstream_local_address: tuple[str, int] | None = None
-    upstream_transport_failure_reason: str = ""
-    response_code: int = 0
-    response_code_details: str = ""
-    response_flags: set[ResponseFlag] = field(default_factory=set)
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    attempt_count: int = 0
+    upstream_transport_failure_reason = ""
+    response_code = 0
+    response_code_details = ""
+    response_flags: set[ResponseFlag] | None = None
+    bytes_received = 0
+    bytes_sent = 0
+    attempt_count = 0
     request_complete_at: float | None = None
     first_upstream_tx_at: float | None = None
     first_upstream_rx_at: float | None = None
     last_upstream_rx_at: float | None = None
     first_downstream_tx_at: float | None = None
     last_downstream_tx_at: float | None = None
-    filter_state: dict[str, Any] = field(default_factory=dict)
-    dynamic_metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _filter_state: dict[str, Any] | None = None
+    _dynamic_metadata: dict[str, dict[str, Any]] | None = None
+
+    def __init__(
+        self,
+        start_time: float,
+        start_monotonic: float,
+        connection_id: int,
+        downstream_remote_address: tuple[str, int],
+        downstream_local_address: tuple[str, int],
+        protocol: str = "HTTP/1.1",
+        listener_name: str = "",
+    ) -> None:
+        self.start_time = start_time
+        self.start_monotonic = start_monotonic
+        self.connection_id = connection_id
+        self.downstream_remote_address = downstream_remote_address
+        self.downstream_local_address = downstream_local_address
+        self.protocol = protocol
+        self.listener_name = listener_name
+
+    def add_flag(self, flag: ResponseFlag) -> None:
+        if self.response_flags is None:
+            self.response_flags = {flag}
+        else:
+            self.response_flags.add(flag)
+
+    def has_flag(self, flag: ResponseFlag) -> bool:
+        return self.response_flags is not None and flag in self.response_flags
+
+    @property
+    def filter_state(self) -> dict[str, Any]:
+        if self._filter_state is None:
+            self._filter_state = {}
+        return self._filter_state
+
+    @property
+    def dynamic_metadata(self) -> dict[str, dict[str, Any]]:
+        if self._dynamic_metadata is None:
+            self._dynamic_metadata = {}
+        return self._dynamic_metadata
 
     def flags_string(self) -> str:
         if not self.response_flags:
@@ -213,8 +250,6 @@ class HttpFilter:
     ``decodes``/``encodes`` let a filter opt out of a direction entirely, which
     keeps it off that direction's hot path.
     """
-
-    __slots__ = ()
 
     decodes: bool = True
     encodes: bool = True

@@ -57,7 +57,7 @@ class Http1ServerCodec:
     __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
                  "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
                  "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
-                 "_underscores", "failed", "_upgrade", "_feed")
+                 "_underscores", "failed", "_upgrade", "_feed", "_body")
 
     def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
                  underscores: str = "ALLOW") -> None:
@@ -84,6 +84,7 @@ class Http1ServerCodec:
         self._underscores = underscores
         self.failed = False
         self._upgrade = False
+        self._body: bytes | None = None
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -93,6 +94,10 @@ class Http1ServerCodec:
             return
         try:
             self._feed(data)
+            body = self._body
+            if body is not None:
+                self._body = None
+                self._dispatch(("data", body, False))
         except httptools.HttpParserUpgrade:
             pass  # the upgrade request was already answered; the rest is not HTTP
         except CodecError as err:
@@ -173,13 +178,21 @@ class Http1ServerCodec:
         self._dispatch(("headers", HeaderMap.adopt(items), not has_body, protocol, upgrade))
 
     def on_body(self, body: bytes) -> None:
-        self._dispatch(("data", body, False))
+        # Hold the chunk: if the message ends in this same read, it travels with end_stream.
+        pending = self._body
+        if pending is not None:
+            self._dispatch(("data", pending, False))
+        self._body = body
 
     def on_message_complete(self) -> None:
+        body = self._body
+        self._body = None
         if self._trailers:
+            if body is not None:
+                self._dispatch(("data", body, False))
             self._dispatch(("trailers", HeaderMap.adopt(self._trailers)))
         elif not self._ended_at_headers:
-            self._dispatch(("data", b"", True))
+            self._dispatch(("data", body if body is not None else b"", True))
 
     def _dispatch(self, event: tuple[Any, ...]) -> None:
         if self._deferring:
@@ -290,7 +303,7 @@ class Http1ClientCodec:
     """Request serialiser + response parser for one upstream connection, one request at a time."""
 
     __slots__ = ("sink", "_parser", "_headers", "_in_trailers", "_trailers", "_head", "_ended", "_chunked",
-                 "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message")
+                 "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message", "_body")
 
     def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None) -> None:
         self.sink = sink
@@ -307,6 +320,7 @@ class Http1ClientCodec:
         self._status = 0
         self._on_error = on_error
         self._in_message = False
+        self._body: bytes | None = None
 
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
@@ -365,6 +379,11 @@ class Http1ClientCodec:
     def feed(self, data: bytes) -> None:
         try:
             self._feed(data)
+            body = self._body
+            if body is not None:
+                self._body = None
+                if not self._ended and self.sink is not None:
+                    self.sink.on_response_data(body, False)
         except httptools.HttpParserError:
             self.keep_alive = False
             if self._on_error is not None:
@@ -374,6 +393,7 @@ class Http1ClientCodec:
         """The upstream closed; returns True when that ended a close-delimited response."""
         if self._in_message and self._close_delimited and not self._ended:
             self._ended = True
+            self._body = None
             self._in_message = False
             if self.sink is not None:
                 self.sink.on_response_data(b"", True)
@@ -427,13 +447,18 @@ class Http1ClientCodec:
             sink.on_response_headers(HeaderMap.adopt(items), no_body)
 
     def on_body(self, body: bytes) -> None:
-        if not self._ended and self.sink is not None:
-            self.sink.on_response_data(body, False)
+        # Hold the chunk: if the response ends in this same read, it travels with end_stream.
+        pending = self._body
+        if pending is not None and not self._ended and self.sink is not None:
+            self.sink.on_response_data(pending, False)
+        self._body = body
 
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:
             return
         self._in_message = False
+        body = self._body
+        self._body = None
         if self._ended:
             return
         self._ended = True
@@ -441,9 +466,11 @@ class Http1ClientCodec:
         if sink is None:
             return
         if self._trailers:
+            if body is not None:
+                sink.on_response_data(body, False)
             sink.on_response_trailers(HeaderMap.adopt(self._trailers))
         else:
-            sink.on_response_data(b"", True)
+            sink.on_response_data(body if body is not None else b"", True)
 
     @property
     def response_ended(self) -> bool:

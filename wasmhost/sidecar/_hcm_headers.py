@@ -86,6 +86,9 @@ def normalize_path(path: bytes, merge_slashes: bool, remove_dots: bool) -> bytes
     return path_only + sep + query
 
 
+_REQUEST_SPECIAL = HOP_BY_HOP | EXTERNAL_STRIP | EDGE_STRIP | {b"te", b"x-forwarded-proto", b"x-request-id"}
+
+
 def prepare_request(
     headers: HeaderMap,
     hcm: HcmPlan,
@@ -95,22 +98,27 @@ def prepare_request(
 ) -> None:
     """Mutate downstream request headers the way Envoy's connection manager does before filters run."""
     items = headers.items()
-    tokens: set[bytes] | None = None
-    te_ok = True
+    has_forwarded_proto = False
+    has_request_id = False
     needs_filter = False
+    te_ok = True
     for name, value in items:
-        if name in HOP_BY_HOP or name in EXTERNAL_STRIP:
-            needs_filter = True
-            if name == b"connection":
-                tokens = _connection_tokens(headers)
-        elif name == b"te":
-            if value.strip().lower() != b"trailers":
-                te_ok = False
+        if name in _REQUEST_SPECIAL:
+            if name == b"x-forwarded-proto":
+                has_forwarded_proto = True
+            elif name == b"x-request-id":
+                has_request_id = True
+            elif name == b"te":
+                if value.strip().lower() != b"trailers":
+                    te_ok = False
+                    needs_filter = True
+            elif name in EDGE_STRIP:
+                needs_filter = needs_filter or hcm.use_remote_address
+            else:
                 needs_filter = True
-        elif hcm.use_remote_address and name in EDGE_STRIP:
-            needs_filter = True
     if needs_filter:
         drop = set(HOP_BY_HOP) | EXTERNAL_STRIP
+        tokens = _connection_tokens(headers)
         if tokens:
             drop |= {t for t in tokens if not t.startswith(b":") and t != b"te"}
         if not te_ok:
@@ -118,18 +126,21 @@ def prepare_request(
         if hcm.use_remote_address:
             drop |= EDGE_STRIP
         headers.replace_all([(k, v) for k, v in items if k not in drop])
+        items = headers.items()
+    scheme = headers.get(b":scheme") or b"http"
     if hcm.use_remote_address:
         if not hcm.skip_xff_append:
             existing = headers.get(b"x-forwarded-for")
             ip = remote_ip.encode()
             headers.set(b"x-forwarded-for", existing + b"," + ip if existing else ip)
-        headers.set(b"x-forwarded-proto", headers.get(b":scheme") or b"http")
+        headers.set(b"x-forwarded-proto", scheme)
         headers.set(b"x-envoy-external-address", remote_ip.encode())
-    elif b"x-forwarded-proto" not in headers:
-        headers.add(b"x-forwarded-proto", headers.get(b":scheme") or b"http")
+    elif not has_forwarded_proto:
+        items.append((b"x-forwarded-proto", scheme))
     if hcm.generate_request_id:
-        force = hcm.use_remote_address and not hcm.preserve_external_request_id
-        if force or b"x-request-id" not in headers:
+        if not has_request_id:
+            headers.items().append((b"x-request-id", new_request_id(rng)))
+        elif hcm.use_remote_address and not hcm.preserve_external_request_id:
             headers.set(b"x-request-id", new_request_id(rng))
     if hcm.via:
         existing = headers.get(b"via")
@@ -152,17 +163,32 @@ def prepare_request(
 
 def finalize_response(headers: HeaderMap, hcm: HcmPlan, date: bytes, request_id: bytes | None) -> None:
     """Mutate response headers on their way to the client, after the encoder filters."""
-    items = headers.items()
-    for name, _ in items:
+    overwrite_server = hcm.server_header == "OVERWRITE"
+    server = hcm.server_name
+    kept: list[tuple[bytes, bytes]] = []
+    have_date = False
+    have_server = False
+    for pair in headers.items():
+        name = pair[0]
         if name in HOP_BY_HOP:
-            headers.replace_all([(k, v) for k, v in items if k not in HOP_BY_HOP])
-            break
-    headers.set(b"date", date)
-    mode = hcm.server_header
-    if mode == "OVERWRITE":
-        headers.set(b"server", hcm.server_name)
-    elif mode == "APPEND_IF_ABSENT":
-        headers.set_default(b"server", hcm.server_name)
+            continue
+        if name == b"date":
+            if have_date:
+                continue
+            have_date = True
+            pair = (name, date)
+        elif name == b"server":
+            if overwrite_server:
+                if have_server:
+                    continue
+                pair = (name, server)
+            have_server = True
+        kept.append(pair)
+    if not have_date:
+        kept.append((b"date", date))
+    if not have_server and hcm.server_header != "PASS_THROUGH":
+        kept.append((b"server", server))
+    headers.replace_all(kept)
     if hcm.via:
         existing = headers.get(b"via")
         headers.set(b"via", existing + b", " + hcm.via if existing else hcm.via)

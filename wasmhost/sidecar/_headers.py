@@ -93,9 +93,9 @@ class HeaderMap:
         """The live list of pairs (do not keep it across mutations)."""
         return self._items
 
-    def replace_all(self, pairs: Iterable[Pair]) -> None:
-        """Replace the whole map (used by plugins that set all headers at once)."""
-        self._items = [(k.lower(), v) for k, v in pairs]
+    def replace_all(self, pairs: list[Pair]) -> None:
+        """Replace the whole map with ``pairs`` (names must already be lower-case)."""
+        self._items = pairs
 
     def copy(self) -> HeaderMap:
         return HeaderMap.adopt(list(self._items))

@@ -82,6 +82,8 @@ class FilterEntry:
     type_name: str
     create: HttpFilterFactory
     terminal: bool
+    wants_complete: bool = True  # the filter overrides on_stream_complete
+    wants_log: bool = True  # the filter overrides on_log
 
 
 @dataclass(frozen=True, slots=True)

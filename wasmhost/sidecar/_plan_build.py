@@ -237,6 +237,16 @@ def _access_logs(logs: Any, path: str) -> tuple[AccessLogPlan, ...]:
     return tuple(plans)
 
 
+def _hook_flags(create: Any) -> tuple[bool, bool]:
+    """Whether filters from ``create`` override ``on_stream_complete`` / ``on_log`` (skipped when not)."""
+    from ._filter_api import HttpFilter
+
+    cls = getattr(create, "filter_class", None)
+    if not isinstance(cls, type) or not issubclass(cls, HttpFilter):
+        return True, True
+    return (cls.on_stream_complete is not HttpFilter.on_stream_complete, cls.on_log is not HttpFilter.on_log)
+
+
 def _build_filters(
     hcm: Any, path: str, context_base: dict[str, Any]
 ) -> tuple[FilterEntry, ...]:
@@ -264,7 +274,8 @@ def _build_filters(
             create = config_factory(message, context)
         except ConfigError as err:
             raise err.under(cfg_path) from None
-        entries.append(FilterEntry(http_filter.name, type_name_of(type_url), create, terminal))
+        entries.append(FilterEntry(http_filter.name, type_name_of(type_url), create, terminal,
+                                   *_hook_flags(create)))
     for position, entry in enumerate(entries):
         last = position == len(entries) - 1
         if entry.terminal and not last:
@@ -375,6 +386,7 @@ def build_plan(
             raise ConfigError(f"{filter_path}.typed_config",
                               f"unsupported network filter type {type_name_of(network_filter.typed_config.type_url)}")
         hcm = unpack_any(network_filter.typed_config, f"{filter_path}.typed_config")
+        check_supported(hcm, f"{filter_path}.typed_config")
         context_base = {
             "node": bootstrap.node,
             "cluster_names": names,

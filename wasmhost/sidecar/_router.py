@@ -16,11 +16,9 @@ from typing import Any
 from ._buffer import Buffer
 from ._cluster import Cluster, Host
 from ._commands import (
-    CancelTimer,
     ResetUpstream,
     SendUpstreamData,
     SendUpstreamTrailers,
-    StartTimer,
     StartUpstream,
     Timer,
 )
@@ -49,8 +47,11 @@ def _hash(data: bytes) -> int:
 class _Attempt:
     """One upstream try (or a mirror copy); the edge delivers upstream events here."""
 
-    __slots__ = ("router", "cluster", "host", "headers", "end_stream", "per_try_timer", "shadow", "done",
-                 "response_started", "started_at", "counted", "edge")
+    per_try_timer: Timer | None = None
+    done = False
+    response_started = False
+    counted = True
+    edge: Any = None
 
     def __init__(self, router: RouterFilter | None, cluster: Cluster, host: Host, headers: HeaderMap,
                  end_stream: bool, shadow: bool, started_at: float) -> None:
@@ -59,13 +60,8 @@ class _Attempt:
         self.host = host
         self.headers = headers
         self.end_stream = end_stream
-        self.per_try_timer: Timer | None = None
         self.shadow = shadow
-        self.done = False
-        self.response_started = False
         self.started_at = started_at
-        self.counted = True
-        self.edge: Any = None
         host.active_requests += 1
         cluster.rq_active += 1
         stats = cluster.stats
@@ -92,7 +88,7 @@ class _Attempt:
         if reason != OVERFLOW:
             if reason == CONNECTION_TIMEOUT:
                 self.cluster.stats.cx_connect_timeout.value += 1
-            self.cluster.record_response(self.host, 503, router.clock() if router is not None else 0.0)
+            self.cluster.record_response(self.host, 503, router.worker.now if router is not None else 0.0)
         if router is not None and not self.shadow and router.attempt is self:
             router.on_attempt_failure(self, reason, transport_failure, connect_failure=reason != OVERFLOW)
 
@@ -107,7 +103,7 @@ class _Attempt:
         cluster = self.cluster
         cluster.stats.count_response(status)
         if router is not None:
-            now = router.clock()
+            now = router.worker.now
             cluster.record_response(self.host, status, now)
             cluster.stats.rq_time.observe((now - self.started_at) * 1000.0)
         if end_stream:
@@ -145,7 +141,7 @@ class _Attempt:
         self.cluster.stats.rq_rx_reset.value += 1
         router = self.router
         if router is not None and not self.response_started:
-            self.cluster.record_response(self.host, 503, router.clock())
+            self.cluster.record_response(self.host, 503, router.worker.now)
         if router is not None and not self.shadow and router.attempt is self:
             router.on_attempt_failure(self, reason, "", connect_failure=False)
 
@@ -155,10 +151,26 @@ class RouterFilter(HttpFilter):
 
     encodes = False
 
-    __slots__ = ("cb", "config", "stream", "out", "clock", "route", "action", "cluster", "weighted",
-                 "request_headers", "attempt", "attempts", "retries_left", "retry_buffer", "buffering",
-                 "request_complete", "global_timer", "backoff_timer", "response_started", "shadows",
-                 "request_trailers", "hash_key", "retry_policy", "downstream_request_done_at", "retried")
+    # Per-stream state defaults live on the class: a new router stores only what it sets.
+    route: Route | None = None
+    action: ForwardAction | None = None
+    cluster: Cluster | None = None
+    weighted: WeightedClusterEntry | None = None
+    request_headers: HeaderMap | None = None
+    request_trailers: HeaderMap | None = None
+    attempt: _Attempt | None = None
+    attempts = 0
+    retries_left = 0
+    retry_policy: Any = None
+    retry_buffer: Buffer | None = None
+    buffering = False
+    request_complete = False
+    global_timer: Timer | None = None
+    backoff_timer: Timer | None = None
+    response_started = False
+    shadows: list[_Attempt] | None = None
+    hash_key: int | None = None
+    retried = False
 
     def __init__(self, callbacks: Any, config: RouterConfig) -> None:
         self.cb = callbacks
@@ -166,26 +178,7 @@ class RouterFilter(HttpFilter):
         stream = callbacks.stream
         self.stream = stream
         self.out: list[Any] = stream.ctx.out
-        self.clock = stream.ctx.worker.clock
-        self.route: Route | None = None
-        self.action: ForwardAction | None = None
-        self.cluster: Cluster | None = None
-        self.weighted: WeightedClusterEntry | None = None
-        self.request_headers: HeaderMap | None = None
-        self.request_trailers: HeaderMap | None = None
-        self.attempt: _Attempt | None = None
-        self.attempts = 0
-        self.retries_left = 0
-        self.retry_policy: Any = None
-        self.retry_buffer: Buffer | None = None
-        self.buffering = False
-        self.request_complete = False
-        self.global_timer: Timer | None = None
-        self.backoff_timer: Timer | None = None
-        self.response_started = False
-        self.shadows: list[_Attempt] | None = None
-        self.hash_key: int | None = None
-        self.retried = False
+        self.worker = stream.ctx.worker
 
     # --- decode side ----------------------------------------------------------------------------
 
@@ -196,7 +189,7 @@ class RouterFilter(HttpFilter):
         route = self.cb.route()
         if route is None:
             stats.no_route.value += 1
-            stream.info.response_flags.add(ResponseFlag.NO_ROUTE_FOUND)
+            stream.info.add_flag(ResponseFlag.NO_ROUTE_FOUND)
             self.cb.send_local_reply(404, details="route_not_found")
             return HeadersStatus.StopIteration
         self.route = route
@@ -228,7 +221,7 @@ class RouterFilter(HttpFilter):
         cluster = stream.ctx.clusters.get(name)
         if cluster is None:
             stream.ctx.stats.no_cluster.value += 1
-            info.response_flags.add(ResponseFlag.NO_CLUSTER_FOUND)
+            info.add_flag(ResponseFlag.NO_CLUSTER_FOUND)
             self._local_reply(action.cluster_not_found_code, b"", "cluster_not_found")
             return HeadersStatus.StopIteration
         self.cluster = cluster
@@ -404,12 +397,12 @@ class RouterFilter(HttpFilter):
         info = stream.info
         if not cluster.can_start_request():
             cluster.stats.rq_pending_overflow.value += 1
-            info.response_flags.add(ResponseFlag.UPSTREAM_OVERFLOW)
+            info.add_flag(ResponseFlag.UPSTREAM_OVERFLOW)
             self._upstream_failure_reply(OVERFLOW, "")
             return
         host = cluster.choose_host(self.hash_key)
         if host is None:
-            info.response_flags.add(ResponseFlag.NO_HEALTHY_UPSTREAM)
+            info.add_flag(ResponseFlag.NO_HEALTHY_UPSTREAM)
             self._local_reply(503, b"no healthy upstream", "no_healthy_upstream")
             return
         headers = self.request_headers
@@ -423,8 +416,8 @@ class RouterFilter(HttpFilter):
             headers.set(b"x-envoy-attempt-count", str(self.attempts).encode())
         info.upstream_host = host.key
         if info.first_upstream_tx_at is None:
-            info.first_upstream_tx_at = self.clock()
-        attempt = _Attempt(self, cluster, host, headers, end_stream, False, self.clock())
+            info.first_upstream_tx_at = self.worker.now
+        attempt = _Attempt(self, cluster, host, headers, end_stream, False, self.worker.now)
         self.attempt = attempt
         out = self.out
         out.append(StartUpstream(attempt))
@@ -448,7 +441,7 @@ class RouterFilter(HttpFilter):
             return
         timer = Timer(retry.per_try_timeout, lambda: self._on_per_try_timeout(attempt))
         attempt.per_try_timer = timer
-        self.out.append(StartTimer(timer))
+        self.out.append(timer)
 
     def _start_shadows(self, action: ForwardAction, headers: HeaderMap, end_stream: bool) -> None:
         stream = self.stream
@@ -466,7 +459,7 @@ class RouterFilter(HttpFilter):
             if not policy.disable_shadow_host_suffix_append:
                 authority = copy.get(b":authority") or b""
                 copy.set(b":authority", _shadow_authority(authority))
-            shadow = _Attempt(self, cluster, host, copy, end_stream, True, self.clock())
+            shadow = _Attempt(self, cluster, host, copy, end_stream, True, self.worker.now)
             if self.shadows is None:
                 self.shadows = []
             self.shadows.append(shadow)
@@ -480,7 +473,7 @@ class RouterFilter(HttpFilter):
         if action is not None and action.timeout is not None and self.global_timer is None \
                 and not self.stream.done and not self.response_started:
             self.global_timer = Timer(action.timeout, self._on_global_timeout)
-            self.out.append(StartTimer(self.global_timer))
+            self.out.append(self.global_timer)
         attempt = self.attempt
         if attempt is not None and attempt.per_try_timer is None and not attempt.done:
             self._start_per_try_timer(attempt)
@@ -491,15 +484,13 @@ class RouterFilter(HttpFilter):
     def _cancel_timer(self, name: str) -> None:
         timer = getattr(self, name)
         if timer is not None:
-            timer.cancelled = True
-            self.out.append(CancelTimer(timer))
+            timer.cancel(self.out)
             setattr(self, name, None)
 
     def _end_attempt(self, attempt: _Attempt, reset: bool) -> None:
         timer = attempt.per_try_timer
         if timer is not None:
-            timer.cancelled = True
-            self.out.append(CancelTimer(timer))
+            timer.cancel(self.out)
             attempt.per_try_timer = None
         if reset:
             attempt.done = True
@@ -518,13 +509,13 @@ class RouterFilter(HttpFilter):
                 return
         self._end_attempt(attempt, reset=False)
         if retry is not None and self.retries_left == 0 and self.attempts > 1 and retry.retriable_status(status):
-            self.stream.info.response_flags.add(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            self.stream.info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
         attempt.response_started = True
         self.response_started = True
         self.buffering = False
         self.retry_buffer = None
         info = self.stream.info
-        info.first_upstream_rx_at = self.clock()
+        info.first_upstream_rx_at = self.worker.now
         if end_stream:
             info.last_upstream_rx_at = info.first_upstream_rx_at
             self._cancel_timer("global_timer")
@@ -547,12 +538,12 @@ class RouterFilter(HttpFilter):
 
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:
-            self.stream.info.last_upstream_rx_at = self.clock()
+            self.stream.info.last_upstream_rx_at = self.worker.now
             self._cancel_timer("global_timer")
         self.cb.encode_data(Buffer(data), end_stream)
 
     def on_upstream_trailers(self, trailers: HeaderMap) -> None:
-        self.stream.info.last_upstream_rx_at = self.clock()
+        self.stream.info.last_upstream_rx_at = self.worker.now
         self._cancel_timer("global_timer")
         self.cb.encode_trailers(trailers)
 
@@ -562,7 +553,7 @@ class RouterFilter(HttpFilter):
         self._end_attempt(attempt, reset=False)
         info = self.stream.info
         if attempt.response_started or self.response_started:
-            info.response_flags.add(ResponseFlag.UPSTREAM_REMOTE_RESET)
+            info.add_flag(ResponseFlag.UPSTREAM_REMOTE_RESET)
             self.attempt = None
             self.cb.reset_stream("upstream_reset_after_response_started{" + reason + "}")
             return
@@ -574,13 +565,13 @@ class RouterFilter(HttpFilter):
             if self._schedule_retry(attempt, reset=False):
                 return
         if reason == OVERFLOW:
-            info.response_flags.add(ResponseFlag.UPSTREAM_OVERFLOW)
+            info.add_flag(ResponseFlag.UPSTREAM_OVERFLOW)
         elif connect_failure:
-            info.response_flags.add(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
+            info.add_flag(ResponseFlag.UPSTREAM_CONNECTION_FAILURE)
         else:
-            info.response_flags.add(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION)
+            info.add_flag(ResponseFlag.UPSTREAM_CONNECTION_TERMINATION)
         if self.attempts > 1 and retry is not None and self.retries_left == 0:
-            info.response_flags.add(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
         self.attempt = None
         self._upstream_failure_reply(reason, transport_failure)
 
@@ -622,7 +613,7 @@ class RouterFilter(HttpFilter):
         ceiling = min(retry.base_interval * ((1 << exponent) - 1), retry.max_interval)
         delay = self.stream.ctx.worker.rng.random() * ceiling
         self.backoff_timer = Timer(delay, self._on_backoff_done)
-        self.out.append(StartTimer(self.backoff_timer))
+        self.out.append(self.backoff_timer)
         return True
 
     def _on_backoff_done(self) -> None:
@@ -637,7 +628,7 @@ class RouterFilter(HttpFilter):
         attempt.per_try_timer = None
         cluster = attempt.cluster
         cluster.stats.rq_per_try_timeout.value += 1
-        cluster.record_response(attempt.host, 504, self.clock())
+        cluster.record_response(attempt.host, 504, self.worker.now)
         retry = self.retry_policy
         if retry is not None and self.retries_left > 0 and retry.retriable_reset(False):
             if self._schedule_retry(attempt, reset=True):
@@ -656,19 +647,19 @@ class RouterFilter(HttpFilter):
         attempt = self.attempt
         if attempt is not None:
             if not attempt.done and cluster is not None:
-                cluster.record_response(attempt.host, 504, self.clock())
+                cluster.record_response(attempt.host, 504, self.worker.now)
             self._end_attempt(attempt, reset=not attempt.done)
             self.attempt = None
         self._cancel_timer("backoff_timer")
         if self.response_started:
-            self.stream.info.response_flags.add(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+            self.stream.info.add_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
             self.cb.reset_stream("upstream_response_timeout")
             return
         self._timeout_reply("upstream_response_timeout")
 
     def _timeout_reply(self, details: str) -> None:
         self._cancel_timer("global_timer")
-        self.stream.info.response_flags.add(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
+        self.stream.info.add_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
         self._local_reply(504, b"upstream request timeout", details)
 
 
@@ -689,6 +680,7 @@ def build_router(config: Any, context: FilterBuildContext) -> Any:
     def create(callbacks: Any) -> RouterFilter:
         return RouterFilter(callbacks, router_config)
 
+    create.filter_class = RouterFilter  # type: ignore[attr-defined]
     return create
 
 

@@ -61,6 +61,15 @@ def cluster_views(clusters: dict[str, Any]) -> list[dict[str, Any]]:
     return views
 
 
+def listener_views(ports: dict[str, int], plan: Plan | None) -> list[dict[str, Any]]:
+    """The ``/listeners?format=json`` entries, shaped like Envoy's."""
+    addresses = {listener.name: listener.address for listener in plan.listeners} if plan is not None else {}
+    return [
+        {"name": name, "local_address": {"socket_address": {"address": addresses.get(name, ""), "port_value": port}}}
+        for name, port in ports.items()
+    ]
+
+
 def merge_cluster_views(per_worker: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Sum host counters across workers (health is taken from the first worker)."""
     merged: dict[str, dict[str, Any]] = {}
@@ -84,8 +93,10 @@ def merge_cluster_views(per_worker: list[list[dict[str, Any]]]) -> list[dict[str
 class Sidecar:
     """One process serving a bootstrap file."""
 
-    def __init__(self, config_path: str, watch_interval: float = 0.5, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, config_path: str, watch_interval: float = 0.5, options: dict[str, Any] | None = None,
+                 admin_address_path: str = "") -> None:
         self.config_path = config_path
+        self.admin_address_path = admin_address_path
         self.watch_interval = watch_interval
         self.options = options or {}
         self.state = "PRE_INITIALIZING"
@@ -116,8 +127,7 @@ class Sidecar:
     async def listeners(self) -> list[dict[str, Any]]:
         if self.worker is None:
             return []
-        return [{"name": name, "local_address": f"{state.plan.address}:{state.port}"}
-                for name, state in self.worker.listeners.items()]
+        return listener_views(self.worker.bound_ports(), self._plan)
 
     def command_line(self) -> dict[str, Any]:
         return {"config_path": self.config_path, **self.options}
@@ -140,7 +150,9 @@ class Sidecar:
         self._plan = plan
         if plan.admin is not None:
             self.admin = AdminServer(self, plan.admin.address, plan.admin.port, plan.admin.access_log_path)
-            await self.admin.start()
+            port = await self.admin.start()
+            if self.admin_address_path:
+                write_admin_address(self.admin_address_path, f"{plan.admin.address}:{port}")
         self.watcher = FileWatcher(self.config_path, self._reload, self.watch_interval, digest(text))
         self.watcher.start()
         self.state = "LIVE"
@@ -193,8 +205,18 @@ class Sidecar:
             await self.worker.stop(drain)
 
 
-async def run_sidecar(config_path: str, options: dict[str, Any] | None = None) -> int:
-    sidecar = Sidecar(config_path, options=options)
+def write_admin_address(path: str, address: str) -> None:
+    """Write ``host:port`` of the admin endpoint atomically (Envoy's ``--admin-address-path``)."""
+    import os
+
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(address)
+    os.replace(temporary, path)
+
+
+async def run_sidecar(config_path: str, options: dict[str, Any] | None = None, admin_address_path: str = "") -> int:
+    sidecar = Sidecar(config_path, options=options, admin_address_path=admin_address_path)
     try:
         await sidecar.start()
     except ConfigError as err:

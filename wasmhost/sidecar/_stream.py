@@ -2,7 +2,7 @@
 
 Events come in as method calls from the codec edge (``on_request_headers`` ...)
 or from upstream sinks and timers; each call runs the filters synchronously and
-appends commands (``SendHeaders``, ``StartUpstream``, ``StartTimer`` ...) to the
+appends commands (``SendHeaders``, ``StartUpstream``, ``Timer`` ...) to the
 worker outbox. Iteration follows Envoy's filter manager: a filter that returns
 a Stop status holds iteration at itself until it calls ``continue_decoding`` /
 ``continue_encoding``; StopAll statuses and buffering statuses park body data in
@@ -47,34 +47,34 @@ _GRPC_STATUS_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 50
 
 
 class _Dir:
-    """Iteration state of one direction (decode = request, encode = response)."""
+    """Iteration state of one direction (decode = request, encode = response).
 
-    __slots__ = ("slots", "is_decode", "headers", "trailers", "buffer", "complete", "aborted", "started",
-                 "end_forced_at", "trailers_at", "buffer_limit")
+    Defaults live on the class (no ``__slots__``): a new stream only stores what differs.
+    """
+
+    headers: HeaderMap | None = None
+    trailers: HeaderMap | None = None
+    buffer: Buffer | None = None
+    complete = False  # end of stream seen at the entry of this direction
+    aborted = False
+    started = False
+    end_forced_at = -1
+    trailers_at = -1
 
     def __init__(self, is_decode: bool, buffer_limit: int) -> None:
         self.slots: list[_DirSlot] = []
         self.is_decode = is_decode
-        self.headers: HeaderMap | None = None
-        self.trailers: HeaderMap | None = None
-        self.buffer: Buffer | None = None
-        self.complete = False  # end of stream seen at the entry of this direction
-        self.aborted = False
-        self.started = False
-        self.end_forced_at = -1
-        self.trailers_at = -1
         self.buffer_limit = buffer_limit
 
 
 class _DirSlot:
-    __slots__ = ("filter", "callbacks", "index", "state", "continued")
+    state = CONTINUE
+    continued = False
 
     def __init__(self, flt: HttpFilter, callbacks: _Callbacks, index: int) -> None:
         self.filter = flt
         self.callbacks = callbacks
         self.index = index
-        self.state = CONTINUE
-        self.continued = False
 
 
 class _Callbacks:
@@ -186,7 +186,7 @@ class HttpStream:
     """One request/response exchange on a downstream connection."""
 
     __slots__ = ("ctx", "info", "dec", "enc", "callbacks", "random_value", "_route", "_route_cached",
-                 "response_started", "response_complete", "done", "downstream", "is_head", "is_grpc",
+                 "response_started", "response_complete", "done", "downstream", "filters", "_hooks",
                  "_callouts", "request_id", "_http10")
 
     def __init__(
@@ -200,8 +200,8 @@ class HttpStream:
         worker = ctx.worker
         self.ctx = ctx
         self.info = StreamInfo(
-            start_time=worker.wall(),
-            start_monotonic=worker.clock(),
+            start_time=worker.now + worker.wall_offset,
+            start_monotonic=worker.now,
             connection_id=connection_id,
             downstream_remote_address=remote,
             downstream_local_address=local,
@@ -219,8 +219,6 @@ class HttpStream:
         self.response_complete = False
         self.done = False
         self.downstream: Any = None  # owned by the edge
-        self.is_head = False
-        self.is_grpc = False
         self._callouts: dict[int, Any] | None = None
         self.request_id: bytes | None = None
         self._http10 = protocol == "HTTP/1.0"
@@ -228,20 +226,30 @@ class HttpStream:
         stats = ctx.stats
         stats.rq_total.value += 1
         stats.rq_active.value += 1
+        filters: list[HttpFilter] = []
+        self.filters = filters
+        self._hooks = ctx.filter_hooks
+        dec_slots = self.dec.slots
+        encoders: list[_DirSlot] | None = None
         for entry in ctx.hcm.filters:
             callbacks = _Callbacks(self)
             flt = entry.create(callbacks)
+            filters.append(flt)
             self.callbacks.append(callbacks)
             if flt.decodes:
-                slot = _DirSlot(flt, callbacks, len(self.dec.slots))
+                slot = _DirSlot(flt, callbacks, len(dec_slots))
                 callbacks.dec = slot
-                self.dec.slots.append(slot)
+                dec_slots.append(slot)
             if flt.encodes:
                 callbacks.enc = _DirSlot(flt, callbacks, 0)
-        encoders = [c.enc for c in reversed(self.callbacks) if c.enc is not None]
-        for index, slot in enumerate(encoders):
-            slot.index = index
-        self.enc.slots = encoders
+                if encoders is None:
+                    encoders = []
+                encoders.append(callbacks.enc)
+        if encoders is not None:
+            encoders.reverse()
+            for index, slot in enumerate(encoders):
+                slot.index = index
+            self.enc.slots = encoders
 
     # --- route ----------------------------------------------------------------------------------
 
@@ -269,10 +277,7 @@ class HttpStream:
         dec.started = True
         info = self.info
         if end_stream:
-            info.request_complete_at = self.ctx.worker.clock()
-        self.is_head = headers.get(b":method") == b"HEAD"
-        content_type = headers.get(b"content-type")
-        self.is_grpc = content_type is not None and content_type.startswith(b"application/grpc")
+            info.request_complete_at = self.ctx.worker.now
         hcm = self.ctx.hcm
         if self._http10 and not hcm.accept_http_10:
             self.send_local_reply(426, details="low_version")
@@ -281,7 +286,7 @@ class HttpStream:
             if self._http10 and hcm.default_host_for_http_10:
                 headers.set(b":authority", hcm.default_host_for_http_10)
             else:
-                self.info.response_flags.add(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
+                self.info.add_flag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
                 self.send_local_reply(400, b"missing required header: :authority", details="missing_host_header")
                 return
         prepare_request(headers, hcm, info.downstream_remote_address[0], info.downstream_local_address[1],
@@ -296,7 +301,7 @@ class HttpStream:
         self.info.bytes_received += len(data)
         if end_stream:
             dec.complete = True
-            self.info.request_complete_at = self.ctx.worker.clock()
+            self.info.request_complete_at = self.ctx.worker.now
         if dec.aborted:
             return
         self._do_data(dec, 0, Buffer(data), end_stream)
@@ -307,7 +312,7 @@ class HttpStream:
         dec = self.dec
         dec.complete = True
         dec.trailers = trailers
-        self.info.request_complete_at = self.ctx.worker.clock()
+        self.info.request_complete_at = self.ctx.worker.now
         if dec.aborted:
             return
         self._do_trailers(dec, 0)
@@ -316,7 +321,7 @@ class HttpStream:
         """The client went away (or the codec failed) before the stream finished."""
         if self.done:
             return
-        self.info.response_flags.add(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
+        self.info.add_flag(ResponseFlag.DOWNSTREAM_CONNECTION_TERMINATION)
         if not self.info.response_code_details:
             self.info.response_code_details = reason
         self.ctx.stats.rq_rx_reset.value += 1
@@ -371,7 +376,9 @@ class HttpStream:
         self.dec.aborted = True
         items: list[Pair] = [(b":status", str(status).encode())]
         extra = [(k.lower(), v) for k, v in headers]
-        if self.is_grpc:
+        request = self.dec.headers
+        content_type = request.get(b"content-type") if request is not None else None
+        if content_type is not None and content_type.startswith(b"application/grpc"):
             code = grpc_status if grpc_status is not None else _GRPC_STATUS_FOR_HTTP.get(status, 2)
             items = [(b":status", b"200"), (b"content-type", b"application/grpc"),
                      (b"grpc-status", str(code).encode())]
@@ -411,7 +418,7 @@ class HttpStream:
         if self.done:
             return
         if flag is not None:
-            self.info.response_flags.add(flag)
+            self.info.add_flag(flag)
         if not self.info.response_code_details:
             self.info.response_code_details = reason
         self.ctx.stats.rq_tx_reset.value += 1
@@ -579,7 +586,7 @@ class HttpStream:
         info.response_code = status
         if not info.response_code_details:
             info.response_code_details = "via_upstream"
-        info.first_downstream_tx_at = ctx.worker.clock()
+        info.first_downstream_tx_at = ctx.worker.now
         ctx.stats.count_response(status)
         ctx.out.append(SendHeaders(self, headers, end_stream))
         if end_stream:
@@ -599,7 +606,7 @@ class HttpStream:
 
     def _response_done(self) -> None:
         self.response_complete = True
-        self.info.last_downstream_tx_at = self.ctx.worker.clock()
+        self.info.last_downstream_tx_at = self.ctx.worker.now
         if not self.dec.complete:
             self.ctx.out.append(CloseAfterResponse(self))
         self._finish()
@@ -610,15 +617,16 @@ class HttpStream:
         self.done = True
         info = self.info
         if info.last_downstream_tx_at is None:
-            info.last_downstream_tx_at = self.ctx.worker.clock()
-        for callbacks in self.callbacks:
-            flt = (callbacks.dec or callbacks.enc).filter  # type: ignore[union-attr]
-            flt.on_stream_complete()
-        for callbacks in self.callbacks:
-            flt = (callbacks.dec or callbacks.enc).filter  # type: ignore[union-attr]
-            flt.on_log()
-        for callbacks in self.callbacks:
-            flt = (callbacks.dec or callbacks.enc).filter  # type: ignore[union-attr]
+            info.last_downstream_tx_at = self.ctx.worker.now
+        filters = self.filters
+        complete_hooks, log_hooks = self._hooks
+        if complete_hooks:
+            for flt in filters:
+                flt.on_stream_complete()
+        if log_hooks:
+            for flt in filters:
+                flt.on_log()
+        for flt in filters:
             flt.on_destroy()
         if self._callouts:
             for call in list(self._callouts.values()):

@@ -18,9 +18,11 @@ RESOLUTION = 0.004
 
 
 class TimerWheel:
-    def __init__(self, loop: asyncio.AbstractEventLoop, after_fire: Callable[[], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, after_fire: Callable[[], None],
+                 before_fire: Callable[[], object] | None = None) -> None:
         self._loop = loop
         self._after_fire = after_fire
+        self._before_fire = before_fire
         self._buckets: dict[int, set[Timer]] = {}
         self._ticks: list[int] = []
         self._scheduled: int | None = None
@@ -58,6 +60,8 @@ class TimerWheel:
 
     def _fire_one(self, timer: Timer) -> None:
         if not timer.cancelled:
+            if self._before_fire is not None:
+                self._before_fire()
             timer.fire()
             self._after_fire()
 
@@ -67,6 +71,8 @@ class TimerWheel:
         now_tick = math.floor(self._loop.time() / RESOLUTION) + 1
         ticks = self._ticks
         fired = False
+        if self._before_fire is not None:
+            self._before_fire()
         while ticks and ticks[0] <= now_tick:
             tick = heapq.heappop(ticks)
             bucket = self._buckets.pop(tick, None)

@@ -40,7 +40,7 @@ class _Waiting:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "codec", "sink", "request_done", "requests", "last_used", "closed",
-                 "local_address", "paused_downstream")
+                 "local_address", "_wbuf")
 
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
@@ -52,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_used = 0.0
         self.closed = False
         self.local_address: tuple[str, int] | None = None
+        self._wbuf: list[bytes] = []
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -72,6 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
             # bytes on an idle keep-alive connection: the upstream is misbehaving
             self.close()
             return
+        self.pool.worker.runtime.tick()
         self.codec.feed(data)
         self.pool.worker.drain()
 
@@ -85,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.connection_closed(self)
         sink = self.sink
         if sink is not None:
+            self.pool.worker.runtime.tick()
             self.sink = None
             self.codec.sink = sink
             if not self.codec.eof():
@@ -107,25 +110,37 @@ class UpstreamConnection(asyncio.Protocol):
         self.codec.sink = _ResponseRelay(self, sink)
         self.requests += 1
         self.request_done = sink.end_stream
-        transport = self.transport
-        assert transport is not None
-        chunks = [self.codec.encode_request(sink.headers, sink.end_stream)]
+        self._write(self.codec.encode_request(sink.headers, sink.end_stream))
         if waiting is not None:
             for kind, payload, end_stream in waiting.ops:
                 if kind == "data":
-                    chunks.append(self.codec.encode_data(payload, end_stream))
+                    self._write(self.codec.encode_data(payload, end_stream))
                     self.request_done = end_stream
                 else:
-                    chunks.append(self.codec.encode_trailers(payload))
+                    self._write(self.codec.encode_trailers(payload))
                     self.request_done = True
-        transport.write(b"".join(chunks))
         sink.on_pool_ready(self.local_address)
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        wbuf = self._wbuf
+        if not wbuf:
+            self.pool.worker.pending_writes.append(self)
+        wbuf.append(data)
+
+    def flush(self) -> None:
+        wbuf = self._wbuf
+        if not wbuf:
+            return
+        data = wbuf[0] if len(wbuf) == 1 else b"".join(wbuf)
+        wbuf.clear()
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
 
     def send_data(self, data: bytes, end_stream: bool) -> None:
         if self.transport is not None and not self.closed:
-            payload = self.codec.encode_data(data, end_stream)
-            if payload:
-                self.transport.write(payload)
+            self._write(self.codec.encode_data(data, end_stream))
         if end_stream:
             self.request_done = True
             if self.codec.response_ended and self.sink is None:
@@ -133,7 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def send_trailers(self, trailers: HeaderMap) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(self.codec.encode_trailers(trailers))
+            self._write(self.codec.encode_trailers(trailers))
         self.request_done = True
 
     def response_finished(self) -> None:
@@ -169,6 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._wbuf.clear()
         transport = self.transport
         self.pool.connection_closed(self)
         if transport is not None:
@@ -267,17 +283,20 @@ class HostPool:
                 timeout=cluster.plan.connect_timeout,
             )
         except TimeoutError:
+            self.worker.runtime.tick()
             self.connecting -= 1
             cluster.cx_connecting -= 1
             cluster.stats.cx_connect_fail.value += 1
             self._connect_failed(CONNECTION_TIMEOUT, "")
             return
         except OSError as err:
+            self.worker.runtime.tick()
             self.connecting -= 1
             cluster.cx_connecting -= 1
             cluster.stats.cx_connect_fail.value += 1
             self._connect_failed(CONNECTION_FAILURE, "" if err.errno == 111 else (err.strerror or str(err)))
             return
+        self.worker.runtime.tick()
         self.connecting -= 1
         cluster.cx_connecting -= 1
         cluster.cx_active += 1

@@ -21,7 +21,6 @@ from ._callout import start_callout
 from ._cluster import Cluster, Host
 from ._commands import (
     Callout,
-    CancelTimer,
     CloseAfterResponse,
     ResetDownstream,
     ResetUpstream,
@@ -30,7 +29,6 @@ from ._commands import (
     SendTrailers,
     SendUpstreamData,
     SendUpstreamTrailers,
-    StartTimer,
     StartUpstream,
     StreamEnded,
     Timer,
@@ -79,7 +77,7 @@ class Worker:
         self.connections: set[DownstreamConnection] = set()
         self.pools: dict[tuple[int, tuple[str, int]], HostPool] = {}
         self.access_log = AccessLogWriter()
-        self.wheel = TimerWheel(loop, self.drain)
+        self.wheel = TimerWheel(loop, self.drain, self.runtime.tick)
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.TimerHandle | None = None
@@ -87,6 +85,7 @@ class Worker:
         self._next_dns: dict[int, float] = {}
         self._root_callouts: dict[int, Any] = {}
         self._draining_out = False
+        self.pending_writes: list[Any] = []
         self._handlers: dict[type, Callable[[Any], None]] = {
             SendHeaders: self._send_headers,
             SendData: self._send_data,
@@ -96,8 +95,7 @@ class Worker:
             SendUpstreamData: self._send_upstream_data,
             SendUpstreamTrailers: self._send_upstream_trailers,
             ResetUpstream: self._reset_upstream,
-            StartTimer: self._start_timer,
-            CancelTimer: self._cancel_timer,
+            Timer: self._timer,
             ResetDownstream: self._reset_downstream,
             CloseAfterResponse: self._close_after_response,
             Callout: lambda command: None,
@@ -119,6 +117,7 @@ class Worker:
 
     def call_soon(self, callback: Callable[[], None]) -> None:
         def run() -> None:
+            self.runtime.tick()
             callback()
             self.drain()
 
@@ -174,6 +173,11 @@ class Worker:
                 except Exception:  # a failing command must not take the worker down
                     log.exception("command %s failed", type(command).__name__)
             out.clear()
+            writes = self.pending_writes
+            if writes:
+                for conn in writes:
+                    conn.flush()
+                writes.clear()
         finally:
             self._draining_out = False
 
@@ -242,11 +246,11 @@ class Worker:
             if pool is not None:
                 pool.cancel(sink)
 
-    def _start_timer(self, command: StartTimer) -> None:
-        self.wheel.add(command.timer)
-
-    def _cancel_timer(self, command: CancelTimer) -> None:
-        self.wheel.cancel(command.timer)
+    def _timer(self, timer: Timer) -> None:
+        if timer.cancelled:
+            self.wheel.cancel(timer)
+        elif timer.handle is None:
+            self.wheel.add(timer)
 
     # --- flow control ---------------------------------------------------------------------------
 
@@ -384,7 +388,7 @@ class Worker:
         if current is None:
             return
         now = self.loop.time()
-        clock = self.runtime.clock()
+        clock = self.runtime.tick()
         for cluster in current.clusters.values():
             outlier = cluster.plan.outlier
             if outlier is not None:
@@ -407,13 +411,13 @@ class Worker:
                 continue
             stream = conn.stream
             if stream is None:
-                if hcm.idle_timeout is not None and now - conn.last_activity >= hcm.idle_timeout:
+                if hcm.idle_timeout is not None and clock - conn.last_activity >= hcm.idle_timeout:
                     conn.ctx.stats.cx_idle_timeout.value += 1
                     conn.close(graceful=True)
                 elif self.draining:
                     conn.close(graceful=True)
                 continue
-            if hcm.stream_idle_timeout is not None and now - conn.last_activity >= hcm.stream_idle_timeout \
+            if hcm.stream_idle_timeout is not None and clock - conn.last_activity >= hcm.stream_idle_timeout \
                     and not stream.done:
                 stream.ctx.stats.rq_idle_timeout.value += 1
                 if stream.response_started:
@@ -422,7 +426,7 @@ class Worker:
                     conn.close_after = True
                     stream.send_local_reply(408, b"stream timeout", details="stream_idle_timeout")
             elif hcm.request_timeout is not None and not stream.dec.complete and not stream.done \
-                    and self.runtime.clock() - stream.info.start_monotonic >= hcm.request_timeout:
+                    and clock - stream.info.start_monotonic >= hcm.request_timeout:
                 stream.ctx.stats.rq_timeout.value += 1
                 conn.close_after = True
                 stream.send_local_reply(408, b"request timeout", details="request_overall_timeout")

@@ -1,0 +1,153 @@
+"""CPU cost of the sidecar's request path without sockets: µs per proxied request.
+
+Drives the real worker, codecs, filter chain and router with in-memory
+transports (no syscalls, no event-loop wakeups), so the number isolates the
+Python work per request and is stable on a busy machine. Bounded: runs for
+``--seconds`` (default 3).
+
+    python benchmarks/sidecar_core.py [--seconds 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wasmhost.sidecar._downstream import DownstreamConnection  # noqa: E402
+from wasmhost.sidecar._reload import load_plan  # noqa: E402
+from wasmhost.sidecar._upstream import UpstreamConnection  # noqa: E402
+from wasmhost.sidecar._worker import ListenerState, Worker  # noqa: E402
+
+CONFIG = """
+static_resources:
+  listeners:
+  - name: bench
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: upstream}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 9}}}}]}]
+"""
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 28 Nov 2026 05:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 12\r\nConnection: keep-alive\r\n\r\nhello world\n"
+)
+
+
+class MemoryTransport:
+    """Just enough of ``asyncio.Transport`` for the edge classes."""
+
+    def __init__(self, peer: tuple[str, int], local: tuple[str, int]) -> None:
+        self.written: list[bytes] = []
+        self._extra = {"peername": peer, "sockname": local, "socket": None}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+def build() -> tuple[Worker, DownstreamConnection, MemoryTransport, UpstreamConnection, MemoryTransport]:
+    loop = asyncio.new_event_loop()
+    worker = Worker(loop)
+    plan = load_plan(CONFIG, "<bench>", 1, worker)
+    from wasmhost.sidecar._context import PlanRuntime
+
+    runtime = PlanRuntime(plan, worker.runtime)
+    worker.current = runtime
+    listener = plan.listeners[0]
+    state = ListenerState(listener, runtime.listeners[listener.name])
+    down = DownstreamConnection(worker, state)
+    down_transport = MemoryTransport(("127.0.0.1", 40000), ("127.0.0.1", 8080))
+    down.connection_made(down_transport)  # type: ignore[arg-type]
+    cluster = runtime.clusters["upstream"]
+    pool = worker._pool(cluster, cluster.hosts[0])
+    up = UpstreamConnection(pool)
+    up_transport = MemoryTransport(("127.0.0.1", 9), ("127.0.0.1", 50000))
+    up.connection_made(up_transport)  # type: ignore[arg-type]
+    cluster.cx_active += 1
+    pool.release(up)
+    return worker, down, down_transport, up, up_transport
+
+
+def run(seconds: float) -> tuple[int, float]:
+    worker, down, down_transport, up, up_transport = build()
+    count = 0
+    start = time.process_time()
+    deadline = start + seconds
+    while True:
+        for _ in range(1000):
+            down.data_received(REQUEST)
+            up.data_received(RESPONSE)
+        count += 1000
+        down_transport.written.clear()
+        up_transport.written.clear()
+        if time.process_time() >= deadline:
+            break
+    elapsed = time.process_time() - start
+    return count, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        count, elapsed = run(args.seconds)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+    else:
+        count, elapsed = run(args.seconds)
+    print(f"{count} requests, {elapsed * 1e6 / count:.1f} µs CPU per request ({count / elapsed:,.0f} req/s/core "
+          "before syscalls)")
+
+
+if __name__ == "__main__":
+    main()
