@@ -104,9 +104,9 @@ class FolderSource:
             if resource is not None:
                 state.resources[resource.key] = resource
                 continue
-            key = _key_of(doc.body, self.default_namespace)
-            if key is not None and key in last_good:
-                state.resources[key] = last_good[key]  # an invalid edit keeps the last good version
+            named = _key_of(doc.body, self.default_namespace)
+            if named is not None and named in last_good:
+                state.resources[named] = last_good[named]  # an invalid edit keeps the last good version
         return state
 
     async def watch(self, interval: float = 0.2) -> None:

@@ -9,7 +9,8 @@ ports, metadata) share one generation per push.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from controlplane._protos import (
     ROUTE,
     digest,
     from_dict,
+    pack,
     resource_name,
 )
 from controlplane._proxies import Proxy
@@ -46,10 +48,33 @@ class TypeSnapshot:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one proxy should have, by type URL; `notes` lists patches that failed."""
+    """Everything one proxy should have, by type URL; `notes` lists patches that failed.
+
+    Per-resource digests and packed Anys are memoised: a snapshot is shared by every proxy of
+    the same scope, so a push to many proxies serializes each resource once.
+    """
 
     types: Mapping[str, TypeSnapshot]
     notes: tuple[str, ...] = ()
+    _digests: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
+    _packed: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def subset_version(self, type_url: str, names: Iterable[str]) -> str:
+        """A version of just these resources (for types a proxy subscribes to by name)."""
+        resources = self.resources(type_url)
+        parts = []
+        for name in names:
+            key = (type_url, name)
+            if key not in self._digests:
+                self._digests[key] = digest([resources[name]])
+            parts.append(f"{name}={self._digests[key]}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def packed(self, type_url: str, name: str) -> Any:
+        key = (type_url, name)
+        if key not in self._packed:
+            self._packed[key] = pack(self.resources(type_url)[name])
+        return self._packed[key]
 
     def resources(self, type_url: str) -> Mapping[str, Message]:
         entry = self.types.get(type_url)

@@ -6,8 +6,9 @@ and nonce last sent, the version the proxy ACKed and the message of its last NAC
 rules are Envoy's: a request whose nonce is not the latest one sent is stale and ignored; a
 request carrying `error_detail` NACKs the last response (the proxy keeps its previous
 config, we report it); any other request with the latest nonce ACKs it, and a change of
-subscribed names is answered right away. A new snapshot is sent only for types whose
-version changed, in the order Envoy needs (clusters, endpoints, listeners, routes, extensions).
+subscribed names is answered right away. Types subscribed by name (routes, endpoints,
+extension configs) are versioned by the resources the proxy asked for. A new snapshot is sent
+only for types whose version changed, in the order Envoy needs (clusters, endpoints, listeners, routes, extensions).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from envoy.service.discovery.v3 import discovery_pb2
 
 from controlplane._generate import TYPE_ORDER, Snapshot
-from controlplane._protos import CLUSTER, LISTENER, TYPE_SHORT_NAMES, pack
+from controlplane._protos import CLUSTER, LISTENER, TYPE_SHORT_NAMES
 
 WILDCARD_TYPES = (LISTENER, CLUSTER)
 SYNCED, STALE, NACKED, NOT_SENT = "SYNCED", "STALE", "NACKED", "NOT SENT"
@@ -104,17 +105,18 @@ class XdsSession:
     @staticmethod
     def _selection(type_url: str, watch: Watch, snapshot: Snapshot) -> tuple[str, tuple[str, ...]]:
         available = snapshot.resources(type_url)
-        names = tuple(sorted(available if watch.names is None else (n for n in watch.names if n in available)))
-        return snapshot.version(type_url), names
+        if watch.names is None:
+            return snapshot.version(type_url), tuple(sorted(available))
+        names = tuple(sorted(n for n in watch.names if n in available))
+        return snapshot.subset_version(type_url, names), names
 
     def _respond(self, type_url: str, watch: Watch, snapshot: Snapshot) -> discovery_pb2.DiscoveryResponse:
         version, names = self._selection(type_url, watch, snapshot)
-        available = snapshot.resources(type_url)
         nonce = str(next(self._nonces))
         watch.sent_version, watch.sent_nonce, watch.sent_names, watch.sent_at = version, nonce, names, time.time()
         return discovery_pb2.DiscoveryResponse(
             version_info=version, type_url=type_url, nonce=nonce,
-            resources=[pack(available[name]) for name in names])
+            resources=[snapshot.packed(type_url, name) for name in names])
 
     def status(self) -> dict[str, dict[str, str]]:
         """Per type short name: sent and acked versions, SYNCED/STALE/NACKED and the NACK message."""
