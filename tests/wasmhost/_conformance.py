@@ -149,7 +149,12 @@ class ConformanceHost:
         info: StreamInfo | None = None,
     ) -> None:
         self.callout_answers = dict(callouts or {})
-        self.environment = CapturingEnvironment(self.callout_answers, foreign)
+        shared_env = runtime.environment if runtime is not None else None
+        if isinstance(shared_env, CapturingEnvironment):
+            self.environment = shared_env  # hosts on one runtime log into one list
+            shared_env.clusters.update(self.callout_answers)
+        else:
+            self.environment = CapturingEnvironment(self.callout_answers, foreign)
         self._own_runtime = runtime is None
         self.runtime = runtime or Runtime(limits=limits or Limits(), environment=self.environment)
         self.spec = PluginSpec(
