@@ -1,0 +1,294 @@
+"""Real Envoy driven by the control plane: an operator edits manifests in the watched folder
+and traffic through Envoy changes within a bounded time, with no restart.
+
+Each Envoy starts from the bootstrap that `wasmesh bootstrap` prints; upstreams are scripted
+loopback servers that say which version answered.
+"""
+
+from __future__ import annotations
+
+import http.client
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._tools import plugin_path
+from tests.controlplane._running import RunningControlPlane, free_port, wait_for
+from tests.e2e._envoy import EnvoyProcess
+from tests.e2e._upstream import ScriptedUpstream
+
+pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
+CONVERGE = 10.0  # seconds allowed for a change to reach traffic (pushes take well under a second)
+
+
+def bootstrap_text(plane: RunningControlPlane, name: str, labels: str, *extra: str) -> str:
+    command = [sys.executable, "-m", "controlplane.cli._controlplane", "bootstrap", "--name", name,
+               "--labels", labels, "--xds", plane.xds_address, "--admin-port", "0", *extra]
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+class Mesh:
+    """A control plane on a folder, versioned upstreams, and the Envoys started against it."""
+
+    def __init__(self, folder: Path, workdir: Path, envoy_binary: str) -> None:
+        self.folder = folder
+        self.workdir = workdir
+        self.binary = envoy_binary
+        self.plane = RunningControlPlane(folder).start()
+        self.upstreams: dict[str, ScriptedUpstream] = {}
+        self.envoys: list[EnvoyProcess] = []
+
+    def upstream(self, version: str) -> ScriptedUpstream:
+        server = ScriptedUpstream(200, (("x-version", version),), version).start()
+        self.upstreams[version] = server
+        return server
+
+    def envoy(self, name: str, labels: str, *extra: str) -> EnvoyProcess:
+        proxy = EnvoyProcess(bootstrap_text(self.plane, name, labels, *extra), workdir=self.workdir / name,
+                             binary=self.binary, component_log_level="upstream:info,config:debug")
+        self.envoys.append(proxy)
+        return proxy.start()
+
+    def write(self, name: str, text: str) -> None:
+        path = self.folder / name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(textwrap.dedent(text))
+        temporary.replace(path)
+
+    def close(self) -> None:
+        for proxy in self.envoys:
+            proxy.stop()
+        self.plane.stop()
+        for server in self.upstreams.values():
+            server.stop()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, envoy_binary: str) -> Iterator[Mesh]:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    running = Mesh(folder, tmp_path, envoy_binary)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def get(port: int, path: str = "/", host: str = "reviews:9080", headers: dict[str, str] | None = None,
+        ) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"host": host, **(headers or {})})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+def reviews(mesh: Mesh, *versions: str) -> None:
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {mesh.upstream(v).port}}}, labels: {{version: {v}}}}}"
+                          for v in versions)
+    subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
+    mesh.write("reviews.yaml", f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  subsets:
+{subsets}
+""")
+
+
+def route_to(mesh: Mesh, body: str) -> None:
+    mesh.write("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
+                          "spec:\n  hosts: [reviews]\n  http:\n" + textwrap.indent(textwrap.dedent(body), "  "))
+
+
+def client(mesh: Mesh) -> int:
+    port = free_port()
+    mesh.envoy("productpage", "app=productpage,version=v1", "--port", "9080", "--outbound", f"9080={port}")
+    return port
+
+
+def answered_by(port: int, version: str, **kwargs: Any) -> bool:
+    status, headers, _ = get(port, **kwargs)
+    return status == 200 and headers.get("x-version") == version
+
+
+def test_routing_follows_virtual_service_edits(mesh: Mesh) -> None:
+    reviews(mesh, "v1", "v2")
+    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE, what="v1 serves")
+    route_to(mesh, """\
+        - match: [{headers: {end-user: {exact: jason}}}]
+          route: [{destination: {host: reviews, subset: v2}}]
+        - route: [{destination: {host: reviews, subset: v1}}]
+        """)
+    wait_for(lambda: answered_by(port, "v2", headers={"end-user": "jason"}), CONVERGE, what="jason to v2")
+    assert answered_by(port, "v1", headers={"end-user": "alice"})
+    assert len(mesh.envoys) == 1 and mesh.envoys[0].pid  # same process: no restart
+
+
+def test_traffic_shifting_weights(mesh: Mesh) -> None:
+    reviews(mesh, "v1", "v3")
+    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE)
+    route_to(mesh, """\
+        - route:
+          - {destination: {host: reviews, subset: v1}, weight: 50}
+          - {destination: {host: reviews, subset: v3}, weight: 50}
+        """)
+    wait_for(lambda: answered_by(port, "v3"), CONVERGE, what="v3 takes a share")
+    counts = Counter(get(port)[1].get("x-version") for _ in range(300))
+    assert set(counts) == {"v1", "v3"} and min(counts.values()) > 90, counts  # ~150 each; 90 is far out in the tail
+
+
+def test_fault_abort_rewrite_and_headers(mesh: Mesh) -> None:
+    reviews(mesh, "v1")
+    route_to(mesh, """\
+        - match: [{headers: {end-user: {exact: jason}}}]
+          fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+          route: [{destination: {host: reviews, subset: v1}}]
+        - match: [{uri: {prefix: /old/}}]
+          rewrite: {uri: /new/}
+          headers: {response: {set: {x-rewritten: "yes"}}, request: {add: {x-added: "1"}}}
+          route: [{destination: {host: reviews, subset: v1}}]
+        - route: [{destination: {host: reviews, subset: v1}}]
+        """)
+    port = client(mesh)
+    wait_for(lambda: get(port, headers={"end-user": "jason"})[0] == 418, CONVERGE, what="abort for jason")
+    upstream = mesh.upstreams["v1"]
+    upstream.clear()
+    status, headers, _ = get(port, "/old/page")
+    assert status == 200 and headers["x-rewritten"] == "yes"
+    [seen] = upstream.requests
+    assert seen.path == "/new/page" and ("x-added", "1") in [(k.lower(), v) for k, v in seen.headers]
+
+
+def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh) -> None:
+    module = plugin_path("headers")
+    reviews(mesh, "v1")
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE)
+    assert "x-echo-path" not in get(port)[1]
+    mesh.write("wasm.yaml", f"""\
+        apiVersion: extensions.istio.io/v1alpha1
+        kind: WasmPlugin
+        metadata: {{name: headers}}
+        spec:
+          selector: {{matchLabels: {{app: productpage}}}}
+          url: file://{module}
+          phase: STATS
+          match: [{{mode: CLIENT, ports: [{{number: 9080}}]}}]
+        """)
+    headers = wait_for(lambda: (h := get(port, "/probe")[1]).get("x-echo-path") and h, CONVERGE, what="plugin runs")
+    assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
+    status = mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]
+    assert status["ECDS"]["status"] == "SYNCED"
+    (mesh.folder / "wasm.yaml").unlink()
+    wait_for(lambda: "x-echo-path" not in get(port)[1], CONVERGE, what="plugin removed")
+
+
+def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh) -> None:
+    reviews(mesh, "v1")
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE)
+    mesh.write("ef.yaml", """\
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: lua}
+        spec:
+          workloadSelector: {labels: {app: productpage}}
+          configPatches:
+          - applyTo: HTTP_FILTER
+            match:
+              context: SIDECAR_OUTBOUND
+              listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager,
+                                               subFilter: {name: envoy.filters.http.router}}}}
+            patch:
+              operation: INSERT_BEFORE
+              value:
+                name: envoy.lua
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua
+                  default_source_code:
+                    inline_string: |
+                      function envoy_on_response(handle) handle:headers():add("x-lua", "patched") end
+          - applyTo: ROUTE_CONFIGURATION
+            match: {routeConfiguration: {portNumber: 9080}}
+            patch:
+              operation: MERGE
+              value: {response_headers_to_add: [{header: {key: x-route-config, value: merged}}]}
+        """)
+    headers = wait_for(lambda: (h := get(port)[1]).get("x-lua") and h, CONVERGE, what="lua filter inserted")
+    assert headers["x-lua"] == "patched" and headers["x-route-config"] == "merged"
+    mesh.write("ef-bad.yaml", """\
+        apiVersion: networking.istio.io/v1alpha3
+        kind: EnvoyFilter
+        metadata: {name: bad-timeout}
+        spec:
+          configPatches:
+          - applyTo: CLUSTER
+            match: {cluster: {service: reviews.default.svc.cluster.local}}
+            patch: {operation: MERGE, value: {connect_timeout: -1s}}
+        """)
+
+    def cds() -> dict[str, str]:
+        return dict(mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]["CDS"])
+
+    rejected = wait_for(lambda: (c := cds())["status"] == "NACKED" and c, CONVERGE, what="Envoy NACKs the cluster")
+    assert "Expected positive duration" in rejected["nack"]
+    assert answered_by(port, "v1") and get(port)[1]["x-lua"] == "patched"  # last good config keeps serving
+    (mesh.folder / "ef-bad.yaml").unlink()
+    wait_for(lambda: cds()["status"] == "SYNCED", CONVERGE, what="accepted again")
+
+
+def test_self_registered_workload_behind_its_inbound_listener(mesh: Mesh) -> None:
+    app = mesh.upstream("v1")
+    inbound = free_port()
+    mesh.write("reviews.yaml", f"""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: reviews}}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{{number: 9080, name: http, protocol: HTTP, targetPort: {app.port}}}]
+          workloadSelector: {{labels: {{app: reviews}}}}
+        ---
+        apiVersion: extensions.istio.io/v1alpha1
+        kind: WasmPlugin
+        metadata: {{name: server-side}}
+        spec:
+          selector: {{matchLabels: {{app: reviews}}}}
+          url: file://{plugin_path("headers")}
+          match: [{{mode: SERVER}}]
+        """)
+    port = client(mesh)
+    assert get(port)[0] == 503  # no workload yet: the service has no endpoints
+    mesh.envoy("reviews-v1", "app=reviews,version=v1", "--port", str(app.port), "--inbound", f"{app.port}={inbound}")
+    status, headers, body = wait_for(lambda: (r := get(port))[0] == 200 and r, CONVERGE, what="workload registered")
+    assert body == b"v1" and headers["x-echo-path"] == "/"  # through the reviews proxy's inbound plugin
+    endpoints = mesh.plane.api("GET", "/api/v1/proxies/productpage/config/endpoints")[1]["endpoints"]
+    [cla] = [e for e in endpoints if e["cluster_name"] == "outbound|9080||reviews.default.svc.cluster.local"]
+    assert cla["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == inbound
+    mesh.envoys[-1].stop()
+    wait_for(lambda: get(port)[0] == 503, CONVERGE, what="workload gone with its proxy")
