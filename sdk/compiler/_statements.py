@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from sdk.compiler._calls import CallCompiler
 from sdk.compiler._codegen_base import Code
-from sdk.compiler._errors import unsupported
+from sdk.compiler._errors import CompileError, unsupported
 from sdk.compiler._program import MESSAGE_FIELD, ClassInfo, FieldInfo, GlobalInfo
 from sdk.compiler._types import (
     BOOL,
@@ -160,7 +160,12 @@ class FunctionCompiler(CallCompiler):
         method = getattr(self, f"stmt_{type(node).__name__}", None)
         if method is None:
             raise self.error(node, unsupported(f"the statement {type(node).__name__}", "simpler code"))
-        result: Code = method(node)
+        try:
+            result: Code = method(node)
+        except CompileError:
+            raise
+        except Exception as err:  # a compiler bug must still point at the source it choked on
+            raise self.error(node, f"internal compiler error ({type(err).__name__}: {err}); please report it") from err
         return result
 
     def stmt_Pass(self, node: ast.Pass) -> Code:
