@@ -22,7 +22,7 @@ def main() -> None:
     log_info(f"{x > y} {x == 7.25} {y < 2} {y >= 2} {1.5 < 2} {abs(-2.5):.1f} {max(1.5, 2.5):.1f}")
     log_info(f"{mean([1, 2, 3, 4]):.2f} {mean([10, 20]):08.3f} {0.0:.2f} {123456.75:.1f}")
     ratio = 0.0
-    for i in range(4):
+    for _ in range(4):
         ratio += 0.25
     log_info(f"{ratio:.2f} {ratio == 1.0}")
     try:
