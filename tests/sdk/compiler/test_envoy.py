@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sdk.compiler import compile_file
-from tests.e2e._envoy import find_envoy_binary, run_plugin_in_envoy
 from tests._tools import require_tool
+from tests.e2e._envoy import find_envoy_binary, run_plugin_in_envoy
 
 PLUGIN = Path(__file__).parent / "plugins" / "configured_header.py"
 
