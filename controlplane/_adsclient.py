@@ -39,6 +39,7 @@ class AdsClient:
     error: str = ""
     _names: dict[str, set[str]] = field(default_factory=dict)
     _outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = field(default_factory=asyncio.Queue)
+    channel: grpc.aio.Channel | None = None  # shared by several clients when given
     _channel: grpc.aio.Channel | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -48,8 +49,9 @@ class AdsClient:
         return base_pb2.Node(id=self.node_id, cluster="sim", metadata=metadata)
 
     async def start(self) -> AdsClient:
-        self._channel = grpc.aio.insecure_channel(self.address)
-        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self._channel)
+        if self.channel is None:
+            self._channel = grpc.aio.insecure_channel(self.address)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel or self._channel)
         first = True
         for type_url in (CLUSTER, LISTENER):
             request = discovery_pb2.DiscoveryRequest(type_url=type_url)

@@ -32,9 +32,11 @@ class BootstrapOptions:
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, allow_any_port: bool = False) -> tuple[str, int]:
+    """HOST:PORT; port 0 (let the kernel choose) only where `allow_any_port` says so."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    lowest = 0 if allow_any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
         raise ValueError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
 

@@ -77,8 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(debounce=args.debounce)
     try:
-        settings.host, settings.xds_port = parse_address(args.xds_address)
-        monitoring_host, settings.monitoring_port = parse_address(args.monitoring_address)
+        settings.host, settings.xds_port = parse_address(args.xds_address, allow_any_port=True)
+        monitoring_host, settings.monitoring_port = parse_address(args.monitoring_address, allow_any_port=True)
     except ValueError as err:
         raise UsageError(str(err)) from None
     folder = Path(args.config_dir) if args.config_dir else None
