@@ -9,7 +9,8 @@ carries them out. Names are imperative; each has a one-line docstring.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ._abi import Pairs, StreamType
@@ -127,16 +128,27 @@ class DeleteRootContext(Command):
     root: RootContext
 
 
-@dataclass(slots=True)
 class CommandQueue:
-    """FIFO of commands produced by every VM of one runtime."""
+    """FIFO of commands produced by every VM of one runtime.
 
-    items: list[Command] = field(default_factory=list)
+    A plan may start plugins on a build thread while the event loop drains the queue,
+    so push and take are safe across threads (deque operations are atomic).
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: deque[Command] = deque()
 
     def push(self, command: Command) -> None:
-        self.items.append(command)
+        self._items.append(command)
 
     def take(self) -> list[Command]:
-        items = self.items
-        self.items = []
-        return items
+        items = self._items
+        out: list[Command] = []
+        while items:
+            out.append(items.popleft())
+        return out
+
+    def __len__(self) -> int:
+        return len(self._items)

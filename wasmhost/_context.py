@@ -115,6 +115,8 @@ class HttpContext:
     filter_state: dict[bytes, bytes] = field(default_factory=dict)
     request_body_size: int = 0
     response_body_size: int = 0
+    #: the embedder's object for this stream (e.g. the sidecar filter), so commands find it
+    embedder: Any = None
 
 
 @dataclass(eq=False, slots=True)
@@ -133,6 +135,7 @@ class TcpContext:
     upstream_closed: bool = False
     done: bool = False
     filter_state: dict[bytes, bytes] = field(default_factory=dict)
+    embedder: Any = None
 
 
 AnyContext = RootContext | HttpContext | TcpContext

@@ -66,6 +66,7 @@ from ._stats import StatsStore
 # Built-in filters register themselves on import.
 from . import _fault as _fault  # noqa: E402,F401  isort: skip
 from . import _router as _router  # noqa: E402,F401  isort: skip
+from . import _wasm as _wasm  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "Buffer",

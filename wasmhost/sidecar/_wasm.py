@@ -1,0 +1,544 @@
+"""``envoy.filters.http.wasm``: the thin adapter between the filter chain and the proxy-wasm core.
+
+All VM and plugin logic lives in ``wasmhost`` (``Plugin``, ``HttpStream``); this module
+only translates: Envoy filter callbacks in, proxy-wasm stream events out, and the core's
+commands (local reply, resume, callouts, timers, queues) back into filter callbacks and
+worker services.
+
+Plugins are pooled per worker process by (module digest, plugin spec): a plan rebuilt
+with the same plugin keeps the running plugin (and its state), a changed module or
+configuration gets a new one, and a plugin no plan uses any more is shut down once its
+last stream has ended — in-flight streams always finish on the plugin they started on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as http_wasm_pb2
+from envoy.extensions.wasm.v3 import wasm_pb2
+from google.protobuf import json_format, struct_pb2, wrappers_pb2
+
+from .. import (
+    CancelGrpc,
+    ClearRouteCache,
+    CloseStream,
+    Command,
+    CompiledModule,
+    DeleteRootContext,
+    DispatchGrpcCall,
+    DispatchHttpCall,
+    Environment,
+    FailurePolicy,
+    LogLevel,
+    ModuleError,
+    NotifyQueueReady,
+    Plugin,
+    PluginSpec,
+    PluginStartError,
+    ResumeStream,
+    RootContext,
+    Runtime,
+    SendGrpcMessage,
+    SendLocalReply,
+    SetTickPeriod,
+    StreamType,
+)
+from .. import StreamInfo as PluginStreamInfo
+from ._buffer import Buffer
+from ._errors import ConfigError
+from ._filter_api import (
+    DataStatus,
+    FilterCallbacks,
+    HeadersStatus,
+    HttpCallResult,
+    HttpFilter,
+    TrailersStatus,
+    UnknownClusterError,
+)
+from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices, register_http_filter
+from ._headers import HeaderMap
+
+_LOG = logging.getLogger("wasmesh.wasm")
+_PY_LEVEL = {
+    LogLevel.TRACE: 5,
+    LogLevel.DEBUG: logging.DEBUG,
+    LogLevel.INFO: logging.INFO,
+    LogLevel.WARN: logging.WARNING,
+    LogLevel.ERROR: logging.ERROR,
+    LogLevel.CRITICAL: logging.CRITICAL,
+}
+_RUNTIMES = {"", "envoy.wasm.runtime.v8", "envoy.wasm.runtime.wasmtime", "envoy.wasm.runtime.wamr",
+             "envoy.wasm.runtime.wavm"}
+_POLICIES = {
+    wasm_pb2.FailurePolicy.FAIL_RELOAD: FailurePolicy.FAIL_RELOAD,
+    wasm_pb2.FailurePolicy.FAIL_CLOSED: FailurePolicy.FAIL_CLOSED,
+    wasm_pb2.FailurePolicy.FAIL_OPEN: FailurePolicy.FAIL_OPEN,
+}
+_NO_TIMEOUT_S = 24 * 3600.0
+
+
+class SidecarEnvironment(Environment):
+    """What plugins may ask of this sidecar: its clusters, its node, its logger."""
+
+    def __init__(self) -> None:
+        self.clusters: frozenset[str] = frozenset()
+        self.node: dict[str, object] = {}
+        self.log_level = _level_from_logger()
+
+    def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
+        _LOG.log(_PY_LEVEL[level], "wasm log %s %s %s: %s", spec.name, spec.root_id, spec.vm_id, message)
+
+    def has_cluster(self, name: str) -> bool:
+        return name in self.clusters
+
+    def node_properties(self) -> dict[str, object]:
+        return self.node
+
+
+def _level_from_logger() -> LogLevel:
+    effective = _LOG.getEffectiveLevel()
+    for level in (LogLevel.TRACE, LogLevel.DEBUG, LogLevel.INFO, LogLevel.WARN, LogLevel.ERROR):
+        if effective <= _PY_LEVEL[level]:
+            return level
+    return LogLevel.CRITICAL
+
+
+@dataclass(eq=False)
+class PluginBinding:
+    """One pooled plugin and the worker-side state around it (timers, users)."""
+
+    key: tuple[str, PluginSpec]
+    plugin: Plugin
+    users: int = 0
+    tick: Cancellable | None = None
+    tick_period_ms: int = 0
+    error: str = ""
+
+
+@dataclass(eq=False)
+class WasmHost:
+    """Per worker process: the runtime, the plugin pool and the command pump."""
+
+    runtime: Runtime
+    environment: SidecarEnvironment
+    services: WorkerServices | None = None
+    pool: dict[tuple[str, PluginSpec], PluginBinding] = field(default_factory=dict)
+    by_root: dict[int, PluginBinding] = field(default_factory=dict)
+    shared_vms: dict[object, Any] = field(default_factory=dict)
+
+    # -- plugins ---------------------------------------------------------------------------
+    def acquire(self, compiled: CompiledModule, spec: PluginSpec) -> PluginBinding:
+        key = (compiled.sha256, spec)
+        binding = self.pool.get(key)
+        if binding is None or binding.plugin.failed is not None and spec.failure_policy is not FailurePolicy.FAIL_RELOAD:
+            plugin = Plugin(self.runtime, compiled, spec, shared_vms=self.shared_vms)
+            plugin.start()
+            binding = PluginBinding(key, plugin)
+            self.pool[key] = binding
+        binding.users += 1
+        root = binding.plugin.root
+        if root is not None:
+            self.by_root[id(root)] = binding
+        return binding
+
+    def release(self, binding: PluginBinding) -> None:
+        binding.users -= 1
+        if binding.users > 0:
+            return
+        if self.pool.get(binding.key) is binding:
+            del self.pool[binding.key]
+        self._retire(binding)
+
+    def _retire(self, binding: PluginBinding) -> None:
+        vm = binding.plugin.vm
+        if vm is not None and vm.active_streams > 0 and self.services is not None:
+            self.services.call_later(0.5, lambda: self._retire(binding))
+            return
+        if binding.tick is not None:
+            binding.tick.cancel()
+            binding.tick = None
+        binding.plugin.shutdown()
+        root = binding.plugin.root
+        if root is not None and not root.pending_done:
+            self.by_root.pop(id(root), None)
+        self.drain()
+
+    def binding_for(self, root: RootContext) -> PluginBinding | None:
+        return self.by_root.get(id(root))
+
+    # -- commands ---------------------------------------------------------------------------
+    def drain(self) -> None:
+        """Carry out every command the plugins produced (never re-entrantly into a plugin)."""
+        for command in self.runtime.take_commands():
+            self._execute(command)
+
+    def _execute(self, command: Command) -> None:
+        if isinstance(command, SendLocalReply):
+            target = command.stream.embedder
+            if isinstance(target, WasmHttpFilter):
+                target.send_local_reply(command)
+        elif isinstance(command, ResumeStream):
+            target = command.stream.embedder
+            if isinstance(target, WasmHttpFilter):
+                self._soon(lambda: target.resume(command.direction))
+        elif isinstance(command, CloseStream):
+            target = command.stream.embedder
+            if isinstance(target, WasmHttpFilter):
+                target.callbacks.reset_stream("wasm_close_stream")
+        elif isinstance(command, ClearRouteCache):
+            target = command.stream.embedder
+            if isinstance(target, WasmHttpFilter):
+                target.callbacks.clear_route_cache()
+        elif isinstance(command, DispatchHttpCall):
+            self._dispatch_http_call(command)
+        elif isinstance(command, DispatchGrpcCall):
+            self._refuse_grpc(command)
+        elif isinstance(command, SendGrpcMessage | CancelGrpc):
+            pass  # calls are refused at dispatch, so there is nothing to send on or cancel
+        elif isinstance(command, SetTickPeriod):
+            self._set_tick(command.root, command.period_ms)
+        elif isinstance(command, NotifyQueueReady):
+            binding = self.binding_for(command.root)
+            if binding is not None:
+                plugin, queue_id = binding.plugin, command.queue_id
+                self._soon(lambda: self._run(lambda: plugin.on_queue_ready(queue_id)))
+        elif isinstance(command, DeleteRootContext):
+            binding = self.binding_for(command.root)
+            if binding is not None:
+                binding.plugin.delete_root()
+                self.by_root.pop(id(command.root), None)
+
+    def _run(self, action: Callable[[], None]) -> None:
+        action()
+        self.drain()
+
+    def _soon(self, action: Callable[[], None]) -> None:
+        if self.services is not None:
+            self.services.call_soon(action)
+        else:
+            action()
+
+    def _dispatch_http_call(self, command: DispatchHttpCall) -> None:
+        binding = self.binding_for(command.root)
+        if binding is None:
+            return
+        plugin, token = binding.plugin, command.token
+
+        def on_result(result: HttpCallResult) -> None:
+            if result.headers is None:
+                self._run(lambda: plugin.on_http_call_response(token, None, failure=result.failure or "reset"))
+                return
+            headers = list(result.headers.items())
+            trailers = list(result.trailers.items()) if result.trailers is not None else []
+            self._run(lambda: plugin.on_http_call_response(token, headers, result.body, trailers))
+
+        if self.services is None:
+            self._soon(lambda: on_result(HttpCallResult(None, b"", None, "no worker")))
+            return
+        timeout = command.timeout_ms / 1000.0 if command.timeout_ms else _NO_TIMEOUT_S
+        try:
+            self.services.dispatch_http_call(
+                command.cluster, command.headers, command.body, command.trailers, timeout, on_result
+            )
+        except UnknownClusterError:
+            self._soon(lambda: on_result(HttpCallResult(None, b"", None, "unknown cluster")))
+
+    def _refuse_grpc(self, command: DispatchGrpcCall) -> None:
+        binding = self.binding_for(command.root)
+        if binding is None:
+            return
+        plugin, token = binding.plugin, command.token
+        message = b"gRPC callouts are not supported by this sidecar yet"
+        if plugin.vm is not None:
+            plugin.vm.log(LogLevel.WARN, message.decode())
+        self._soon(lambda: self._run(lambda: plugin.on_grpc_close(token, 14, message)))
+
+    def _set_tick(self, root: RootContext, period_ms: int) -> None:
+        binding = self.binding_for(root)
+        if binding is None or self.services is None:
+            return
+        if binding.tick is not None:
+            binding.tick.cancel()
+            binding.tick = None
+        binding.tick_period_ms = period_ms
+        if period_ms > 0:
+            self._arm_tick(binding)
+
+    def _arm_tick(self, binding: PluginBinding) -> None:
+        services = self.services
+        assert services is not None
+        period = binding.tick_period_ms
+
+        def fire() -> None:
+            binding.tick = None
+            self._run(binding.plugin.on_tick)
+            if binding.tick is None and binding.tick_period_ms == period and binding.users > 0:
+                self._arm_tick(binding)
+
+        binding.tick = services.call_later(period / 1000.0, fire)
+
+
+_HOST: WasmHost | None = None
+
+
+def wasm_host() -> WasmHost:
+    """This worker process's host (created on first use; one per process)."""
+    global _HOST
+    if _HOST is None:
+        environment = SidecarEnvironment()
+        cache_dir = os.environ.get("WASMESH_CACHE_DIR") or str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "wasmesh" / "compiled"
+        )
+        _HOST = WasmHost(Runtime(environment=environment, cache_dir=cache_dir), environment)
+    return _HOST
+
+
+class WasmHttpFilter(HttpFilter):
+    """One stream through one plugin."""
+
+    __slots__ = ("callbacks", "stream", "host")
+
+    def __init__(self, callbacks: FilterCallbacks, binding: PluginBinding, host: WasmHost) -> None:
+        self.callbacks = callbacks
+        self.host = host
+        self.stream = binding.plugin.new_http_stream(PluginStreamInfo())
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _sync(self) -> None:
+        """Point the plugin's view at the chain's live maps and refresh stream facts."""
+        stream = self.stream
+        ctx = stream.ctx
+        cb = self.callbacks
+        if ctx is None:
+            return
+        ctx.embedder = self
+        request, response = cb.request_headers, cb.response_headers
+        if request is not None:
+            ctx.request_headers = request.items()
+        if response is not None:
+            ctx.response_headers = response.items()
+        trailers = cb.request_trailers
+        if trailers is not None:
+            ctx.request_trailers = trailers.items()
+        trailers = cb.response_trailers
+        if trailers is not None:
+            ctx.response_trailers = trailers.items()
+        _fill_info(ctx.info, cb)
+
+    def _after(self) -> None:
+        ctx = self.stream.ctx
+        if ctx is not None and ctx.embedder is None:
+            ctx.embedder = self
+        self.host.drain()
+
+    # -- request ---------------------------------------------------------------------------------
+    def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        stream = self.stream
+        if stream.ctx is None:
+            _fill_info(stream.info, self.callbacks)
+        else:
+            self._sync()
+        status = stream.on_request_headers(headers.items(), end_stream)
+        self._after()
+        return HeadersStatus(status)
+
+    def decode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
+        self._sync()
+        verdict = self.stream.on_request_body(data.to_bytes(), end_stream)
+        self._after()
+        if verdict.forward is not None:
+            data.replace(verdict.forward)
+            return DataStatus.Continue
+        return DataStatus.StopIterationNoBuffer
+
+    def decode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
+        self._sync()
+        status = self.stream.on_request_trailers(trailers.items())
+        self._after()
+        return TrailersStatus(status)
+
+    # -- response --------------------------------------------------------------------------------
+    def encode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        self._sync()
+        status = self.stream.on_response_headers(headers.items(), end_stream)
+        self._after()
+        return HeadersStatus(status)
+
+    def encode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
+        self._sync()
+        verdict = self.stream.on_response_body(data.to_bytes(), end_stream)
+        self._after()
+        if verdict.forward is not None:
+            data.replace(verdict.forward)
+            return DataStatus.Continue
+        return DataStatus.StopIterationNoBuffer
+
+    def encode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
+        self._sync()
+        status = self.stream.on_response_trailers(trailers.items())
+        self._after()
+        return TrailersStatus(status)
+
+    # -- end -----------------------------------------------------------------------------------------
+    def on_log(self) -> None:
+        self._sync()
+        self.stream.finish()
+        self.host.drain()
+
+    def on_destroy(self) -> None:
+        self.stream.finish()
+        ctx = self.stream.ctx
+        if ctx is not None:
+            ctx.embedder = None
+        self.host.drain()
+
+    # -- commands aimed at this stream -------------------------------------------------------------
+    def send_local_reply(self, reply: SendLocalReply) -> None:
+        self.callbacks.send_local_reply(reply.status, reply.body, reply.headers, reply.details, reply.grpc_status)
+
+    def resume(self, direction: StreamType) -> None:
+        if direction == StreamType.HTTP_REQUEST:
+            held = self.stream.resume_body(request=True)
+            if held:
+                self.callbacks.add_decoded_data(held)
+            self.callbacks.continue_decoding()
+        elif direction == StreamType.HTTP_RESPONSE:
+            held = self.stream.resume_body(request=False)
+            if held:
+                self.callbacks.add_encoded_data(held)
+            self.callbacks.continue_encoding()
+
+
+def _fill_info(info: PluginStreamInfo, cb: FilterCallbacks) -> None:
+    """Copy what the chain knows about the stream into the plugin's property view."""
+    source = cb.stream_info
+    info.source_address, info.source_port = source.downstream_remote_address
+    info.destination_address, info.destination_port = source.downstream_local_address
+    info.connection_id = source.connection_id
+    info.protocol = source.protocol
+    info.route_name = source.route_name
+    info.cluster_name = source.cluster_name
+    info.virtual_host_name = source.virtual_host_name
+    info.response_code_details = source.response_code_details
+    if not info.start_time_ns:
+        info.start_time_ns = int(source.start_time * 1e9)
+    if source.upstream_host is not None:
+        info.upstream_address, info.upstream_port = source.upstream_host
+
+
+# -- configuration ------------------------------------------------------------------------------------
+
+def _configuration_bytes(value: Any, path: str) -> bytes:
+    """Envoy hands StringValue/BytesValue configuration to the plugin as raw bytes."""
+    if not value.type_url:
+        return b""
+    if value.Is(wrappers_pb2.StringValue.DESCRIPTOR):
+        text = wrappers_pb2.StringValue()
+        value.Unpack(text)
+        return text.value.encode()
+    if value.Is(wrappers_pb2.BytesValue.DESCRIPTOR):
+        raw = wrappers_pb2.BytesValue()
+        value.Unpack(raw)
+        return bytes(raw.value)
+    if value.Is(struct_pb2.Struct.DESCRIPTOR):
+        data = struct_pb2.Struct()
+        value.Unpack(data)
+        return json_format.MessageToJson(data, indent=None).encode()
+    raise ConfigError(path, f"unsupported configuration type {value.type_url!r} (use StringValue or BytesValue)")
+
+
+def _module_bytes(vm: Any, path: str) -> bytes:
+    code = vm.code
+    which = code.WhichOneof("specifier")
+    if which == "local":
+        local = code.local
+        kind = local.WhichOneof("specifier")
+        if kind == "filename":
+            try:
+                return Path(local.filename).read_bytes()
+            except OSError as err:
+                raise ConfigError(f"{path}.code.local.filename", f"cannot read module: {err.strerror}") from None
+        if kind == "inline_bytes":
+            return bytes(local.inline_bytes)
+        if kind == "inline_string":
+            return local.inline_string.encode()
+        raise ConfigError(f"{path}.code.local", f"unsupported module source {kind!r}")
+    if which == "remote":
+        raise ConfigError(
+            f"{path}.code.remote",
+            "remote module sources are resolved by the module agent; this bootstrap path does not fetch them yet",
+        )
+    raise ConfigError(f"{path}.code", "no module given (code.local or code.remote)")
+
+
+def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpec, bytes]:
+    """Translate an ``envoy.extensions.wasm.v3.PluginConfig`` into a spec and the module bytes."""
+    vm = config.vm_config
+    if config.WhichOneof("vm") != "vm_config":
+        raise ConfigError(path, "vm_config is required (vm references are not supported)")
+    if vm.runtime not in _RUNTIMES:
+        raise ConfigError(f"{path}.vm_config.runtime", f"unsupported runtime {vm.runtime!r}; wasmesh runs modules on wasmtime")
+    if config.capability_restriction_config.ByteSize():
+        raise ConfigError(f"{path}.capability_restriction_config", "capability restrictions are not supported yet")
+    wasm = _module_bytes(vm, f"{path}.vm_config")
+    env: list[tuple[str, str]] = sorted(vm.environment_variables.key_values.items())
+    for key in vm.environment_variables.host_env_keys:
+        value = os.environ.get(key)
+        if value is not None:
+            env.append((key, value))
+    if config.failure_policy in _POLICIES:
+        policy = _POLICIES[config.failure_policy]
+    else:
+        policy = FailurePolicy.FAIL_OPEN if config.fail_open else FailurePolicy.FAIL_CLOSED
+    spec = PluginSpec(
+        name=config.name,
+        root_id=config.root_id,
+        vm_id=vm.vm_id,
+        configuration=_configuration_bytes(config.configuration, f"{path}.configuration"),
+        vm_configuration=_configuration_bytes(vm.configuration, f"{path}.vm_config.configuration"),
+        failure_policy=policy,
+        env=tuple(env),
+        allow_on_headers_stop_iteration=config.allow_on_headers_stop_iteration.value
+        if config.HasField("allow_on_headers_stop_iteration") else False,
+    )
+    return spec, wasm
+
+
+def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[FilterCallbacks], HttpFilter]:
+    """Config factory for ``envoy.extensions.filters.http.wasm.v3.Wasm`` (runs off the request path)."""
+    if not isinstance(config, http_wasm_pb2.Wasm):
+        raise ConfigError("", f"expected envoy.extensions.filters.http.wasm.v3.Wasm, got {type(config).__name__}")
+    spec, wasm = plugin_spec_from_proto(config.config, "config")
+    host = wasm_host()
+    if context.services is not None:
+        host.services = context.services
+    host.environment.clusters = context.cluster_names
+    if context.node is not None and context.node.ByteSize():
+        host.environment.node = json_format.MessageToDict(context.node, preserving_proto_field_name=True)
+    try:
+        compiled = host.runtime.compile(wasm)
+    except ModuleError as err:
+        raise ConfigError("config.vm_config.code", f"module {hashlib.sha256(wasm).hexdigest()[:12]}: {err}") from None
+    try:
+        binding = host.acquire(compiled, spec)
+    except PluginStartError as err:
+        raise ConfigError("config", str(err)) from None
+    host.drain()
+    context.on_retire(lambda: host.release(binding))
+
+    def create(callbacks: FilterCallbacks) -> HttpFilter:
+        return WasmHttpFilter(callbacks, binding, host)
+
+    return create
+
+
+register_http_filter("envoy.extensions.filters.http.wasm.v3.Wasm", build_wasm_filter)
+
+__all__ = ["SidecarEnvironment", "WasmHost", "WasmHttpFilter", "build_wasm_filter", "wasm_host"]
