@@ -256,10 +256,15 @@ class RouterFilter(HttpFilter):
         if action.hash_policies and cluster.plan.lb_policy == "RING_HASH":
             self.hash_key = self._hash_key(action, headers)
         if end_stream:
-            self._on_request_complete()
+            self.request_complete = True
         self._start_attempt(end_stream)
-        if action.mirrors:
+        if action.mirrors and not self.stream.done:
             self._start_shadows(action, headers, end_stream)
+        if end_stream:
+            self._arm_global_timer()
+            if self.shadows:
+                for shadow in self.shadows:
+                    shadow.router = None
         return HeadersStatus.StopIteration
 
     def decode_data(self, data: Any, end_stream: bool) -> DataStatus:
@@ -465,15 +470,18 @@ class RouterFilter(HttpFilter):
             self.shadows.append(shadow)
             self.out.append(StartUpstream(shadow))
 
-    def _on_request_complete(self) -> None:
-        if self.request_complete:
-            return
-        self.request_complete = True
+    def _arm_global_timer(self) -> None:
         action = self.action
         if action is not None and action.timeout is not None and self.global_timer is None \
                 and not self.stream.done and not self.response_started:
             self.global_timer = Timer(action.timeout, self._on_global_timeout)
             self.out.append(self.global_timer)
+
+    def _on_request_complete(self) -> None:
+        if self.request_complete:
+            return
+        self.request_complete = True
+        self._arm_global_timer()
         attempt = self.attempt
         if attempt is not None and attempt.per_try_timer is None and not attempt.done:
             self._start_per_try_timer(attempt)
