@@ -4,7 +4,7 @@ Where it sits: the identity agent (``IdentityAgent``) obtains and renews the wor
 certificate from the control plane's CA over ``IstioCertificateService`` and feeds
 ``TlsContexts`` (``ssl.SSLContext`` for listeners and clusters) and the SDS secrets
 ``default``/``ROOTCA``; ``SecureListener``/``open_mtls_connection`` apply PeerAuthentication
-modes on asyncio sockets; ``verify_peer_chain``/``peer_identity`` check a peer's identity;
+modes on asyncio sockets; ``check_inbound`` runs CUSTOM, JWT and RBAC on a request; ``verify_peer_chain``/``peer_identity`` check a peer's identity;
 the authorization engine and JWT authentication live in ``wasmhost.security.authz`` and
 ``wasmhost.security.jwt``. Nothing here imports the control plane.
 """
@@ -33,6 +33,7 @@ from ._inbound import (
     open_mtls_connection,
     sniff_tls,
 )
+from ._inbound_http import InboundSecurity, InboundVerdict, check_inbound
 from ._peer import PeerVerificationError, verify_peer_chain
 from ._renewal import RenewalPolicy
 from ._sds import (
@@ -59,9 +60,9 @@ __all__ = [
     "CERTIFICATE_SERVICE_NAME", "CREATE_CERTIFICATE_METHOD", "CREATE_CERTIFICATE_PATH", "DEFAULT_CA_SERVER_NAME",
     "DEFAULT_SECRET", "MESH_ALPN", "ROOT_SECRET", "SECRET_TYPE_URL", "TRUST_BUNDLE_METADATA",
     "CertificateSigner", "GrpcCertificateClient", "IdentityAgent", "IstioCertificateRequest",
-    "IstioCertificateResponse", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
+    "InboundSecurity", "InboundVerdict", "IstioCertificateResponse", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
     "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "WorkloadSvid",
-    "build_csr", "certificate_secret", "certificates_pem", "client_context_for", "generate_key",
+    "build_csr", "check_inbound", "certificate_secret", "certificates_pem", "client_context_for", "generate_key",
     "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "peer_certificate", "peer_identity",
     "sds_secrets", "secret_as_dict", "server_context_for", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
     "uri_sans", "verify_peer_chain",
