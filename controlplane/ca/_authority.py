@@ -87,6 +87,7 @@ class CertificateAuthority:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._lock = threading.Lock()
         self._signing = self._load_or_create()
+        self._loaded_stamp = self._stamp()
         self._publish_bundle()
 
     # --- state on disk -----------------------------------------------------------------------
@@ -97,6 +98,20 @@ class CertificateAuthority:
         material = generate_root(self.trust_domain)
         save_signing_material(self.directory, material)
         return material
+
+    def _stamp(self) -> int:
+        try:
+            return (self.directory / "ca-cert.pem").stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def _current_signing(self) -> SigningMaterial:
+        """The signing material, reloaded when another process (``rotate activate``) replaced it."""
+        stamp = self._stamp()
+        if stamp != self._loaded_stamp:
+            self._signing = load_signing_material(self.directory)
+            self._loaded_stamp = stamp
+        return self._signing
 
     def _optional(self, name: str) -> SigningMaterial | None:
         folder = self.directory / name
@@ -147,6 +162,7 @@ class CertificateAuthority:
             save_signing_material(self.directory, staged)
             shutil.rmtree(self.directory / "next")
             self._signing = staged
+            self._loaded_stamp = self._stamp()
             self._publish_bundle()
 
     def retire_previous_root(self) -> None:
@@ -205,7 +221,7 @@ class CertificateAuthority:
             raise CsrRejected(f"csr: requests {requested} but the caller is authenticated as {caller}")
         lifetime = self._lifetime(validity_seconds)
         with self._lock:
-            signing = self._signing
+            signing = self._current_signing()
             bundle = self.trust_bundle()
         cert = self._build_leaf(signing, csr.public_key(), caller, lifetime)
         return IssuedCertificate(
@@ -220,7 +236,7 @@ class CertificateAuthority:
         """Key and chain PEM for the control plane's own TLS endpoints (SPIFFE ID + DNS names)."""
         key = ec.generate_private_key(ec.SECP256R1())
         with self._lock:
-            signing = self._signing
+            signing = self._current_signing()
         cert = self._build_leaf(signing, key.public_key(), identity, lifetime or self.default_ttl, dns_names)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
