@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     max_ttl = dt.timedelta(seconds=args.max_ttl) if getattr(args, "max_ttl", None) else max(ttl, dt.timedelta(days=90))
     ca = CertificateAuthority(args.dir, args.trust_domain, default_ttl=ttl, max_ttl=max_ttl)
     if args.command == "rotate":
-        {"stage": ca.stage_root, "activate": ca.activate_next_root, "retire": ca.retire_previous_root}[args.step]()
+        if args.step == "stage":
+            ca.stage_root()
+        elif args.step == "activate":
+            ca.activate_next_root()
+        else:
+            ca.retire_previous_root()
         print(f"trust bundle: {len(ca.trust_bundle())} root(s); signing with {ca.root.subject.rfc4514_string()}")
         return 0
     server = CsrServer(ca, BootstrapTokens(_secret(secret_path)), host=args.host, port=args.port).start()
