@@ -1,5 +1,10 @@
 """Differential tests: every HTTP conformance plugin behaves in our host exactly as in Envoy.
 
+Two comparisons per case. ``test_plugin_behaves_as_in_envoy`` runs all of a case's requests
+through one long-running Envoy and one long-running host. ``test_plugin_run_matches_envoy``
+runs each of the case's requests on its own through ``wasmesh plugin run --json`` (the real
+CLI, in process) and through a fresh Envoy (``run_plugin_in_envoy``), start-up logs included.
+
 Each case starts one real Envoy (``EnvoyPluginSession``) and one of our hosts
 (``tests.wasmhost._conformance.ConformanceHost``, which embeds ``wasmhost`` the way Envoy's
 HTTP filter manager drives a filter) with the same module and configuration, sends them the
@@ -20,15 +25,25 @@ success paths (the harness has no gRPC upstream; dispatch failure is compared).
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controlplane.cli import main as wasmesh
 from tests._tools import plugin_path
-from tests.e2e._envoy import UPSTREAM_CLUSTER, EnvoyPluginSession, EnvoyStartError, comparable
+from tests.e2e._envoy import (
+    UPSTREAM_CLUSTER,
+    EnvoyPluginSession,
+    EnvoyStartError,
+    comparable,
+    run_plugin_in_envoy,
+)
 from tests.wasmhost._conformance import ConformanceHost
 from wasmhost import FailurePolicy, ModuleError, PluginStartError, StreamInfo
 
@@ -311,3 +326,69 @@ def test_plugin_refused_by_envoy_is_refused_by_us(
             plugin_path(plugin), configuration=configuration, vm_configuration=vm_configuration
         ):
             pass
+
+
+PLUGIN_RUN_KNOWN_DIFFERENCES = {
+    **{case: reason for case, reason in KNOWN_DIFFERENCES.items() if case in ("metrics", "bad-pointers")},
+    "trap-fail-open/0": KNOWN_DIFFERENCES["trap-fail-open"],
+    "trap-fail-open/1": KNOWN_DIFFERENCES["trap-fail-open"],
+    "lifecycle/1": "Envoy's HTTP/1.1 codec hands a content-length body to the filter as the data with "
+    "end_of_stream false, then an empty chunk with end_of_stream true; wasmhost._runner sends one chunk "
+    "with end_of_stream true",
+}
+
+
+def _plugin_run_params() -> Iterator[Any]:
+    for case in CASES:
+        for index in range(len(case.requests)):
+            reason = PLUGIN_RUN_KNOWN_DIFFERENCES.get(
+                f"{case.id}/{index}", PLUGIN_RUN_KNOWN_DIFFERENCES.get(case.id)
+            )
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            yield pytest.param(case, index, id=f"{case.id}/{index}", marks=marks)
+
+
+def _plugin_run_args(case: Case, module: Path, request: Mapping[str, Any]) -> list[str]:
+    """``wasmesh plugin run`` flags for this case's configuration and one request."""
+    args = ["plugin", "run", str(module), "--json", "--root-id", case.root_id, "--config", case.configuration]
+    args += ["--vm-config", case.vm_configuration, "--failure-policy", case.failure_policy]
+    args += ["--method", request.get("method", "GET"), "--path", request.get("path", "/")]
+    for name, value in request.get("headers", ()):
+        args += ["-H", f"{name}: {value}"]
+    args += ["--body", request.get("body", ""), "--response-body", request.get("response_body", "")]
+    args += ["--response-status", str(request.get("response_status", 200))]
+    for name, value in request.get("response_headers", ()):
+        args += ["--response-header", f"{name}: {value}"]
+    for cluster, (status, body) in {**case.callouts, **request.get("callouts", {})}.items():
+        args += ["--callout", f"{cluster}={status}:{body}"]
+    for field_name, value in case.info.items():
+        args += ["--property", f"xds.{field_name}={value}"]
+    return args
+
+
+@pytest.mark.e2e
+@pytest.mark.envoy
+@pytest.mark.parametrize(("case", "index"), list(_plugin_run_params()))
+def test_plugin_run_matches_envoy(
+    case: Case, index: int, envoy_binary: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Request ``index`` of the case on its own: a fresh plugin on both sides."""
+    normalise = case.normalise or (lambda result: result)
+    request = case.requests[index]
+    module = tmp_path / "plugin.wasm"  # plugin run names the plugin after the file, as Envoy's "plugin"
+    shutil.copyfile(plugin_path(case.plugin), module)
+    capsys.readouterr()
+    assert wasmesh(_plugin_run_args(case, module, request)) == 0
+    ours = json.loads(capsys.readouterr().out)
+    envoy_request = {k: v for k, v in request.items() if k != "callouts"}
+    expected = run_plugin_in_envoy(
+        module,
+        root_id=case.root_id,
+        configuration=case.configuration,
+        vm_configuration=case.vm_configuration,
+        failure_policy=case.failure_policy,
+        callouts={**case.callouts, **request.get("callouts", {})},
+        binary=envoy_binary,
+        **envoy_request,
+    )
+    assert normalise(comparable(ours)) == normalise(comparable(expected))
