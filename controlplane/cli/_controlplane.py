@@ -90,16 +90,18 @@ def _serve(args: argparse.Namespace) -> int:
         await plane.start()
         print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}, "
               f"API {settings.host}:{plane.monitoring_port}", flush=True)
+        kube = None
         if args.kubeconfig or args.kubernetes:
             from controlplane._kube import KubernetesSource
 
-            kube = KubernetesSource.from_config(plane.store, args.kubeconfig)
-            kube.start()
+            kube = KubernetesSource.from_config(plane.store, args.kubeconfig).start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if kube is not None:
+            await asyncio.to_thread(kube.stop)
         await plane.stop()
 
     del monitoring_host

@@ -1,0 +1,245 @@
+"""The Kubernetes source: list/watch Istio CRDs plus Services, Endpoints and Pods through the
+`kubernetes` client, and feed the same store the folder source feeds.
+
+The adapter is deliberately thin: each watched collection is a dict of objects by
+namespace/name kept current by list-then-watch (relisting on 410 Gone or a dropped stream);
+after every event the whole Kubernetes slice is rebuilt and handed to the store, which keeps
+versions stable for unchanged objects. CRD objects are validated like manifests from a
+folder (a bad one is reported and its last good version kept). A Service with its Endpoints
+becomes a ServiceEntry-equivalent resource (STATIC, one endpoint per ready address, labelled
+with its Pod's labels), so the registry and translation see one model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane._resources import Document, Origin, Resource, ResourceKey
+from controlplane._schemas import KINDS, Kind
+from controlplane._store import ConfigStore
+from controlplane._validation import Diagnostic, validate_document
+
+log = logging.getLogger("wasmesh.controlplane.kube")
+SOURCE = "kubernetes"
+SERVICE_DOMAIN = "svc.cluster.local"
+POOL_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One list/watch endpoint: a CRD (group/version/plural) or a core kind."""
+
+    name: str
+    kind: Kind | None = None
+
+    @property
+    def is_core(self) -> bool:
+        return self.kind is None
+
+
+class KubernetesSource:
+    """Watches a Kubernetes API server in background threads (one per collection)."""
+
+    def __init__(self, store: ConfigStore, api_client: Any, *, watch_timeout: int = 30,
+                 relist_backoff: float = 1.0) -> None:
+        from kubernetes import client
+
+        self.store = store
+        self.api_client = api_client
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.watch_timeout = watch_timeout
+        self.relist_backoff = relist_backoff
+        self.collections = [Collection(k.plural, k) for k in KINDS] + [
+            Collection("services"), Collection("endpoints"), Collection("pods")]
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {c.name: {} for c in self.collections}
+        self._last_good: dict[ResourceKey, Resource] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.synced = threading.Event()
+        self._synced_collections: set[str] = set()
+
+    @classmethod
+    def from_config(cls, store: ConfigStore, kubeconfig: str | None = None) -> KubernetesSource:
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = POOL_SIZE  # one open watch per collection
+        return cls(store, client.ApiClient(configuration))
+
+    # ---- the loops ------------------------------------------------------------------------------------
+    def start(self) -> KubernetesSource:
+        for collection in self.collections:
+            thread = threading.Thread(target=self._run, args=(collection,), daemon=True,
+                                      name=f"kube-watch-{collection.name}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.watch_timeout + 5)
+
+    def _list_call(self, collection: Collection) -> Callable[..., Any]:
+        if collection.kind is not None:
+            kind = collection.kind
+            version = kind.versions[0]
+
+            def list_custom(**kwargs: Any) -> Any:
+                return self.custom.list_cluster_custom_object(kind.group, version, kind.plural, **kwargs)
+
+            return list_custom
+        return {"services": self.core.list_service_for_all_namespaces,
+                "endpoints": self.core.list_endpoints_for_all_namespaces,
+                "pods": self.core.list_pod_for_all_namespaces}[collection.name]
+
+    def _as_dict(self, obj: Any) -> dict[str, Any]:
+        return obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
+
+    def _run(self, collection: Collection) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        list_call = self._list_call(collection)
+        while not self._stop.is_set():
+            try:
+                listing = self._as_dict(list_call())
+                version = str((listing.get("metadata") or {}).get("resourceVersion", ""))
+                with self._lock:
+                    self._objects[collection.name] = {_object_key(o): o for o in listing.get("items") or []}
+                self._mark_synced(collection)
+                self._rebuild()
+                while not self._stop.is_set():
+                    stream: Iterator[dict[str, Any]] = watch.Watch().stream(
+                        list_call, resource_version=version, timeout_seconds=self.watch_timeout)
+                    for event in stream:
+                        obj = self._as_dict(event["object"])
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        self._apply_event(collection, str(event["type"]), obj)
+                        if self._stop.is_set():
+                            break
+            except ApiException as err:
+                if err.status != 410:
+                    log.warning("kubernetes %s: %s %s", collection.name, err.status, err.reason)
+            except Exception as err:  # noqa: BLE001 - a lost stream must not end the source
+                log.warning("kubernetes %s watch ended: %s", collection.name, err)
+            self._stop.wait(self.relist_backoff)
+
+    def _mark_synced(self, collection: Collection) -> None:
+        self._synced_collections.add(collection.name)
+        if len(self._synced_collections) == len(self.collections):
+            self.synced.set()
+
+    def _apply_event(self, collection: Collection, kind: str, obj: dict[str, Any]) -> None:
+        key = _object_key(obj)
+        with self._lock:
+            if kind == "DELETED":
+                self._objects[collection.name].pop(key, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                self._objects[collection.name][key] = obj
+            else:
+                return  # BOOKMARK / ERROR carry no object change
+        self._rebuild()
+
+    # ---- objects -> resources ---------------------------------------------------------------------------
+    def _rebuild(self) -> None:
+        with self._lock:
+            snapshot = {name: dict(items) for name, items in self._objects.items()}
+        resources: list[Resource] = []
+        findings: list[Diagnostic] = []
+        for collection in self.collections:
+            if collection.kind is None:
+                continue
+            for key, obj in sorted(snapshot[collection.name].items()):
+                origin = Origin(f"kubernetes:{collection.kind.plural}/{key}")
+                resource, found = validate_document(Document(_manifest(obj, collection.kind), origin))
+                findings.extend(found)
+                if resource is not None:
+                    resource = _with_kube_metadata(resource, obj)
+                    self._last_good[resource.key] = resource
+                    resources.append(resource)
+                else:
+                    meta = obj.get("metadata") or {}
+                    previous = self._last_good.get(ResourceKey(collection.kind.kind, str(meta.get("namespace", "default")),
+                                                               str(meta.get("name", ""))))
+                    if previous is not None:
+                        resources.append(previous)
+        resources.extend(services_as_entries(snapshot["services"], snapshot["endpoints"], snapshot["pods"]))
+        self.store.replace_source(SOURCE, resources, findings)
+
+
+def _object_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _manifest(obj: Mapping[str, Any], kind: Kind) -> dict[str, Any]:
+    """A CRD object as a manifest: server-managed metadata dropped so strict validation applies."""
+    meta = obj.get("metadata") or {}
+    metadata = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    return {"apiVersion": obj.get("apiVersion") or kind.api_versions[0], "kind": kind.kind, "metadata": metadata,
+            "spec": obj.get("spec") or {}}
+
+
+def _with_kube_metadata(resource: Resource, obj: Mapping[str, Any]) -> Resource:
+    from dataclasses import replace
+
+    created = str((obj.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        stamp = time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) if created else 0.0
+    except ValueError:
+        stamp = 0.0
+    return replace(resource, creation_timestamp=stamp)
+
+
+def services_as_entries(services: Mapping[str, Mapping[str, Any]], endpoints: Mapping[str, Mapping[str, Any]],
+                        pods: Mapping[str, Mapping[str, Any]]) -> list[Resource]:
+    """Kubernetes Services (with their Endpoints and Pods' labels) as STATIC ServiceEntries."""
+    out = []
+    for key, service in sorted(services.items()):
+        meta, spec = service.get("metadata") or {}, service.get("spec") or {}
+        namespace, name = str(meta.get("namespace", "default")), str(meta.get("name", ""))
+        ports = []
+        for port in spec.get("ports") or []:
+            port_name = str(port.get("name") or f"port-{port.get('port')}")
+            protocol = str(port.get("appProtocol") or _protocol_from_name(port_name) or port.get("protocol") or "TCP")
+            target = port.get("targetPort")
+            entry: dict[str, Any] = {"number": int(port["port"]), "name": port_name, "protocol": protocol.upper()}
+            if isinstance(target, int):
+                entry["targetPort"] = target
+            ports.append(entry)
+        workloads = []
+        for subset in (endpoints.get(key) or {}).get("subsets") or []:
+            port_map = {str(p.get("name") or f"port-{p.get('port')}"): int(p["port"]) for p in subset.get("ports") or []}
+            for address in subset.get("addresses") or []:
+                ref = address.get("targetRef") or {}
+                pod = pods.get(f"{ref.get('namespace', namespace)}/{ref.get('name', '')}") or {}
+                labels = dict((pod.get("metadata") or {}).get("labels") or {})
+                workloads.append({"address": address["ip"], "ports": port_map, "labels": labels})
+        spec_out = {"hosts": [f"{name}.{namespace}.{SERVICE_DOMAIN}"], "ports": ports, "resolution": "STATIC",
+                    "location": "MESH_INTERNAL", "endpoints": workloads}
+        out.append(Resource(kind="ServiceEntry", api_version="networking.istio.io/v1", name=f"k8s-{name}",
+                            namespace=namespace, spec=spec_out, origin=Origin(f"kubernetes:services/{key}")))
+    return out
+
+
+def _protocol_from_name(name: str) -> str:
+    prefix = name.split("-")[0].lower()
+    return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "tcp": "TCP"}.get(prefix, "")
+
+
+__all__ = ["SOURCE", "KubernetesSource", "services_as_entries"]

@@ -1,0 +1,171 @@
+"""FakeKubeApiServer: an in-process stand-in for kube-apiserver (none is installable here).
+
+It implements only what the Kubernetes source uses, the way the real server answers it:
+cluster-wide LIST of a collection (items plus the list's resourceVersion) and WATCH from a
+resourceVersion (chunked JSON lines of ADDED/MODIFIED/DELETED events, ending after
+timeoutSeconds; 410 Gone when the version is older than the history kept). Tests change
+objects with `put` / `delete`, as a controller or kubectl would.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+
+class FakeKubeApiServer:
+    def __init__(self, history: int = 1000) -> None:
+        self._lock = threading.Condition()
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {}
+        self._events: list[tuple[int, str, str, dict[str, Any]]] = []
+        self._version = 100
+        self._history = history
+        self._stopping = False
+        self._compacted = 0
+        self._epoch = 0
+        self.gone = 0
+        self.requests: list[str] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-kube-apiserver")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FakeKubeApiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+    # ---- what tests call -----------------------------------------------------------------------------
+    def put(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object in `collection` (an API path such as /api/v1/services)."""
+        with self._lock:
+            self._version += 1
+            obj = json.loads(json.dumps(obj))
+            meta = obj.setdefault("metadata", {})
+            meta.setdefault("namespace", "default")
+            key = f"{meta['namespace']}/{meta['name']}"
+            items = self._objects.setdefault(collection, {})
+            event = "MODIFIED" if key in items else "ADDED"
+            meta.setdefault("creationTimestamp",
+                            (items.get(key) or {}).get("metadata", {}).get("creationTimestamp")
+                            or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            meta["resourceVersion"] = str(self._version)
+            items[key] = obj
+            self._record(collection, event, obj)
+            return obj
+
+    def delete(self, collection: str, namespace: str, name: str) -> None:
+        with self._lock:
+            obj = self._objects.get(collection, {}).pop(f"{namespace}/{name}")
+            self._version += 1
+            obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._version)}}
+            self._record(collection, "DELETED", obj)
+
+    def compact(self) -> None:
+        """Forget history as etcd compaction does: open watches end, older versions get 410."""
+        with self._lock:
+            self._compacted = self._version
+            self._events.clear()
+            self._epoch += 1
+            self._lock.notify_all()
+
+    def _record(self, collection: str, event: str, obj: dict[str, Any]) -> None:
+        self._events.append((self._version, collection, event, obj))
+        del self._events[: max(0, len(self._events) - self._history)]
+        self._lock.notify_all()
+
+    # ---- the HTTP side --------------------------------------------------------------------------------
+    def _list(self, collection: str) -> dict[str, Any]:
+        with self._lock:
+            items = [self._objects.get(collection, {})[k] for k in sorted(self._objects.get(collection, {}))]
+            return {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._version)},
+                    "items": items}
+
+    def _watch(self, collection: str, since: int, timeout: float) -> Iterator[dict[str, Any]] | None:
+        with self._lock:
+            oldest = self._events[0][0] if self._events else self._version + 1
+            if since < self._compacted or (len(self._events) >= self._history and since < oldest - 1):
+                self.gone += 1
+                return None
+            epoch = self._epoch
+
+        def events() -> Iterator[dict[str, Any]]:
+            seen = since
+            deadline = time.monotonic() + timeout
+            while True:
+                with self._lock:
+                    if self._stopping or self._epoch != epoch:
+                        return
+                    pending = [(v, e, o) for v, c, e, o in self._events if c == collection and v > seen]
+                    if not pending:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return
+                        self._lock.wait(min(remaining, 0.2))
+                        continue
+                for version, event, obj in pending:
+                    seen = version
+                    yield {"type": event, "object": obj}
+
+        return events()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, payload: Any) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                url = urlparse(self.path)
+                query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                fake.requests.append(f"{url.path}{' watch' if query.get('watch') in ('true', 'True', '1') else ''}")
+                collection = url.path.rstrip("/")
+                if query.get("watch") not in ("true", "True", "1"):
+                    self._json(200, fake._list(collection))
+                    return
+                stream = fake._watch(collection, int(query.get("resourceVersion") or 0),
+                                     float(query.get("timeoutSeconds") or 30))
+                if stream is None:
+                    self._json(410, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "Expired", "code": 410, "message": "too old resource version"})
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                try:
+                    for event in stream:
+                        line = json.dumps(event).encode() + b"\n"
+                        self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler

@@ -1,0 +1,113 @@
+"""The Kubernetes source against FakeKubeApiServer (an in-process stand-in: no kube-apiserver
+can be installed here). The adapter uses the real `kubernetes` client, so the API server is
+the only difference from a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from controlplane._generate import generate
+from controlplane._mesh import Mesh
+from controlplane._protos import ENDPOINT, ROUTE, to_dict
+from controlplane._resources import ResourceKey
+from controlplane._store import ConfigStore
+from tests.controlplane._fake_kube import FakeKubeApiServer
+from tests.controlplane._fixtures import sidecar
+from tests.controlplane._running import wait_for
+
+kubernetes = pytest.importorskip("kubernetes", reason="the Kubernetes source needs the kubernetes client")
+from controlplane._kube import KubernetesSource  # noqa: E402
+
+VS_PATH = "/apis/networking.istio.io/v1/virtualservices"
+
+
+def virtual_service(timeout: str) -> dict[str, object]:
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "reviews", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "http": [{"route": [{"destination": {"host": "reviews"}}],
+                                                     "timeout": timeout}]}}
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]]:
+    fake = FakeKubeApiServer().start()
+    configuration = kubernetes.client.Configuration()
+    configuration.host = fake.url
+    configuration.connection_pool_maxsize = 32
+    store = ConfigStore()
+    source = KubernetesSource(store, kubernetes.client.ApiClient(configuration), watch_timeout=2, relist_backoff=0.1)
+    try:
+        yield fake, store, source
+    finally:
+        fake.stop()  # ends the open watches first, so the source's threads stop at once
+        source.stop()
+
+
+def timeout_of(store: ConfigStore) -> str | None:
+    resource = store.get(ResourceKey("VirtualService", "default", "reviews"))
+    return None if resource is None else str(resource.spec["http"][0]["timeout"])
+
+
+def test_lists_then_follows_crd_changes(cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]) -> None:
+    fake, store, source = cluster
+    fake.put(VS_PATH, virtual_service("1s"))
+    source.start()
+    assert source.synced.wait(10)
+    assert timeout_of(store) == "1s"
+    fake.put(VS_PATH, virtual_service("2s"))
+    wait_for(lambda: timeout_of(store) == "2s", what="MODIFIED seen")
+    fake.put(VS_PATH, virtual_service("whenever"))  # invalid: reported, last good kept
+    wait_for(lambda: any("timeout" in d.path for d in store.findings()), what="invalid object reported")
+    assert timeout_of(store) == "2s"
+    [finding] = store.findings()
+    assert finding.origin.file == "kubernetes:virtualservices/default/reviews"
+    fake.delete(VS_PATH, "default", "reviews")
+    wait_for(lambda: timeout_of(store) is None, what="DELETED seen")
+    assert f"{VS_PATH} watch" in fake.requests and "/api/v1/services" in fake.requests
+
+
+def test_services_endpoints_and_pods_become_registry_entries(
+        cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]) -> None:
+    fake, store, source = cluster
+    fake.put("/api/v1/services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "reviews"},
+                                  "spec": {"ports": [{"name": "http", "port": 9080, "targetPort": 9080,
+                                                      "protocol": "TCP"}], "selector": {"app": "reviews"}}})
+    fake.put("/api/v1/pods", {"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": "reviews-v2-abc", "labels": {"app": "reviews", "version": "v2"}},
+                              "spec": {"containers": [{"name": "app", "image": "x"}]}})
+    source.start()
+    assert source.synced.wait(10)
+    fake.put("/api/v1/endpoints", {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "reviews"},
+                                   "subsets": [{"addresses": [{"ip": "10.1.2.3", "targetRef": {
+                                       "kind": "Pod", "name": "reviews-v2-abc", "namespace": "default"}}],
+                                                "ports": [{"name": "http", "port": 9080, "protocol": "TCP"}]}]})
+    fake.put("/apis/networking.istio.io/v1/destinationrules", {
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule", "metadata": {"name": "reviews"},
+        "spec": {"host": "reviews", "subsets": [{"name": "v2", "labels": {"version": "v2"}}]}})
+
+    def endpoints() -> list[str]:
+        snapshot = generate(Mesh(store.resources()), sidecar())
+        cla = snapshot.resources(ENDPOINT).get("outbound|9080|v2|reviews.default.svc.cluster.local")
+        if cla is None:
+            return []
+        return [e["endpoint"]["address"]["socket_address"]["address"]
+                for group in to_dict(cla).get("endpoints", []) for e in group["lb_endpoints"]]
+
+    assert wait_for(endpoints, what="endpoint with pod labels") == ["10.1.2.3"]
+    snapshot = generate(Mesh(store.resources()), sidecar())
+    assert "9080" in snapshot.resources(ROUTE)
+
+
+def test_relists_after_410_gone(cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]) -> None:
+    fake, store, source = cluster
+    fake.put(VS_PATH, virtual_service("1s"))
+    source.start()
+    assert source.synced.wait(10)
+    lists_before = fake.requests.count(VS_PATH)
+    fake.put("/api/v1/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})  # history moves on
+    fake.compact()  # open watches end; resuming from the old version answers 410 Gone
+    fake.put(VS_PATH, virtual_service("2s"))
+    wait_for(lambda: timeout_of(store) == "2s", what="converged after relisting")
+    assert fake.gone >= 1 and fake.requests.count(VS_PATH) > lists_before
