@@ -369,6 +369,15 @@ class CallCompiler(ExpressionCompiler):
             if isinstance(t, DictT):
                 return code + ["i32.const 0", f"i32.const {int(t.key.is_pointer)}", "i32.const 0", "call $rt_dict_list"], ListT(t.key)
             raise self.error(node, f"list() of {t}")
+        if name == "bytes":
+            if not args:
+                return [f"i32.const {self.c.string(b'')}"], BYTES
+            code, t = self.expr(args[0], ListT(INT))
+            if t == INT:
+                return code + ["call $rt_bytes_zeros"] + self.check_exc(), BYTES
+            if t == ListT(INT):
+                return code + ["call $rt_bytes_from_list"] + self.check_exc(), BYTES
+            raise self.error(node, unsupported(f"bytes() of {t}", "bytes(list_of_ints) or s.encode()"))
         if name == "dict" and len(args) == 1:
             code, t = self.expr(args[0], expected)
             if isinstance(t, DictT):

@@ -33,7 +33,7 @@ from sdk.compiler._types import (
 )
 
 SDK_DIR = Path(__file__).resolve().parent.parent
-SDK_SOURCE_MODULES = ("types", "proxywasm", "errors", "entrypoint", "jsonvalue")
+SDK_SOURCE_MODULES = ("types", "proxywasm", "errors", "entrypoint", "jsonvalue", "encoding")
 HOSTABI_MODULE = "sdk._hostabi"
 TYPING_NAMES = {
     "typing": {"Optional", "Callable", "List", "Dict", "Tuple", "Union", "TYPE_CHECKING", "Final"},
@@ -287,7 +287,7 @@ class Program:
                     node,
                     unsupported(
                         f"import of {name}",
-                        "imports from sdk.types, sdk.proxywasm, sdk.errors or sdk.jsonvalue",
+                        "imports from sdk.types, sdk.proxywasm, sdk.errors, sdk.jsonvalue or sdk.encoding",
                     ),
                 )
             path = SDK_DIR / f"{short}.py"

@@ -308,4 +308,31 @@ WAT = r"""
       (local.set $right (i64.sub (local.get $right) (i64.const 1)))
       (br $next)))
   (local.get $sb))
+
+(func $rt_bytes_from_list (param $l i32) (result i32)
+  (local $n i32) (local $i i32) (local $r i32) (local $v i64)
+  (local.set $n (i32.load offset=8 (local.get $l)))
+  (local.set $r (call $rt_str_new (local.get $n) (i32.const 2)))
+  (block $done
+    (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $v (i64.load (call $rt_list_slot (local.get $l) (local.get $i))))
+      (if (i64.gt_u (local.get $v) (i64.const 255))
+        (then
+          (call $rt_raise_msg (global.get $cid.ValueError) {{s:bytes must be in range(0, 256)}})
+          (return (local.get $r))))
+      (i32.store8 offset=16 (i32.add (local.get $r) (local.get $i)) (i32.wrap_i64 (local.get $v)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+  (local.get $r))
+
+(func $rt_bytes_zeros (param $n i64) (result i32)
+  (local $r i32)
+  (if (i64.lt_s (local.get $n) (i64.const 0))
+    (then
+      (call $rt_raise_msg (global.get $cid.ValueError) {{s:negative count}})
+      (return (call $rt_str_new (i32.const 0) (i32.const 2)))))
+  (local.set $r (call $rt_str_new (i32.wrap_i64 (local.get $n)) (i32.const 2)))
+  (memory.fill (i32.add (local.get $r) (i32.const 16)) (i32.const 0) (i32.wrap_i64 (local.get $n)))
+  (local.get $r))
 """
