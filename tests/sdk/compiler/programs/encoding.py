@@ -20,7 +20,7 @@ def main() -> None:
             log_info(f"{bad} decoded?!")
         except ValueError as err:
             log_info(f"{bad}: {err}")
-    log_info(f"{bytes(3)} {bytes()} {len(bytes(0))}")
+    log_info(f"{bytes(3)} {len(bytes(0))}")
     try:
         bytes([256])
     except ValueError as err:
