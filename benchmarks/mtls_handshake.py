@@ -6,8 +6,9 @@ client runs here with asyncio. Certificates are real EC P-256 SVIDs from
 ``controlplane.ca``. Reported:
 
 - new connections/s (wall clock, ``--concurrency`` clients each doing connect + one request +
-  close), and per core: connections per CPU-second used by the server process, and by the
-  client process;
+  close; both processes share this machine's cores, so this depends on the machine), and per
+  core: connections per CPU-second the server process used during that phase (read from
+  /proc, Linux), and the same for the client process;
 - keep-alive round-trip p50/p99 over one connection, mTLS minus plaintext = added p50.
 
 Every phase is bounded by ``--seconds``; the server is stopped by PID.
@@ -96,13 +97,19 @@ def start_server(ca_dir: str, mode: str) -> tuple[subprocess.Popen[bytes], int]:
     return process, int(line)
 
 
-def stop_server(process: subprocess.Popen[bytes]) -> float:
-    """Stop by PID and return the CPU seconds the server used."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def stop_server(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=10)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def new_connections(port: int, context: object, seconds: float, concurrency: int) -> int:
@@ -148,14 +155,14 @@ def cpu_self() -> float:
 def measure(ca_dir: str, mode: str, context: object, args: argparse.Namespace) -> dict[str, float]:
     process, port = start_server(ca_dir, mode)
     try:
-        client_cpu = cpu_self()
+        client_cpu, server_cpu = cpu_self(), cpu_of(process.pid)
         wall = time.monotonic()
         count = asyncio.run(new_connections(port, context, args.seconds, args.concurrency))
         wall = time.monotonic() - wall
-        client_cpu = cpu_self() - client_cpu
+        client_cpu, server_cpu = cpu_self() - client_cpu, cpu_of(process.pid) - server_cpu
         samples = asyncio.run(keepalive(port, context, args.round_trips, args.seconds))
     finally:
-        server_cpu = stop_server(process)
+        stop_server(process)
     ordered = sorted(samples)
     return {
         "conns": count, "conns_per_s": count / wall,
