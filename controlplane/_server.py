@@ -25,6 +25,7 @@ from controlplane._folder import FolderSource
 from controlplane._generate import Generator, Snapshot
 from controlplane._mesh import ROOT_NAMESPACE, Mesh
 from controlplane._protos import TYPE_SHORT_NAMES
+from controlplane._proxies import Proxy, labels_match
 from controlplane._store import ConfigStore
 
 log = logging.getLogger("wasmesh.controlplane")
@@ -191,13 +192,21 @@ class ControlPlane:
         self.connections[connection.id] = connection
         self.metrics.proxies.set(len(self.connections))
         log.info("proxy %s connected (%s/%s)", connection.proxy.id, connection.proxy.namespace, connection.proxy.name)
-        self._mark_dirty()  # its workload joined the registry
+        if self._is_workload(connection.proxy):
+            self._mark_dirty()  # its workload joined a service: everyone's endpoints change
         return self.generator().snapshot(connection.proxy)
 
     def disconnected(self, connection: Connection) -> None:
         if self.connections.pop(connection.id, None) is not None:
             self.metrics.proxies.set(len(self.connections))
-            self._mark_dirty()
+            if self._is_workload(connection.proxy):
+                self._mark_dirty()
+
+    def _is_workload(self, proxy: Proxy) -> bool:
+        """Whether some service selects this proxy's workload (only then do others care it came or went)."""
+        return any(service.selector is not None and service.namespace == proxy.namespace
+                   and labels_match(service.selector, proxy.labels)
+                   for service in self.generator().mesh.registry.services)
 
     def nacked(self, connection: Connection, type_url: str, message: str) -> None:
         self.metrics.nacks.labels(TYPE_SHORT_NAMES.get(type_url, type_url)).inc()
