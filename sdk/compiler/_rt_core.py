@@ -18,7 +18,8 @@ scanning, no reference counts, no write barriers. A collection runs when the byt
 allocated since the last one exceed max(``GC_MIN_THRESHOLD``, live bytes), so its cost is
 amortised over the allocations that made it necessary and memory stays flat over any
 number of requests. Tracing is precise: tags and flags say which slots hold pointers,
-per-class pointer masks live in the class table.
+per-class pointer masks live in the class table. Marking uses an explicit stack (itself a
+heap block the sweep reclaims), so structures of any depth are fine.
 
 Static objects (string constants) live below ``$heap_base`` and are never traced.
 """
@@ -95,12 +96,37 @@ WAT = r"""
     (then (i32.store (local.get $p) (i32.or (i32.load (local.get $p)) (i32.const 1))))))
 
 (func $rt_mark (param $p i32)
-  (local $tag i32) (local $i i32) (local $n i32) (local $items i32) (local $mask i32)
-  (local $entry i32) (local $flags i32) (local $cls i32)
+  ;; mark an object and queue it for scanning (an explicit stack: no recursion, any depth)
   (if (i32.lt_u (local.get $p) (global.get $heap_base)) (then (return)))
   (if (i32.ge_u (local.get $p) (global.get $heap_top)) (then (return)))
   (if (i32.and (i32.load (local.get $p)) (i32.const 1)) (then (return)))
   (i32.store (local.get $p) (i32.or (i32.load (local.get $p)) (i32.const 1)))
+  (if (i32.ge_u (global.get $mark_sp) (global.get $mark_cap)) (then (call $rt_mark_grow)))
+  (i32.store (i32.add (global.get $mark_stack) (i32.shl (global.get $mark_sp) (i32.const 2))) (local.get $p))
+  (global.set $mark_sp (i32.add (global.get $mark_sp) (i32.const 1))))
+
+;; the mark stack is an ordinary heap block: unmarked, so the sweep reclaims it
+(func $rt_mark_grow
+  (local $cap i32) (local $block i32)
+  (local.set $cap (select (i32.shl (global.get $mark_cap) (i32.const 1)) (i32.const 1024)
+                          (global.get $mark_cap)))
+  (local.set $block (i32.add (call $rt_raw (i32.shl (local.get $cap) (i32.const 2))) (i32.const 8)))
+  (if (global.get $mark_sp)
+    (then (memory.copy (local.get $block) (global.get $mark_stack) (i32.shl (global.get $mark_sp) (i32.const 2)))))
+  (global.set $mark_stack (local.get $block))
+  (global.set $mark_cap (local.get $cap)))
+
+(func $rt_mark_drain
+  (block $done
+    (loop $next
+      (br_if $done (i32.eqz (global.get $mark_sp)))
+      (global.set $mark_sp (i32.sub (global.get $mark_sp) (i32.const 1)))
+      (call $rt_scan (i32.load (i32.add (global.get $mark_stack) (i32.shl (global.get $mark_sp) (i32.const 2)))))
+      (br $next))))
+
+(func $rt_scan (param $p i32)
+  (local $tag i32) (local $i i32) (local $n i32) (local $items i32) (local $mask i32)
+  (local $entry i32) (local $flags i32) (local $cls i32)
   (local.set $tag (i32.load8_u offset=4 (local.get $p)))
   (local.set $flags (i32.load8_u offset=5 (local.get $p)))
   ;; list: mark the item array, then the items if they are pointers
@@ -196,7 +222,10 @@ WAT = r"""
   (global.set $gc_live (local.get $live)))
 
 (func $rt_gc_collect
+  (global.set $mark_sp (i32.const 0))
+  (global.set $mark_cap (i32.const 0))
   (call $rt_mark_roots)
+  (call $rt_mark_drain)
   (call $rt_sweep)
   (global.set $gc_allocated (i32.const 0))
   (global.set $gc_threshold

@@ -58,6 +58,17 @@ def test_garbage_is_collected_not_accumulated() -> None:
     assert runner.memory_size() <= 2 * 1024 * 1024
 
 
+def test_deep_structures_survive_collection() -> None:
+    host = StubHost()
+    runner = WasmRunner(compile_file(Path(__file__).parent / "plugins" / "deep.py"), host)
+    runner.call("proxy_on_context_create", 1, 0)
+    runner.call("proxy_on_configure", 1, 0)  # 100,000 nodes: collected (and kept) on return
+    for _ in range(3):
+        runner.call("proxy_on_tick", 1)
+    assert host.logs == [(2, "100000 4999950000 20000")] * 3
+    assert runner.call("wasmesh_heap_live") > 100_000 * 32
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_million_requests_soak() -> None:
