@@ -272,7 +272,7 @@ class Http1ServerCodec:
         elif self._http10:
             append(b"connection: keep-alive\r\n")
         append(b"\r\n")
-        return status_line(status, b"1.0" if self._http10 else b"1.1") + b"".join(parts)
+        return status_line(status) + b"".join(parts)
 
     def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         if self._head:

@@ -171,6 +171,7 @@ class RouterFilter(HttpFilter):
     shadows: list[_Attempt] | None = None
     hash_key: int | None = None
     retried = False
+    headers_only = False
 
     def __init__(self, callbacks: Any, config: RouterConfig) -> None:
         self.cb = callbacks
@@ -257,6 +258,7 @@ class RouterFilter(HttpFilter):
             self.hash_key = self._hash_key(action, headers)
         if end_stream:
             self.request_complete = True
+            self.headers_only = True
         self._start_attempt(end_stream)
         if action.mirrors and not self.stream.done:
             self._start_shadows(action, headers, end_stream)
@@ -426,7 +428,7 @@ class RouterFilter(HttpFilter):
         self.attempt = attempt
         out = self.out
         out.append(StartUpstream(attempt))
-        if self.attempts > 1:
+        if self.attempts > 1 and not end_stream:
             # a retry replays what the client sent so far
             buffered = self.retry_buffer
             if buffered is not None and len(buffered):
@@ -628,7 +630,7 @@ class RouterFilter(HttpFilter):
         self.backoff_timer = None
         if self.stream.done or self.response_started:
             return
-        self._start_attempt(False)
+        self._start_attempt(self.headers_only)
 
     def _on_per_try_timeout(self, attempt: _Attempt) -> None:
         if attempt.done or self.attempt is not attempt or self.response_started:

@@ -391,7 +391,7 @@ class HttpStream:
                 items.append((b"content-length", str(len(body)).encode()))
                 if not any(k == b"content-type" for k, _ in extra):
                     items.append((b"content-type", b"text/plain"))
-            else:
+            elif status not in (204, 304):
                 items.append((b"content-length", b"0"))
             items.extend(extra)
         reply = HeaderMap.adopt(items)
@@ -588,6 +588,9 @@ class HttpStream:
             info.response_code_details = "via_upstream"
         info.first_downstream_tx_at = ctx.worker.now
         ctx.stats.count_response(status)
+        if not self.dec.complete:
+            # HTTP/1: an answer before the whole request was read ends the connection (as Envoy does)
+            ctx.out.append(CloseAfterResponse(self))
         ctx.out.append(SendHeaders(self, headers, end_stream))
         if end_stream:
             self._response_done()
@@ -607,8 +610,6 @@ class HttpStream:
     def _response_done(self) -> None:
         self.response_complete = True
         self.info.last_downstream_tx_at = self.ctx.worker.now
-        if not self.dec.complete:
-            self.ctx.out.append(CloseAfterResponse(self))
         self._finish()
 
     def _finish(self) -> None:

@@ -126,7 +126,7 @@ def test_http10_client_gets_close_delimited_body() -> None:
     codec, _ = server()
     codec.feed(b"GET / HTTP/1.0\r\nHost: h\r\n\r\n")
     head = codec.encode_headers(HeaderMap([(b":status", b"200")]), False, close=False)
-    assert head.startswith(b"HTTP/1.0 200 OK") and b"connection: close" in head
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in head
     assert codec.encode_data(b"raw", True) == b"raw"
 
 
