@@ -35,6 +35,12 @@ from ._inbound import (
 )
 from ._inbound_http import InboundSecurity, InboundVerdict, check_inbound
 from ._peer import PeerVerificationError, verify_peer_chain
+from ._peer_authn import (
+    PeerAuthentication,
+    PeerAuthenticationError,
+    effective_mode,
+    parse_peer_authentication,
+)
 from ._renewal import RenewalPolicy
 from ._sds import (
     DEFAULT_SECRET,
@@ -55,15 +61,16 @@ from ._tls import (
     peer_identity,
     server_context_for,
 )
+from ._upstream_tls import DestinationTlsError, UpstreamTls, auto_mtls, parse_upstream_tls, upstream_context
 
 __all__ = [
     "CERTIFICATE_SERVICE_NAME", "CREATE_CERTIFICATE_METHOD", "CREATE_CERTIFICATE_PATH", "DEFAULT_CA_SERVER_NAME",
     "DEFAULT_SECRET", "MESH_ALPN", "ROOT_SECRET", "SECRET_TYPE_URL", "TRUST_BUNDLE_METADATA",
-    "CertificateSigner", "GrpcCertificateClient", "IdentityAgent", "IstioCertificateRequest",
-    "InboundSecurity", "InboundVerdict", "IstioCertificateResponse", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
-    "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "WorkloadSvid",
-    "build_csr", "check_inbound", "certificate_secret", "certificates_pem", "client_context_for", "generate_key",
-    "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "peer_certificate", "peer_identity",
+    "CertificateSigner", "DestinationTlsError", "GrpcCertificateClient", "IdentityAgent", "IstioCertificateRequest",
+    "InboundSecurity", "InboundVerdict", "IstioCertificateResponse", "PeerAuthentication", "PeerAuthenticationError", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
+    "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "UpstreamTls", "WorkloadSvid",
+    "auto_mtls", "build_csr", "check_inbound", "certificate_secret", "certificates_pem", "client_context_for", "effective_mode", "generate_key",
+    "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "parse_peer_authentication", "parse_upstream_tls", "peer_certificate", "peer_identity",
     "sds_secrets", "secret_as_dict", "server_context_for", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
-    "uri_sans", "verify_peer_chain",
+    "upstream_context", "uri_sans", "verify_peer_chain",
 ]
