@@ -239,7 +239,9 @@ def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh) -> None:
               operation: MERGE
               value: {response_headers_to_add: [{header: {key: x-route-config, value: merged}}]}
         """)
-    headers = wait_for(lambda: (h := get(port)[1]).get("x-lua") and h, CONVERGE, what="lua filter inserted")
+    # listeners and routes are separate updates: wait until both patches show
+    headers = wait_for(lambda: (h := get(port)[1]).get("x-lua") and h.get("x-route-config") and h, CONVERGE,
+                       what="lua filter inserted and route configuration merged")
     assert headers["x-lua"] == "patched" and headers["x-route-config"] == "merged"
     mesh.write("ef-bad.yaml", """\
         apiVersion: networking.istio.io/v1alpha3
