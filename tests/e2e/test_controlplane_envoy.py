@@ -202,8 +202,8 @@ def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh) -> None:
         """)
     headers = wait_for(lambda: (h := get(port, "/probe")[1]).get("x-echo-path") and h, CONVERGE, what="plugin runs")
     assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
-    status = mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]
-    assert status["ECDS"]["status"] == "SYNCED"
+    wait_for(lambda: mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]["ECDS"]["status"] == "SYNCED",
+             CONVERGE, what="ECDS ACKed")
     (mesh.folder / "wasm.yaml").unlink()
     wait_for(lambda: "x-echo-path" not in get(port)[1], CONVERGE, what="plugin removed")
 
