@@ -49,8 +49,10 @@ class WorkerRuntime:
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         services: Any = None,
+        worker_index: int = 0,
     ) -> None:
         self.out: list[Any] = []
+        self.worker_index = worker_index
         self.stats = stats if stats is not None else StatsStore()
         self.clock = clock
         self.wall = wall
@@ -169,7 +171,7 @@ class ListenerContext:
     """What a stream on one listener of one plan needs."""
 
     __slots__ = ("runtime", "worker", "listener", "hcm", "stats", "clusters", "out", "listener_cx_total",
-                 "listener_cx_active", "filter_hooks")
+                 "listener_cx_active", "filter_hooks", "worker_cx_total")
 
     def __init__(self, runtime: PlanRuntime, listener: ListenerPlan) -> None:
         self.runtime = runtime
@@ -179,7 +181,15 @@ class ListenerContext:
         self.stats = HcmStats(self.worker.stats, listener.hcm.stat_prefix)
         self.clusters = runtime.clusters
         self.out = self.worker.out
-        self.listener_cx_total = self.worker.stats.counter(f"listener.{listener.stat_prefix}.downstream_cx_total")
-        self.listener_cx_active = self.worker.stats.gauge(f"listener.{listener.stat_prefix}.downstream_cx_active")
+        self.bind_listener_stats(listener.port)
+
+    def bind_listener_stats(self, port: int) -> None:
+        """Create the ``listener.<prefix>.*`` stats; without a stat_prefix they are named after ``address_port``."""
+        listener = self.listener
+        prefix = listener.stat_prefix or f"{listener.address}_{port}"
+        stats = self.worker.stats
+        self.listener_cx_total = stats.counter(f"listener.{prefix}.downstream_cx_total")
+        self.listener_cx_active = stats.gauge(f"listener.{prefix}.downstream_cx_active")
+        self.worker_cx_total = stats.counter(f"listener.{prefix}.worker_{self.worker.worker_index}.downstream_cx_total")
         self.filter_hooks = (any(entry.wants_complete for entry in self.hcm.filters),
                              any(entry.wants_log for entry in self.hcm.filters))

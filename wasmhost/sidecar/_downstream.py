@@ -64,6 +64,7 @@ class DownstreamConnection(asyncio.Protocol):
         ctx.stats.cx_active.value += 1
         ctx.stats.cx_http1_total.value += 1
         ctx.listener_cx_total.value += 1
+        ctx.worker_cx_total.value += 1
         ctx.listener_cx_active.value += 1
         worker.connections.add(self)
 

@@ -397,7 +397,7 @@ def build_plan(
             "on_retire": cleanups.append,
         }
         hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base)
-        stat_prefix = listener.stat_prefix or f"{host}_{port}"
+        stat_prefix = listener.stat_prefix  # empty: named after the bound address (known once bound)
         listeners.append(
             ListenerPlan(
                 name=name,

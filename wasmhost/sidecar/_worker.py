@@ -69,9 +69,10 @@ class _TimerHandle:
 class Worker:
     """Serves plans on one event loop; also the ``WorkerServices`` handed to filter factories."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stats: StatsStore | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, stats: StatsStore | None = None, index: int = 0) -> None:
         self.loop = loop
-        self.runtime = WorkerRuntime(stats=stats, services=self)
+        self.index = index
+        self.runtime = WorkerRuntime(stats=stats, services=self, worker_index=index)
         self.current: PlanRuntime | None = None
         self.listeners: dict[str, ListenerState] = {}
         self.connections: set[DownstreamConnection] = set()
@@ -309,6 +310,7 @@ class Worker:
             else:
                 state.plan = listener_plan
                 state.ctx = ctx
+            ctx.bind_listener_stats(state.port)
         for name in list(self.listeners):
             if name not in wanted:
                 await self._close_listener(self.listeners.pop(name))

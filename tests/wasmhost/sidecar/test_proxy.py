@@ -282,3 +282,26 @@ def test_reload_under_load_has_no_failed_requests(tmp_path: Path) -> None:
             thread.join(10)
     assert failures == []
     assert len(bodies) >= 3
+
+
+def test_concurrency_workers_share_the_port_and_reload_together(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+    sidecar = SidecarProcess(bootstrap(clusters=[cluster("backend", upstream.port)]), workdir=tmp_path,
+                             concurrency=2)
+    with sidecar:
+        port = port_of(sidecar)
+        for _ in range(60):
+            assert http_request(port)[2] == b"from-upstream"
+        stats = sidecar.stats()
+        prefix = f"listener.127.0.0.1_{port}"
+        per_worker = [stats.get(f"{prefix}.worker_{i}.downstream_cx_total", 0) for i in range(2)]
+        assert sum(per_worker) == 60 and min(per_worker) > 0
+        assert stats["cluster.backend.upstream_rq_total"] == 60
+        sidecar.write_config(direct("reloaded"))
+        deadline = time.monotonic() + 15
+        seen: set[bytes] = set()
+        while time.monotonic() < deadline:
+            seen = {http_request(port)[2] for _ in range(20)}
+            if seen == {b"reloaded"}:
+                break
+            time.sleep(0.1)
+        assert seen == {b"reloaded"}
