@@ -173,7 +173,7 @@ def _dns_endpoints(service: Service, port: ServicePort, mesh: Mesh) -> list[Endp
 def outbound_clusters(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
     """Every outbound cluster this proxy may route to (default and subset clusters)."""
     out = []
-    for service in mesh.registry.services:
+    for service in mesh.services_for(proxy):
         rule = mesh.destination_rule_for(proxy, service.hostname, service.namespace)
         spec = rule.spec if rule is not None else {}
         for port in service.ports:
@@ -208,7 +208,7 @@ def _cluster(mesh: Mesh, service: Service, port: ServicePort, subset: str, polic
 def outbound_endpoints(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
     """ClusterLoadAssignments for every EDS cluster: a subset keeps the endpoints its labels select."""
     out = []
-    for service in mesh.registry.services:
+    for service in mesh.services_for(proxy):
         if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
             continue
         rule = mesh.destination_rule_for(proxy, service.hostname, service.namespace)

@@ -18,8 +18,9 @@ from google.protobuf.message import Message
 
 from controlplane._clusters import inbound_clusters, outbound_clusters, outbound_endpoints
 from controlplane._envoyfilter import INBOUND, OUTBOUND, Generated, apply_patches, patches_for
+from controlplane._gateways import gateway_config
 from controlplane._grpcgen import adapt_cluster, api_listeners, is_grpc
-from controlplane._listeners import INBOUND_PREFIX, inbound_listeners, outbound_listeners
+from controlplane._listeners import INBOUND_PREFIX, gateway_filters, inbound_listeners, outbound_listeners
 from controlplane._mesh import Mesh
 from controlplane._protos import (
     CLUSTER,
@@ -33,7 +34,7 @@ from controlplane._protos import (
     pack,
     resource_name,
 )
-from controlplane._proxies import Proxy
+from controlplane._proxies import ROUTER, Proxy
 from controlplane._routes import outbound_route_configs
 from controlplane._wasm import extension_config
 
@@ -101,9 +102,11 @@ def _dedupe_domains(route_configs: list[dict[str, Any]]) -> None:
 def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None) -> Snapshot:
     """All resources for `proxy`, EnvoyFilter patches applied."""
     gen = Generated()
+    in_listeners: list[dict[str, Any]] = []
     if is_grpc(proxy):
         out_listeners, routes = api_listeners(mesh, proxy)
-        in_listeners = []
+    elif proxy.type == ROUTER:
+        out_listeners, routes = gateway_config(mesh, proxy, lambda port: gateway_filters(mesh, proxy, port))
     else:
         out_listeners = outbound_listeners(mesh, proxy)
         in_listeners = inbound_listeners(mesh, proxy)

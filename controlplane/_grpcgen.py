@@ -25,7 +25,7 @@ def is_grpc(proxy: Proxy) -> bool:
 def api_listeners(mesh: Mesh, proxy: Proxy) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(listeners, route configurations) for every HTTP/gRPC service port."""
     listeners, routes = [], []
-    for service in mesh.registry.services:
+    for service in mesh.services_for(proxy):
         vs = mesh.virtual_service_for(proxy, service.hostname)
         for port in service.ports:
             if not port.is_http:

@@ -35,6 +35,11 @@ def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[s
     return filters
 
 
+def gateway_filters(mesh: Mesh, proxy: Proxy, port: int) -> list[dict[str, Any]]:
+    """A gateway's HTTP filters: Wasm plugins for client traffic (as Istio treats gateways), then the rest."""
+    return _http_filters(mesh, proxy, CLIENT, port)
+
+
 def _network_wasm(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[str, Any]]:
     phases = plugins_by_phase(selected_plugins(mesh, proxy, mode, port, network=True))
     return [ecds_filter(p) for phase in PHASES for p in phases[phase]]
@@ -50,7 +55,7 @@ def outbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
     """One listener per outbound service port: HTTP ports via RDS, TCP ports via tcp_proxy."""
     http_ports: set[int] = set()
     tcp_ports: dict[int, list[str]] = {}
-    for service in mesh.registry.services:
+    for service in mesh.services_for(proxy):
         for port in service.ports:
             if port.is_http:
                 http_ports.add(port.number)
@@ -105,4 +110,4 @@ def inbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["INBOUND_PREFIX", "inbound_listeners", "outbound_listeners"]
+__all__ = ["INBOUND_PREFIX", "gateway_filters", "inbound_listeners", "outbound_listeners"]

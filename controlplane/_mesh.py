@@ -16,7 +16,7 @@ from typing import Any
 from controlplane._hosts import fqdn, host_matches
 from controlplane._proxies import Proxy, labels_match
 from controlplane._resources import Resource
-from controlplane._services import ServiceRegistry
+from controlplane._services import Service, ServiceRegistry
 
 ROOT_NAMESPACE = "istio-system"
 
@@ -42,6 +42,30 @@ class Mesh:
 
     def of_kind(self, kind: str) -> list[Resource]:
         return self.by_kind.get(kind, [])
+
+    def sidecar_for(self, proxy: Proxy) -> Resource | None:
+        """The Sidecar resource scoping `proxy`: one selecting it, else its namespace's default,
+        else the root namespace's default (oldest first on ties, as istiod)."""
+        own = [s for s in self.of_kind("Sidecar") if s.namespace == proxy.namespace]
+        for sidecar in own:
+            labels = (sidecar.spec.get("workloadSelector") or {}).get("labels")
+            if labels and labels_match(labels, proxy.labels):
+                return sidecar
+        for candidates in (own, [s for s in self.of_kind("Sidecar") if s.namespace == self.root_namespace]):
+            for sidecar in candidates:
+                if not (sidecar.spec.get("workloadSelector") or {}).get("labels"):
+                    return sidecar
+        return None
+
+    def services_for(self, proxy: Proxy) -> list[Service]:
+        """Services `proxy` may reach: exported to its namespace and allowed by its Sidecar's egress."""
+        visible = [s for s in self.registry.services if s.visible_from(proxy.namespace)]
+        sidecar = self.sidecar_for(proxy)
+        egress = (sidecar.spec.get("egress") or []) if sidecar is not None else []
+        if not egress:
+            return visible
+        patterns = [str(h) for item in egress for h in item.get("hosts") or []]
+        return [s for s in visible if any(_egress_allows(p, s, proxy.namespace) for p in patterns)]
 
     def virtual_services(self, proxy: Proxy, gateway: str = "mesh") -> list[Resource]:
         """VirtualServices visible to `proxy` that bind to `gateway` (the sidecar mesh by default)."""
@@ -75,6 +99,15 @@ class Mesh:
         if resource.namespace not in (proxy.namespace, self.root_namespace):
             return False
         return labels_match(selector, proxy.labels)
+
+
+def _egress_allows(pattern: str, service: Service, namespace: str) -> bool:
+    """Sidecar egress host `namespace/dnsName`: namespace `*` any, `.` the proxy's own, `~` none."""
+    space, _, host = pattern.partition("/")
+    if space == "~" or (space == "." and service.namespace != namespace) or (
+            space not in ("*", ".") and space != service.namespace):
+        return False
+    return host_matches(host, service.hostname) or host_matches(fqdn(host, service.namespace), service.hostname)
 
 
 def subset_labels(rule: Resource | None, subset: str) -> dict[str, Any] | None:

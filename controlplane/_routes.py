@@ -180,12 +180,17 @@ def _cors(cors: Mapping[str, Any]) -> dict[str, Any]:
     return typed("type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy", out)
 
 
-def http_routes(vs: Resource, mesh: Mesh, proxy: Proxy, listener_port: int) -> list[dict[str, Any]]:
-    """Envoy routes for one VirtualService on one listener port, in the VirtualService's order."""
+def http_routes(vs: Resource, mesh: Mesh, proxy: Proxy, listener_port: int, gateway: str = "mesh",
+                ) -> list[dict[str, Any]]:
+    """Envoy routes for one VirtualService on one listener port, in the VirtualService's order.
+
+    `gateway` is where the routes are served ("mesh" for sidecars, "ns/name" for a Gateway):
+    a match naming other gateways does not apply there."""
     out = []
     for index, http in enumerate(vs.spec.get("http") or []):
         matches = [m for m in (http.get("match") or [{}])
                    if (not m.get("port") or m["port"] == listener_port)
+                   and _on_gateway(m.get("gateways"), gateway, vs.namespace)
                    and labels_match(m.get("sourceLabels"), proxy.labels)
                    and (not m.get("sourceNamespace") or m["sourceNamespace"] == proxy.namespace)]
         for match in matches:
@@ -205,6 +210,12 @@ def http_routes(vs: Resource, mesh: Mesh, proxy: Proxy, listener_port: int) -> l
                 route["typed_per_filter_config"] = per_filter
             out.append(route)
     return out
+
+
+def _on_gateway(wanted: Any, gateway: str, namespace: str) -> bool:
+    if not wanted:
+        return True
+    return any(g == gateway or f"{namespace}/{g}" == gateway for g in wanted)
 
 
 def _route_action(route: dict[str, Any], http: Mapping[str, Any], vs: Resource, mesh: Mesh, port: int) -> None:
@@ -286,7 +297,7 @@ def domains(service: Service, port: ServicePort, proxy: Proxy) -> list[str]:
 def outbound_route_configs(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
     """One RouteConfiguration per HTTP service port, named by the port number."""
     by_port: dict[int, list[dict[str, Any]]] = {}
-    for service in mesh.registry.services:
+    for service in mesh.services_for(proxy):
         vs = mesh.virtual_service_for(proxy, service.hostname)
         for port in service.ports:
             if not port.is_http:

@@ -73,6 +73,11 @@ class Service:
     selector: Mapping[str, str] | None = None
     static_workloads: tuple[Workload, ...] = ()
     source: str = ""
+    export_to: tuple[str, ...] = ("*",)
+
+    def visible_from(self, namespace: str) -> bool:
+        return "*" in self.export_to or namespace in self.export_to or (
+            "." in self.export_to and namespace == self.namespace)
 
     def port(self, number: int) -> ServicePort | None:
         return next((p for p in self.ports if p.number == number), None)
@@ -159,6 +164,7 @@ def _services_from_entry(res: Resource) -> list[Service]:
         selector=dict(selector) if selector is not None else None,
         static_workloads=statics,
         source=str(res.key),
+        export_to=tuple(spec.get("exportTo") or ("*",)),
     ) for host in spec.get("hosts") or []]
 
 

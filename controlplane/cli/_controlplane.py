@@ -120,7 +120,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
         name=args.name, namespace=args.namespace, labels=_key_values(args.labels, "--labels"),
         ports=[int(p) for p in args.port], xds_host=host, xds_port=port, ip=args.ip,
         service_account=args.service_account, outbound_ports=_port_pairs(args.outbound, "--outbound"),
-        inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port)
+        inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port,
+        proxy_type="router" if args.router else "sidecar")
     document = grpc_bootstrap(options) if args.grpc else bootstrap(options)
     text = json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -279,6 +280,7 @@ def register(commands: Any) -> None:
     boot.add_argument("--inbound", action="append", default=[], metavar="APPPORT=LOCALPORT",
                       help="bind an inbound listener in front of an application port")
     boot.add_argument("--admin-port", type=int, default=15000)
+    boot.add_argument("--router", action="store_true", help="an ingress/egress gateway rather than a sidecar")
     boot.add_argument("--grpc", action="store_true", help="a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(handler=_bootstrap)

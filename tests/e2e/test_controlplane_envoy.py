@@ -294,3 +294,30 @@ def test_self_registered_workload_behind_its_inbound_listener(mesh: Mesh) -> Non
     assert cla["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == inbound
     mesh.envoys[-1].stop()
     wait_for(lambda: get(port)[0] == 503, CONVERGE, what="workload gone with its proxy")
+
+
+def test_ingress_gateway_routes_by_gateway_and_virtual_service(mesh: Mesh) -> None:
+    reviews(mesh, "v1", "v2")
+    ingress = free_port()
+    mesh.write("gateway.yaml", """\
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: bookinfo-gateway}
+        spec:
+          selector: {istio: ingressgateway}
+          servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: bookinfo}
+        spec:
+          hosts: ["*"]
+          gateways: [bookinfo-gateway]
+          http:
+          - match: [{uri: {prefix: /reviews}}]
+            route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
+        """)
+    mesh.envoy("ingressgateway", "istio=ingressgateway", "--router", "--outbound", f"8080={ingress}")
+    wait_for(lambda: answered_by(ingress, "v2", path="/reviews/1", host="bookinfo.example"), CONVERGE,
+             what="gateway routes /reviews to v2")
+    assert get(ingress, "/other", host="bookinfo.example")[0] == 404

@@ -1,0 +1,108 @@
+"""Who sees what: Sidecar egress scoping, exportTo, and Gateways for router proxies."""
+
+from __future__ import annotations
+
+from controlplane._protos import CLUSTER, LISTENER, ROUTE
+from controlplane._proxies import ROUTER
+from tests.controlplane._fixtures import config, generated, mesh_of, sidecar
+
+
+def service(name: str, namespace: str, port: int = 9080, export: str = "") -> str:
+    export_line = f"\n  exportTo: ['{export}']" if export else ""
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  hosts: [{name}.{namespace}.svc.cluster.local]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1}}]{export_line}
+"""
+
+
+SERVICES = (service("reviews", "default"), service("ratings", "default"), service("billing", "finance"),
+            service("secret", "finance", export="."))
+
+
+def clusters_seen(*extra: str, proxy: object = None) -> set[str]:
+    snapshot = generated(mesh_of(*SERVICES, *extra), proxy or sidecar())  # type: ignore[arg-type]
+    return {name.split("|")[3] for name in snapshot.resources(CLUSTER) if name.startswith("outbound|")}
+
+
+def test_export_to_dot_hides_a_service_from_other_namespaces() -> None:
+    assert clusters_seen() == {"reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local",
+                               "billing.finance.svc.cluster.local"}
+    finance = sidecar("pay", namespace="finance")
+    assert "secret.finance.svc.cluster.local" in clusters_seen(proxy=finance)
+
+
+def test_sidecar_egress_limits_what_a_proxy_sees() -> None:
+    namespace_default = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default}
+spec:
+  egress: [{hosts: ["./*"]}]
+"""
+    selected = """
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: productpage}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  egress: [{hosts: ["./reviews.default.svc.cluster.local", "finance/*"]}]
+"""
+    assert clusters_seen(namespace_default) == {"reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local"}
+    assert clusters_seen(namespace_default, selected) == {"reviews.default.svc.cluster.local",
+                                                          "billing.finance.svc.cluster.local"}
+    other = sidecar("details", labels={"app": "details"})
+    assert clusters_seen(namespace_default, selected, proxy=other) == {
+        "reviews.default.svc.cluster.local", "ratings.default.svc.cluster.local"}
+    root = namespace_default.replace("name: default}", "name: default, namespace: istio-system}").replace(
+        '"./*"', '"~/*"')
+    assert clusters_seen(root) == set()  # mesh-wide default: see nothing unless a namespace says otherwise
+
+
+GATEWAY = """
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {prefix: /reviews}}]
+    route: [{destination: {host: reviews, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mesh-only}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings}}]}]
+"""
+
+
+def test_gateway_serves_virtual_services_bound_to_it() -> None:
+    router = sidecar("ingress", namespace="default", labels={"istio": "ingressgateway"}, type=ROUTER,
+                     outbound_ports={8080: 18080})
+    snapshot = generated(mesh_of(*SERVICES, GATEWAY), router)
+    assert set(snapshot.resources(LISTENER)) == {"0.0.0.0_8080"}
+    listener = config(snapshot, LISTENER, "0.0.0.0_8080")
+    assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
+    route_config = config(snapshot, ROUTE, "http.8080")
+    [vhost] = route_config["virtual_hosts"]
+    assert vhost["domains"] == ["*", "*:8080"]
+    assert vhost["routes"][0]["match"] == {"prefix": "/reviews"}
+    assert vhost["routes"][0]["route"]["cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
+    sidecar_snapshot = generated(mesh_of(*SERVICES, GATEWAY), sidecar())
+    assert "http.8080" not in sidecar_snapshot.resources(ROUTE)  # bound to the gateway, not the mesh
