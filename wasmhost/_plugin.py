@@ -599,12 +599,14 @@ class HttpStream:
 
 def local_reply_headers(reply: SendLocalReply) -> Pairs:
     """The response headers Envoy's ``sendLocalReply`` hands to encoder filters: ``:status``,
-    the plugin's headers, ``content-length``, and ``content-type: text/plain`` for a body
-    without one (Envoy 1.40, measured)."""
+    the plugin's headers and, when there is a body, ``content-length`` and ``content-type:
+    text/plain`` unless the plugin set one (Envoy 1.40, measured). An empty reply gets its
+    ``content-length: 0`` from the codec, after the filters."""
     headers: Pairs = [(b":status", str(reply.status).encode()), *reply.headers]
-    headers.append((b"content-length", str(len(reply.body)).encode()))
-    if reply.body and not any(name == b"content-type" for name, _ in reply.headers):
-        headers.append((b"content-type", b"text/plain"))
+    if reply.body:
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        if not any(name == b"content-type" for name, _ in reply.headers):
+            headers.append((b"content-type", b"text/plain"))
     return headers
 
 

@@ -443,7 +443,7 @@ class ConformanceHost:
         stream = exchange.stream
         headers = local_reply_headers(reply)
         if self.plugin.failed:
-            return _client_response(headers, reply.body)
+            return _client_response(headers, reply.body, frame=True)
         stream.on_response_headers(headers, not reply.body)
         self._drain(exchange)
         body = reply.body
@@ -453,13 +453,17 @@ class ConformanceHost:
             body = verdict.forward if verdict.forward is not None else stream.resume_body(request=False)
         if exchange.reset:
             return None
-        return _client_response(headers, body)
+        return _client_response(headers, body, frame=True)
 
     def _reply_as_is(self, reply: SendLocalReply) -> dict[str, Any]:
-        return _client_response(local_reply_headers(reply), reply.body)
+        return _client_response(local_reply_headers(reply), reply.body, frame=True)
 
 
-def _client_response(headers: list[tuple[bytes, bytes]], body: bytes) -> dict[str, Any]:
+def _client_response(
+    headers: list[tuple[bytes, bytes]], body: bytes, *, frame: bool = False
+) -> dict[str, Any]:
+    if frame and not any(k in (b"content-length", b"transfer-encoding") for k, _ in headers):
+        headers = [*headers, (b"content-length", str(len(body)).encode())]  # the HTTP/1.1 codec frames it
     status = next((v for k, v in headers if k == b":status"), b"0")
     return {
         "status": int(status) if status.isdigit() else 0,
