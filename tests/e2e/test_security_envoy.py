@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ssl
 import threading
+import time
 import urllib.request
 
 import pytest
 
+from controlplane.ca import BootstrapTokens, CsrServer
 from tests.e2e._envoy import ROUTER_FILTER, EnvoyProcess
 from tests.wasmhost.security._pki import issue, make_ca, spiffe
 from wasmhost.security import (
+    GrpcCertificateClient,
+    IdentityAgent,
     PeerAuthenticationMode,
     PeerVerificationError,
+    SdsServer,
     SecureListener,
     TlsContexts,
     client_context_for,
+    peer_certificate,
     peer_identity,
     sds_secrets,
     secret_as_dict,
@@ -189,3 +196,90 @@ def test_envoy_refuses_a_client_certificate_from_another_ca(tmp_path, envoy_bina
         context = client_context_for(stranger.with_trust_bundle([*stranger.trust_bundle, ca.root]))
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _https_get(envoy.listener_ports()["mtls_in"], context, {ENVOY_ID})
+
+
+def sds_bootstrap(sds_port):
+    """Envoy takes ``default``/``ROOTCA`` from our SDS server, as an Istio sidecar does from its agent."""
+    sds_config = {"resource_api_version": "V3", "api_config_source": {
+        "api_type": "GRPC", "transport_api_version": "V3", "grpc_services": [{"envoy_grpc": {"cluster_name": "sds"}}]}}
+    downstream_tls = {"name": TLS_SOCKET, "typed_config": {
+        "@type": TLS_TYPE + "DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": sds_config}],
+            "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": sds_config},
+        },
+    }}
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": 0}}
+    return {
+        "node": {"id": "sidecar~127.0.0.1~envoy.shop~shop.svc.cluster.local", "cluster": "envoy.shop"},
+        "admin": {"address": address},
+        "static_resources": {
+            "listeners": [{"name": "mtls_in", "address": address, "filter_chains": [{
+                "filters": [_hcm("mtls_in", {"match": {"prefix": "/"}, "direct_response": {"status": 200}},
+                                 [("x-peer", "%DOWNSTREAM_PEER_URI_SAN%")])],
+                "transport_socket": downstream_tls}]}],
+            "clusters": [{
+                "name": "sds", "type": "STATIC", "connect_timeout": "2s",
+                "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {"http2_protocol_options": {}}}},
+                "load_assignment": {"cluster_name": "sds", "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": sds_port}}}}]}]},
+            }],
+        },
+    }
+
+
+def _server_serial(port, context):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+        peer_identity(tls, {ENVOY_ID})
+        return peer_certificate(tls).serial_number
+
+
+def _serial_when_ready(envoy, context, accept, timeout=15.0):
+    """The serial of Envoy's serving certificate on a new connection, once ``accept(serial)``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = _server_serial(envoy.listener_ports()["mtls_in"], context)
+            if accept(last):
+                return last
+        except (OSError, ssl.SSLError, KeyError, PeerVerificationError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"Envoy did not serve the expected certificate within {timeout} s (last serial {last})")
+
+
+def test_envoy_fetches_our_sds_secrets_and_rotates_with_the_agent(tmp_path, envoy_binary):
+    ca = make_ca(tmp_path / "ca")
+    tokens = BootstrapTokens()
+    csr = CsrServer(ca, tokens, port=0).start()
+    client_context = client_context_for(issue(ca, PY_CLIENT))
+    try:
+        with LoopThread() as loop:
+            async def start():
+                client = GrpcCertificateClient(csr.address, ca_roots_pem=ca.trust_bundle_pem().encode(),
+                                               token=lambda: tokens.issue("shop", "envoy"))
+                agent = IdentityAgent(ENVOY_ID, client, validity=dt.timedelta(hours=1))
+                await agent.start(timeout=10)
+                return client, agent, await SdsServer.for_agent(agent).start("127.0.0.1:0")
+
+            client, agent, sds = loop.run(start())
+            try:
+                with EnvoyProcess(sds_bootstrap(sds.port), workdir=tmp_path / "envoy", binary=envoy_binary) as envoy:
+                    first = agent.svid.leaf.serial_number
+                    assert _serial_when_ready(envoy, client_context, lambda s: s == first) == first
+                    renewed = loop.run(agent.renew_now()).leaf.serial_number
+                    assert renewed != first
+                    assert _serial_when_ready(envoy, client_context, lambda s: s == renewed) == renewed
+                    assert not any(stream.nacks for stream in sds.streams)
+            finally:
+                loop.run(sds.stop())
+                loop.run(agent.stop())
+                loop.run(client.close())
+    finally:
+        csr.stop()

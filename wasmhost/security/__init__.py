@@ -51,6 +51,7 @@ from ._sds import (
     secret_as_dict,
     trust_bundle_secret,
 )
+from ._sds_server import SdsServer, SdsStream, SecretSnapshot, snapshot_of
 from ._spiffe import SpiffeId, SpiffeIdError, spiffe_id_of, uri_sans
 from ._svid import WorkloadSvid, build_csr, certificates_pem, generate_key, load_pem_certificates
 from ._tls import (
@@ -68,9 +69,9 @@ __all__ = [
     "DEFAULT_SECRET", "MESH_ALPN", "ROOT_SECRET", "SECRET_TYPE_URL", "TRUST_BUNDLE_METADATA",
     "CertificateSigner", "DestinationTlsError", "GrpcCertificateClient", "IdentityAgent", "IstioCertificateRequest",
     "InboundSecurity", "InboundVerdict", "IstioCertificateResponse", "PeerAuthentication", "PeerAuthenticationError", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
-    "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "UpstreamTls", "WorkloadSvid",
+    "SdsServer", "SdsStream", "SecretSnapshot", "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "UpstreamTls", "WorkloadSvid",
     "auto_mtls", "build_csr", "check_inbound", "certificate_secret", "certificates_pem", "client_context_for", "effective_mode", "generate_key",
     "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "parse_peer_authentication", "parse_upstream_tls", "peer_certificate", "peer_identity",
-    "sds_secrets", "secret_as_dict", "server_context_for", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
+    "sds_secrets", "secret_as_dict", "server_context_for", "snapshot_of", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
     "upstream_context", "uri_sans", "verify_peer_chain",
 ]

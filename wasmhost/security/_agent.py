@@ -66,6 +66,10 @@ class IdentityAgent:
     # --- what the sidecar reads ----------------------------------------------------------------
 
     @property
+    def has_certificate(self) -> bool:
+        return self._svid is not None
+
+    @property
     def svid(self) -> WorkloadSvid:
         if self._svid is None:
             raise RuntimeError(f"no certificate for {self.identity} yet")
