@@ -29,6 +29,7 @@ from prometheus_client import generate_latest
 from controlplane._protos import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, to_dict
 from controlplane._resources import DEFAULT_NAMESPACE, ResourceKey
 from controlplane._schemas import lookup_kind
+from controlplane._secrets import SECRET_KIND
 from controlplane._validation import analyze_text, check_references
 
 if TYPE_CHECKING:
@@ -127,7 +128,8 @@ def _kind_name(text: str) -> str:
 
 def _list(plane: ControlPlane, kind: str | None, namespace: str | None) -> list[dict[str, Any]]:
     wanted = _kind_name(kind) if kind else None
-    return [r.to_manifest() for r in plane.store.resources(wanted) if namespace in (None, "", r.namespace)]
+    return [r.to_manifest() for r in plane.store.resources(wanted)
+            if namespace in (None, "", r.namespace) and r.kind != SECRET_KIND]  # never hand out credentials
 
 
 def _apply(plane: ControlPlane, body: bytes, namespace: str) -> tuple[int, Any]:

@@ -25,8 +25,9 @@ from controlplane._resources import (
     manifest_files,
     parse_documents,
 )
+from controlplane._secrets import SecretError, is_secret, pull_secret
 from controlplane._store import ConfigStore
-from controlplane._validation import ERROR, PARSE_ERROR, Diagnostic, validate_document
+from controlplane._validation import ERROR, PARSE_ERROR, SCHEMA_ERROR, Diagnostic, validate_document
 
 SOURCE = "folder"
 APPLIED_DIR = "applied"
@@ -98,6 +99,15 @@ class FolderSource:
                                                  doc.origin))
                 for key, res in last_good.items():
                     state.resources.setdefault(key, res)
+                continue
+            if is_secret(doc.body):
+                try:
+                    secret = pull_secret(doc.body, doc.origin, self.default_namespace)
+                except SecretError as err:
+                    state.findings.append(Diagnostic(ERROR, SCHEMA_ERROR, str(err), doc.origin))
+                    continue
+                if secret is not None:
+                    state.resources[secret.key] = secret
                 continue
             resource, found = validate_document(doc, self.default_namespace)
             state.findings.extend(found)

@@ -36,6 +36,7 @@ from controlplane._protos import (
 )
 from controlplane._proxies import ROUTER, Proxy
 from controlplane._routes import outbound_route_configs
+from controlplane._secrets import SECRET_KIND, pull_secrets
 from controlplane._wasm import extension_config
 
 TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG)
@@ -124,6 +125,7 @@ def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None)
     if is_grpc(proxy):
         clusters = [adapt_cluster(c) for c in clusters]
     gen.clusters = _parse(CLUSTER, clusters)
+    secrets = secrets if secrets is not None else pull_secrets(mesh.of_kind(SECRET_KIND))
     gen.extensions = _parse(EXTENSION_CONFIG, [extension_config(p, secrets) for p in mesh.of_kind("WasmPlugin")])
     notes = apply_patches(gen, patches_for(mesh, proxy), proxy)
     referenced = _ecds_names(gen)
@@ -162,7 +164,7 @@ class Generator:
     """Generation for one push, cached by proxy scope so identical proxies cost one generation."""
 
     mesh: Mesh
-    secrets: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] | None = None  # default: the pull secrets among the mesh's resources
     _cache: dict[Any, Snapshot] = field(default_factory=dict)
 
     def snapshot(self, proxy: Proxy) -> Snapshot:

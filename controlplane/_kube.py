@@ -1,4 +1,5 @@
-"""The Kubernetes source: list/watch Istio CRDs plus Services, Endpoints and Pods through the
+"""The Kubernetes source: list/watch Istio CRDs plus Services, Endpoints, Pods and image pull
+Secrets through the
 `kubernetes` client, and feed the same store the folder source feeds.
 
 The adapter is deliberately thin: each watched collection is a dict of objects by
@@ -21,8 +22,9 @@ from typing import Any
 
 from controlplane._resources import Document, Origin, Resource, ResourceKey
 from controlplane._schemas import KINDS, Kind
+from controlplane._secrets import DOCKER_CONFIG_TYPE, SecretError, pull_secret
 from controlplane._store import ConfigStore
-from controlplane._validation import Diagnostic, validate_document
+from controlplane._validation import ERROR, SCHEMA_ERROR, Diagnostic, validate_document
 
 log = logging.getLogger("wasmesh.controlplane.kube")
 SOURCE = "kubernetes"
@@ -56,7 +58,7 @@ class KubernetesSource:
         self.watch_timeout = watch_timeout
         self.relist_backoff = relist_backoff
         self.collections = [Collection(k.plural, k) for k in KINDS] + [
-            Collection("services"), Collection("endpoints"), Collection("pods")]
+            Collection("services"), Collection("endpoints"), Collection("pods"), Collection("secrets")]
         self._objects: dict[str, dict[str, dict[str, Any]]] = {c.name: {} for c in self.collections}
         self._last_good: dict[ResourceKey, Resource] = {}
         self._lock = threading.Lock()
@@ -103,9 +105,17 @@ class KubernetesSource:
                 return self.custom.list_cluster_custom_object(kind.group, version, kind.plural, **kwargs)
 
             return list_custom
-        return {"services": self.core.list_service_for_all_namespaces,
-                "endpoints": self.core.list_endpoints_for_all_namespaces,
-                "pods": self.core.list_pod_for_all_namespaces}[collection.name]
+
+        def pull_secrets(**kwargs: Any) -> Any:
+            return self.core.list_secret_for_all_namespaces(field_selector=f"type={DOCKER_CONFIG_TYPE}", **kwargs)
+
+        calls: dict[str, Callable[..., Any]] = {
+            "services": self.core.list_service_for_all_namespaces,
+            "endpoints": self.core.list_endpoints_for_all_namespaces,
+            "pods": self.core.list_pod_for_all_namespaces,
+            "secrets": pull_secrets,
+        }
+        return calls[collection.name]
 
     def _as_dict(self, obj: Any) -> dict[str, Any]:
         return obj if isinstance(obj, dict) else dict(self.api_client.sanitize_for_serialization(obj))
@@ -179,6 +189,15 @@ class KubernetesSource:
                     if previous is not None:
                         resources.append(previous)
         resources.extend(services_as_entries(snapshot["services"], snapshot["endpoints"], snapshot["pods"]))
+        for key, obj in sorted(snapshot["secrets"].items()):
+            origin = Origin(f"kubernetes:secrets/{key}")
+            try:
+                secret = pull_secret(obj, origin)
+            except SecretError as err:
+                findings.append(Diagnostic(ERROR, SCHEMA_ERROR, str(err), origin))
+                continue
+            if secret is not None:
+                resources.append(secret)
         self.store.replace_source(SOURCE, resources, findings)
 
 

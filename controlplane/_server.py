@@ -67,7 +67,6 @@ class ControlPlane:
         self.folder = FolderSource(folder, self.store) if folder is not None else None
         self.connections: dict[int, Connection] = {}
         self.metrics = Metrics()
-        self.secrets: dict[str, str] = {}
         self.push_count = 0
         self._generator: Generator | None = None
         self._dirty = asyncio.Event()
@@ -168,7 +167,7 @@ class ControlPlane:
 
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = Generator(self.mesh(), self.secrets)
+            self._generator = Generator(self.mesh())
             self.metrics.config.set(len(self._generator.mesh.resources))
         return self._generator
 

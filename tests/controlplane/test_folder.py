@@ -105,3 +105,54 @@ def test_applied_resources_are_files_under_applied(folder: tuple[FolderSource, C
     assert [r.name for r in store.resources()] == ["mine"]
     with pytest.raises(KeyError):
         source.remove(ResourceKey("VirtualService", "default", "api"))
+
+
+def test_pull_secrets_from_the_folder_reach_the_plugin_config(folder: tuple[FolderSource, ConfigStore, list[int]],
+                                                              tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from controlplane._generate import generate
+    from controlplane._mesh import Mesh
+    from controlplane._protos import EXTENSION_CONFIG, LISTENER, to_dict
+    from tests.controlplane._fixtures import sidecar
+
+    source, store, _ = folder
+    docker_config = json.dumps({"auths": {"registry.local": {"auth": base64.b64encode(b"u:p").decode()}}})
+    write(tmp_path / "secret.yaml", f"""apiVersion: v1
+kind: Secret
+metadata: {{name: pull-creds}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: {base64.b64encode(docker_config.encode()).decode()}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: broken}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: "%%%"}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: opaque}}
+type: Opaque
+stringData: {{password: hunter2}}
+""")
+    write(tmp_path / "plugin.yaml", """apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: auth}
+spec: {url: "oci://registry.local/auth:v1", imagePullSecret: pull-creds}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a}
+spec: {hosts: [a.default.svc.cluster.local], ports: [{number: 80, name: http, protocol: HTTP}]}
+""")
+    source.scan()
+    [problem] = store.findings()
+    assert problem.message == "data..dockerconfigjson: not base64 of UTF-8 text" and problem.origin.document == 1
+    snapshot = generate(Mesh(store.resources()), sidecar())
+    assert "0.0.0.0_80" in snapshot.resources(LISTENER)
+    env = to_dict(snapshot.resources(EXTENSION_CONFIG)["default.auth"])["typed_config"]["config"]["vm_config"][
+        "environment_variables"]["key_values"]
+    assert json.loads(env["ISTIO_META_WASM_IMAGE_PULL_SECRET"]) == json.loads(docker_config)
+    assert "hunter2" not in repr(store.resources())

@@ -118,3 +118,18 @@ def test_relists_after_410_gone(cluster: tuple[FakeKubeApiServer, ConfigStore, K
     fake.put(VS_PATH, virtual_service("2s"))
     wait_for(lambda: timeout_of(store) == "2s", what="converged after relisting")
     assert fake.gone >= 1 and fake.requests.count(VS_PATH) > lists_before
+
+
+def test_pull_secrets_are_read_from_the_cluster(cluster: tuple[FakeKubeApiServer, ConfigStore, "KubernetesSource"]) -> None:
+    import base64
+
+    from controlplane._secrets import pull_secrets
+
+    fake, store, source = cluster
+    source.start()
+    assert source.synced.wait(10)
+    config = '{"auths": {"registry.local": {"auth": "dTpw"}}}'
+    fake.put("/api/v1/secrets", {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                                 "metadata": {"name": "pull-creds", "namespace": "shop"},
+                                 "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}})
+    assert wait_for(lambda: pull_secrets(store.resources()), what="secret seen") == {"shop/pull-creds": config}
