@@ -120,7 +120,7 @@ def test_relists_after_410_gone(cluster: tuple[FakeKubeApiServer, ConfigStore, K
     assert fake.gone >= 1 and fake.requests.count(VS_PATH) > lists_before
 
 
-def test_pull_secrets_are_read_from_the_cluster(cluster: tuple[FakeKubeApiServer, ConfigStore, "KubernetesSource"]) -> None:
+def test_pull_secrets_are_read_from_the_cluster(cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]) -> None:
     import base64
 
     from controlplane._secrets import pull_secrets
