@@ -3,10 +3,12 @@
 Where it sits: the identity agent (``IdentityAgent``) obtains and renews the workload's SPIFFE
 certificate from the control plane's CA over ``IstioCertificateService`` and feeds
 ``TlsContexts`` (``ssl.SSLContext`` for listeners and clusters) and the SDS secrets
-``default``/``ROOTCA``; ``SecureListener``/``open_mtls_connection`` apply PeerAuthentication
-modes on asyncio sockets; ``check_inbound`` runs CUSTOM, JWT and RBAC on a request; ``verify_peer_chain``/``peer_identity`` check a peer's identity;
-the authorization engine and JWT authentication live in ``wasmhost.security.authz`` and
-``wasmhost.security.jwt``. Nothing here imports the control plane.
+``default``/``ROOTCA`` (``SdsServer`` serves them to a co-located Envoy).
+``effective_mode`` resolves PeerAuthentication; ``SecureListener`` applies it on asyncio
+sockets; ``upstream_context``/``open_mtls_connection`` do DestinationRule TLS and auto-mTLS;
+``verify_peer_chain``/``peer_identity`` check a peer's identity; ``check_inbound`` runs
+CUSTOM, JWT and RBAC on a request. The authorization engine and JWT authentication live in
+``wasmhost.security.authz`` and ``wasmhost.security.jwt``. Nothing here imports the control plane.
 """
 
 from ._agent import IdentityAgent
