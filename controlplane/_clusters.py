@@ -49,7 +49,13 @@ def policy_for_port(policy: Mapping[str, Any] | None, port: int) -> dict[str, An
 def _apply_policy(cluster: dict[str, Any], policy: Mapping[str, Any], port: ServicePort | None) -> None:
     lb = policy.get("loadBalancer") or {}
     if lb.get("consistentHash"):
-        cluster["lb_policy"] = "MAGLEV" if lb["consistentHash"].get("maglev") else "RING_HASH"
+        consistent = lb["consistentHash"]
+        cluster["lb_policy"] = "MAGLEV" if consistent.get("maglev") else "RING_HASH"
+        ring = (consistent.get("ringHash") or {}).get("minimumRingSize") or consistent.get("minimumRingSize")
+        if ring and not consistent.get("maglev"):
+            cluster["ring_hash_lb_config"] = {"minimum_ring_size": ring}
+        if (consistent.get("maglev") or {}).get("tableSize"):
+            cluster["maglev_lb_config"] = {"table_size": consistent["maglev"]["tableSize"]}
     else:
         cluster["lb_policy"] = _LB.get(str(lb.get("simple") or "UNSPECIFIED"), "LEAST_REQUEST")
     pool = policy.get("connectionPool") or {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controlplane._clusters import cluster_name
+from controlplane._clusters import cluster_name, merge_policy, policy_for_port
 from controlplane._hosts import fqdn, short_names
 from controlplane._mesh import Mesh
 from controlplane._protos import duration, typed
@@ -201,6 +201,7 @@ def http_routes(vs: Resource, mesh: Mesh, proxy: Proxy, listener_port: int, gate
             route["name"] = name or f"{vs.namespace}.{vs.name}.{index}"
             route["metadata"] = {"filter_metadata": {"istio": {"config": f"/apis/networking.istio.io/v1/namespaces/{vs.namespace}/virtual-service/{vs.name}"}}}
             _route_action(route, http, vs, mesh, listener_port)
+            add_hash_policy(route, mesh, proxy)
             per_filter: dict[str, Any] = {}
             if http.get("fault"):
                 per_filter[FAULT_FILTER] = _fault(http["fault"])
@@ -289,6 +290,42 @@ def default_route(service: Service, port: ServicePort) -> dict[str, Any]:
     return {"name": "default", "match": {"prefix": "/"}, "route": action}
 
 
+def add_hash_policy(route: dict[str, Any], mesh: Mesh, proxy: Proxy) -> None:
+    """Consistent-hash load balancing needs the route to say what to hash: take it from the
+    DestinationRule (port and subset settings included) of the route's single destination."""
+    action = route.get("route") or {}
+    parts = str(action.get("cluster", "")).split("|")
+    if len(parts) != 4:
+        return
+    port, subset, host = int(parts[1]), parts[2], parts[3]
+    service = mesh.registry.service(host)
+    rule = mesh.destination_rule_for(proxy, host, service.namespace if service else proxy.namespace)
+    if rule is None:
+        return
+    policy = policy_for_port(rule.spec.get("trafficPolicy"), port)
+    for item in rule.spec.get("subsets") or []:
+        if subset and item.get("name") == subset:
+            policy = merge_policy(policy, policy_for_port(item.get("trafficPolicy"), port))
+    consistent = (policy.get("loadBalancer") or {}).get("consistentHash") or {}
+    hashes: list[dict[str, Any]] = []
+    if consistent.get("httpHeaderName"):
+        hashes.append({"header": {"header_name": consistent["httpHeaderName"]}})
+    if consistent.get("httpCookie"):
+        cookie = consistent["httpCookie"]
+        entry: dict[str, Any] = {"name": cookie.get("name", "")}
+        if cookie.get("path"):
+            entry["path"] = cookie["path"]
+        if cookie.get("ttl"):
+            entry["ttl"] = duration(cookie["ttl"])
+        hashes.append({"cookie": entry})
+    if consistent.get("useSourceIp"):
+        hashes.append({"connection_properties": {"source_ip": True}})
+    if consistent.get("httpQueryParameterName"):
+        hashes.append({"query_parameter": {"name": consistent["httpQueryParameterName"]}})
+    if hashes:
+        action["hash_policy"] = hashes
+
+
 def domains(service: Service, port: ServicePort, proxy: Proxy) -> list[str]:
     names = short_names(service.hostname, proxy.namespace) + list(service.addresses)
     return [d for name in names for d in (name, f"{name}:{port.number}")]
@@ -305,6 +342,7 @@ def outbound_route_configs(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
             routes = http_routes(vs, mesh, proxy, port.number) if vs is not None else []
             if vs is None or (not routes and not vs.spec.get("http")):
                 routes = [default_route(service, port)]
+                add_hash_policy(routes[0], mesh, proxy)
             by_port.setdefault(port.number, []).append({
                 "name": f"{service.hostname}:{port.number}",
                 "domains": domains(service, port, proxy),

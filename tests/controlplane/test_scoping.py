@@ -106,3 +106,36 @@ def test_gateway_serves_virtual_services_bound_to_it() -> None:
     assert vhost["routes"][0]["route"]["cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
     sidecar_snapshot = generated(mesh_of(*SERVICES, GATEWAY), sidecar())
     assert "http.8080" not in sidecar_snapshot.resources(ROUTE)  # bound to the gateway, not the mesh
+
+
+def test_consistent_hash_sets_cluster_policy_and_route_hash() -> None:
+    rule = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}
+  subsets:
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+"""
+    route = """
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews}}]
+"""
+    snapshot = generated(mesh_of(*SERVICES, rule, route), sidecar())
+    default = config(snapshot, CLUSTER, "outbound|9080||reviews.default.svc.cluster.local")
+    assert default["lb_policy"] == "RING_HASH" and default["ring_hash_lb_config"] == {"minimum_ring_size": "1024"}
+    vhost = next(v for v in config(snapshot, ROUTE, "9080")["virtual_hosts"] if v["name"].startswith("reviews."))
+    assert vhost["routes"][0]["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    assert vhost["routes"][1]["route"]["hash_policy"] == [{"cookie": {"name": "user", "ttl": "0s"}}]
