@@ -36,6 +36,7 @@ class Host:
         "rq_error",
         "cx_active",
         "metadata",
+        "edge_pool",
     )
 
     def __init__(self, endpoint: EndpointPlan, address: str | None = None) -> None:
@@ -55,6 +56,7 @@ class Host:
         self.rq_error = 0
         self.cx_active = 0
         self.metadata = endpoint.metadata
+        self.edge_pool: object = None  # the I/O edge's connection pool for this host
 
     @property
     def healthy(self) -> bool:

@@ -173,9 +173,12 @@ class Http1ServerCodec:
         self._upgrade = upgrade
         self._has_body = has_body
         self._ended_at_headers = not has_body
-        self.awaiting_response = True
         protocol = "HTTP/1.0" if self._http10 else "HTTP/1.1"
-        self._dispatch(("headers", HeaderMap.adopt(items), not has_body, protocol, upgrade))
+        if self._deferring:
+            self._pending.append(("headers", HeaderMap.adopt(items), not has_body, protocol, upgrade))
+            return
+        self.awaiting_response = True
+        self.sink.on_request_headers(HeaderMap.adopt(items), not has_body, protocol, upgrade)
 
     def on_body(self, body: bytes) -> None:
         # Hold the chunk: if the message ends in this same read, it travels with end_stream.
@@ -238,23 +241,12 @@ class Http1ServerCodec:
     def encode_headers(self, headers: HeaderMap, end_stream: bool, close: bool) -> bytes:
         """Serialise response headers; chooses content-length, chunked or close-delimited framing."""
         items = headers.items()
-        status = 200
-        parts: list[bytes] = []
+        status_value = headers.get(b":status") or b""
+        status = int(status_value) if status_value.isdigit() else 502
+        lines = [b": ".join(pair) for pair in items if pair[0][0] != 58 and pair[0] not in _SKIP_ON_WIRE]
+        has_length = b"content-length" in headers
+        parts: list[bytes] = [b"\r\n".join(lines), b"\r\n"] if lines else []
         append = parts.append
-        has_length = False
-        for name, value in items:
-            if name[:1] == b":":
-                if name == b":status":
-                    status = int(value) if value.isdigit() else 502
-                continue
-            if name in _SKIP_ON_WIRE:
-                continue
-            if name == b"content-length":
-                has_length = True
-            append(name)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
         self._chunked_response = False
         no_body = status in _NO_BODY_STATUS or status < 200
         if not no_body and not has_length:
@@ -303,10 +295,13 @@ class Http1ClientCodec:
     """Request serialiser + response parser for one upstream connection, one request at a time."""
 
     __slots__ = ("sink", "_parser", "_headers", "_in_trailers", "_trailers", "_head", "_ended", "_chunked",
-                 "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message", "_body")
+                 "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message", "_body",
+                 "on_end")
 
-    def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None) -> None:
+    def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
         self.sink = sink
+        self.on_end = on_end  # told when a response ends, before the sink hears the final event
         self._parser = httptools.HttpResponseParser(self)
         self._feed = self._parser.feed_data
         self._headers: list[tuple[bytes, bytes]] = []
@@ -324,29 +319,13 @@ class Http1ClientCodec:
 
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
-        method = b"GET"
-        path = b"/"
-        authority = b""
-        parts: list[bytes] = []
+        method = headers.get(b":method") or b"GET"
+        path = headers.get(b":path") or b"/"
+        authority = headers.get(b":authority") or b""
+        lines = [b": ".join(pair) for pair in headers.items() if pair[0][0] != 58 and pair[0] not in _SKIP_ON_WIRE]
+        has_length = b"content-length" in headers
+        parts: list[bytes] = [b"\r\n".join(lines), b"\r\n"] if lines else []
         append = parts.append
-        has_length = False
-        for name, value in headers.items():
-            if name[:1] == b":":
-                if name == b":method":
-                    method = value
-                elif name == b":path":
-                    path = value
-                elif name == b":authority":
-                    authority = value
-                continue
-            if name in _SKIP_ON_WIRE:
-                continue
-            if name == b"content-length":
-                has_length = True
-            append(name)
-            append(b": ")
-            append(value)
-            append(b"\r\n")
         self._chunked = False
         if not has_length:
             if end_stream:
@@ -395,8 +374,11 @@ class Http1ClientCodec:
             self._ended = True
             self._body = None
             self._in_message = False
-            if self.sink is not None:
-                self.sink.on_response_data(b"", True)
+            sink = self.sink
+            if self.on_end is not None:
+                self.on_end()
+            if sink is not None:
+                sink.on_response_data(b"", True)
             return True
         return False
 
@@ -443,6 +425,8 @@ class Http1ClientCodec:
                 # llhttp does not know this answered a HEAD request; start afresh for the next one.
                 self._parser = httptools.HttpResponseParser(self)
                 self._feed = self._parser.feed_data
+            if self.on_end is not None:
+                self.on_end()
         if sink is not None:
             sink.on_response_headers(HeaderMap.adopt(items), no_body)
 
@@ -465,10 +449,13 @@ class Http1ClientCodec:
         sink = self.sink
         if sink is None:
             return
-        if self._trailers:
-            if body is not None:
-                sink.on_response_data(body, False)
-            sink.on_response_trailers(HeaderMap.adopt(self._trailers))
+        trailers = self._trailers
+        if trailers and body is not None:
+            sink.on_response_data(body, False)
+        if self.on_end is not None:
+            self.on_end()
+        if trailers:
+            sink.on_response_trailers(HeaderMap.adopt(trailers))
         else:
             sink.on_response_data(body if body is not None else b"", True)
 

@@ -41,11 +41,13 @@ EDGE_STRIP = frozenset(
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 
 
+_VARIANT = b"89ab89ab89ab89ab"
+
+
 def new_request_id(rng: random.Random) -> bytes:
     """A random (version 4) UUID as lower-case text."""
-    text = f"{rng.getrandbits(128):032x}"
-    variant = "89ab"[int(text[16], 16) & 3]
-    return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{variant}{text[17:20]}-{text[20:]}".encode()
+    text = b"%032x" % rng.getrandbits(128)
+    return b"%s-%s-4%s-%c%s-%s" % (text[:8], text[8:12], text[13:16], _VARIANT[text[16] & 15], text[17:20], text[20:])
 
 
 def _connection_tokens(headers: HeaderMap) -> set[bytes]:

