@@ -321,3 +321,19 @@ def test_ingress_gateway_routes_by_gateway_and_virtual_service(mesh: Mesh) -> No
     wait_for(lambda: answered_by(ingress, "v2", path="/reviews/1", host="bookinfo.example"), CONVERGE,
              what="gateway routes /reviews to v2")
     assert get(ingress, "/other", host="bookinfo.example")[0] == 404
+
+
+def test_mirroring_copies_requests_to_another_subset(mesh: Mesh) -> None:
+    reviews(mesh, "v1", "v2")
+    route_to(mesh, """\
+        - route: [{destination: {host: reviews, subset: v1}}]
+          mirror: {host: reviews, subset: v2}
+          mirrorPercentage: {value: 100.0}
+        """)
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE)
+    mirror = mesh.upstreams["v2"]
+    wait_for(lambda: get(port, "/mirrored")[0] == 200 and any(r.path == "/mirrored" for r in mirror.requests),
+             CONVERGE, what="v2 receives the mirrored copy")
+    copy = next(r for r in mirror.requests if r.path == "/mirrored")
+    assert dict((k.lower(), v) for k, v in copy.headers)["host"] == "reviews-shadow:9080"  # Envoy marks shadows
