@@ -1,4 +1,5 @@
-"""The ADS endpoint (grpcio, asyncio): streams between proxies and the control plane.
+"""The ADS endpoint (grpcio, asyncio): streams between proxies and the control plane, both
+state of the world (StreamAggregatedResources) and incremental (DeltaAggregatedResources).
 
 Each stream becomes a `Connection`: the first request's node identifies the proxy (and
 registers its workload), requests go through the sans-io `XdsSession`, and pushes from the
@@ -14,11 +15,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from controlplane._delta import DeltaXdsSession
 from controlplane._generate import Snapshot
 from controlplane._proxies import NodeError, Proxy, proxy_from_node
 from controlplane._xds import XdsSession
@@ -27,19 +29,34 @@ log = logging.getLogger("wasmesh.controlplane")
 _connection_ids = itertools.count(1)
 
 
+class Session(Protocol):
+    """What both protocol variants (state of the world, delta) offer the server."""
+
+    nacks: int
+
+    def on_request(self, request: Any, snapshot: Snapshot) -> list[Any]: ...
+
+    def on_snapshot(self, snapshot: Snapshot) -> list[Any]: ...
+
+    def sent_names(self, type_url: str) -> tuple[str, ...]: ...
+
+    def status(self) -> dict[str, dict[str, str]]: ...
+
+
 @dataclass(eq=False)
 class Connection:
     """One ADS stream: its proxy, protocol state, the snapshot last pushed and an outbox."""
 
     proxy: Proxy
-    session: XdsSession
-    outbox: asyncio.Queue[discovery_pb2.DiscoveryResponse | None] = field(default_factory=asyncio.Queue)
+    session: Session
+    delta: bool = False
+    outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     id: int = field(default_factory=lambda: next(_connection_ids))
     connected_at: float = field(default_factory=time.time)
     snapshot: Snapshot | None = None
     pushes: int = 0
 
-    def send_all(self, responses: list[discovery_pb2.DiscoveryResponse]) -> None:
+    def send_all(self, responses: list[Any]) -> None:
         for response in responses:
             self.outbox.put_nowait(response)
         self.pushes += len(responses)
@@ -59,9 +76,21 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     def __init__(self, plane: Plane) -> None:
         self.plane = plane
 
+    # grpc.aio recognises a streaming handler by being an async generator function itself.
     async def StreamAggregatedResources(  # noqa: N802 (gRPC's method name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for response in self._stream(request_iterator, context, delta=False):
+            yield response
+
+    async def DeltaAggregatedResources(  # noqa: N802 (gRPC's method name)
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in self._stream(request_iterator, context, delta=True):
+            yield response
+
+    async def _stream(self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                      delta: bool) -> AsyncIterator[Any]:
         try:
             first = await request_iterator.__anext__()
         except StopAsyncIteration:
@@ -71,7 +100,8 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         except NodeError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             return
-        connection = Connection(proxy, XdsSession(proxy.id))
+        session: Session = DeltaXdsSession(proxy.id) if delta else XdsSession(proxy.id)
+        connection = Connection(proxy, session, delta)
         connection.snapshot = self.plane.connected(connection)
         reader = asyncio.get_running_loop().create_task(self._read(first, request_iterator, connection))
         try:
@@ -84,8 +114,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             reader.cancel()
             self.plane.disconnected(connection)
 
-    async def _read(self, first: discovery_pb2.DiscoveryRequest,
-                    requests: AsyncIterator[discovery_pb2.DiscoveryRequest], connection: Connection) -> None:
+    async def _read(self, first: Any, requests: AsyncIterator[Any], connection: Connection) -> None:
         try:
             self._handle(first, connection)
             async for request in requests:
@@ -95,7 +124,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         finally:
             connection.outbox.put_nowait(None)
 
-    def _handle(self, request: discovery_pb2.DiscoveryRequest, connection: Connection) -> None:
+    def _handle(self, request: Any, connection: Connection) -> None:
         assert connection.snapshot is not None
         before = connection.session.nacks
         connection.send_all(connection.session.on_request(request, connection.snapshot))
@@ -109,4 +138,4 @@ def add_to_server(server: grpc.aio.Server, plane: Plane) -> None:
 
 
 
-__all__ = ["AdsService", "Connection", "Plane", "add_to_server"]
+__all__ = ["AdsService", "Connection", "Plane", "Session", "add_to_server"]

@@ -189,8 +189,7 @@ def _proxy_config(plane: ControlPlane, name: str, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {"proxy": connection.proxy.id}
     snapshot = connection.snapshot
     for label, type_url in wanted.items():
-        watch = connection.session.watches.get(type_url)
-        names = watch.sent_names if watch is not None else ()
+        names = connection.session.sent_names(type_url)
         resources = snapshot.resources(type_url) if snapshot is not None else {}
         out[label] = [to_dict(resources[n]) for n in names if n in resources]
     return out

@@ -29,6 +29,7 @@ class BootstrapOptions:
     inbound_ports: Mapping[int, int] = field(default_factory=dict)
     admin_port: int = 15000
     proxy_type: str = "sidecar"
+    delta: bool = False
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -71,7 +72,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
                  "metadata": node_metadata(options)},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}},
         "dynamic_resources": {
-            "ads_config": {"api_type": "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
+            "ads_config": {"api_type": "DELTA_GRPC" if options.delta else "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
                            "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
             "lds_config": ads,
             "cds_config": ads,

@@ -63,14 +63,15 @@ class Snapshot:
 
     def subset_version(self, type_url: str, names: Iterable[str]) -> str:
         """A version of just these resources (for types a proxy subscribes to by name)."""
-        resources = self.resources(type_url)
-        parts = []
-        for name in names:
-            key = (type_url, name)
-            if key not in self._digests:
-                self._digests[key] = digest([resources[name]])
-            parts.append(f"{name}={self._digests[key]}")
+        parts = [f"{name}={self.resource_version(type_url, name)}" for name in names]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def resource_version(self, type_url: str, name: str) -> str:
+        """The version of one resource (a digest of its serialization)."""
+        key = (type_url, name)
+        if key not in self._digests:
+            self._digests[key] = digest([self.resources(type_url)[name]])
+        return self._digests[key]
 
     def packed(self, type_url: str, name: str) -> Any:
         key = (type_url, name)

@@ -222,7 +222,8 @@ class ControlPlane:
 
     def proxy_status(self) -> list[Mapping[str, Any]]:
         return [{"id": c.proxy.id, "name": c.proxy.name, "namespace": c.proxy.namespace,
-                 "connected_at": c.connected_at, "types": c.session.status()}
+                 "protocol": "delta" if c.delta else "sotw", "connected_at": c.connected_at,
+                 "types": c.session.status()}
                 for c in sorted(self.connections.values(), key=lambda c: c.proxy.id)]
 
 

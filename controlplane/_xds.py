@@ -118,6 +118,10 @@ class XdsSession:
             version_info=version, type_url=type_url, nonce=nonce,
             resources=[snapshot.packed(type_url, name) for name in names])
 
+    def sent_names(self, type_url: str) -> tuple[str, ...]:
+        watch = self.watches.get(type_url)
+        return watch.sent_names if watch is not None else ()
+
     def status(self) -> dict[str, dict[str, str]]:
         """Per type short name: sent and acked versions, SYNCED/STALE/NACKED and the NACK message."""
         return {TYPE_SHORT_NAMES.get(t, t): {"status": w.status, "sent": w.sent_version, "acked": w.acked_version,

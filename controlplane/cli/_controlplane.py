@@ -121,7 +121,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         ports=[int(p) for p in args.port], xds_host=host, xds_port=port, ip=args.ip,
         service_account=args.service_account, outbound_ports=_port_pairs(args.outbound, "--outbound"),
         inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port,
-        proxy_type="router" if args.router else "sidecar")
+        proxy_type="router" if args.router else "sidecar", delta=args.delta)
     document = grpc_bootstrap(options) if args.grpc else bootstrap(options)
     text = json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -281,6 +281,7 @@ def register(commands: Any) -> None:
                       help="bind an inbound listener in front of an application port")
     boot.add_argument("--admin-port", type=int, default=15000)
     boot.add_argument("--router", action="store_true", help="an ingress/egress gateway rather than a sidecar")
+    boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS instead of state of the world")
     boot.add_argument("--grpc", action="store_true", help="a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(handler=_bootstrap)

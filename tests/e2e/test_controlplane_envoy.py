@@ -121,10 +121,14 @@ def route_to(mesh: Mesh, body: str) -> None:
                           "spec:\n  hosts: [reviews]\n  http:\n" + textwrap.indent(textwrap.dedent(body), "  "))
 
 
-def client(mesh: Mesh) -> int:
+def client(mesh: Mesh, protocol: str = "sotw") -> int:
     port = free_port()
-    mesh.envoy("productpage", "app=productpage,version=v1", "--port", "9080", "--outbound", f"9080={port}")
+    mesh.envoy("productpage", "app=productpage,version=v1", "--port", "9080", "--outbound", f"9080={port}",
+               *(["--delta"] if protocol == "delta" else []))
     return port
+
+
+PROTOCOLS = pytest.mark.parametrize("protocol", ["sotw", "delta"])
 
 
 def answered_by(port: int, version: str, **kwargs: Any) -> bool:
@@ -132,10 +136,11 @@ def answered_by(port: int, version: str, **kwargs: Any) -> bool:
     return status == 200 and headers.get("x-version") == version
 
 
-def test_routing_follows_virtual_service_edits(mesh: Mesh) -> None:
+@PROTOCOLS
+def test_routing_follows_virtual_service_edits(mesh: Mesh, protocol: str) -> None:
     reviews(mesh, "v1", "v2")
     route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
-    port = client(mesh)
+    port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE, what="v1 serves")
     route_to(mesh, """\
         - match: [{headers: {end-user: {exact: jason}}}]
@@ -145,6 +150,10 @@ def test_routing_follows_virtual_service_edits(mesh: Mesh) -> None:
     wait_for(lambda: answered_by(port, "v2", headers={"end-user": "jason"}), CONVERGE, what="jason to v2")
     assert answered_by(port, "v1", headers={"end-user": "alice"})
     assert len(mesh.envoys) == 1 and mesh.envoys[0].pid  # same process: no restart
+    [status] = mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"]
+    assert status["protocol"] == protocol
+    wait_for(lambda: all(t["status"] == "SYNCED" for t in
+                         mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"].values()), CONVERGE)
 
 
 def test_traffic_shifting_weights(mesh: Mesh) -> None:
@@ -184,10 +193,11 @@ def test_fault_abort_rewrite_and_headers(mesh: Mesh) -> None:
     assert seen.path == "/new/page" and ("x-added", "1") in [(k.lower(), v) for k, v in seen.headers]
 
 
-def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh) -> None:
+@PROTOCOLS
+def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh, protocol: str) -> None:
     module = plugin_path("headers")
     reviews(mesh, "v1")
-    port = client(mesh)
+    port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     assert "x-echo-path" not in get(port)[1]
     mesh.write("wasm.yaml", f"""\
@@ -208,9 +218,10 @@ def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh) -> None:
     wait_for(lambda: "x-echo-path" not in get(port)[1], CONVERGE, what="plugin removed")
 
 
-def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh) -> None:
+@PROTOCOLS
+def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh, protocol: str) -> None:
     reviews(mesh, "v1")
-    port = client(mesh)
+    port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     mesh.write("ef.yaml", """\
         apiVersion: networking.istio.io/v1alpha3
