@@ -426,3 +426,31 @@ def test_protocol_edge_cases_answer_with_the_same_status(tmp_path: Path, envoy_b
         pair.envoy.stop()
     assert ours == envoy
 
+
+
+@pytest.mark.parametrize("hcm_extra", [
+    {},
+    {"use_remote_address": True},
+    {"use_remote_address": True, "xff_num_trusted_hops": 1},
+    {"xff_num_trusted_hops": 1, "via": "wasmesh-test", "server_name": "edge-proxy",
+     "always_set_request_id_in_response": True},
+    {"use_remote_address": True, "skip_xff_append": True, "preserve_external_request_id": True,
+     "server_header_transformation": "PASS_THROUGH"},
+], ids=["defaults", "remote-address", "trusted-hop", "via-server-name", "skip-append"])
+def test_forwarding_headers(tmp_path: Path, envoy_binary: str, upstreams: Upstreams,
+                            hcm_extra: dict[str, Any]) -> None:
+    config = bootstrap(
+        virtual_hosts=vhosts({"name": "v", "domains": ["*"], "routes": [route({"prefix": "/"})],
+                              "response_headers_to_add": [
+                                  {"header": {"key": "x-client", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}}]}),
+        clusters=three_clusters(upstreams), hcm_extra=hcm_extra,
+    )
+    upstreams.servers["a"].set_response(200, [("server", "upstream-server")], "a")
+    compare(tmp_path, envoy_binary, config, [
+        {},
+        {"headers": [("X-Forwarded-For", "203.0.113.7, 198.51.100.2"), ("X-Forwarded-Proto", "https")]},
+        {"headers": [("X-Request-Id", "client-chosen-id"), ("Via", "1.1 earlier")]},
+        {"headers": [("X-Envoy-Internal", "true"), ("X-Envoy-Max-Retries", "3"),
+                     ("X-Envoy-Upstream-Rq-Timeout-Ms", "10"), ("Connection", "keep-alive, x-hop"),
+                     ("X-Hop", "1"), ("Te", "trailers")]},
+    ], upstreams)

@@ -231,7 +231,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     ),
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({"http_protocol_options"}),
     # built-in HTTP filters
-    "envoy.extensions.filters.http.router.v3.Router": frozenset({"suppress_envoy_headers", "dynamic_stats"}),
+    "envoy.extensions.filters.http.router.v3.Router": frozenset({"suppress_envoy_headers"}),
     "envoy.extensions.filters.http.fault.v3.HTTPFault": frozenset(
         {
             "delay",

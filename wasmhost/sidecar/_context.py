@@ -53,6 +53,7 @@ class WorkerRuntime:
     ) -> None:
         self.out: list[Any] = []
         self.worker_index = worker_index
+        self.local_ip = "127.0.0.1"  # set by the edge: this host's address
         self.stats = stats if stats is not None else StatsStore()
         self.clock = clock
         self.wall = wall

@@ -37,6 +37,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.ctx: Any = None
         self._wbuf: list[bytes] = []
         self.paused = False
+        self.head_started = 0.0
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -59,6 +60,8 @@ class DownstreamConnection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        # per_connection_buffer_limit_bytes: above it, writing pauses the upstream feeding this client
+        self.transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
         self.last_activity = worker.runtime.tick()
         ctx.stats.cx_total.value += 1
         ctx.stats.cx_active.value += 1
@@ -69,10 +72,13 @@ class DownstreamConnection(asyncio.Protocol):
         worker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.worker.runtime.tick()
+        now = self.last_activity = self.worker.runtime.tick()
         codec = self.codec
         assert codec is not None
+        was_in_head = codec.in_head
         codec.feed(data)
+        if codec.in_head and not was_in_head:
+            self.head_started = now
         if codec.has_pending and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()  # pipelined requests wait for the current response
@@ -161,6 +167,7 @@ class DownstreamConnection(asyncio.Protocol):
     def send_data(self, stream: HttpStream, data: bytes, end_stream: bool) -> None:
         if self.closed or self.transport is None or stream is not self.stream:
             return
+        self.last_activity = self.worker.runtime.now  # a streaming response is activity too
         payload = self.codec.encode_data(data, end_stream)  # type: ignore[union-attr]
         if payload:
             self._write(payload)
@@ -211,6 +218,7 @@ class DownstreamConnection(asyncio.Protocol):
             transport.write(data)
 
     def close(self, graceful: bool = False) -> None:
+        """Close; a graceful close flushes, half-closes and lets the client finish for delayed_close_timeout."""
         if self.closed:
             return
         if graceful:
@@ -220,10 +228,15 @@ class DownstreamConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if graceful:
-            transport.close()
-        else:
+        if not graceful:
             transport.abort()
+            return
+        delay = self.ctx.hcm.delayed_close_timeout if self.ctx is not None else 0.0
+        if delay > 0 and transport.can_write_eof():
+            transport.write_eof()
+            self.worker.loop.call_later(delay, transport.close)
+        else:
+            transport.close()
 
 
 def _codec_error_body(status: int) -> bytes:

@@ -112,7 +112,8 @@ class StreamInfo:
         self.start_time = start_time
         self.start_monotonic = start_monotonic
         self.connection_id = connection_id
-        self.downstream_remote_address = downstream_remote_address
+        self.downstream_remote_address = downstream_remote_address  # may come from x-forwarded-for
+        self.downstream_direct_remote_address = downstream_remote_address  # always the socket peer
         self.downstream_local_address = downstream_local_address
         self.protocol = protocol
         self.listener_name = listener_name

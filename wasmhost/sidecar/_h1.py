@@ -57,7 +57,7 @@ class Http1ServerCodec:
     __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
                  "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
                  "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
-                 "_underscores", "failed", "_upgrade", "_feed", "_body")
+                 "_underscores", "failed", "_upgrade", "_feed", "_body", "in_head")
 
     def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
                  underscores: str = "ALLOW") -> None:
@@ -85,6 +85,7 @@ class Http1ServerCodec:
         self.failed = False
         self._upgrade = False
         self._body: bytes | None = None
+        self.in_head = False  # a request head has started and is not complete yet
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class Http1ServerCodec:
         self._trailers = None
         self._ended_at_headers = False
         self._has_body = False
+        self.in_head = True
         if self.awaiting_response:
             self._deferring = True
 
@@ -152,6 +154,7 @@ class Http1ServerCodec:
 
     def on_headers_complete(self) -> None:
         parser = self._parser
+        self.in_head = False
         method = parser.get_method()
         version = parser.get_http_version()
         self._http10 = version == "1.0"

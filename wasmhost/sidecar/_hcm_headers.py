@@ -91,12 +91,37 @@ def normalize_path(path: bytes, merge_slashes: bool, remove_dots: bool) -> bytes
 _REQUEST_SPECIAL = HOP_BY_HOP | EXTERNAL_STRIP | EDGE_STRIP | {b"te", b"x-forwarded-proto", b"x-request-id"}
 
 
+def host_address() -> str:
+    """The first non-loopback IPv4 address of this host (what Envoy appends to XFF for loopback peers)."""
+    import fcntl
+    import socket
+    import struct
+
+    for _, name in socket.if_nameindex():
+        if name == "lo":
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+        address = socket.inet_ntoa(packed[20:24])
+        if not address.startswith("127."):
+            return address
+    return "127.0.0.1"
+
+
+def _is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1" or ip.startswith("::ffff:127.")
+
+
 def prepare_request(
     headers: HeaderMap,
     hcm: HcmPlan,
     remote_ip: str,
     local_port: int,
     rng: random.Random,
+    local_ip: str = "127.0.0.1",
 ) -> None:
     """Mutate downstream request headers the way Envoy's connection manager does before filters run."""
     items = headers.items()
@@ -133,9 +158,11 @@ def prepare_request(
     if hcm.use_remote_address:
         if not hcm.skip_xff_append:
             existing = headers.get(b"x-forwarded-for")
-            ip = remote_ip.encode()
+            # Envoy appends the host's own address for a loopback peer
+            ip = (local_ip if _is_loopback(remote_ip) else remote_ip).encode()
             headers.set(b"x-forwarded-for", existing + b"," + ip if existing else ip)
-        headers.set(b"x-forwarded-proto", scheme)
+        if hcm.xff_num_trusted_hops == 0 or not has_forwarded_proto:
+            headers.set(b"x-forwarded-proto", scheme)  # trusted hops may set it; an edge proxy does
         headers.set(b"x-envoy-external-address", remote_ip.encode())
     elif not has_forwarded_proto:
         items.append((b"x-forwarded-proto", scheme))
@@ -161,6 +188,25 @@ def prepare_request(
             new = normalize_path(path, hcm.merge_slashes, hcm.normalize_path)
             if new != path:
                 headers.set(b":path", new)
+
+
+def original_client(headers: HeaderMap, hcm: HcmPlan, xff_before_append: bytes | None) -> str | None:
+    """The client address Envoy derives from ``x-forwarded-for`` (None: the socket peer)."""
+    hops = hcm.xff_num_trusted_hops
+    if hcm.use_remote_address:
+        if hops <= 0 or not xff_before_append:
+            return None
+        entries = [e.strip() for e in xff_before_append.split(b",")]
+        index = len(entries) - hops
+    else:
+        value = headers.get(b"x-forwarded-for")
+        if not value:
+            return None
+        entries = [e.strip() for e in value.split(b",")]
+        index = len(entries) - 1 - hops
+    if index < 0 or index >= len(entries) or not entries[index]:
+        return None
+    return entries[index].decode("latin-1")
 
 
 def finalize_response(headers: HeaderMap, hcm: HcmPlan, date: bytes, request_id: bytes | None) -> None:

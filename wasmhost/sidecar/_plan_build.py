@@ -151,6 +151,10 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
             if explicit.WhichOneof("protocol_config") != "http_protocol_options":
                 raise ConfigError(f"{where}.explicit_http_config", "only HTTP/1 upstreams are supported yet")
     if common is not None:
+        for field in ("max_headers_count", "headers_with_underscores_action"):
+            if common.HasField(field) if field == "max_headers_count" else getattr(common, field):
+                raise ConfigError(f"{path}.common_http_protocol_options.{field}",
+                                  "not supported for upstream connections")
         idle_timeout = _optional_seconds(common, "idle_timeout", 3600.0)
         if common.HasField("max_requests_per_connection"):
             max_per_conn = common.max_requests_per_connection.value

@@ -35,7 +35,7 @@ from ._filter_api import (
     TrailersStatus,
     UnknownClusterError,
 )
-from ._hcm_headers import finalize_response, prepare_request
+from ._hcm_headers import finalize_response, original_client, prepare_request
 from ._headers import HeaderMap, Pair
 
 CONTINUE = 0
@@ -288,8 +288,14 @@ class HttpStream:
                 self.info.add_flag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
                 self.send_local_reply(400, b"missing required header: :authority", details="missing_host_header")
                 return
+        forwarded = headers.get(b"x-forwarded-for") if hcm.use_remote_address else None
+        worker = self.ctx.worker
         prepare_request(headers, hcm, info.downstream_remote_address[0], info.downstream_local_address[1],
-                        self.ctx.worker.rng)
+                        worker.rng, worker.local_ip)
+        if forwarded is not None or not hcm.use_remote_address:
+            client = original_client(headers, hcm, forwarded)
+            if client is not None:
+                info.downstream_remote_address = (client, 0)
         self.request_id = headers.get(b"x-request-id")
         self._do_headers(dec, 0, end_stream)
 

@@ -67,6 +67,7 @@ class UpstreamConnection(asyncio.Protocol):
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.local_address = (sockname[0], sockname[1])
+        self.transport.set_write_buffer_limits(high=self.pool.cluster.plan.buffer_limit)
 
     def data_received(self, data: bytes) -> None:
         if self.sink is None:

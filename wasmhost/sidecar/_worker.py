@@ -36,6 +36,7 @@ from ._commands import (
 from ._context import ListenerContext, PlanRuntime, WorkerRuntime
 from ._downstream import DownstreamConnection
 from ._filter_api import HttpCallCallback, UnknownClusterError
+from ._hcm_headers import host_address
 from ._headers import Pair
 from ._plan import ListenerPlan, Plan
 from ._stats import StatsStore
@@ -73,6 +74,7 @@ class Worker:
         self.loop = loop
         self.index = index
         self.runtime = WorkerRuntime(stats=stats, services=self, worker_index=index)
+        self.runtime.local_ip = host_address()
         self.current: PlanRuntime | None = None
         self.listeners: dict[str, ListenerState] = {}
         self.connections: set[DownstreamConnection] = set()
@@ -416,6 +418,12 @@ class Worker:
             if hcm is None:
                 continue
             stream = conn.stream
+            codec = conn.codec
+            if hcm.request_headers_timeout is not None and codec is not None and codec.in_head \
+                    and clock - conn.head_started >= hcm.request_headers_timeout:
+                conn.ctx.stats.rq_timeout.value += 1
+                conn.close()
+                continue
             if stream is None:
                 if hcm.idle_timeout is not None and clock - conn.last_activity >= hcm.idle_timeout:
                     conn.ctx.stats.cx_idle_timeout.value += 1
