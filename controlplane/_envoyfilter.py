@@ -4,8 +4,8 @@ Every `applyTo` (LISTENER, LISTENER_FILTER, FILTER_CHAIN, NETWORK_FILTER, HTTP_F
 ROUTE_CONFIGURATION, VIRTUAL_HOST, HTTP_ROUTE, CLUSTER, EXTENSION_CONFIG; BOOTSTRAP in
 `patch_bootstrap`) and every operation (MERGE, MERGE_AND_REPLACE_LIST, ADD, REMOVE,
 INSERT_BEFORE, INSERT_AFTER, INSERT_FIRST, REPLACE) works on the real proto messages, as
-istiod does: a patch value is parsed into the target's type, MERGE is protobuf merge (lists
-append, `typed_config` of the same type merged inside the Any), and matches select by
+istiod does: a patch value is parsed into the target's type and applied by `_patch_ops`
+(protobuf merge, list operations); this module decides where. Matches select by
 context, proxy, listener/port/filter chain/filter/sub-filter, route configuration/virtual
 host/route, or cluster name/port/service/subset.
 """
@@ -23,10 +23,10 @@ from envoy.config.core.v3 import extension_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from controlplane._mesh import Mesh
+from controlplane._patch_ops import clone, merge, patch_list
 from controlplane._protos import HCM_NAME, HCM_TYPE, ProtoError, from_dict, pack, unpack
 from controlplane._proxies import ROUTER, Proxy, labels_match
 from controlplane._resources import Resource
@@ -162,79 +162,18 @@ def _context_matches(patch: Patch, context: str, proxy: Proxy) -> bool:
     return wanted == context
 
 
-# ---- protobuf merge with Any awareness -----------------------------------------------------------
-def merge(dst: Message, src: Message, replace_lists: bool = False) -> None:
-    """Protobuf merge; an Any holding the same type on both sides is merged inside, as istiod does."""
-    if isinstance(dst, any_pb2.Any) and isinstance(src, any_pb2.Any):
-        if dst.type_url == src.type_url and dst.type_url:
-            inner = unpack(dst)
-            merge(inner, unpack(src), replace_lists)
-            dst.CopyFrom(pack(inner))
-        else:
-            dst.CopyFrom(src)
-        return
-    for descriptor, value in src.ListFields():
-        target = getattr(dst, descriptor.name)
-        if descriptor.is_repeated:
-            if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
-                for key in value:
-                    if descriptor.message_type.fields_by_name["value"].message_type is not None:
-                        merge(target[key], value[key], replace_lists)
-                    else:
-                        target[key] = value[key]
-                continue
-            if replace_lists:
-                del target[:]
-            target.extend(value)
-        elif descriptor.message_type is not None:
-            if descriptor.containing_oneof is not None and dst.WhichOneof(descriptor.containing_oneof.name) != descriptor.name:
-                target.CopyFrom(value)
-            else:
-                merge(target, value, replace_lists)
-        else:
-            setattr(dst, descriptor.name, value)
-
-
 def _apply_merge(target: Message, patch: Patch) -> None:
     assert patch.value is not None
     merge(target, patch.value, replace_lists=patch.operation == "MERGE_AND_REPLACE_LIST")
 
 
-def _list_patch(items: MutableSequence[Any], patch: Patch, matches: Callable[[Any], bool],
-                has_target: bool) -> None:
-    """Apply one list operation (filters, routes, chains) to `items` in place."""
-    indexes = [i for i, item in enumerate(items) if matches(item)] if has_target else []
-    op = patch.operation
-    clone = (lambda: _clone(patch.value)) if patch.value is not None else None
-    if op == "ADD":
-        assert clone is not None
-        items.append(clone())
-    elif op == "INSERT_FIRST":
-        assert clone is not None
-        items.insert(0, clone())
-    elif op in ("INSERT_BEFORE", "INSERT_AFTER"):
-        assert clone is not None
-        if not has_target:
-            items.insert(0 if op == "INSERT_BEFORE" else len(items), clone())
-        elif indexes:
-            position = indexes[0] if op == "INSERT_BEFORE" else indexes[-1] + 1
-            items.insert(position, clone())
-    elif op == "REMOVE":
-        for i in reversed(indexes):
-            del items[i]
-    elif op == "REPLACE":
-        for i in indexes:
-            items[i].CopyFrom(clone() if clone else items[i])
-    elif op in ("MERGE", "MERGE_AND_REPLACE_LIST"):
-        for i in indexes:
-            _apply_merge(items[i], patch)
+def _list_patch(items: MutableSequence[Any], patch: Patch, matches: Callable[[Any], bool], has_target: bool) -> None:
+    patch_list(items, patch.operation, patch.value, matches, has_target)
 
 
 def _clone(msg: Message | None) -> Any:
     assert msg is not None
-    out = type(msg)()
-    out.CopyFrom(msg)
-    return out
+    return clone(msg)
 
 
 # ---- listeners and what is inside them -----------------------------------------------------------

@@ -9,7 +9,8 @@ import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
 
-from controlplane._envoyfilter import merge, patch_bootstrap, patches_for
+from controlplane._envoyfilter import patch_bootstrap, patches_for
+from controlplane._patch_ops import merge
 from controlplane._protos import CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, from_dict, to_dict, unpack
 from tests.controlplane._fixtures import generated, mesh_of, sidecar
 
