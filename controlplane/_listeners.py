@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from controlplane._clusters import ADS_SOURCE, cluster_name
+from controlplane._hosts import fqdn
 from controlplane._mesh import Mesh
 from controlplane._protos import HCM_NAME, HCM_TYPE, ROUTER_NAME, typed
 from controlplane._proxies import Proxy
@@ -79,12 +80,36 @@ def outbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
         filters = _network_wasm(mesh, proxy, CLIENT, number)
         filters.append({"name": "envoy.filters.network.tcp_proxy", "typed_config": typed(
             "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-            {"stat_prefix": cluster_name("outbound", number, "", host),
-             "cluster": cluster_name("outbound", number, "", host)})})
+            _tcp_route(mesh, proxy, host, number))})
         out.append({"name": f"0.0.0.0_{number}", **_address(number, proxy.outbound_ports.get(number)),
                     "traffic_direction": "OUTBOUND",
                     "filter_chains": [{"name": f"0.0.0.0_{number}", "filters": filters}]})
     return out
+
+
+def _tcp_route(mesh: Mesh, proxy: Proxy, host: str, port: int) -> dict[str, Any]:
+    """A TcpProxy config: the VirtualService's first `tcp` route for this port, else the service."""
+    default = cluster_name("outbound", port, "", host)
+    config: dict[str, Any] = {"stat_prefix": default, "cluster": default}
+    vs = mesh.virtual_service_for(proxy, host)
+    if vs is None:
+        return config
+    for route in vs.spec.get("tcp") or []:
+        if not all(not m.get("port") or m["port"] == port for m in route.get("match") or [{}]):
+            continue
+        names = []
+        for dest in route.get("route") or []:
+            target = dest.get("destination") or {}
+            names.append((cluster_name("outbound", int((target.get("port") or {}).get("number") or port),
+                                       str(target.get("subset", "")), fqdn(str(target.get("host", "")), vs.namespace)),
+                          int(dest.get("weight", 0))))
+        if len(names) == 1:
+            config["cluster"] = names[0][0]
+        elif names:
+            del config["cluster"]
+            config["weighted_clusters"] = {"clusters": [{"name": n, "weight": w} for n, w in names if w > 0]}
+        break
+    return config
 
 
 def inbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:

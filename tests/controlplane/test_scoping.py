@@ -139,3 +139,37 @@ spec:
     vhost = next(v for v in config(snapshot, ROUTE, "9080")["virtual_hosts"] if v["name"].startswith("reviews."))
     assert vhost["routes"][0]["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
     assert vhost["routes"][1]["route"]["hash_policy"] == [{"cookie": {"name": "user", "ttl": "0s"}}]
+
+
+def test_tcp_routes_become_weighted_tcp_proxy() -> None:
+    database = """
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db}
+spec:
+  hosts: [db.default.svc.cluster.local]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 127.0.0.1, labels: {version: a}}, {address: 127.0.0.2, labels: {version: b}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db}
+spec: {host: db, subsets: [{name: a, labels: {version: a}}, {name: b, labels: {version: b}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db, subset: a}, weight: 80}
+    - {destination: {host: db, subset: b}, weight: 20}
+"""
+    listener = config(generated(mesh_of(database), sidecar()), LISTENER, "0.0.0.0_5432")
+    tcp = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    assert tcp["weighted_clusters"] == {"clusters": [
+        {"name": "outbound|5432|a|db.default.svc.cluster.local", "weight": 80},
+        {"name": "outbound|5432|b|db.default.svc.cluster.local", "weight": 20}]}
+    assert "cluster" not in tcp
