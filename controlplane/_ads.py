@@ -121,6 +121,8 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 self._handle(request, connection)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
+        except Exception:  # noqa: BLE001 - one bad stream must not take the server down
+            log.exception("ADS stream of %s failed", connection.proxy.id)
         finally:
             connection.outbox.put_nowait(None)
 
