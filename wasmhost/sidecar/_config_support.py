@@ -73,6 +73,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "normalize_path",
             "merge_slashes",
             "max_request_headers_kb",
+            "http2_protocol_options",
             "strip_any_host_port",
             "strip_matching_host_port",
         }
@@ -84,6 +85,9 @@ SUPPORTED: dict[str, frozenset[str]] = {
         {"idle_timeout", "max_headers_count", "max_requests_per_connection", "headers_with_underscores_action"}
     ),
     "envoy.config.core.v3.Http1ProtocolOptions": frozenset({"accept_http_10", "default_host_for_http_10"}),
+    "envoy.config.core.v3.Http2ProtocolOptions": frozenset(
+        {"max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"}
+    ),
     # access logs
     "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config"}),
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": frozenset({"log_format"}),
@@ -200,6 +204,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "least_request_lb_config",
             "common_lb_config",
             "per_connection_buffer_limit_bytes",
+            "http2_protocol_options",
             "metadata",
         }
     ),
@@ -229,7 +234,9 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": frozenset(
         {"explicit_http_config", "common_http_protocol_options"}
     ),
-    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset({"http_protocol_options"}),
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": frozenset(
+        {"http_protocol_options", "http2_protocol_options"}
+    ),
     # built-in HTTP filters
     "envoy.extensions.filters.http.router.v3.Router": frozenset({"suppress_envoy_headers"}),
     "envoy.extensions.filters.http.fault.v3.HTTPFault": frozenset(
@@ -274,10 +281,6 @@ _EXPLANATIONS: dict[str, str] = {
     ),
     "envoy.config.cluster.v3.Cluster.transport_socket": "upstream TLS is not supported yet",
     "envoy.config.listener.v3.FilterChain.transport_socket": "downstream TLS is not supported yet",
-    "envoy.config.cluster.v3.Cluster.http2_protocol_options": "upstream HTTP/2 is not supported yet",
-    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options": (
-        "downstream HTTP/2 is not supported yet"
-    ),
 }
 
 

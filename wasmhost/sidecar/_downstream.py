@@ -13,6 +13,7 @@ import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from ._h1 import Http1ServerCodec, status_line
+from ._h2 import PREFACE
 from ._headers import HeaderMap
 from ._stream import HttpStream
 
@@ -65,13 +66,45 @@ class DownstreamConnection(asyncio.Protocol):
         self.last_activity = worker.runtime.tick()
         ctx.stats.cx_total.value += 1
         ctx.stats.cx_active.value += 1
-        ctx.stats.cx_http1_total.value += 1
         ctx.listener_cx_total.value += 1
         ctx.worker_cx_total.value += 1
         ctx.listener_cx_active.value += 1
         worker.connections.add(self)
+        self._sniff: bytes | None = b"" if hcm.codec == "AUTO" else None
+        if hcm.codec == "HTTP2":
+            self._switch_to_http2(b"")
+        elif hcm.codec == "HTTP1":
+            ctx.stats.cx_http1_total.value += 1
+
+    def _switch_to_http2(self, data: bytes) -> None:
+        """Hand the connection to the HTTP/2 protocol object (prior-knowledge h2c)."""
+        from ._downstream_h2 import Http2DownstreamConnection
+
+        assert self.transport is not None
+        h2conn = Http2DownstreamConnection(self.worker, self.listener, self.transport, self.ctx,
+                                           self.connection_id, self.remote, self.local)
+        self.worker.connections.discard(self)
+        self.worker.connections.add(h2conn)  # type: ignore[arg-type]
+        self.closed = True  # this object is done; the transport now talks to h2conn
+        self.transport.set_protocol(h2conn)
+        if data:
+            h2conn.data_received(data)
+        else:
+            self.worker.drain()
 
     def data_received(self, data: bytes) -> None:
+        if self._sniff is not None:
+            seen = self._sniff + data
+            if PREFACE.startswith(seen[: len(PREFACE)]):
+                if len(seen) < len(PREFACE):
+                    self._sniff = seen
+                    return
+                self._sniff = None
+                self._switch_to_http2(seen)
+                return
+            self._sniff = None
+            self.ctx.stats.cx_http1_total.value += 1
+            data = seen
         now = self.last_activity = self.worker.runtime.tick()
         codec = self.codec
         assert codec is not None

@@ -70,6 +70,10 @@ class ClusterPlan:
     choice_count: int = 2
     panic_threshold: float = 50.0
     buffer_limit: int = 1024 * 1024
+    http2: bool = False  # talk HTTP/2 (h2c) to the endpoints
+    h2_max_concurrent_streams: int = 2147483647
+    h2_initial_stream_window: int = 268435456
+    h2_initial_connection_window: int = 268435456
     metadata: Any = field(default=None, compare=False)
     fingerprint: bytes = b""  # serialized config: equal fingerprints keep runtime state across reloads
 
@@ -125,6 +129,9 @@ class HcmPlan:
     normalize_path: bool = False
     merge_slashes: bool = False
     strip_port: str = ""  # "" | "any" | "matching"
+    h2_max_concurrent_streams: int = 2147483647
+    h2_initial_stream_window: int = 268435456
+    h2_initial_connection_window: int = 268435456
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConn
 _DISCOVERY = {0: "STATIC", 1: "STRICT_DNS", 2: "LOGICAL_DNS"}
 _LB = {0: "ROUND_ROBIN", 1: "LEAST_REQUEST", 2: "RING_HASH", 3: "RANDOM"}
 _DNS_FAMILY = {0: "AUTO", 1: "V4_ONLY", 2: "V6_ONLY", 3: "V4_PREFERRED", 4: "ALL"}
-_CODEC = {0: "AUTO", 1: "HTTP1"}
+_CODEC = {0: "AUTO", 1: "HTTP1", 2: "HTTP2"}
 _SERVER_HEADER = {0: "OVERWRITE", 1: "APPEND_IF_ABSENT", 2: "PASS_THROUGH"}
 _UNDERSCORES = {0: "ALLOW", 1: "REJECT_REQUEST", 2: "DROP_HEADER"}
 
@@ -135,6 +135,9 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         if outlier.interval <= 0:
             raise ConfigError(f"{path}.outlier_detection.interval", "must be greater than zero")
     max_per_conn = config.max_requests_per_connection.value if config.HasField("max_requests_per_connection") else 0
+    http2: tuple[int, int, int] | None = None
+    if config.HasField("http2_protocol_options"):
+        http2 = _http2_options(config.http2_protocol_options)
     idle_timeout: float | None = 3600.0
     common = None
     if config.HasField("common_http_protocol_options"):
@@ -148,8 +151,11 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
             common = message.common_http_protocol_options
         if message.HasField("explicit_http_config"):
             explicit = message.explicit_http_config
-            if explicit.WhichOneof("protocol_config") != "http_protocol_options":
-                raise ConfigError(f"{where}.explicit_http_config", "only HTTP/1 upstreams are supported yet")
+            kind = explicit.WhichOneof("protocol_config")
+            if kind == "http2_protocol_options":
+                http2 = _http2_options(explicit.http2_protocol_options)
+            elif kind != "http_protocol_options":
+                raise ConfigError(f"{where}.explicit_http_config", "only HTTP/1 and HTTP/2 upstreams are supported")
     if common is not None:
         for field in ("max_headers_count", "headers_with_underscores_action"):
             if common.HasField(field) if field == "max_headers_count" else getattr(common, field):
@@ -192,6 +198,10 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         panic_threshold=panic,
         buffer_limit=config.per_connection_buffer_limit_bytes.value
         if config.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT,
+        http2=http2 is not None,
+        h2_max_concurrent_streams=http2[0] if http2 else 2147483647,
+        h2_initial_stream_window=http2[1] if http2 else 268435456,
+        h2_initial_connection_window=http2[2] if http2 else 268435456,
         metadata=config.metadata if config.HasField("metadata") else None,
         fingerprint=config.SerializeToString(deterministic=True),
     )
@@ -291,18 +301,31 @@ def _build_filters(
     return tuple(entries)
 
 
+def _http2_options(options: Any) -> tuple[int, int, int]:
+    """(max_concurrent_streams, initial_stream_window_size, initial_connection_window_size), Envoy's defaults."""
+    if options is None:
+        return 2147483647, 268435456, 268435456
+
+    def value(field: str, default: int) -> int:
+        return getattr(options, field).value if options.HasField(field) else default
+
+    return (value("max_concurrent_streams", 2147483647), value("initial_stream_window_size", 268435456),
+            value("initial_connection_window_size", 268435456))
+
+
 def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict[str, Any]) -> HcmPlan:
     if not hcm.stat_prefix:
         raise ConfigError(f"{path}.stat_prefix", "must not be empty")
     codec = _CODEC.get(int(hcm.codec_type))
     if codec is None:
-        raise ConfigError(f"{path}.codec_type", "only AUTO and HTTP1 are supported yet")
+        raise ConfigError(f"{path}.codec_type", "only AUTO, HTTP1 and HTTP2 are supported")
     if hcm.WhichOneof("route_specifier") != "route_config":
         raise ConfigError(path, "an inline route_config is required")
     table = build_route_table(hcm.route_config, f"{path}.route_config", clusters)
     filters = _build_filters(hcm, path, {**context_base, "stat_prefix": hcm.stat_prefix})
     common = hcm.common_http_protocol_options
     http1 = hcm.http_protocol_options
+    h2_options = _http2_options(hcm.http2_protocol_options if hcm.HasField("http2_protocol_options") else None)
     strip = ""
     if hcm.WhichOneof("strip_port_mode") == "strip_any_host_port" and hcm.strip_any_host_port:
         strip = "any"
@@ -339,6 +362,9 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         normalize_path=hcm.normalize_path.value,
         merge_slashes=hcm.merge_slashes,
         strip_port=strip,
+        h2_max_concurrent_streams=h2_options[0],
+        h2_initial_stream_window=h2_options[1],
+        h2_initial_connection_window=h2_options[2],
     )
 
 

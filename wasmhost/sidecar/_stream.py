@@ -194,6 +194,7 @@ class HttpStream:
     downstream: Any = None  # owned by the edge
     _callouts: dict[int, Any] | None = None
     request_id: bytes | None = None
+    downstream_id: int | None = None  # HTTP/2 stream id on the client connection
 
     def __init__(
         self,

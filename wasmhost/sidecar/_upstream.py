@@ -30,12 +30,25 @@ if TYPE_CHECKING:
 
 
 class _Waiting:
-    """Writes for a sink that has no connection yet."""
+    """Writes for a sink that has no connection yet (the sink's ``edge`` while it is queued)."""
 
-    __slots__ = ("ops",)
+    __slots__ = ("ops", "pool")
 
-    def __init__(self) -> None:
+    def __init__(self, pool: Any) -> None:
         self.ops: list[tuple[str, Any, bool]] = []
+        self.pool = pool
+
+    def sink_data(self, sink: Any, data: bytes, end_stream: bool) -> None:
+        self.ops.append(("data", data, end_stream))
+
+    def sink_trailers(self, sink: Any, trailers: HeaderMap) -> None:
+        self.ops.append(("trailers", trailers, True))
+
+    def sink_reset(self, sink: Any) -> None:
+        self.pool.cancel(sink)
+
+    def sink_pause(self, sink: Any, paused: bool) -> None:
+        pass
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -138,6 +151,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    # the edge interface every sink's ``edge`` offers (HTTP/1: one sink per connection)
+    def sink_data(self, sink: Any, data: bytes, end_stream: bool) -> None:
+        self.send_data(data, end_stream)
+
+    def sink_trailers(self, sink: Any, trailers: HeaderMap) -> None:
+        self.send_trailers(trailers)
+
+    def sink_reset(self, sink: Any) -> None:
+        self.abort()
+
+    def sink_pause(self, sink: Any, paused: bool) -> None:
+        if self.transport is not None and not self.closed:
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
     def send_data(self, data: bytes, end_stream: bool) -> None:
         if self.transport is not None and not self.closed:
             self._write(self.codec.encode_data(data, end_stream))
@@ -217,7 +247,7 @@ class HostPool:
             cluster.stats.rq_pending_overflow.value += 1
             sink.on_pool_failure(OVERFLOW, "")
             return
-        waiting = _Waiting()
+        waiting = _Waiting(self)
         sink.edge = waiting
         self.pending.append((sink, waiting))
         cluster.rq_pending += 1

@@ -41,7 +41,7 @@ from ._headers import Pair
 from ._plan import ListenerPlan, Plan
 from ._stats import StatsStore
 from ._timers import TimerWheel
-from ._upstream import HostPool, UpstreamConnection, _Waiting
+from ._upstream import HostPool
 
 log = logging.getLogger("wasmesh.sidecar")
 
@@ -78,7 +78,7 @@ class Worker:
         self.current: PlanRuntime | None = None
         self.listeners: dict[str, ListenerState] = {}
         self.connections: set[DownstreamConnection] = set()
-        self.pools: dict[tuple[int, tuple[str, int]], HostPool] = {}
+        self.pools: dict[tuple[int, tuple[str, int]], Any] = {}
         self.access_log = AccessLogWriter()
         self.wheel = TimerWheel(loop, self.drain, self.runtime.tick)
         self.draining = False
@@ -212,14 +212,20 @@ class Worker:
         if downstream is not None:
             downstream.stream_ended(stream)
 
-    def _pool(self, cluster: Cluster, host: Host) -> HostPool:
-        pool = host.edge_pool
-        if isinstance(pool, HostPool) and pool.cluster is cluster and pool.worker is self:
+    def _pool(self, cluster: Cluster, host: Host) -> Any:
+        pool: Any = host.edge_pool
+        if pool is not None and pool.cluster is cluster and pool.worker is self:
             return pool
         key = (id(cluster), host.key)
         found = self.pools.get(key)
         if found is None or found.cluster is not cluster:
-            found = self.pools[key] = HostPool(self, cluster, host)
+            if cluster.plan.http2:
+                from ._upstream_h2 import Http2HostPool
+
+                found = Http2HostPool(self, cluster, host)
+            else:
+                found = HostPool(self, cluster, host)
+            self.pools[key] = found
         host.edge_pool = found
         return found
 
@@ -228,30 +234,23 @@ class Worker:
         self._pool(sink.cluster, sink.host).request(sink)
 
     def _send_upstream_data(self, command: SendUpstreamData) -> None:
-        edge = command.sink.edge
-        if isinstance(edge, UpstreamConnection):
-            edge.send_data(command.data, command.end_stream)
-        elif isinstance(edge, _Waiting):
-            edge.ops.append(("data", command.data, command.end_stream))
+        sink = command.sink
+        edge = sink.edge
+        if edge is not None:
+            edge.sink_data(sink, command.data, command.end_stream)
 
     def _send_upstream_trailers(self, command: SendUpstreamTrailers) -> None:
-        edge = command.sink.edge
-        if isinstance(edge, UpstreamConnection):
-            edge.send_trailers(command.trailers)
-        elif isinstance(edge, _Waiting):
-            edge.ops.append(("trailers", command.trailers, True))
+        sink = command.sink
+        edge = sink.edge
+        if edge is not None:
+            edge.sink_trailers(sink, command.trailers)
 
     def _reset_upstream(self, command: ResetUpstream) -> None:
         sink = command.sink
         edge = sink.edge
         sink.edge = None
-        if isinstance(edge, UpstreamConnection):
-            edge.abort()
-        elif isinstance(edge, _Waiting):
-            key = (id(sink.cluster), sink.host.key)
-            pool = self.pools.get(key)
-            if pool is not None:
-                pool.cancel(sink)
+        if edge is not None:
+            edge.sink_reset(sink)
 
     def _timer(self, timer: Timer) -> None:
         if timer.cancelled:
@@ -269,11 +268,8 @@ class Worker:
             slot = callbacks.dec
             attempt = getattr(slot.filter, "attempt", None) if slot is not None else None
             edge = getattr(attempt, "edge", None)
-            if isinstance(edge, UpstreamConnection) and edge.transport is not None:
-                if paused:
-                    edge.transport.pause_reading()
-                else:
-                    edge.transport.resume_reading()
+            if edge is not None:
+                edge.sink_pause(attempt, paused)
 
     def upstream_write_paused(self, sink: Any, paused: bool) -> None:
         """The upstream reads slowly: stop reading the client's request body for a while."""
@@ -416,6 +412,20 @@ class Worker:
         for conn in list(self.connections):
             hcm = conn.ctx.hcm if conn.ctx is not None else None
             if hcm is None:
+                continue
+            streams = getattr(conn, "streams", None)
+            if streams is not None:  # HTTP/2: many streams, one connection
+                if not streams:
+                    if hcm.idle_timeout is not None and clock - conn.last_activity >= hcm.idle_timeout:
+                        conn.ctx.stats.cx_idle_timeout.value += 1
+                        conn.close(graceful=True)
+                    elif self.draining:
+                        conn.close(graceful=True)
+                elif hcm.stream_idle_timeout is not None and clock - conn.last_activity >= hcm.stream_idle_timeout:
+                    for h2_stream in list(streams.values()):
+                        if not h2_stream.done:
+                            h2_stream.ctx.stats.rq_idle_timeout.value += 1
+                            h2_stream.reset("stream_idle_timeout")
                 continue
             stream = conn.stream
             codec = conn.codec

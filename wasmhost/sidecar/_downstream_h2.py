@@ -1,0 +1,172 @@
+"""HTTP/2 client connections (h2c: prior knowledge, or ``codec_type: HTTP2``): many streams per connection.
+
+Each HTTP/2 stream becomes an ``HttpStream`` bound to the listener's current
+context; the core's response commands are turned into frames by ``Http2Codec``
+and written once per drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ._h2 import Http2Codec
+from ._headers import HeaderMap
+from ._stream import HttpStream
+
+if TYPE_CHECKING:
+    from ._worker import ListenerState, Worker
+
+
+class Http2DownstreamConnection(asyncio.Protocol):
+    def __init__(self, worker: Worker, listener: ListenerState, transport: asyncio.Transport, ctx: Any,
+                 connection_id: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.transport: asyncio.Transport | None = transport
+        self.ctx = ctx
+        self.connection_id = connection_id
+        self.remote = remote
+        self.local = local
+        self.streams: dict[int, HttpStream] = {}
+        self.closed = False
+        self.close_after = False
+        self.last_activity = worker.runtime.now
+        self.head_started = 0.0
+        self.codec: Any = None  # the HTTP/1 attributes the worker's maintenance looks at
+        self.stream: HttpStream | None = None
+        self._dirty = False
+        hcm = ctx.hcm
+        self.h2 = Http2Codec(self, client_side=False, max_concurrent_streams=hcm.h2_max_concurrent_streams,
+                             initial_stream_window=hcm.h2_initial_stream_window,
+                             initial_connection_window=hcm.h2_initial_connection_window)
+        ctx.stats.cx_http2_total.value += 1
+        self._mark_dirty()
+
+    # --- asyncio.Protocol -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.worker.runtime.tick()
+        self.h2.feed(data)
+        self._mark_dirty()
+        self.worker.drain()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        worker = self.worker
+        worker.connections.discard(self)
+        self.ctx.stats.cx_active.value -= 1
+        self.ctx.listener_cx_active.value -= 1
+        if self.streams:
+            worker.runtime.tick()
+            for stream in list(self.streams.values()):
+                if not stream.done:
+                    stream.on_downstream_reset()
+            self.streams.clear()
+            worker.drain()
+
+    def pause_writing(self) -> None:
+        for stream in self.streams.values():
+            self.worker.downstream_write_paused(stream, True)
+
+    def resume_writing(self) -> None:
+        for stream in self.streams.values():
+            self.worker.downstream_write_paused(stream, False)
+
+    # --- codec sink -----------------------------------------------------------------------------
+
+    def on_headers(self, stream_id: int, headers: HeaderMap, end_stream: bool) -> None:
+        ctx = self.listener.ctx
+        stream = HttpStream(ctx, self.connection_id, self.remote, self.local, "HTTP/2")
+        stream.downstream = self
+        stream.downstream_id = stream_id
+        self.streams[stream_id] = stream
+        self.stream = stream
+        ctx.stats.rq_http2_total.value += 1
+        stream.on_request_headers(headers, end_stream)
+
+    def on_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.on_request_data(data, end_stream)
+
+    def on_trailers(self, stream_id: int, trailers: HeaderMap) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.on_request_trailers(trailers)
+
+    def on_reset(self, stream_id: int, reason: str) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None and not stream.done:
+            stream.on_downstream_reset("http2.remote_reset")
+
+    def on_connection_error(self, reason: str) -> None:
+        self.ctx.stats.cx_protocol_error.value += 1
+        self._mark_dirty()
+        self.flush()
+        self.close()
+
+    # --- commands from the core -----------------------------------------------------------------
+
+    def send_headers(self, stream: HttpStream, headers: HeaderMap, end_stream: bool) -> None:
+        if self.closed or stream.downstream_id is None:
+            return
+        self.h2.send_headers(stream.downstream_id, headers, end_stream)
+        self._mark_dirty()
+
+    def send_data(self, stream: HttpStream, data: bytes, end_stream: bool) -> None:
+        if self.closed or stream.downstream_id is None:
+            return
+        self.last_activity = self.worker.runtime.now
+        self.h2.send_data(stream.downstream_id, data, end_stream)
+        self._mark_dirty()
+
+    def send_trailers(self, stream: HttpStream, trailers: HeaderMap) -> None:
+        if self.closed or stream.downstream_id is None:
+            return
+        self.h2.send_trailers(stream.downstream_id, trailers)
+        self._mark_dirty()
+
+    def reset(self, stream: HttpStream) -> None:
+        if stream.downstream_id is not None:
+            self.streams.pop(stream.downstream_id, None)
+            if not self.closed:
+                self.h2.reset_stream(stream.downstream_id)
+                self._mark_dirty()
+
+    def stream_ended(self, stream: HttpStream) -> None:
+        if stream.downstream_id is not None:
+            self.streams.pop(stream.downstream_id, None)
+        if self.stream is stream:
+            self.stream = None
+        self.last_activity = self.worker.runtime.now
+        if stream.response_complete and not stream.dec.complete and not self.closed:
+            # the response ended first: tell the client to stop sending this stream's body
+            self.h2.reset_stream(stream.downstream_id, cancel=True)  # type: ignore[arg-type]
+            self._mark_dirty()
+
+    # --- writing --------------------------------------------------------------------------------
+
+    def _mark_dirty(self) -> None:
+        if not self._dirty:
+            self._dirty = True
+            self.worker.pending_writes.append(self)
+
+    def flush(self) -> None:
+        self._dirty = False
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def close(self, graceful: bool = False) -> None:
+        if self.closed:
+            return
+        if graceful:
+            self.h2.goaway()
+            self.flush()
+        self.closed = True
+        if self.transport is not None:
+            if graceful:
+                self.transport.close()
+            else:
+                self.transport.abort()

@@ -1,0 +1,194 @@
+"""HTTP/2 codec over the ``h2`` package, both sides, without I/O.
+
+``Http2Codec`` wraps one ``h2`` connection: ``feed(bytes)`` turns frames into
+per-stream events for a sink (headers, data, trailers, reset), and the
+``send_*`` methods queue frames, honouring the peer's flow-control windows:
+body bytes that do not fit wait per stream until a WINDOW_UPDATE. The edge
+writes ``data_to_send()`` to the socket after each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from ._headers import HeaderMap
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                  b"upgrade", b"host"})
+
+
+class StreamSink(Protocol):
+    def on_headers(self, stream_id: int, headers: HeaderMap, end_stream: bool) -> None: ...
+
+    def on_data(self, stream_id: int, data: bytes, end_stream: bool) -> None: ...
+
+    def on_trailers(self, stream_id: int, trailers: HeaderMap) -> None: ...
+
+    def on_reset(self, stream_id: int, reason: str) -> None: ...
+
+    def on_connection_error(self, reason: str) -> None: ...
+
+
+class Http2Codec:
+    """One HTTP/2 connection endpoint (server for clients, client for upstreams)."""
+
+    def __init__(self, sink: StreamSink, client_side: bool, max_concurrent_streams: int = 2147483647,
+                 initial_stream_window: int = 65535, initial_connection_window: int = 65535,
+                 on_settings: Callable[[], None] | None = None) -> None:
+        self.sink = sink
+        self.client_side = client_side
+        config = h2.config.H2Configuration(client_side=client_side, header_encoding=None,
+                                           validate_inbound_headers=True, normalize_inbound_headers=True)
+        self.conn = h2.connection.H2Connection(config=config)
+        self._pending: dict[int, list[Any]] = {}  # stream -> queued ("data", bytes, end) / ("trailers", headers)
+        self._on_settings = on_settings
+        self.closed = False
+        self.conn.local_settings = h2.settings.Settings(client=client_side, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_stream_window,
+        })
+        self.conn.initiate_connection()
+        extra = initial_connection_window - 65535
+        if extra > 0:
+            self.conn.increment_flow_control_window(extra)
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as err:
+            self.closed = True
+            self.sink.on_connection_error(f"http2 protocol error: {err}")
+            return
+        sink = self.sink
+        for event in events:
+            if isinstance(event, (h2.events.RequestReceived, h2.events.ResponseReceived)):
+                headers = HeaderMap.adopt(list(event.headers))
+                sink.on_headers(event.stream_id, headers, event.stream_ended is not None)
+            elif isinstance(event, h2.events.DataReceived):
+                if event.flow_controlled_length:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                sink.on_data(event.stream_id, event.data, event.stream_ended is not None)
+            elif isinstance(event, h2.events.TrailersReceived):
+                sink.on_trailers(event.stream_id, HeaderMap.adopt(list(event.headers)))
+            elif isinstance(event, h2.events.StreamEnded):
+                pass  # delivered with the headers/data/trailers event that carried END_STREAM
+            elif isinstance(event, h2.events.StreamReset):
+                self._pending.pop(event.stream_id, None)
+                sink.on_reset(event.stream_id, f"remote reset ({h2.errors.ErrorCodes(event.error_code).name})"
+                              if event.error_code in h2.errors.ErrorCodes._value2member_map_ else "remote reset")
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._flush_pending(event.stream_id)
+            elif isinstance(event, h2.events.RemoteSettingsChanged):
+                self._flush_pending(0)
+                if self._on_settings is not None:
+                    self._on_settings()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.closed = True
+                sink.on_connection_error("goaway")
+            elif isinstance(event, h2.events.InformationalResponseReceived):
+                pass  # 1xx responses are not forwarded
+
+    # --- output ---------------------------------------------------------------------------------
+
+    def next_stream_id(self) -> int:
+        return int(self.conn.get_next_available_stream_id())
+
+    @property
+    def remote_max_concurrent_streams(self) -> int:
+        return int(self.conn.remote_settings.max_concurrent_streams)
+
+    @property
+    def open_streams(self) -> int:
+        if self.client_side:
+            return int(self.conn.open_outbound_streams)
+        return int(self.conn.open_inbound_streams)
+
+    def send_headers(self, stream_id: int, headers: HeaderMap, end_stream: bool) -> None:
+        pairs = [(k, v) for k, v in headers.items() if k not in _CONNECTION_SPECIFIC
+                 and not (k == b"te" and v.lower() != b"trailers")]
+        try:
+            self.conn.send_headers(stream_id, pairs, end_stream=end_stream)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            pass
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        queue = self._pending.get(stream_id)
+        if queue:
+            queue.append(("data", data, end_stream))
+            return
+        self._send_data(stream_id, data, end_stream)
+
+    def send_trailers(self, stream_id: int, trailers: HeaderMap) -> None:
+        queue = self._pending.get(stream_id)
+        if queue:
+            queue.append(("trailers", trailers, True))
+            return
+        self._send_trailers(stream_id, trailers)
+
+    def _send_trailers(self, stream_id: int, trailers: HeaderMap) -> None:
+        pairs = [(k, v) for k, v in trailers.items() if k[:1] != b":"]
+        try:
+            self.conn.send_headers(stream_id, pairs, end_stream=True)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            pass
+
+    def _send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        conn = self.conn
+        try:
+            while True:
+                window = min(conn.local_flow_control_window(stream_id), conn.max_outbound_frame_size)
+                if len(data) <= window:
+                    conn.send_data(stream_id, data, end_stream=end_stream)
+                    return
+                if window > 0:
+                    conn.send_data(stream_id, data[:window])
+                    data = data[window:]
+                else:
+                    self._pending.setdefault(stream_id, []).append(("data", data, end_stream))
+                    return
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            self._pending.pop(stream_id, None)
+
+    def _flush_pending(self, stream_id: int) -> None:
+        targets = list(self._pending) if stream_id == 0 else [stream_id]
+        for target in targets:
+            queue = self._pending.pop(target, None)
+            if not queue:
+                continue
+            while queue:
+                kind, payload, end_stream = queue.pop(0)
+                if kind == "trailers":
+                    self._send_trailers(target, payload)
+                    continue
+                self._send_data(target, payload, end_stream)
+                if target in self._pending:  # blocked again: keep the rest behind what was re-queued
+                    self._pending[target].extend(queue)
+                    break
+
+    def reset_stream(self, stream_id: int, cancel: bool = True) -> None:
+        self._pending.pop(stream_id, None)
+        code = h2.errors.ErrorCodes.CANCEL if cancel else h2.errors.ErrorCodes.INTERNAL_ERROR
+        try:
+            self.conn.reset_stream(stream_id, error_code=code)
+        except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
+            pass
+
+    def goaway(self) -> None:
+        try:
+            self.conn.close_connection()
+        except h2.exceptions.ProtocolError:
+            pass
+
+    def data_to_send(self) -> bytes:
+        return bytes(self.conn.data_to_send())
