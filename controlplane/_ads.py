@@ -98,7 +98,8 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         try:
             proxy = proxy_from_node(first.node)
         except NodeError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)  # ends the stream with this status
+            context.set_details(str(err))
             return
         session: Session = DeltaXdsSession(proxy.id) if delta else XdsSession(proxy.id)
         connection = Connection(proxy, session, delta)

@@ -133,12 +133,17 @@ def _metrics(plane: RunningControlPlane) -> str:
 
 
 def test_bad_node_is_refused_with_the_field(plane: RunningControlPlane) -> None:
-    client = AdsClient(plane.xds_address, "sidecar~127.0.0.1~x.default~default.svc.cluster.local",
-                       {"POD_PORTS": "not json"})
-    plane.call(client.start())
-    try:
-        wait_for(lambda: client._task is not None and client._task.done(), what="stream closed")
-        assert client.versions == {}
-        assert client.error == "INVALID_ARGUMENT: node.metadata.POD_PORTS: not JSON: Expecting value: line 1 column 1 (char 0)"
-    finally:
-        plane.call(client.stop())
+    import grpc
+    from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+    request = discovery_pb2.DiscoveryRequest(type_url=ROUTE)
+    request.node.id = "sidecar~127.0.0.1~x.default~default.svc.cluster.local"
+    request.node.metadata.update({"POD_PORTS": "not json"})
+    with grpc.insecure_channel(plane.xds_address) as channel:
+        stream = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(iter([request]),
+                                                                                                 timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(stream))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "node.metadata.POD_PORTS: not JSON: Expecting value: line 1 column 1 (char 0)"
+    assert plane.api("GET", "/api/v1/proxies")[1]["proxies"] == []
