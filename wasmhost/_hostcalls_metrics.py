@@ -56,9 +56,9 @@ def define_metric(vm: WasmVM, metric_type: int, name_ptr: int, name_len: int, re
     existing = store.all()
     if len(existing) >= MAX_METRICS and not any(m.name == text and m.type is kind for m in existing):
         return BAD_ARGUMENT
-    if not vm.memory.fits(ret_id, 4):
+    metric = store.define(kind, text)  # as Envoy: the stat exists even if the id cannot be returned
+    if not vm.memory.write_u32(ret_id, metric.id):
         return INVALID_MEMORY_ACCESS
-    vm.memory.write_u32(ret_id, store.define(kind, text).id)
     return OK
 
 

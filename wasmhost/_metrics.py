@@ -39,13 +39,14 @@ class MetricStore:
     def __init__(self) -> None:
         self._by_id: dict[int, Metric] = {}
         self._by_name: dict[tuple[str, MetricType], Metric] = {}
-        self._seq = itertools.count(1)
+        # one sequence per type, as Envoy numbers them (counter 4, 8; gauge 5, 9; histogram 6, 10)
+        self._seq = {kind: itertools.count(1) for kind in MetricType}
 
     def define(self, metric_type: MetricType, name: str) -> Metric:
         key = (name, metric_type)
         metric = self._by_name.get(key)
         if metric is None:
-            metric = Metric((next(self._seq) << 2) | int(metric_type), name, metric_type)
+            metric = Metric((next(self._seq[metric_type]) << 2) | int(metric_type), name, metric_type)
             self._by_name[key] = metric
             self._by_id[metric.id] = metric
         return metric

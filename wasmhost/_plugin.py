@@ -58,6 +58,8 @@ class PluginSpec:
     configuration: bytes = b""
     vm_configuration: bytes = b""
     failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
+    #: Envoy's older ``fail_open: true``: also pass through the stream that met the failure
+    fail_open: bool = False
     env: tuple[tuple[str, str], ...] = ()
     allow_on_headers_stop_iteration: bool = False
 
@@ -78,7 +80,6 @@ class BodyVerdict:
 class _ReloadState:
     failures: int = 0  # consecutive: reloads or failed rebuilds close together
     next_attempt: float = 0.0
-    last_reload: float = float("-inf")
     last_error: str = ""
 
 
@@ -100,6 +101,7 @@ class Plugin:
         self.vm: WasmVM | None = None
         self.root: RootContext | None = None
         self._reload = _ReloadState()
+        self._loaded_at = float("-inf")
         self.reloads = 0
 
     # -- start / stop --------------------------------------------------------------------
@@ -128,6 +130,7 @@ class Plugin:
             raise PluginStartError(f"plugin {self.spec.name!r}: {err}") from None
         self.vm = vm
         self.root = root
+        self._loaded_at = time.monotonic()
 
     def _obtain_vm(self) -> WasmVM:
         key = self.spec.vm_key(self.compiled.sha256)
@@ -191,10 +194,11 @@ class Plugin:
     def healthy(self) -> bool:
         """True when streams may run the plugin now; FAIL_RELOAD rebuilds the VM here.
 
-        Rebuilds are rate-limited like Envoy's ``vm_reload_backoff``: the first one is
-        immediate, and each further failure within the backoff cap doubles the wait
-        before the next attempt, so a plugin that traps on every request costs one VM
-        per backoff period, not one per request.
+        As Envoy's ``reload_config``: a failed VM is rebuilt for a new stream only once
+        the backoff has passed since the current VM was loaded (1 s by default), and a
+        VM that fails again soon after a rebuild doubles the wait (capped), so a plugin
+        that traps on every request costs one VM per backoff period, not one per request.
+        Streams refused while backing off are answered 503 (``vm_reload_backoff``).
         """
         if self.vm is not None and self.vm.failed is None:
             return True
@@ -202,21 +206,23 @@ class Plugin:
             return False
         now = time.monotonic()
         state = self._reload
-        if now < state.next_attempt:
-            return False
         limits = self.runtime.limits
-        recent = now - state.last_reload < limits.reload_backoff_max_s
-        state.failures = state.failures + 1 if recent else 1
-        delay = min(limits.reload_backoff_max_s, limits.reload_backoff_initial_s * (2 ** (state.failures - 1)))
-        state.next_attempt = now + delay
-        state.last_reload = now
+        delay = min(limits.reload_backoff_max_s, limits.reload_backoff_initial_s * (2 ** state.failures))
+        if now < self._loaded_at + delay or now < state.next_attempt:
+            self.runtime.counters.bump(self.spec.name, "reload_backoff")
+            return False
+        previous_load = self._loaded_at
         try:
             self.start()
         except PluginStartError as err:
             state.last_error = str(err)
+            state.failures += 1
+            state.next_attempt = now + delay
             self.runtime.counters.reload_failures += 1
             self.runtime.counters.bump(self.spec.name, "reload_failures")
             return False
+        quick = now - previous_load < limits.reload_backoff_max_s
+        state.failures = state.failures + 1 if quick else 0
         self.reloads += 1
         self.runtime.counters.reloads += 1
         self.runtime.counters.bump(self.spec.name, "reloads")
@@ -325,8 +331,8 @@ class HttpStream:
     """One HTTP stream through one plugin; the embedder feeds events in Envoy's order."""
 
     __slots__ = (
-        "plugin", "info", "ctx", "_vm", "_passthrough", "_v01", "_replied_before", "request_headers",
-        "response_headers",
+        "plugin", "info", "ctx", "_vm", "_passthrough", "_skip_plugin", "_v01", "_replied_before",
+        "request_headers", "response_headers",
     )
 
     def __init__(self, plugin: Plugin, info: StreamInfo) -> None:
@@ -335,6 +341,7 @@ class HttpStream:
         self.ctx: HttpContext | None = None
         self._vm: WasmVM | None = None
         self._passthrough = False
+        self._skip_plugin = False  # FAIL_OPEN: this stream started after the VM failed
         self._v01 = plugin.compiled.abi is AbiVersion.V0_1_0
         self._replied_before = False
         self.request_headers: Pairs | None = None
@@ -367,9 +374,17 @@ class HttpStream:
         return ctx
 
     def _apply_failure(self, ctx: HttpContext | None) -> None:
-        """The VM is (or just became) unusable: follow the plugin's failure policy."""
+        """The VM is (or just became) unusable: follow the plugin's failure policy.
+
+        As Envoy 1.40: a stream that already had a context on the failed VM (the one that
+        trapped, and any in flight) is answered 503 whatever the policy; a stream that
+        starts after the failure passes through under FAIL_OPEN and is answered 503
+        otherwise (FAIL_RELOAD while its rebuild backs off).
+        """
         self._passthrough = True
-        if self.plugin.spec.failure_policy is FailurePolicy.FAIL_OPEN:
+        spec = self.plugin.spec
+        if spec.fail_open or (ctx is None and spec.failure_policy is FailurePolicy.FAIL_OPEN):
+            self._skip_plugin = True
             return
         target = ctx or HttpContext(id=0, root=self.plugin.root or _detached_root(self.plugin), info=self.info)
         if ctx is None:
@@ -380,7 +395,7 @@ class HttpStream:
         )
 
     def _failed_status(self, stop: int) -> int:
-        return 0 if self.plugin.spec.failure_policy is FailurePolicy.FAIL_OPEN else stop
+        return 0 if self._skip_plugin else stop
 
     def _invoke(self, ctx: HttpContext, export: str, *args: int) -> int | None:
         vm = self._vm
@@ -514,7 +529,7 @@ class HttpStream:
 
     # -- helpers -----------------------------------------------------------------------------
     def _open(self) -> bool:
-        return self.plugin.spec.failure_policy is FailurePolicy.FAIL_OPEN
+        return self._skip_plugin
 
     def _replied_now(self, ctx: HttpContext) -> bool:
         """Whether the callback that just returned sent a local reply (cpp-host then stops)."""

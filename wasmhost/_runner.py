@@ -113,6 +113,7 @@ def run_request(request: RunRequest) -> RunResult:
             configuration=request.configuration,
             vm_configuration=request.vm_configuration,
             failure_policy=request.failure_policy,
+            fail_open=request.fail_open,
         )
         plugin = Plugin(runtime, compiled, spec)
         try:
@@ -207,7 +208,8 @@ class _Exchange:
             return None
         forwarded: bytes | None = b""
         if body and status != HEADERS_CONTINUE_AND_END_STREAM:
-            forwarded = self._body([(body, True)], StreamType.HTTP_REQUEST)
+            # as Envoy's HTTP/1.1 server codec: the data, then an empty end-of-stream chunk
+            forwarded = self._body([(body, False), (b"", True)], StreamType.HTTP_REQUEST)
         return None if forwarded is None else HttpMessage(strings(headers), forwarded)
 
     def _answer_request_locally(self) -> ClientResponse:

@@ -41,6 +41,8 @@ class RunRequest:
     configuration: bytes = b""
     vm_configuration: bytes = b""
     failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED
+    #: Envoy's older ``fail_open: true`` flag (also passes the stream that met the failure)
+    fail_open: bool = False
     log_level: LogLevel = LogLevel.TRACE
     method: str = "GET"
     path: str = "/"

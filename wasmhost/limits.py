@@ -35,8 +35,8 @@ MAX_SHARED_KEYS = 64 * 1024
 MAX_QUEUE_DEPTH = 16 * 1024
 #: Outstanding HTTP/gRPC callouts per root context.
 MAX_PENDING_CALLOUTS = 1024
-#: FAIL_RELOAD backoff: first delay and cap (seconds).
-RELOAD_BACKOFF_INITIAL_S = 0.1
+#: FAIL_RELOAD backoff: first delay (Envoy's reload_config default) and cap (seconds).
+RELOAD_BACKOFF_INITIAL_S = 1.0
 RELOAD_BACKOFF_MAX_S = 30.0
 
 

@@ -42,7 +42,10 @@ def register_plugin(plugin_subparsers: Any) -> None:
     config.add_argument("--config-file", metavar="F", help="read the plugin configuration from file F")
     plugin.add_argument("--vm-config", default="", metavar="TEXT", help="VM configuration, verbatim")
     policy = plugin.add_mutually_exclusive_group()
-    policy.add_argument("--fail-open", action="store_true", help="same as --failure-policy FAIL_OPEN")
+    policy.add_argument(
+        "--fail-open", action="store_true",
+        help="Envoy's fail_open: true (FAIL_OPEN that also passes the stream that met the failure)",
+    )
     policy.add_argument(
         "--failure-policy", type=str.upper, choices=_POLICIES, metavar="POLICY",
         help="what a stream gets once the plugin's VM has failed: FAIL_CLOSED (503, default), FAIL_OPEN "
@@ -123,6 +126,7 @@ def build_request(args: argparse.Namespace) -> RunRequest:
         configuration=configuration,
         vm_configuration=args.vm_config.encode(),
         failure_policy=policy,
+        fail_open=args.fail_open,
         log_level=LogLevel[args.log_level.upper()],
         method=args.method,
         path=args.path,

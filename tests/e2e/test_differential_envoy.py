@@ -242,14 +242,6 @@ CASES = [
     Case("go-style-allocator", "go_style_allocator", ({"path": "/go"},)),
 ]
 KNOWN_DIFFERENCES = {
-    "metrics": "metric ids: Envoy numbers each metric type on its own (counter 4, 8; gauge 5, 9; "
-    "histogram 6, 10), wasmhost._metrics shares one sequence",
-    "bad-pointers": "Envoy defines the metric before it finds the bad id pointer (bp_metric exists); "
-    "wasmhost._hostcalls_metrics checks the pointer first",
-    "trap-fail-reload": "Envoy reloads a failed VM only once a backoff interval (1 s by default) has passed "
-    "since the VM was loaded; wasmhost reloads on the next stream after the failure",
-    "trap-fail-open": "Envoy's failure_policy FAIL_OPEN still answers 503 to a stream whose context exists "
-    "when the VM fails (the plugin's own fail_open flag stays false); wasmhost passes it through",
 }
 
 
@@ -329,12 +321,6 @@ def test_plugin_refused_by_envoy_is_refused_by_us(
 
 
 PLUGIN_RUN_KNOWN_DIFFERENCES = {
-    **{case: reason for case, reason in KNOWN_DIFFERENCES.items() if case in ("metrics", "bad-pointers")},
-    "trap-fail-open/0": KNOWN_DIFFERENCES["trap-fail-open"],
-    "trap-fail-open/1": KNOWN_DIFFERENCES["trap-fail-open"],
-    "lifecycle/1": "Envoy's HTTP/1.1 codec hands a content-length body to the filter as the data with "
-    "end_of_stream false, then an empty chunk with end_of_stream true; wasmhost._runner sends one chunk "
-    "with end_of_stream true",
 }
 
 

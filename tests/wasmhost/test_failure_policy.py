@@ -1,6 +1,6 @@
 """Failure policies: what streams see once a plugin's VM has trapped.
 
-FAIL_CLOSED answers 503 ``wasm_fail_stream``; FAIL_OPEN passes traffic through untouched;
+FAIL_CLOSED answers 503 ``wasm_fail_stream``; FAIL_OPEN answers the stream that trapped 503 (as Envoy) and passes later traffic through untouched;
 FAIL_RELOAD fails the current stream closed, then builds a fresh VM (with backoff when the
 rebuild itself fails). A failed VM is never entered again. The guest is
 ``data/lim_guest.wat``.
@@ -112,12 +112,12 @@ def test_fail_closed_later_stream_body_and_trailers_are_stopped(make_plugin: Mak
 
 # -- FAIL_OPEN -----------------------------------------------------------------------------------
 
-def test_fail_open_passes_the_trapping_stream_through(make_plugin: MakePlugin) -> None:
+def test_fail_open_still_answers_the_trapping_stream_503(make_plugin: MakePlugin) -> None:
+    """Envoy 1.40: the stream whose callback trapped is failed closed even under FAIL_OPEN."""
     plugin = make_plugin(FailurePolicy.FAIL_OPEN)
     status, headers = request(plugin, b"trap")
-    assert status == HEADERS_CONTINUE
-    assert headers == [(b"x-action", b"trap")]
-    assert replies(plugin) == []
+    assert status == HEADERS_STOP_ALL_WATERMARK
+    assert [r.details for r in replies(plugin)] == ["wasm_fail_stream"]
     assert plugin.vm is not None and plugin.vm.failure_kind == "trap"
 
 
@@ -126,6 +126,7 @@ def test_fail_open_later_streams_are_untouched(make_plugin: MakePlugin) -> None:
     vm = plugin.vm
     assert vm is not None
     request(plugin, b"trap")
+    assert [r.details for r in replies(plugin)] == ["wasm_fail_stream"]  # the trapping stream only
     entered = guest_calls(vm)
 
     stream = plugin.new_http_stream()
@@ -158,6 +159,7 @@ def test_fail_reload_fails_the_current_stream_closed_then_serves_from_a_fresh_vm
     assert [r.details for r in replies(plugin)] == ["wasm_fail_stream"]
     entered_old = guest_calls(old_vm)
 
+    time.sleep(0.02)  # the backoff runs from when the failed VM was loaded
     status, headers = request(plugin, b"ok")
 
     assert status == HEADERS_CONTINUE
@@ -173,7 +175,9 @@ def test_fail_reload_fails_the_current_stream_closed_then_serves_from_a_fresh_vm
 
 
 def test_fail_reload_after_a_deadline_hit(make_plugin: MakePlugin) -> None:
-    plugin = make_plugin(FailurePolicy.FAIL_RELOAD, Limits(callback_deadline_ms=30, epoch_tick_ms=5))
+    plugin = make_plugin(
+        FailurePolicy.FAIL_RELOAD, Limits(callback_deadline_ms=30, epoch_tick_ms=5, reload_backoff_initial_s=0.0)
+    )
     request(plugin, b"loop")
     assert plugin.runtime.counters.deadline_hits == 1
     status, headers = request(plugin, b"ok")
@@ -183,26 +187,39 @@ def test_fail_reload_after_a_deadline_hit(make_plugin: MakePlugin) -> None:
 
 
 def test_fail_reload_backs_off_while_the_rebuild_keeps_failing(make_plugin: MakePlugin) -> None:
-    """Action ``r`` makes every new VM refuse its configuration until the test clears the flag."""
-    backoff = 1.0
-    plugin = make_plugin(FailurePolicy.FAIL_RELOAD, Limits(reload_backoff_initial_s=backoff, reload_backoff_max_s=5.0))
-    runtime = plugin.runtime
-    failed_at = time.monotonic()
-    request(plugin, b"r")  # traps after setting the refuse flag
+    """Action ``r`` makes every new VM refuse its configuration until the test clears the flag.
 
-    status, _ = request(plugin, b"ok")  # reload attempt 1: on_configure says no
+    As Envoy's reload_config: no rebuild before the backoff has passed since the failed VM
+    was loaded, and none within the backoff after a failed rebuild; refused streams get 503.
+    """
+    backoff = 0.3
+    plugin = make_plugin(FailurePolicy.FAIL_RELOAD, Limits(reload_backoff_initial_s=backoff, reload_backoff_max_s=5.0))
+    loaded_at = time.monotonic()
+    runtime = plugin.runtime
+    request(plugin, b"r")  # traps after setting the refuse flag
+    vms_before = runtime.counters.vms_created
+
+    status, _ = request(plugin, b"ok")  # too soon after the VM was loaded: no attempt
+    if time.monotonic() - loaded_at < backoff:
+        assert status == HEADERS_STOP_ALL_WATERMARK
+        assert runtime.counters.vms_created == vms_before
+        assert runtime.counters.per_plugin["lim"]["reload_backoff"] >= 1
+
+    time.sleep(backoff)
+    attempted_at = time.monotonic()
+    status, _ = request(plugin, b"ok")  # rebuild attempt 1: on_configure says no
     assert status == HEADERS_STOP_ALL_WATERMARK
     assert runtime.counters.reload_failures == 1
     vms_after_first_attempt = runtime.counters.vms_created
 
-    status, _ = request(plugin, b"ok")  # within the backoff: no new attempt at all
-    if time.monotonic() - failed_at < backoff:
+    status, _ = request(plugin, b"ok")  # within the backoff after a failed attempt: none
+    if time.monotonic() - attempted_at < backoff:
         assert status == HEADERS_STOP_ALL_WATERMARK
         assert runtime.counters.reload_failures == 1
         assert runtime.counters.vms_created == vms_after_first_attempt
 
     runtime.shared.data("").set(b"lim-refuse-configure", b"0", 0)
-    deadline = time.monotonic() + 10 * backoff
+    deadline = time.monotonic() + 20 * backoff
     while time.monotonic() < deadline:
         status, headers = request(plugin, b"ok")
         if status == HEADERS_CONTINUE:
@@ -210,7 +227,6 @@ def test_fail_reload_backs_off_while_the_rebuild_keeps_failing(make_plugin: Make
         time.sleep(backoff / 10)
     assert status == HEADERS_CONTINUE
     assert (b"x-lim", b"ok") in headers
-    assert time.monotonic() - failed_at >= backoff
     assert runtime.counters.reloads == 1
     assert runtime.counters.reload_failures == 1
     assert all(r.details == "wasm_fail_stream" for r in replies(plugin))

@@ -380,15 +380,15 @@ def stream_create_trap_module(w: WatPlugin) -> bytes:
     )
 
 
-def test_failure_before_the_stream_has_a_context_follows_the_policy() -> None:
+def test_a_trap_creating_the_stream_context_fails_that_stream_closed_under_every_policy() -> None:
+    """As Envoy 1.40 with failure_policy FAIL_OPEN: the stream that met the failure gets 503;
+    only streams that start after it skip the plugin."""
     module = stream_create_trap_module(WatPlugin())
-    closed = run(module, response_body=b"ok")
-    assert closed.response is not None and closed.response.status == 503
-    assert closed.upstream_request is None
-    opened = run(module, failure_policy=FailurePolicy.FAIL_OPEN, response_body=b"ok")
-    assert opened.upstream_request is not None
-    assert opened.response is not None and (opened.response.status, opened.response.body) == (200, b"ok")
-    assert opened.trap is not None and "proxy_on_context_create" in opened.trap
+    for policy in (FailurePolicy.FAIL_CLOSED, FailurePolicy.FAIL_OPEN):
+        result = run(module, failure_policy=policy, response_body=b"ok")
+        assert result.response is not None and result.response.status == 503
+        assert result.upstream_request is None
+        assert result.trap is not None and "proxy_on_context_create" in result.trap
 
 
 def test_module_errors_are_plugin_run_errors() -> None:

@@ -504,6 +504,7 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
         configuration=_configuration_bytes(config.configuration, f"{path}.configuration"),
         vm_configuration=_configuration_bytes(vm.configuration, f"{path}.vm_config.configuration"),
         failure_policy=policy,
+        fail_open=config.fail_open,
         env=tuple(env),
         allow_on_headers_stop_iteration=config.allow_on_headers_stop_iteration.value
         if config.HasField("allow_on_headers_stop_iteration") else False,
