@@ -62,6 +62,7 @@ demo: setup plugins
 bench: setup plugins
 	$(PY) benchmarks/hostcall_filter.py
 	$(PY) benchmarks/registry_push_pull.py
+	$(PY) benchmarks/mtls_handshake.py
 
 clean:
 	rm -rf $(BUILD)
