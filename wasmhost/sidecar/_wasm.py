@@ -470,12 +470,89 @@ def _module_bytes(vm: Any, path: str) -> bytes:
         if kind == "inline_string":
             return local.inline_string.encode()
         raise ConfigError(f"{path}.code.local", f"unsupported module source {kind!r}")
-    if which == "remote":
-        raise ConfigError(
-            f"{path}.code.remote",
-            "remote module sources are resolved by the module agent; this bootstrap path does not fetch them yet",
-        )
     raise ConfigError(f"{path}.code", "no module given (code.local or code.remote)")
+
+
+# istiod passes the pull settings to the agent in these VM env vars; they never reach the module
+_AGENT_ENV = {
+    "ISTIO_META_WASM_IMAGE_PULL_SECRET",
+    "ISTIO_META_WASM_IMAGE_PULL_POLICY",
+    "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION",
+}
+
+
+class ModuleFetchFailed(ConfigError):
+    """The module agent could not provide the module; the plugin's fail strategy applies."""
+
+
+#: plugin name → the module agent's last word on its module (shown by /config_dump)
+MODULE_STATUS: dict[str, dict[str, object]] = {}
+_AGENT: Any = None
+
+
+def module_agent() -> Any:
+    """This process's module agent (trust policy from ``WASMESH_TRUST_POLICY``, if set)."""
+    global _AGENT
+    if _AGENT is None:
+        from registry import TrustPolicy
+
+        from ..agent import ModuleAgent, ModuleStore
+
+        policy_path = os.environ.get("WASMESH_TRUST_POLICY")
+        policy = TrustPolicy.load(policy_path) if policy_path else TrustPolicy()
+        root = Path(os.environ.get("WASMESH_CACHE_DIR") or Path.home() / ".cache" / "wasmesh") / "modules"
+        _AGENT = ModuleAgent(ModuleStore(root), policy)
+    return _AGENT
+
+
+def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name: str) -> bytes:
+    """Resolve ``code.remote`` (oci://, https://, http://, file://) through the module agent."""
+    import asyncio
+
+    from ..agent import FetchError, ModuleRequest, PullPolicy
+
+    url = remote.http_uri.uri
+    sha256 = remote.sha256 if remote.sha256 not in ("", "nil") else None
+    try:
+        request = ModuleRequest(
+            url=url,
+            sha256=sha256,
+            pull_policy=PullPolicy.parse(agent_env.get("ISTIO_META_WASM_IMAGE_PULL_POLICY")),
+            pull_secret=agent_env.get("ISTIO_META_WASM_IMAGE_PULL_SECRET") or None,
+            resource_version=agent_env.get("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION", ""),
+        )
+    except ValueError as err:
+        MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
+        raise ModuleFetchFailed(path, str(err)) from None
+    try:
+        cached = asyncio.run(module_agent().get(request))
+    except FetchError as err:
+        MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
+        raise ModuleFetchFailed(path, f"cannot fetch {url}: {err}") from None
+    MODULE_STATUS[plugin_name] = {
+        "url": url, "ok": True, "message": "stale cache (source down)" if cached.stale else "ok",
+        "checksum": cached.checksum, "module_sha256": cached.module_sha256, "signers": list(cached.signers),
+    }
+    return Path(cached.path).read_bytes()
+
+
+class _FetchFailedFilter(HttpFilter):
+    """What Istio's agent puts in place of a plugin whose module it could not fetch:
+    an RBAC deny-all (FAIL_CLOSE) — or nothing at all (FAIL_OPEN, see build_wasm_filter)."""
+
+    encodes = False
+
+    def __init__(self, callbacks: FilterCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        self.callbacks.send_local_reply(403, b"RBAC: access denied", (), "rbac_access_denied_matched_policy[none]")
+        return HeadersStatus.StopAllIterationAndWatermark
+
+
+class _PassFilter(HttpFilter):
+    decodes = False
+    encodes = False
 
 
 def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpec, bytes]:
@@ -487,8 +564,14 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
         raise ConfigError(f"{path}.vm_config.runtime", f"unsupported runtime {vm.runtime!r}; wasmesh runs modules on wasmtime")
     if config.capability_restriction_config.ByteSize():
         raise ConfigError(f"{path}.capability_restriction_config", "capability restrictions are not supported yet")
-    wasm = _module_bytes(vm, f"{path}.vm_config")
-    env: list[tuple[str, str]] = sorted(vm.environment_variables.key_values.items())
+    agent_env = {k: v for k, v in vm.environment_variables.key_values.items() if k in _AGENT_ENV}
+    if vm.code.WhichOneof("specifier") == "remote":
+        wasm = _fetch_remote(vm.code.remote, agent_env, f"{path}.vm_config.code.remote", config.name)
+    else:
+        wasm = _module_bytes(vm, f"{path}.vm_config")
+    env: list[tuple[str, str]] = sorted(
+        (k, v) for k, v in vm.environment_variables.key_values.items() if k not in _AGENT_ENV
+    )
     for key in vm.environment_variables.host_env_keys:
         value = os.environ.get(key)
         if value is not None:
@@ -516,7 +599,14 @@ def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[Fil
     """Config factory for ``envoy.extensions.filters.http.wasm.v3.Wasm`` (runs off the request path)."""
     if not isinstance(config, http_wasm_pb2.Wasm):
         raise ConfigError("", f"expected envoy.extensions.filters.http.wasm.v3.Wasm, got {type(config).__name__}")
-    spec, wasm = plugin_spec_from_proto(config.config, "config")
+    try:
+        spec, wasm = plugin_spec_from_proto(config.config, "config")
+    except ModuleFetchFailed as err:
+        _LOG.error("wasm plugin %s: %s", config.config.name, err)
+        fail_open = config.config.fail_open or config.config.failure_policy == wasm_pb2.FailurePolicy.FAIL_OPEN
+        if fail_open:
+            return lambda callbacks: _PassFilter()
+        return _FetchFailedFilter
     host = wasm_host()
     if context.services is not None:
         host.services = context.services
