@@ -348,3 +348,13 @@ def test_mirroring_copies_requests_to_another_subset(mesh: Mesh) -> None:
              CONVERGE, what="v2 receives the mirrored copy")
     copy = next(r for r in mirror.requests if r.path == "/mirrored")
     assert dict((k.lower(), v) for k, v in copy.headers)["host"] == "reviews-shadow:9080"  # Envoy marks shadows
+
+
+def test_destination_rule_edit_moves_a_subset(mesh: Mesh) -> None:
+    reviews(mesh, "v1", "v2")
+    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    port = client(mesh)
+    wait_for(lambda: answered_by(port, "v1"), CONVERGE)
+    text = (mesh.folder / "reviews.yaml").read_text()
+    mesh.write("reviews.yaml", text.replace("- {name: v1, labels: {version: v1}}", "- {name: v1, labels: {version: v2}}"))
+    wait_for(lambda: answered_by(port, "v2"), CONVERGE, what="subset v1 now selects the v2 endpoints")
