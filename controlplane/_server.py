@@ -36,6 +36,7 @@ XDS_PORT, MONITORING_PORT = 15010, 15014
 class Settings:
     host: str = "127.0.0.1"
     xds_port: int = XDS_PORT
+    monitoring_host: str = "127.0.0.1"
     monitoring_port: int = MONITORING_PORT
     debounce: float = 0.1
     max_delay: float = 1.0
@@ -94,13 +95,13 @@ class ControlPlane:
         await self._grpc.start()
         from controlplane._api import start_api
 
-        self._api = await start_api(self, self.settings.host, self.settings.monitoring_port)
+        self._api = await start_api(self, self.settings.monitoring_host, self.settings.monitoring_port)
         self.monitoring_port = self._api.sockets[0].getsockname()[1]
         self._tasks.append(self._loop.create_task(self._push_loop()))
         if self.folder is not None:
             self._tasks.append(self._loop.create_task(self.folder.watch(self.settings.watch_interval)))
-        log.info("xDS on %s:%d, monitoring on %s:%d", self.settings.host, self.xds_port, self.settings.host,
-                 self.monitoring_port)
+        log.info("xDS on %s:%d, monitoring on %s:%d", self.settings.host, self.xds_port,
+                 self.settings.monitoring_host, self.monitoring_port)
         return self
 
     async def stop(self) -> None:

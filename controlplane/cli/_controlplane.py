@@ -78,7 +78,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings(debounce=args.debounce)
     try:
         settings.host, settings.xds_port = parse_address(args.xds_address, allow_any_port=True)
-        monitoring_host, settings.monitoring_port = parse_address(args.monitoring_address, allow_any_port=True)
+        settings.monitoring_host, settings.monitoring_port = parse_address(args.monitoring_address,
+                                                                           allow_any_port=True)
     except ValueError as err:
         raise UsageError(str(err)) from None
     folder = Path(args.config_dir) if args.config_dir else None
@@ -89,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         plane = ControlPlane(settings=settings, folder=folder)
         await plane.start()
         print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}, "
-              f"API {settings.host}:{plane.monitoring_port}", flush=True)
+              f"API {settings.monitoring_host}:{plane.monitoring_port}", flush=True)
         kube = None
         if args.kubeconfig or args.kubernetes:
             from controlplane._kube import KubernetesSource
@@ -104,7 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
             await asyncio.to_thread(kube.stop)
         await plane.stop()
 
-    del monitoring_host
     asyncio.run(run())
     return 0
 
