@@ -10,7 +10,7 @@ BUILD := build
 APT_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt wrk nginx-light skopeo docker-registry
 STAMP := $(BUILD)/.stamps
 
-.PHONY: all setup system-deps python-deps plugins test test-fast lint demo bench clean
+.PHONY: all setup system-deps python-deps plugins test test-fast lint demo bench crds clean
 
 all: test
 
@@ -67,6 +67,11 @@ bench: setup plugins
 	$(PY) benchmarks/hostcall_filter.py
 	$(PY) benchmarks/registry_push_pull.py
 	$(PY) benchmarks/mtls_handshake.py
+	$(PY) benchmarks/controlplane_scale.py --proxies 1000
+
+# Regenerate crds/*.yaml from controlplane/_schemas.py (the files are DO NOT EDIT).
+crds: python-deps
+	$(PY) -m controlplane._crdgen
 
 clean:
 	rm -rf $(BUILD)

@@ -19,6 +19,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "controlplane.cli._plugin_run",
     "controlplane.cli._sidecar",
     "controlplane.cli._registry",
+    "controlplane.cli._controlplane",
+    "controlplane.cli._plugin_build",
 )
 
 
