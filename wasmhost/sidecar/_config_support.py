@@ -45,7 +45,23 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "enable_reuse_port",
         }
     ),
-    "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name", "metadata"}),
+    "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name", "metadata", "transport_socket"}),
+    "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset(
+        {"common_tls_context", "require_client_certificate"}
+    ),
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": frozenset({"common_tls_context", "sni"}),
+    "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext": frozenset(
+        {"tls_params", "tls_certificates", "validation_context", "alpn_protocols"}
+    ),
+    "envoy.extensions.transport_sockets.tls.v3.TlsCertificate": frozenset({"certificate_chain", "private_key"}),
+    "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": frozenset(
+        {"trusted_ca", "match_typed_subject_alt_names"}
+    ),
+    "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher": frozenset({"san_type", "matcher"}),
+    "envoy.extensions.transport_sockets.tls.v3.TlsParameters": frozenset(
+        {"tls_minimum_protocol_version", "tls_maximum_protocol_version"}
+    ),
     "envoy.config.listener.v3.Filter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": frozenset(
         {
@@ -205,6 +221,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "common_lb_config",
             "per_connection_buffer_limit_bytes",
             "http2_protocol_options",
+            "transport_socket",
             "metadata",
         }
     ),
@@ -279,8 +296,6 @@ _EXPLANATIONS: dict[str, str] = {
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds": (
         "RDS is not supported yet; use an inline route_config"
     ),
-    "envoy.config.cluster.v3.Cluster.transport_socket": "upstream TLS is not supported yet",
-    "envoy.config.listener.v3.FilterChain.transport_socket": "downstream TLS is not supported yet",
 }
 
 

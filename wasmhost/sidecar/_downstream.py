@@ -16,6 +16,7 @@ from ._h1 import Http1ServerCodec, status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
 from ._stream import HttpStream
+from ._tls import peer_tls_info
 
 if TYPE_CHECKING:
     from ._worker import ListenerState, Worker
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 class DownstreamConnection(asyncio.Protocol):
     def __init__(self, worker: Worker, listener: ListenerState) -> None:
+        self.tls: dict[str, Any] | None = None
+        self._sniff: bytes | None = None
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = None
@@ -55,6 +58,17 @@ class DownstreamConnection(asyncio.Protocol):
         sock_name = transport.get_extra_info("sockname")
         self.remote = (peer[0], peer[1]) if peer else ("", 0)
         self.local = (sock_name[0], sock_name[1]) if sock_name else ("", 0)
+        ssl_object = transport.get_extra_info("ssl_object")
+        alpn = None
+        if ssl_object is not None:
+            tls_plan = self.listener.plan.tls
+            if tls_plan is not None and not tls_plan.peer_allowed(ssl_object):
+                ctx.stats.cx_protocol_error.value += 1
+                self.closed = True
+                self.transport.abort()
+                return
+            self.tls = peer_tls_info(ssl_object)
+            alpn = ssl_object.selected_alpn_protocol()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -70,8 +84,8 @@ class DownstreamConnection(asyncio.Protocol):
         ctx.worker_cx_total.value += 1
         ctx.listener_cx_active.value += 1
         worker.connections.add(self)
-        self._sniff: bytes | None = b"" if hcm.codec == "AUTO" else None
-        if hcm.codec == "HTTP2":
+        self._sniff = b"" if hcm.codec == "AUTO" else None
+        if hcm.codec == "HTTP2" or (alpn == "h2" and hcm.codec == "AUTO"):
             self._switch_to_http2(b"")
         elif hcm.codec == "HTTP1":
             ctx.stats.cx_http1_total.value += 1
@@ -82,7 +96,7 @@ class DownstreamConnection(asyncio.Protocol):
 
         assert self.transport is not None
         h2conn = Http2DownstreamConnection(self.worker, self.listener, self.transport, self.ctx,
-                                           self.connection_id, self.remote, self.local)
+                                           self.connection_id, self.remote, self.local, self.tls)
         self.worker.connections.discard(self)
         self.worker.connections.add(h2conn)  # type: ignore[arg-type]
         self.closed = True  # this object is done; the transport now talks to h2conn
@@ -144,6 +158,8 @@ class DownstreamConnection(asyncio.Protocol):
         ctx = self.listener.ctx
         stream = HttpStream(ctx, self.connection_id, self.remote, self.local, protocol)
         stream.downstream = self
+        if self.tls is not None:
+            stream.info.downstream_tls = self.tls
         self.stream = stream
         self.requests += 1
         ctx.stats.rq_http1_total.value += 1

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 class Http2DownstreamConnection(asyncio.Protocol):
     def __init__(self, worker: Worker, listener: ListenerState, transport: asyncio.Transport, ctx: Any,
-                 connection_id: int, remote: tuple[str, int], local: tuple[str, int]) -> None:
+                 connection_id: int, remote: tuple[str, int], local: tuple[str, int],
+                 tls: dict[str, Any] | None = None) -> None:
+        self.tls = tls
         self.worker = worker
         self.listener = listener
         self.transport: asyncio.Transport | None = transport
@@ -80,6 +82,8 @@ class Http2DownstreamConnection(asyncio.Protocol):
         stream = HttpStream(ctx, self.connection_id, self.remote, self.local, "HTTP/2")
         stream.downstream = self
         stream.downstream_id = stream_id
+        if self.tls is not None:
+            stream.info.downstream_tls = self.tls
         self.streams[stream_id] = stream
         self.stream = stream
         ctx.stats.rq_http2_total.value += 1

@@ -96,6 +96,7 @@ class StreamInfo:
     last_upstream_rx_at: float | None = None
     first_downstream_tx_at: float | None = None
     last_downstream_tx_at: float | None = None
+    downstream_tls: dict[str, Any] | None = None  # see _tls.peer_tls_info; None for plaintext
     _filter_state: dict[str, Any] | None = None
     _dynamic_metadata: dict[str, dict[str, Any]] | None = None
 

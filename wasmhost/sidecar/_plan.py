@@ -70,7 +70,8 @@ class ClusterPlan:
     choice_count: int = 2
     panic_threshold: float = 50.0
     buffer_limit: int = 1024 * 1024
-    http2: bool = False  # talk HTTP/2 (h2c) to the endpoints
+    http2: bool = False  # talk HTTP/2 to the endpoints (h2c, or h2 over TLS)
+    tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the cluster has a TLS transport socket
     h2_max_concurrent_streams: int = 2147483647
     h2_initial_stream_window: int = 268435456
     h2_initial_connection_window: int = 268435456
@@ -145,6 +146,8 @@ class ListenerPlan:
     direction: int = 0
     metadata: Any = field(default=None, compare=False)
     reuse_port: bool = True
+    tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the filter chain has a TLS transport socket
+    tls_fingerprint: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from ._plan import (
     Thresholds,
 )
 from ._route_build import DEFAULT_BUFFER_LIMIT, build_route_table, read_data_source, seconds
+from ._tls import build_tls
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _DISCOVERY = {0: "STATIC", 1: "STRICT_DNS", 2: "LOGICAL_DNS"}
@@ -199,6 +200,8 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         buffer_limit=config.per_connection_buffer_limit_bytes.value
         if config.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT,
         http2=http2 is not None,
+        tls=build_tls(config.transport_socket, f"{path}.transport_socket", server=False, http2=http2 is not None)
+        if config.HasField("transport_socket") else None,
         h2_max_concurrent_streams=http2[0] if http2 else 2147483647,
         h2_initial_stream_window=http2[1] if http2 else 268435456,
         h2_initial_connection_window=http2[2] if http2 else 268435456,
@@ -427,6 +430,9 @@ def build_plan(
             "on_retire": cleanups.append,
         }
         hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base)
+        tls = None
+        if chain.HasField("transport_socket"):
+            tls = build_tls(chain.transport_socket, f"{chain_path}.transport_socket", server=True)
         stat_prefix = listener.stat_prefix  # empty: named after the bound address (known once bound)
         listeners.append(
             ListenerPlan(
@@ -440,6 +446,9 @@ def build_plan(
                 direction=int(listener.traffic_direction),
                 metadata=listener.metadata if listener.HasField("metadata") else None,
                 reuse_port=listener.enable_reuse_port.value if listener.HasField("enable_reuse_port") else True,
+                tls=tls,
+                tls_fingerprint=chain.transport_socket.SerializeToString(deterministic=True)
+                if chain.HasField("transport_socket") else b"",
             )
         )
     return Plan(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._cluster import Cluster, Host
 from ._h1 import Http1ClientCodec
 from ._headers import HeaderMap
+from ._tls import check_peer
 from ._upstream_sink import (
     CONNECTION_FAILURE,
     CONNECTION_TERMINATION,
@@ -280,10 +281,14 @@ class HostPool:
         cluster = self.cluster
         host = self.host
         try:
+            tls = cluster.plan.tls
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), host.address, host.port),
+                loop.create_connection(lambda: UpstreamConnection(self), host.address, host.port,
+                                       ssl=tls.context if tls is not None else None,
+                                       server_hostname=(tls.sni or None) if tls is not None else None),
                 timeout=cluster.plan.connect_timeout,
             )
+            check_peer(conn, tls)
         except TimeoutError:
             self.worker.runtime.tick()
             self.connecting -= 1

@@ -10,6 +10,7 @@ filter resources are released when its last stream ends.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import time
@@ -301,10 +302,16 @@ class Worker:
         for name, listener_plan in wanted.items():
             ctx = runtime.listeners[name]
             state = self.listeners.get(name)
-            if state is not None and (state.plan.address, state.plan.port) != (listener_plan.address,
-                                                                                listener_plan.port):
+            if state is not None and ((state.plan.address, state.plan.port) != (listener_plan.address,
+                                                                                 listener_plan.port)
+                                      or state.plan.tls_fingerprint != listener_plan.tls_fingerprint):
+                # a new socket (TLS settings are fixed per socket); SO_REUSEPORT lets both coexist briefly
+                fresh = ListenerState(listener_plan, ctx)
+                if listener_plan.port == 0 or listener_plan.port == state.port:
+                    fresh.plan = dataclasses.replace(listener_plan, port=state.port)
+                await self._bind(fresh)
                 await self._close_listener(state)
-                state = None
+                self.listeners[name] = state = fresh
             if state is None:
                 state = ListenerState(listener_plan, ctx)
                 await self._bind(state)
@@ -333,8 +340,10 @@ class Worker:
         sock.bind((plan.address, plan.port))
         sock.setblocking(False)
         state.port = sock.getsockname()[1]
+        tls = plan.tls
         state.server = await self.loop.create_server(
-            lambda: DownstreamConnection(self, state), sock=sock, backlog=4096
+            lambda: DownstreamConnection(self, state), sock=sock, backlog=4096,
+            ssl=tls.context if tls is not None else None,
         )
 
     async def _close_listener(self, state: ListenerState) -> None:

@@ -193,12 +193,27 @@ def test_listener_needs_exactly_the_connection_manager() -> None:
     assert "unsupported network filter" in err.reason
 
 
-def test_transport_socket_refused_with_reason() -> None:
+def test_tls_certificate_file_errors_are_named(tmp_path: Any) -> None:
     config = bootstrap()
-    config["static_resources"]["clusters"][0]["transport_socket"] = {"name": "envoy.transport_sockets.tls"}
+    config["static_resources"]["clusters"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                         "common_tls_context": {"validation_context": {
+                             "trusted_ca": {"filename": str(tmp_path / "missing-ca.pem")}}}}}
     err = refused(config)
-    assert err.path == "static_resources.clusters[0].transport_socket"
-    assert "TLS" in err.reason
+    assert err.path == ("static_resources.clusters[0].transport_socket.typed_config.common_tls_context."
+                        "validation_context.trusted_ca.filename")
+    assert "cannot read" in err.reason
+
+
+def test_unsupported_tls_option_is_refused() -> None:
+    config = bootstrap()
+    config["static_resources"]["clusters"][0]["transport_socket"] = {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                         "allow_renegotiation": True}}
+    err = refused(config)
+    assert err.path == "static_resources.clusters[0].transport_socket.typed_config.allow_renegotiation"
 
 
 def test_yaml_syntax_error_reports_line() -> None:
