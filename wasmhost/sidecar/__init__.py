@@ -3,10 +3,13 @@
 Where it sits: ``wasmhost.sidecar`` is the proxy around the proxy-wasm runtime
 (the rest of ``wasmhost``). It reads an Envoy v3 bootstrap (``load_plan``),
 refuses anything it does not implement with the field path, and serves it:
-listeners → HTTP/1.1 codec → HTTP filter chain → router → clusters / load
-balancing → upstream connection pools. The core (codec, filter chain, router,
-cluster state) is sans-io: it takes events and emits commands
-(``_commands``); asyncio/uvloop does the I/O at the edge (``_worker``).
+listeners (TLS optional) → HTTP/1.1 or HTTP/2 codec → HTTP filter chain →
+router → clusters / load balancing → upstream connection pools (HTTP/1.1 or
+HTTP/2). The core (codecs, filter chain, router, cluster state) is sans-io: it
+takes events and emits commands (``_commands``); asyncio/uvloop does the I/O at
+the edge (``_worker``). ``wasmesh sidecar -c envoy.yaml`` runs it
+(``Sidecar``; ``--concurrency N`` forks N workers sharing ports via SO_REUSEPORT),
+with Envoy's admin endpoint and live reload of the bootstrap file.
 
 Adding an HTTP filter (how the Wasm filter plugs in)::
 

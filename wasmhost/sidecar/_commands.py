@@ -123,10 +123,3 @@ class Timer:
         if not self.cancelled:
             self.cancelled = True
             self.callback()
-
-
-@dataclass(slots=True)
-class Callout:
-    """Run an HTTP callout (``dispatch_http_call``); deliver the result with ``call.complete``."""
-
-    call: Any  # _callout.HttpCallout

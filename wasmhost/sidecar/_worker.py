@@ -21,7 +21,6 @@ from ._access_log import AccessLogWriter
 from ._callout import start_callout
 from ._cluster import Cluster, Host
 from ._commands import (
-    Callout,
     CloseAfterResponse,
     ResetDownstream,
     ResetUpstream,
@@ -102,7 +101,6 @@ class Worker:
             Timer: self._timer,
             ResetDownstream: self._reset_downstream,
             CloseAfterResponse: self._close_after_response,
-            Callout: lambda command: None,
         }
 
     # --- WorkerServices -------------------------------------------------------------------------
