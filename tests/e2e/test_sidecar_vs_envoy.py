@@ -454,3 +454,67 @@ def test_forwarding_headers(tmp_path: Path, envoy_binary: str, upstreams: Upstre
                      ("X-Envoy-Upstream-Rq-Timeout-Ms", "10"), ("Connection", "keep-alive, x-hop"),
                      ("X-Hop", "1"), ("Te", "trailers")]},
     ], upstreams)
+
+
+def test_access_log_and_stats_match(tmp_path: Path, envoy_binary: str, upstreams: Upstreams) -> None:
+    logs = {"envoy": tmp_path / "envoy-access.log", "sidecar": tmp_path / "sidecar-access.log"}
+    upstreams.servers["b"].set_response(503, [], "busy")
+
+    def config_for(name: str) -> dict[str, Any]:
+        return bootstrap(
+            http_filters=[{"name": "envoy.filters.http.fault", "typed_config": {
+                "@type": FAULT, "abort": {"header_abort": {}, "percentage": {"numerator": 100}}}}, ROUTER_FILTER],
+            virtual_hosts=vhosts({"name": "v", "domains": ["*"], "routes": [
+                route({"prefix": "/a"}, {"cluster": "a"}),
+                route({"prefix": "/b"}, {"cluster": "b", "retry_policy": {
+                    "retry_on": "5xx", "num_retries": 1, "retry_back_off": {"base_interval": "0.005s"}}}),
+                {"match": {"prefix": "/direct"}, "direct_response": {"status": 202}},
+            ]}),
+            clusters=three_clusters(upstreams),
+            hcm_extra={"access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": str(logs[name])}}]},
+        )
+
+    requests: list[Request] = [
+        {"path": "/a/x?y=1", "headers": [("User-Agent", "probe/1"), ("X-Forwarded-For", "198.51.100.9")]},
+        {"path": "/b"}, {"path": "/direct"}, {"path": "/nowhere"},
+        {"path": "/a", "headers": [("x-envoy-fault-abort-request", "418")]},
+        {"path": "/a", "method": "POST", "body": b"12345"},
+    ]
+    stats = {}
+    with EnvoyProcess(config_for("envoy"), workdir=tmp_path / "envoy", binary=envoy_binary,
+                      component_log_level="misc:info") as envoy:
+        port = next(iter(envoy.listener_ports().values()))
+        for request in requests:
+            Pair.send(None, port, request)  # type: ignore[arg-type]
+        time.sleep(1.5)  # access logs are flushed every second
+        stats["envoy"] = envoy.stats()
+    with SidecarProcess(config_for("sidecar"), workdir=tmp_path / "sidecar") as sidecar:
+        port = sidecar.listener_ports()["listener_0"]
+        for request in requests:
+            Pair.send(None, port, request)  # type: ignore[arg-type]
+        time.sleep(1.5)
+        stats["sidecar"] = sidecar.stats()
+
+    import re
+
+    def masked(path: Path) -> list[str]:
+        lines = []
+        for line in path.read_text().splitlines():
+            line = re.sub(r"^\[[^]]+\]", "[TIME]", line)
+            line = re.sub(r'" (\d{3}) (\S+) (\d+) (\d+) \d+ (\S+) "', lambda m: f'" {m.group(1)} {m.group(2)} '
+                          f'{m.group(3)} {m.group(4)} DURATION {"-" if m.group(5) == "-" else "SVC"} "', line)
+            line = re.sub(r'"[0-9a-f]{8}-[0-9a-f-]{27}"', '"REQUEST-ID"', line)
+            lines.append(line)
+        return lines
+
+    assert masked(logs["sidecar"]) == masked(logs["envoy"])
+    keys = ["http.ingress_http.downstream_rq_total", "http.ingress_http.downstream_rq_2xx",
+            "http.ingress_http.downstream_rq_4xx", "http.ingress_http.downstream_rq_5xx",
+            "http.ingress_http.downstream_rq_completed", "http.ingress_http.no_route",
+            "http.ingress_http.rq_direct_response", "http.ingress_http.fault.aborts_injected",
+            "cluster.a.upstream_rq_total", "cluster.a.upstream_rq_2xx", "cluster.a.upstream_rq_200",
+            "cluster.b.upstream_rq_5xx", "cluster.b.upstream_rq_503", "cluster.b.upstream_rq_retry",
+            "cluster.a.upstream_cx_total", "cluster.b.upstream_rq_total"]
+    assert {k: stats["sidecar"].get(k) for k in keys} == {k: stats["envoy"].get(k) for k in keys}

@@ -101,7 +101,8 @@ class _Attempt:
             return
         status = int(status_value) if status_value.isdigit() else 0
         cluster = self.cluster
-        cluster.stats.count_response(status)
+        if self.shadow or router is None:
+            cluster.stats.count_response(status)
         if router is not None:
             now = router.worker.now
             cluster.record_response(self.host, status, now)
@@ -526,6 +527,7 @@ class RouterFilter(HttpFilter):
             if self._schedule_retry(attempt, reset=not end_stream):
                 return
         self._end_attempt(attempt, reset=False)
+        attempt.cluster.stats.count_response(status)  # per-code stats count forwarded responses only
         if retry is not None and self.retries_left == 0 and self.attempts > 1 and retry.retriable_status(status):
             self.stream.info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
         attempt.response_started = True
