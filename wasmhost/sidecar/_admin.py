@@ -164,8 +164,8 @@ class AdminServer:
                     for item in listeners
                 )
                 return 200, "text/plain", text.encode()
-            if path == "/stats/prometheus":
-                return 200, "text/plain; version=0.0.4", render_prometheus(await source.stats())
+            if path == "/stats/prometheus" or (path == "/stats" and query.get("format") == "prometheus"):
+                return 200, "text/plain; version=0.0.4", render_prometheus(await self._all_stats())
             if path == "/stats":
                 return await self._stats(query)
             if path == "/logging":
@@ -197,8 +197,18 @@ class AdminServer:
             "node": node,
         }
 
+    async def _all_stats(self) -> dict[str, StatSample]:
+        """The source's stats plus Envoy's ``server.*`` gauges."""
+        snapshot = dict(await self.source.stats())
+        source = self.source
+        snapshot["server.live"] = StatSample("gauge", 1 if source.state == "LIVE" else 0)
+        snapshot["server.state"] = StatSample("gauge", {"LIVE": 0, "DRAINING": 1}.get(source.state, 2))
+        snapshot["server.uptime"] = StatSample("gauge", int(time.time() - source.start_time()))
+        snapshot["server.concurrency"] = StatSample("gauge", int(source.command_line().get("concurrency", 1)))
+        return snapshot
+
     async def _stats(self, query: dict[str, str]) -> tuple[int, str, bytes]:
-        snapshot = await self.source.stats()
+        snapshot = await self._all_stats()
         pattern = query.get("filter")
         if pattern:
             try:

@@ -138,6 +138,8 @@ def test_admin_endpoints(tmp_path: Path, upstream: ScriptedUpstream) -> None:
         assert 'envoy_http_downstream_rq_xx{envoy_http_conn_manager_prefix="ingress_http",' \
                'envoy_response_code_class="2"} 1.0' in prometheus
         assert "router: debug" in sidecar.admin_post("/logging?router=debug")
+        assert "server.live: 1" in sidecar.admin_get("/stats?filter=^server")
+        assert "envoy_server_live 1.0" in sidecar.admin_get("/stats?format=prometheus")
 
 
 def test_access_log_to_file(tmp_path: Path, upstream: ScriptedUpstream) -> None:
