@@ -8,6 +8,7 @@ and written once per drain.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._h2 import Http2Codec
@@ -16,6 +17,8 @@ from ._stream import HttpStream
 
 if TYPE_CHECKING:
     from ._worker import ListenerState, Worker
+
+_log = logging.getLogger("wasmesh.http")
 
 
 class Http2DownstreamConnection(asyncio.Protocol):
@@ -49,7 +52,14 @@ class Http2DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.worker.runtime.tick()
-        self.h2.feed(data)
+        try:
+            self.h2.feed(data)
+        except Exception:  # request handling failed: end this connection, keep the worker
+            _log.exception("http2 request handling failed")
+            for stream in list(self.streams.values()):
+                if not stream.done:
+                    stream.reset("internal_error")
+            self.close()
         self._mark_dirty()
         self.worker.drain()
 

@@ -10,6 +10,7 @@ replayed when ``response_complete()`` is called.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -17,6 +18,8 @@ from typing import Any, Protocol
 import httptools
 
 from ._headers import HeaderMap
+
+_log = logging.getLogger("wasmesh.http")
 
 _REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {
@@ -107,6 +110,10 @@ class Http1ServerCodec:
             cause = err.__context__
             if isinstance(cause, CodecError):
                 self._fail(cause.status, cause.details)
+            elif cause is not None and not isinstance(cause, httptools.HttpParserError):
+                # not a parse error: something downstream of the codec failed while handling the request
+                _log.error("request handling failed", exc_info=cause)
+                self._fail(500, "internal_error")
             else:
                 self._fail(400, "http1.codec_error")
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 from collections.abc import Callable
 
 from ._commands import Timer
+
+_log = logging.getLogger("wasmesh.main")
 
 RESOLUTION = 0.004
 
@@ -81,7 +84,10 @@ class TimerWheel:
             for timer in bucket:
                 timer.handle = None
                 if not timer.cancelled:
-                    timer.fire()
+                    try:
+                        timer.fire()
+                    except Exception:  # one failing timer must not lose the others in its bucket
+                        _log.exception("timer callback failed")
                     fired = True
         if fired:
             self._after_fire()

@@ -10,6 +10,7 @@ the core's commands after each delivery.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -28,6 +29,8 @@ from ._upstream_sink import (
 
 if TYPE_CHECKING:
     from ._worker import Worker
+
+_log = logging.getLogger("wasmesh.upstream")
 
 
 class _Waiting:
@@ -89,7 +92,17 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.pool.worker.runtime.tick()
-        self.codec.feed(data)
+        try:
+            self.codec.feed(data)
+        except Exception:  # a failure while handling the response: drop this exchange, keep the worker
+            _log.exception("upstream response handling failed")
+            sink = self.sink
+            self.abort()
+            if sink is not None:
+                try:
+                    sink.on_reset(PROTOCOL_ERROR)
+                except Exception:
+                    _log.exception("upstream reset handling failed")
         self.pool.worker.drain()
 
     def eof_received(self) -> bool | None:
