@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdk.compiler._errors import CompileError, error_at
 from sdk.compiler._program import ClassInfo, FunctionInfo, ModuleInfo
@@ -68,6 +68,7 @@ class CodegenBase:
         self.handlers: list[str] = ["$raise"]
         self.loops: list[tuple[str, str]] = []
         self.active_exceptions: list[str] = []
+        self.finally_stack: list[Any] = []  # _statements._Finally entries, innermost last
         self.counter = 0
 
     # --- errors, names, locals ------------------------------------------------------

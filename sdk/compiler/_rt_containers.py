@@ -367,8 +367,13 @@ WAT = r"""
 (func $rt_dict_resize (param $d i32)
   (local $cap i32) (local $old i32) (local $used i32) (local $i i32) (local $src i32) (local $dst i32)
   (local $n i32) (local $index i32)
-  (local.set $cap (i32.shl (i32.load offset=8 (local.get $d)) (i32.const 1)))
-  (if (i32.lt_u (local.get $cap) (i32.const 8)) (then (local.set $cap (i32.const 8))))
+  ;; a power of two at least twice the live count (the index mask depends on it)
+  (local.set $cap (i32.const 8))
+  (block $sized
+    (loop $grow
+      (br_if $sized (i32.ge_u (local.get $cap) (i32.shl (i32.load offset=8 (local.get $d)) (i32.const 1))))
+      (local.set $cap (i32.shl (local.get $cap) (i32.const 1)))
+      (br $grow)))
   (local.set $old (i32.load offset=20 (local.get $d)))
   (local.set $used (i32.load offset=12 (local.get $d)))
   (i32.store offset=20 (local.get $d) (call $rt_raw (i32.mul (local.get $cap) (i32.const 24))))

@@ -39,6 +39,15 @@ _UNSUPPORTED_STMTS: dict[type, tuple[str, str]] = {
 
 
 @dataclass
+class _Finally:
+    """A try/finally being compiled: its cleanup, and the handlers and loops outside it."""
+
+    body: list[ast.stmt]
+    handlers: list[str]
+    loops: int
+
+
+@dataclass
 class IterPlan:
     """How a for loop walks an iterable: setup, test, current value(s), advance."""
 
@@ -203,28 +212,32 @@ class FunctionCompiler(CallCompiler):
     def stmt_Break(self, node: ast.Break) -> Code:
         if not self.loops:
             raise self.error(node, "break outside a loop")
-        return [f"br {self.loops[-1][0]}"]
+        return self.run_finally_blocks(self.loop_finally_depth()) + [f"br {self.loops[-1][0]}"]
 
     def stmt_Continue(self, node: ast.Continue) -> Code:
         if not self.loops:
             raise self.error(node, "continue outside a loop")
-        return [f"br {self.loops[-1][1]}"]
+        return self.run_finally_blocks(self.loop_finally_depth()) + [f"br {self.loops[-1][1]}"]
 
     def stmt_Return(self, node: ast.Return) -> Code:
         if self.module_level:
             raise self.error(node, "return outside a function")
         if node.value is None:
             if self.result == NONE:
-                return ["return"]
+                return self.run_finally_blocks(0) + ["return"]
             if isinstance(self.result, OptionalT):
-                return ["i32.const 0", "return"]
+                return self.run_finally_blocks(0) + ["i32.const 0", "return"]
             raise self.error(node, f"this function must return a {self.result}")
         if self.result == NONE:
             code, t = self.expr(node.value)
             if t != NONE:
                 raise self.error(node, "this function is annotated to return None")
-            return code + ["return"]
-        return self.expr_as(node.value, self.result) + ["return"]
+            return code + self.run_finally_blocks(0) + ["return"]
+        value = self.expr_as(node.value, self.result)
+        if not self.finally_stack:
+            return value + ["return"]
+        tmp = self.temp(self.result.wasm, "ret")
+        return value + [f"local.set {tmp}"] + self.run_finally_blocks(0) + [f"local.get {tmp}", "return"]
 
     # --- assignment -----------------------------------------------------------------
 
@@ -505,6 +518,26 @@ class FunctionCompiler(CallCompiler):
         code += [f"local.get {exc}", "global.set $exc", *self.raise_code(), "end"]
         return code
 
+    def run_finally_blocks(self, keep: int) -> Code:
+        """Code for leaving every try/finally above depth ``keep`` (innermost first)."""
+        code: Code = []
+        stack, handlers = self.finally_stack, self.handlers
+        try:
+            for depth in range(len(stack) - 1, keep - 1, -1):
+                entry = stack[depth]
+                self.finally_stack, self.handlers = stack[:depth], entry.handlers
+                code += self.block(entry.body)
+        finally:
+            self.finally_stack, self.handlers = stack, handlers
+        return code
+
+    def loop_finally_depth(self) -> int:
+        """How many enclosing finally blocks are outside the innermost loop."""
+        keep = len(self.finally_stack)
+        while keep > 0 and self.finally_stack[keep - 1].loops >= len(self.loops):
+            keep -= 1
+        return keep
+
     def handler_classes(self, clause: ast.ExceptHandler) -> list[ClassInfo]:
         if clause.type is None:
             return []
@@ -518,17 +551,18 @@ class FunctionCompiler(CallCompiler):
         return classes
 
     def try_finally(self, node: ast.Try) -> Code:
-        protected_statements = [*node.body, *node.orelse, *(s for h in node.handlers for s in h.body)]
-        for inner in (n for part in protected_statements for n in ast.walk(part)):
+        for inner in (n for part in node.finalbody for n in ast.walk(part)):
             if isinstance(inner, (ast.Return, ast.Break, ast.Continue)):
-                raise self.error(inner, unsupported(f"{type(inner).__name__.lower()} inside try/finally", "setting a flag and acting after the try"))
+                raise self.error(inner, unsupported(f"{type(inner).__name__.lower()} inside a finally block", "code after the try"))
         escape = self.fresh("fin_handler")
         exc = self.temp("i32", "exc")
+        self.finally_stack.append(_Finally(node.finalbody, list(self.handlers), len(self.loops)))
         self.handlers.append(escape)
         inner = ast.Try(body=node.body, handlers=node.handlers, orelse=node.orelse, finalbody=[])
         ast.copy_location(inner, node)
         protected = self.try_except(inner) if node.handlers else self.block(node.body) + self.block(node.orelse)
         self.handlers.pop()
+        self.finally_stack.pop()
         final = self.block(node.finalbody)
         return [
             "i32.const 0",

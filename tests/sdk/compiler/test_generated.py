@@ -78,3 +78,50 @@ def test_generated_expressions_agree(
     python, wasm = differential(path)
     assert python.error is None
     assert wasm.state["logs"] == python.state["logs"]
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), st.integers(-20, 60), st.integers(0, 9)),
+        st.tuples(st.just("del"), st.integers(-20, 60), st.just(0)),
+        st.tuples(st.just("pop"), st.integers(-20, 60), st.just(0)),
+        st.tuples(st.just("get"), st.integers(-20, 60), st.just(0)),
+        st.tuples(st.just("dump"), st.just(0), st.just(0)),
+        st.tuples(st.just("clear"), st.just(0), st.just(0)),
+    ),
+    min_size=1,
+    max_size=120,
+)
+
+
+def dict_program(operations: list[tuple[str, int, int]], text_keys: bool) -> str:
+    key_type = "str" if text_keys else "int"
+    lines = ["from sdk.proxywasm import log_info", "", "", "def main() -> None:", f"    d: dict[{key_type}, int] = {{}}", "    xs: list[int] = []"]
+    for op, key, value in operations:
+        k = repr(f"k{key}") if text_keys else str(key)
+        if op == "set":
+            lines += [f"    d[{k}] = {value}", f"    xs.insert({key % 7}, {value})"]
+        elif op == "del":
+            lines += ["    try:", f"        del d[{k}]", "    except KeyError as err:", '        log_info(f"missing {err}")']
+        elif op == "pop":
+            lines += [f"    log_info(str(d.pop({k}, -1)))", "    if len(xs) > 2:", f"        xs.pop({key % 3 - 1})"]
+        elif op == "get":
+            lines.append(f'    log_info(f"{{d.get({k})}} {{{k} in d}} {{len(d)}}")')
+        elif op == "dump":
+            lines.append('    log_info(f"{d} {list(d.values())} {xs} {sorted(xs)}")')
+        else:
+            lines += ["    d.clear()", "    xs.clear()"]
+    lines.append('    log_info(f"{d} {xs}")')
+    return "\n".join(lines) + "\n" + MAIN_PLUGIN
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=OPERATIONS, text_keys=st.booleans())
+def test_generated_dict_and_list_operations_agree(
+    tmp_path: Path, operations: list[tuple[str, int, int]], text_keys: bool
+) -> None:
+    path = tmp_path / "generated_dict.py"
+    path.write_text(dict_program(operations, text_keys), encoding="utf-8")
+    python, wasm = differential(path)
+    assert python.error is None
+    assert wasm.state["logs"] == python.state["logs"]

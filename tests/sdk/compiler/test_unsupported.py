@@ -34,7 +34,7 @@ CASES: list[tuple[str, str, int, int, str]] = [
     ("float to str", "def main() -> str:\n    return str(1.5)\n", 5, 12, "str() of a float is not supported"),
     ("empty list", "def main() -> None:\n    xs = []\n", 5, 10, "annotate the empty list"),
     ("type change", "def main() -> None:\n    x = 1\n    x = 'a'\n", 6, 5, "x holds int values; a str needs a name of its own"),
-    ("return in finally", "def main() -> int:\n    try:\n        return 1\n    finally:\n        pass\n", 6, 9, "return inside try/finally is not supported"),
+    ("return in finally", "def main() -> int:\n    try:\n        pass\n    finally:\n        return 1\n", 8, 9, "return inside a finally block is not supported"),
     ("while else", "def main() -> None:\n    while False:\n        pass\n    else:\n        pass\n", 5, 5, "while/else is not supported"),
     ("nonlocal", "def main() -> None:\n    nonlocal x\n", 5, 5, "nonlocal is not supported"),
     ("tuple ellipsis", "def main() -> None:\n    xs: tuple[int, ...] = (1,)\n", 5, 9, "tuple[T, ...] is not supported; write list[T]"),
