@@ -57,9 +57,6 @@ _NOT_BUILTINS = {
     "frozenset": "a dict[str, bool]",
     "round": "int arithmetic",
     "divmod": "// and %",
-    "sum": "a for loop",
-    "any": "a for loop",
-    "all": "a for loop",
 }
 
 
@@ -91,6 +88,8 @@ class CallCompiler(ExpressionCompiler):
                 sig = self.c.signature(method)
                 args = self.bind_args(method.module, sig.params, node, method.name)
                 return args + [f"call {self.c.request(method)}"] + self.check_exc(), sig.result
+            if func.attr == "format" and isinstance(func.value, ast.Constant) and isinstance(func.value.value, str):
+                return self.format_call(func.value.value, node)
             recv, rt = self.expr(func.value)
             return self.method_call(recv, rt, func.attr, node, expected)
         code, t = self.expr(func)
@@ -350,6 +349,8 @@ class CallCompiler(ExpressionCompiler):
             raise self.error(node, f"abs() of {t}")
         if name in ("min", "max") and args:
             return self.min_max(name == "max", node)
+        if name in ("sum", "any", "all") and len(args) == 1:
+            return self.fold_list(name, node)
         if name == "ord" and len(args) == 1:
             return self.expr_as(args[0], STR) + ["call $rt_str_ord"] + self.check_exc(), INT
         if name == "chr" and len(args) == 1:
@@ -388,6 +389,39 @@ class CallCompiler(ExpressionCompiler):
         if name == "super":
             raise self.error(node, "super() is only supported as super().method(...)")
         raise self.error(node, f"{name} is not defined")
+
+    def fold_list(self, name: str, node: ast.Call) -> tuple[Code, Type]:
+        """sum() of a list of numbers; any()/all() of a list (truth of each item)."""
+        code, t = self.expr(node.args[0])
+        if not isinstance(t, ListT):
+            raise self.error(node, unsupported(f"{name}() of a {t}", f"{name}() of a list, e.g. {name}([... for x in xs])"))
+        lst, i = self.temp("i32"), self.temp("i32")
+        item = [f"local.get {lst}", f"local.get {i}", "call $rt_list_slot", "i64.load", *self.from_slot(t.elem)]
+        if name == "sum":
+            if t.elem not in (INT, BOOL, FLOAT):
+                raise self.error(node, f"sum() needs numbers, not {t.elem}")
+            result: Type = FLOAT if t.elem == FLOAT else INT
+            acc = self.temp(result.wasm)
+            step = [f"local.get {acc}", *self.coerce(item, t.elem, result, node), f"{result.wasm}.add", f"local.set {acc}"]
+            init = [f"{result.wasm}.const 0", f"local.set {acc}"]
+            done: Code = []
+        else:
+            result = BOOL
+            acc = self.temp("i32")
+            want = 1 if name == "any" else 0
+            init = [f"i32.const {1 - want}", f"local.set {acc}"]
+            truth = self.truth(item, t.elem, node)
+            test = truth if want else truth + ["i32.eqz"]
+            step = [*test, "if", f"i32.const {want}", f"local.set {acc}", "br $fold_done", "end"]
+            done = []
+        return [
+            *code, f"local.set {lst}", *init, "i32.const 0", f"local.set {i}",
+            "block $fold_done", "loop $fold_next",
+            f"local.get {i}", f"local.get {lst}", "i32.load offset=8", "i32.ge_u", "br_if $fold_done",
+            *step,
+            f"local.get {i}", "i32.const 1", "i32.add", f"local.set {i}", "br $fold_next", "end", "end", *done,
+            f"local.get {acc}",
+        ], result
 
     def isinstance_call(self, node: ast.Call) -> Code:
         code, t = self.expr(node.args[0])
@@ -446,8 +480,76 @@ class CallCompiler(ExpressionCompiler):
         if not low <= len(node.args) <= high:
             raise self.error(node, f"{name}() takes {low}..{high} arguments here")
 
+    def format_call(self, template: str, node: ast.Call) -> tuple[Code, Type]:
+        """``"...{}...".format(...)`` with a literal template: compiled like an f-string."""
+        import string
+
+        code: Code = []
+        holders: list[ast.expr] = []
+        keywords: dict[str, ast.expr] = {}
+
+        def keep(arg: ast.expr) -> ast.expr:
+            nonlocal code
+            value, vt = self.expr(arg)
+            if vt == NONE:
+                return ast.Constant(None)
+            tmp = self.temp(vt.wasm)
+            code += value + [f"local.set {tmp}"]
+            return self.hold(tmp, vt, arg)
+
+        try:
+            for arg in node.args:
+                holders.append(keep(arg))
+            for kw in node.keywords:
+                if kw.arg is None:
+                    raise self.error(kw, unsupported("**kwargs", "keyword arguments one by one"))
+                keywords[kw.arg] = keep(kw.value)
+            parts: list[ast.expr] = []
+            auto = 0
+            try:
+                parsed = list(string.Formatter().parse(template))
+            except ValueError as err:
+                raise self.error(node, f"bad format template: {err}") from None
+            fields = [f for _, f, _, _ in parsed if f is not None]
+            if "" in fields and any(f.isdigit() for f in fields):
+                raise self.error(node, "a format template cannot mix {} and {0} fields")
+            for literal, field, spec, conversion in parsed:
+                if literal:
+                    parts.append(ast.Constant(literal))
+                if field is None:
+                    continue
+                if field == "":
+                    index, auto = auto, auto + 1
+                    target = holders[index] if index < len(holders) else None
+                elif field.isdigit():
+                    target = holders[int(field)] if int(field) < len(holders) else None
+                else:
+                    target = keywords.get(field)
+                if target is None:
+                    raise self.error(node, f"format field {{{field}}} has no argument")
+                if spec and "{" in spec:
+                    raise self.error(node, unsupported("nested format fields", "a literal spec"))
+                value_node = ast.FormattedValue(
+                    value=target,
+                    conversion=ord(conversion) if conversion else -1,
+                    format_spec=ast.JoinedStr([ast.Constant(spec)]) if spec else None,
+                )
+                ast.copy_location(value_node, node)
+                parts.append(value_node)
+            joined = ast.JoinedStr(parts)
+            ast.copy_location(joined, node)
+            text, _ = self.expr_JoinedStr(joined, STR)
+        finally:
+            for holder in holders + list(keywords.values()):
+                if isinstance(holder, ast.Name):
+                    self.vars.pop(holder.id, None)
+        return code + text, STR
+
     def text_method(self, recv: Code, t: Type, name: str, node: ast.Call) -> tuple[Code, Type]:
         args = node.args
+        if name == "splitlines":
+            self.nargs(node, 0, 0, name)
+            return recv + ["call $rt_str_splitlines"], ListT(t)
         simple: dict[str, tuple[int, str, Type]] = {
             "endswith": (1, "$rt_str_endswith", BOOL),
             "startswith": (1, "$rt_str_startswith", BOOL),

@@ -802,4 +802,33 @@ WAT = r"""
       (br $next)))
   (i32.store8 offset=5 (local.get $sb) (i32.const 3))
   (local.get $sb))
+
+;; split at \n, \r, \r\n, \v, \f, \x1c-\x1e (the ASCII line boundaries str.splitlines knows)
+(func $rt_str_splitlines (param $s i32) (result i32)
+  (local $out i32) (local $i i32) (local $start i32) (local $n i32) (local $c i32) (local $str i32)
+  (local.set $out (call $rt_list_new (i32.const 4) (i32.const 1)))
+  (local.set $n (i32.load offset=8 (local.get $s)))
+  (local.set $str (i32.eq (i32.load8_u offset=4 (local.get $s)) (i32.const 1)))
+  (block $done
+    (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $c (i32.load8_u offset=16 (i32.add (local.get $s) (local.get $i))))
+      (if (i32.or (i32.or (i32.eq (local.get $c) (i32.const 10)) (i32.eq (local.get $c) (i32.const 13)))
+                  (i32.and (local.get $str)
+                    (i32.or (i32.or (i32.eq (local.get $c) (i32.const 11)) (i32.eq (local.get $c) (i32.const 12)))
+                            (i32.and (i32.ge_u (local.get $c) (i32.const 28)) (i32.le_u (local.get $c) (i32.const 30))))))
+        (then
+          (call $rt_list_append (local.get $out)
+            (i64.extend_i32_u (call $rt_str_sub (local.get $s) (local.get $start) (local.get $i))))
+          (if (i32.and (i32.eq (local.get $c) (i32.const 13))
+                       (i32.and (i32.lt_u (i32.add (local.get $i) (i32.const 1)) (local.get $n))
+                                (i32.eq (i32.load8_u offset=17 (i32.add (local.get $s) (local.get $i))) (i32.const 10))))
+            (then (local.set $i (i32.add (local.get $i) (i32.const 1)))))
+          (local.set $start (i32.add (local.get $i) (i32.const 1)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+  (if (i32.lt_u (local.get $start) (local.get $n))
+    (then (call $rt_list_append (local.get $out)
+            (i64.extend_i32_u (call $rt_str_sub (local.get $s) (local.get $start) (local.get $n))))))
+  (local.get $out))
 """

@@ -245,8 +245,10 @@ class FunctionCompiler(CallCompiler):
         if len(node.targets) == 1:
             return self.assign(node.targets[0], node.value, None, node)
         code, t = self.expr(node.value)
-        tmp = self.temp(t.wasm if t != NONE else "i32")
-        out = code + ([f"local.set {tmp}"] if t != NONE else ["i32.const 0", f"local.set {tmp}"])
+        if t == NONE:
+            raise self.error(node, "chained assignment of None needs annotated names; assign each one")
+        tmp = self.temp(t.wasm)
+        out = code + [f"local.set {tmp}"]
         holder = self.hold(tmp, t, node.value)
         try:
             for target in node.targets:

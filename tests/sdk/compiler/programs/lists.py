@@ -69,3 +69,6 @@ def main() -> None:
     for item in reversed(items):
         log_info(item)
     log_info(f"{list(items)} {items[1:] == ['y', 'z']}")
+    nothing: list[int] = []
+    log_info(f"{sum([1, 2, 3])} {sum(nothing)} {any([0, 0, 3])} {all([1, 1, 0])} {any(nothing)} {all(nothing)}")
+    log_info(f"{sum([x * x for x in range(10) if x % 2])} {all([w.islower() for w in ['a', 'b']])} {sum([True, True])}")

@@ -51,3 +51,11 @@ def main() -> None:
     for c in word:
         reversed_word = c + reversed_word
     log_info(f"{word == reversed_word}")
+    log_info("{} + {} = {total:>4}".format("a", "b", total=3) + " {1}{0}{1!r}".format("x", "y"))
+    log_info("{:05d}|{:x}|{:<6}|{}".format(42, 255, "ab", None))
+    log_info(f"{lines_of()}")
+
+
+def lines_of() -> list[str]:
+    text = "one\ntwo\r\nthree\rfour\n\nlast"
+    return text.splitlines() + "".splitlines() + "trail\n".splitlines()
