@@ -233,6 +233,45 @@ WASM_PLUGIN = obj(
 WASM_PLUGIN["required"] = ["url"]
 
 
+# ---- security.istio.io: PeerAuthentication, AuthorizationPolicy, RequestAuthentication ------------
+MATCH_LABELS = obj(matchLabels=LABELS)
+MTLS_MODE = enum("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+PEER_AUTHENTICATION = obj(
+    selector=MATCH_LABELS,
+    mtls=obj(mode=MTLS_MODE),
+    portLevelMtls=map_of(obj(mode=MTLS_MODE)),
+)
+_NEGATABLE_SOURCE = {name: STRINGS for base in ("principals", "requestPrincipals", "namespaces", "ipBlocks",
+                                                "remoteIpBlocks")
+                     for name in (base, "not" + base[0].upper() + base[1:])}
+_NEGATABLE_OPERATION = {name: STRINGS for base in ("hosts", "ports", "methods", "paths")
+                        for name in (base, "not" + base[0].upper() + base[1:])}
+AUTHORIZATION_POLICY = obj(
+    selector=MATCH_LABELS,
+    targetRef=POLICY_TARGET,
+    targetRefs=arr(POLICY_TARGET, max_items=16),
+    rules=arr(obj(
+        from_=arr(obj(source=obj(**_NEGATABLE_SOURCE))),
+        to=arr(obj(operation=obj(**_NEGATABLE_OPERATION))),
+        when=arr(obj(key=STRING, values=STRINGS, notValues=STRINGS)),
+    )),
+    action=enum("ALLOW", "DENY", "AUDIT", "CUSTOM"),
+    provider=obj(name=STRING),
+)
+JWT_RULE = obj(
+    issuer=STRING, audiences=STRINGS, jwksUri=STRING, jwks=STRING,
+    fromHeaders=arr(obj(name=STRING, prefix=STRING)), fromParams=STRINGS, fromCookies=STRINGS,
+    outputPayloadToHeader=STRING, forwardOriginalToken=BOOL,
+    outputClaimToHeaders=arr(obj(header=STRING, claim=STRING)), timeout=DURATION,
+)
+REQUEST_AUTHENTICATION = obj(
+    selector=MATCH_LABELS,
+    targetRef=POLICY_TARGET,
+    targetRefs=arr(POLICY_TARGET, max_items=16),
+    jwtRules=arr(JWT_RULE, max_items=4096),
+)
+
+
 # ---- the kinds ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Kind:
@@ -253,6 +292,8 @@ class Kind:
 
 _NETWORKING = "networking.istio.io"
 _NET_VERSIONS = ("v1", "v1beta1", "v1alpha3")
+_SECURITY = "security.istio.io"
+_SEC_VERSIONS = ("v1", "v1beta1")
 KINDS: tuple[Kind, ...] = (
     Kind("VirtualService", _NETWORKING, _NET_VERSIONS, "virtualservices", ("vs",), VIRTUAL_SERVICE,
          ("istio-io", "networking-istio-io")),
@@ -268,6 +309,12 @@ KINDS: tuple[Kind, ...] = (
          ("istio-io", "networking-istio-io")),
     Kind("WasmPlugin", "extensions.istio.io", ("v1alpha1",), "wasmplugins", (), WASM_PLUGIN,
          ("istio-io", "extensions-istio-io")),
+    Kind("PeerAuthentication", _SECURITY, _SEC_VERSIONS, "peerauthentications", ("pa",), PEER_AUTHENTICATION,
+         ("istio-io", "security-istio-io")),
+    Kind("AuthorizationPolicy", _SECURITY, _SEC_VERSIONS, "authorizationpolicies", ("ap",), AUTHORIZATION_POLICY,
+         ("istio-io", "security-istio-io")),
+    Kind("RequestAuthentication", _SECURITY, _SEC_VERSIONS, "requestauthentications", ("ra",),
+         REQUEST_AUTHENTICATION, ("istio-io", "security-istio-io")),
 )
 KINDS_BY_NAME: dict[str, Kind] = {k.kind: k for k in KINDS}
 

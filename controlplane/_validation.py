@@ -312,6 +312,41 @@ class _Checker:
             for j, port in enumerate(match.get("ports") or []):
                 self.service_port(f"spec.match[{i}].ports[{j}]", port)
 
+    # security.istio.io: the sidecar's own parsers, so the control plane refuses exactly what a sidecar would
+    def PeerAuthentication(self, spec: Mapping[str, Any]) -> None:
+        from wasmhost.security import PeerAuthenticationError, parse_peer_authentication
+
+        self._security_parse(parse_peer_authentication, PeerAuthenticationError)
+
+    def AuthorizationPolicy(self, spec: Mapping[str, Any]) -> None:
+        from wasmhost.security.authz import PolicyError, parse_policy
+
+        self._security_parse(parse_policy, PolicyError)
+        if spec.get("selector") and (spec.get("targetRef") or spec.get("targetRefs")):
+            self.error("spec", "set only one of selector and targetRefs")
+
+    def RequestAuthentication(self, spec: Mapping[str, Any]) -> None:
+        from wasmhost.security.jwt import JwtRuleError, parse_request_authentication
+
+        self._security_parse(parse_request_authentication, JwtRuleError)
+        issuers: dict[str, int] = {}
+        for i, rule in enumerate(spec.get("jwtRules") or []):
+            if rule.get("issuer") in issuers:
+                self.error(f"spec.jwtRules[{i}].issuer", f"issuer {rule['issuer']!r} is already used by jwtRules"
+                                                         f"[{issuers[rule['issuer']]}]")
+            issuers.setdefault(rule.get("issuer"), i)
+
+    def _security_parse(self, parse: Any, error_type: type[Exception]) -> None:
+        """Run a security parser over the manifest; its message starts with the field path."""
+        try:
+            parse(self.resource.to_manifest())
+        except error_type as err:
+            path, sep, message = str(err).partition(": ")
+            if sep and path.startswith("spec"):
+                self.error(path, message)
+            else:
+                self.error("spec", str(err))
+
 
 def validate_document(doc: Document, default_namespace: str = DEFAULT_NAMESPACE) -> tuple[Resource | None, list[Diagnostic]]:
     """Check one document; return the resource (None when it has errors or is not ours) and findings."""

@@ -52,14 +52,20 @@ def test_crds_are_structural_and_well_formed(path: Path) -> None:
         assert _structural_problems(version["schema"]["openAPIV3Schema"], version["name"]) == []
 
 
+SECURITY_KINDS = {"PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"}
+
+
 def test_versions_served_as_istio_serves_them() -> None:
     crds = {yaml.safe_load(p.read_text())["spec"]["names"]["kind"]: yaml.safe_load(p.read_text())
             for p in CRD_DIR.glob("*.yaml")}
     assert set(crds) == {"VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "WorkloadEntry",
-                         "Sidecar", "EnvoyFilter", "WasmPlugin"}
+                         "Sidecar", "EnvoyFilter", "WasmPlugin", *SECURITY_KINDS}
     versions = {kind: [v["name"] for v in crd["spec"]["versions"]] for kind, crd in crds.items()}
     assert versions["WasmPlugin"] == ["v1alpha1"]
     assert versions["EnvoyFilter"] == ["v1alpha3"]
+    for kind in SECURITY_KINDS:
+        assert versions[kind] == ["v1", "v1beta1"]
+        assert [v["name"] for v in crds[kind]["spec"]["versions"] if v["storage"]] == ["v1beta1"]
     for kind in ("VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "WorkloadEntry", "Sidecar"):
         assert {"v1alpha3", "v1beta1"} <= set(versions[kind])
         storage = [v["name"] for v in crds[kind]["spec"]["versions"] if v["storage"]]
