@@ -225,8 +225,7 @@ class CallCompiler(ExpressionCompiler):
             cls = rt.cls
             self.c.ensure_layout(cls)
             if name in cls.fields:
-                offset, ftype = self.field_slot(cls, name, node)
-                return self.closure_call(recv + [f"i64.load offset={offset}"] + self.from_slot(ftype), ftype, node)
+                return self.closure_call(*self.field_load(recv, cls, name, node), node)
             method = cls.find_method(name)
             if method is None:
                 raise self.error(node.func, f"{cls.name} has no method {name}")

@@ -181,6 +181,16 @@ class CodegenBase:
 
     # --- classes --------------------------------------------------------------------
 
+    def field_load(self, obj: Code, cls: ClassInfo, name: str, node: ast.AST) -> tuple[Code, Type]:
+        """Read a field. A pointer field that was never assigned raises AttributeError, as
+        reading an unset attribute does in CPython (Optional fields may hold None)."""
+        offset, ftype = self.field_slot(cls, name, node)
+        code = obj + [f"i64.load offset={offset}"] + self.from_slot(ftype)
+        if ftype.is_pointer and not isinstance(ftype, OptionalT):
+            message = self.c.string(f"'{cls.name}' object has no attribute '{name}'")
+            code += [f"i32.const {message}", "call $rt_check_field", *self.check_exc()]
+        return code, ftype
+
     def field_slot(self, cls: ClassInfo, name: str, node: ast.AST) -> tuple[int, Type]:
         self.c.ensure_layout(cls)
         info = cls.fields.get(name)

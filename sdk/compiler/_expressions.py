@@ -208,8 +208,7 @@ class ExpressionCompiler(CodegenBase):
             cls = t.cls
             self.c.ensure_layout(cls)
             if node.attr in cls.fields:
-                offset, ftype = self.field_slot(cls, node.attr, node)
-                return code + [f"i64.load offset={offset}"] + self.from_slot(ftype), ftype
+                return self.field_load(code, cls, node.attr, node)
             if cls.find_const(node.attr) is not None:
                 return self.instance_constant(code, cls, node.attr, node)
             method = cls.find_method(node.attr)

@@ -6,6 +6,10 @@ WAT = r"""
 (func $rt_raise (param $e i32)
   (if (i32.eqz (global.get $exc)) (then (global.set $exc (local.get $e)))))
 
+(func $rt_check_field (param $p i32) (param $message i32) (result i32)
+  (if (i32.eqz (local.get $p)) (then (call $rt_raise_msg (global.get $cid.AttributeError) (local.get $message))))
+  (local.get $p))
+
 (func $rt_check_some (param $p i32) (result i32)
   (if (i32.eqz (local.get $p)) (then (call $rt_raise_none)))
   (local.get $p))

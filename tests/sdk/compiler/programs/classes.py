@@ -91,5 +91,20 @@ def main() -> None:
     rect.w += 9
     rect.tags.append("wide")
     log_info(f"{rect.area()} {rect.tags} {Rect.KIND} {rect.KIND} {Shape.KIND} {rect.sides}")
+    unset_fields()
     same = rect
     log_info(f"{same is rect} {same == rect} {rect is Rect(1, 1)}")
+
+
+class Forgetful(Shape):
+    def __init__(self) -> None:
+        self.extra = 1  # never calls super().__init__, so name and tags stay unset
+
+
+def unset_fields() -> None:
+    thing = Forgetful()
+    try:
+        log_info(thing.name)
+    except AttributeError as err:
+        log_info(f"attribute error: {err}")
+    log_info(f"{thing.extra} {thing.sides}")
