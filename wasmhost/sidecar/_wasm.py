@@ -249,9 +249,14 @@ class WasmHost:
             self._soon(lambda: on_result(HttpCallResult(None, b"", None, "no worker")))
             return
         timeout = command.timeout_ms / 1000.0 if command.timeout_ms else _NO_TIMEOUT_S
+        headers = command.headers
+        if command.body:
+            # Envoy's proxy_http_call frames a request body with content-length
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(command.body)).encode()))
         try:
             self.services.dispatch_http_call(
-                command.cluster, command.headers, command.body, command.trailers, timeout, on_result
+                command.cluster, headers, command.body, command.trailers, timeout, on_result
             )
         except UnknownClusterError:
             self._soon(lambda: on_result(HttpCallResult(None, b"", None, "unknown cluster")))
