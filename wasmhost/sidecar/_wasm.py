@@ -312,14 +312,27 @@ def wasm_host() -> WasmHost:
 
 
 class WasmHttpFilter(HttpFilter):
-    """One stream through one plugin."""
+    """One stream through one plugin.
 
-    __slots__ = ("callbacks", "stream", "host")
+    As Envoy's filter: a stream whose request headers never reached this filter (an earlier
+    filter answered locally) has no plugin context, so the response passes untouched; and
+    once the VM has failed, the 503 it answered with passes this filter's encoder side.
+    """
+
+    __slots__ = ("callbacks", "stream", "host", "decoded")
 
     def __init__(self, callbacks: FilterCallbacks, binding: PluginBinding, host: WasmHost) -> None:
         self.callbacks = callbacks
         self.host = host
         self.stream = binding.plugin.new_http_stream(PluginStreamInfo())
+        self.decoded = False
+
+    def _bypass_encoder(self) -> bool:
+        """No context (never decoded), or the failure reply of a failed VM on its way out."""
+        if not self.decoded:
+            return True
+        ctx = self.stream.ctx
+        return ctx is not None and ctx.local_reply_sent and not self.stream.plugin.healthy()
 
     # -- helpers ---------------------------------------------------------------------------------
     def _sync(self) -> None:
@@ -351,6 +364,7 @@ class WasmHttpFilter(HttpFilter):
 
     # -- request ---------------------------------------------------------------------------------
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        self.decoded = True
         stream = self.stream
         if stream.ctx is None:
             _fill_info(stream.info, self.callbacks)
@@ -377,12 +391,16 @@ class WasmHttpFilter(HttpFilter):
 
     # -- response --------------------------------------------------------------------------------
     def encode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        if self._bypass_encoder():
+            return HeadersStatus.Continue
         self._sync()
         status = self.stream.on_response_headers(headers.items(), end_stream)
         self._after()
         return HeadersStatus(status)
 
     def encode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
+        if self._bypass_encoder():
+            return DataStatus.Continue
         self._sync()
         verdict = self.stream.on_response_body(data.to_bytes(), end_stream)
         self._after()
@@ -392,6 +410,8 @@ class WasmHttpFilter(HttpFilter):
         return DataStatus.StopIterationNoBuffer
 
     def encode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
+        if self._bypass_encoder():
+            return TrailersStatus.Continue
         self._sync()
         status = self.stream.on_response_trailers(trailers.items())
         self._after()
@@ -399,6 +419,8 @@ class WasmHttpFilter(HttpFilter):
 
     # -- end -----------------------------------------------------------------------------------------
     def on_log(self) -> None:
+        if not self.decoded:
+            return
         self._sync()
         self.stream.finish()
         self.host.drain()
