@@ -78,6 +78,12 @@ class MemoryTransport:
     def pause_reading(self) -> None:
         pass
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return False
+
     def resume_reading(self) -> None:
         pass
 

@@ -646,6 +646,14 @@ class HttpStream:
         self.ctx.out.append(StreamEnded(self))
         self.ctx.runtime.stream_finished()
 
+    def release(self) -> None:
+        """Drop references to the filters once the stream is logged (breaks cycles for prompt freeing)."""
+        if self.done:
+            self.filters = []
+            self.callbacks = []
+            self.dec.slots = []
+            self.enc.slots = []
+
     # --- callouts -------------------------------------------------------------------------------
 
     def dispatch_http_call(

@@ -24,7 +24,13 @@ from ._admin import AdminServer
 from ._errors import ConfigError
 from ._plan import Plan
 from ._reload import FileWatcher, digest, load_plan, read_config
-from ._sidecar import cluster_views, listener_views, merge_cluster_views, write_admin_address
+from ._sidecar import (
+    cluster_views,
+    freeze_startup_objects,
+    listener_views,
+    merge_cluster_views,
+    write_admin_address,
+)
 from ._stats import StatSample, merge_snapshots
 
 log = logging.getLogger("wasmesh.main")
@@ -86,6 +92,7 @@ async def _worker_loop(conn: Connection, text: str, source: str, version: int, p
         conn.send(("failed", str(err)))
         return
     current = {"plan": plan}
+    freeze_startup_objects()
     conn.send(("ready", worker.bound_ports()))
     pending: set[asyncio.Task[Any]] = set()
 

@@ -210,6 +210,7 @@ class Worker:
         downstream = stream.downstream
         if downstream is not None:
             downstream.stream_ended(stream)
+        stream.release()
 
     def _pool(self, cluster: Cluster, host: Host) -> Any:
         pool: Any = host.edge_pool
