@@ -518,3 +518,24 @@ def test_access_log_and_stats_match(tmp_path: Path, envoy_binary: str, upstreams
             "cluster.b.upstream_rq_5xx", "cluster.b.upstream_rq_503", "cluster.b.upstream_rq_retry",
             "cluster.a.upstream_cx_total", "cluster.b.upstream_rq_total"]
     assert {k: stats["sidecar"].get(k) for k in keys} == {k: stats["envoy"].get(k) for k in keys}
+
+
+def dns_cluster(name: str, kind: str, port: int) -> dict[str, Any]:
+    config = cluster(name, port)
+    config["type"] = kind
+    config["dns_lookup_family"] = "V4_ONLY"
+    config["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"][
+        "address"] = "localhost"
+    return config
+
+
+def test_dns_clusters(tmp_path: Path, envoy_binary: str, upstreams: Upstreams) -> None:
+    config = bootstrap(
+        virtual_hosts=vhosts({"name": "v", "domains": ["*"], "routes": [
+            route({"prefix": "/strict"}, {"cluster": "strict", "auto_host_rewrite": True}),
+            route({"prefix": "/logical"}, {"cluster": "logical"}),
+        ]}),
+        clusters=[dns_cluster("strict", "STRICT_DNS", upstreams.port("a")),
+                  dns_cluster("logical", "LOGICAL_DNS", upstreams.port("b"))],
+    )
+    compare(tmp_path, envoy_binary, config, [{"path": "/strict"}, {"path": "/logical"}], upstreams)
