@@ -4,8 +4,9 @@ This is the module the host talks to. Each ``proxy_on_*`` function here has the 
 parameters and result of the proxy-wasm 0.2.1 export of the same name:
 
 * compiled, the compiler exports exactly these functions from the ``.wasm`` module;
-* in CPython, a host emulator calls them directly (after importing the plugin, which
-  calls ``sdk.proxywasm.set_vm_context``), so both modes run the same dispatch code.
+* in CPython, a host emulator installs a ``HostBinding`` (``sdk.proxywasm.set_host``),
+  imports the plugin with ``load_plugin`` (which runs its ``set_vm_context``) and calls
+  these functions directly, so both modes run the same dispatch code.
 
 Context tables are keyed by context id, as the host assigns them: id 0 is never used,
 root (plugin) contexts have parent 0, stream contexts name their root as parent. Unknown
@@ -196,6 +197,31 @@ def proxy_on_delete(context_id: int) -> None:
         del _plugin_contexts[context_id]
 
 
+def load_plugin(path: str) -> object:
+    """Import a plugin file afresh (CPython only), after forgetting every context.
+
+    The plugin's own directory is importable while it loads, so multi-file plugins work.
+    Returns the module; its ``set_vm_context`` call has installed the VM context.
+    """
+    import importlib.util
+    import sys
+    import uuid
+    from pathlib import Path
+
+    reset()
+    source = Path(path).resolve()
+    spec = importlib.util.spec_from_file_location(f"_wasmesh_plugin_{uuid.uuid4().hex}", source)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load a plugin from {source}")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(source.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(source.parent))
+    return module
+
+
 def reset() -> None:
     """Forget every context and the VM context (CPython only: between emulated VMs)."""
     global _vm_context, _active_context_id
@@ -229,6 +255,7 @@ __all__ = [
     "proxy_on_upstream_connection_close",
     "proxy_on_upstream_data",
     "proxy_on_vm_start",
+    "load_plugin",
     "register_callout",
     "reset",
     "set_vm_context",

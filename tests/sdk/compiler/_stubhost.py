@@ -14,12 +14,9 @@ with the same sequence and compares the resulting ``StubHost`` state.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import struct
-import sys
 import typing
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -411,16 +408,7 @@ class PythonRunner:
     def __init__(self, path: Path, host: StubHost) -> None:
         self.host = host
         self.previous = _hostabi.set_host(host)
-        entrypoint.reset()
-        name = f"_plugin_{uuid.uuid4().hex}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.path.insert(0, str(path.parent))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            sys.path.remove(str(path.parent))
+        entrypoint.load_plugin(str(path))
 
     def call(self, name: str, *args: int) -> Any:
         _hostabi.set_host(self.host)
