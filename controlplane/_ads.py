@@ -23,6 +23,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from controlplane._delta import DeltaXdsSession
 from controlplane._generate import Snapshot
 from controlplane._proxies import NodeError, Proxy, proxy_from_node
+from controlplane._security import StreamRefused, is_secure
 from controlplane._xds import XdsSession
 
 log = logging.getLogger("wasmesh.controlplane")
@@ -55,6 +56,9 @@ class Connection:
     connected_at: float = field(default_factory=time.time)
     snapshot: Snapshot | None = None
     pushes: int = 0
+    metadata: tuple[tuple[str, Any], ...] = ()  # the stream's invocation metadata (credentials)
+    secure: bool = False  # arrived over TLS (the secure port)
+    identity: Any = None  # the SPIFFE ID its credentials proved, if any
 
     def send_all(self, responses: list[Any]) -> None:
         for response in responses:
@@ -102,8 +106,14 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             context.set_details(str(err))
             return
         session: Session = DeltaXdsSession(proxy.id) if delta else XdsSession(proxy.id)
-        connection = Connection(proxy, session, delta)
-        connection.snapshot = self.plane.connected(connection)
+        connection = Connection(proxy, session, delta, metadata=tuple(
+            (m.key, m.value) for m in context.invocation_metadata() or ()), secure=is_secure(context))
+        try:
+            connection.snapshot = self.plane.connected(connection)
+        except StreamRefused as refused:
+            context.set_code(refused.code)
+            context.set_details(refused.details)
+            return
         reader = asyncio.get_running_loop().create_task(self._read(first, request_iterator, connection))
         try:
             while True:

@@ -60,6 +60,16 @@ class Snapshot:
     notes: tuple[str, ...] = ()
     _digests: dict[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
     _packed: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
+    _shared: Snapshot | None = field(default=None, compare=False, repr=False)
+
+    def with_private(self, extra: Mapping[str, TypeSnapshot]) -> Snapshot:
+        """This snapshot plus types that belong to one proxy only (its SDS secrets): shared types
+        keep using this snapshot's memo, the private ones get their own."""
+        return Snapshot({**self.types, **extra}, self.notes, _shared=self)
+
+    def _owner(self, type_url: str) -> Snapshot:
+        shared = self._shared
+        return shared if shared is not None and type_url in shared.types else self
 
     def subset_version(self, type_url: str, names: Iterable[str]) -> str:
         """A version of just these resources (for types a proxy subscribes to by name)."""
@@ -68,16 +78,18 @@ class Snapshot:
 
     def resource_version(self, type_url: str, name: str) -> str:
         """The version of one resource (a digest of its serialization)."""
+        owner = self._owner(type_url)
         key = (type_url, name)
-        if key not in self._digests:
-            self._digests[key] = digest([self.resources(type_url)[name]])
-        return self._digests[key]
+        if key not in owner._digests:
+            owner._digests[key] = digest([owner.resources(type_url)[name]])
+        return owner._digests[key]
 
     def packed(self, type_url: str, name: str) -> Any:
+        owner = self._owner(type_url)
         key = (type_url, name)
-        if key not in self._packed:
-            self._packed[key] = pack(self.resources(type_url)[name])
-        return self._packed[key]
+        if key not in owner._packed:
+            owner._packed[key] = pack(owner.resources(type_url)[name])
+        return owner._packed[key]
 
     def resources(self, type_url: str) -> Mapping[str, Message]:
         entry = self.types.get(type_url)

@@ -26,6 +26,8 @@ from controlplane._generate import Generator, Snapshot
 from controlplane._mesh import ROOT_NAMESPACE, Mesh
 from controlplane._protos import TYPE_SHORT_NAMES
 from controlplane._proxies import Proxy, labels_match
+from controlplane._sds import private_types
+from controlplane._security import MeshSecurity, SecuritySettings
 from controlplane._store import ConfigStore
 
 log = logging.getLogger("wasmesh.controlplane")
@@ -42,6 +44,7 @@ class Settings:
     max_delay: float = 1.0
     watch_interval: float = 0.2
     root_namespace: str = ROOT_NAMESPACE
+    security: SecuritySettings | None = None  # the CA and the secure port (15012); None: plaintext only
 
 
 class Metrics:
@@ -79,6 +82,8 @@ class ControlPlane:
         self._api: Any = None
         self.xds_port = 0
         self.monitoring_port = 0
+        self.secure_port = 0
+        self.security = MeshSecurity(self.settings.security) if self.settings.security is not None else None
         self.store.subscribe(self.request_push)
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -92,6 +97,8 @@ class ControlPlane:
         self.xds_port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.xds_port}")
         if self.xds_port == 0:
             raise OSError(f"cannot bind xDS port {self.settings.host}:{self.settings.xds_port}")
+        if self.security is not None:
+            self.secure_port = self.security.add_to(self._grpc, self.settings.host)
         await self._grpc.start()
         from controlplane._api import start_api
 
@@ -100,6 +107,8 @@ class ControlPlane:
         self._tasks.append(self._loop.create_task(self._push_loop()))
         if self.folder is not None:
             self._tasks.append(self._loop.create_task(self.folder.watch(self.settings.watch_interval)))
+        if self.security is not None:
+            self._tasks.append(self._loop.create_task(self._renewal_loop()))
         log.info("xDS on %s:%d, monitoring on %s:%d", self.settings.host, self.xds_port,
                  self.settings.monitoring_host, self.monitoring_port)
         return self
@@ -177,7 +186,7 @@ class ControlPlane:
         generator = self.generator()
         sent = 0
         for connection in list(self.connections.values()):
-            snapshot = generator.snapshot(connection.proxy)
+            snapshot = self._snapshot_for(connection, generator)
             connection.snapshot = snapshot
             responses = connection.session.on_snapshot(snapshot)
             for response in responses:
@@ -188,15 +197,50 @@ class ControlPlane:
         return sent
 
     # ---- the Plane protocol used by the ADS endpoint ---------------------------------------------
+    def _snapshot_for(self, connection: Connection, generator: Generator) -> Snapshot:
+        """The proxy's scope snapshot, plus its own SDS secrets when it has an identity."""
+        snapshot = generator.snapshot(connection.proxy)
+        if self.security is None or connection.identity is None:
+            return snapshot
+        return snapshot.with_private(private_types(self.security.certificates.get(connection.id)))
+
+    async def _renewal_loop(self) -> None:
+        """Re-issue workload certificates at half their lifetime (or on a new trust bundle) and push them."""
+        assert self.security is not None
+        certificates = self.security.certificates
+        while True:
+            await asyncio.sleep(1.0)
+            for connection_id in certificates.due():
+                connection = self.connections.get(connection_id)
+                if connection is None or connection.identity is None:
+                    certificates.forget(connection_id)
+                    continue
+                try:
+                    certificates.issue(connection_id, connection.identity)
+                except Exception:  # noqa: BLE001 - retried on the next tick
+                    log.exception("renewing the certificate of %s failed", connection.proxy.id)
+                    continue
+                snapshot = self._snapshot_for(connection, self.generator())
+                connection.snapshot = snapshot
+                connection.send_all(connection.session.on_snapshot(snapshot))
+
     def connected(self, connection: Connection) -> Snapshot:
+        if self.security is not None:
+            proxy = connection.proxy
+            connection.identity = self.security.identify(connection.metadata, connection.secure, proxy.namespace,
+                                                         proxy.service_account)
+            if connection.identity is not None:
+                self.security.certificates.issue(connection.id, connection.identity)
         self.connections[connection.id] = connection
         self.metrics.proxies.set(len(self.connections))
         log.info("proxy %s connected (%s/%s)", connection.proxy.id, connection.proxy.namespace, connection.proxy.name)
         if self._is_workload(connection.proxy):
             self._mark_dirty()  # its workload joined a service: everyone's endpoints change
-        return self.generator().snapshot(connection.proxy)
+        return self._snapshot_for(connection, self.generator())
 
     def disconnected(self, connection: Connection) -> None:
+        if self.security is not None:
+            self.security.certificates.forget(connection.id)
         if self.connections.pop(connection.id, None) is not None:
             self.metrics.proxies.set(len(self.connections))
             if self._is_workload(connection.proxy):
@@ -228,4 +272,4 @@ class ControlPlane:
                 for c in sorted(self.connections.values(), key=lambda c: c.proxy.id)]
 
 
-__all__ = ["MONITORING_PORT", "XDS_PORT", "ControlPlane", "Settings"]
+__all__ = ["MONITORING_PORT", "XDS_PORT", "ControlPlane", "SecuritySettings", "Settings"]
