@@ -68,6 +68,7 @@ bench: setup plugins
 	$(PY) benchmarks/registry_push_pull.py
 	$(PY) benchmarks/mtls_handshake.py
 	$(PY) benchmarks/controlplane_scale.py --proxies 1000
+	$(PY) benchmarks/sidecar_wrk.py --duration 10
 
 # Regenerate crds/*.yaml from controlplane/_schemas.py (the files are DO NOT EDIT).
 crds: python-deps
