@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from controlplane._mesh import Mesh, subset_labels
+from controlplane._mtls import apply_mesh_tls, endpoint_metadata, endpoint_tls_mode
 from controlplane._protos import duration, typed
 from controlplane._proxies import Proxy, labels_match
 from controlplane._resources import Resource
@@ -151,7 +152,7 @@ def _seconds(duration: Any) -> int | None:
 
 def _lb_endpoints(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
     return [{"endpoint": {"address": {"socket_address": {"address": e.address, "port_value": e.port}}},
-             "load_balancing_weight": max(1, e.weight)} for e in endpoints]
+             "load_balancing_weight": max(1, e.weight), **endpoint_metadata(e)} for e in endpoints]
 
 
 def _localities(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
@@ -183,17 +184,18 @@ def outbound_clusters(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
         rule = mesh.destination_rule_for(proxy, service.hostname, service.namespace)
         spec = rule.spec if rule is not None else {}
         for port in service.ports:
-            out.append(_cluster(mesh, service, port, "", policy_for_port(spec.get("trafficPolicy"), port.number)))
+            out.append(_cluster(mesh, service, port, "", policy_for_port(spec.get("trafficPolicy"), port.number),
+                                proxy=proxy))
             for subset in spec.get("subsets") or []:
                 policy = merge_policy(policy_for_port(spec.get("trafficPolicy"), port.number),
                                       policy_for_port(subset.get("trafficPolicy"), port.number))
                 out.append(_cluster(mesh, service, port, str(subset.get("name", "")), policy,
-                                    dict(subset.get("labels") or {})))
+                                    dict(subset.get("labels") or {}), proxy=proxy))
     return out
 
 
 def _cluster(mesh: Mesh, service: Service, port: ServicePort, subset: str, policy: Mapping[str, Any],
-             labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+             labels: Mapping[str, str] | None = None, *, proxy: Proxy | None = None) -> dict[str, Any]:
     name = cluster_name("outbound", port.number, subset, service.hostname)
     cluster: dict[str, Any] = {"name": name, "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
                                "metadata": {"filter_metadata": {"istio": {
@@ -202,12 +204,17 @@ def _cluster(mesh: Mesh, service: Service, port: ServicePort, subset: str, polic
     if service.resolution in ("DNS", "DNS_ROUND_ROBIN"):
         cluster["type"] = "STRICT_DNS" if service.resolution == "DNS" else "LOGICAL_DNS"
         cluster["dns_lookup_family"] = "V4_ONLY"
-        endpoints = [e for e in _dns_endpoints(service, port, mesh) if labels_match(labels, e.labels)]
+        endpoints = [endpoint_tls_mode(mesh, service, port.target_port or port.number, e)
+                     for e in _dns_endpoints(service, port, mesh) if labels_match(labels, e.labels)]
         cluster["load_assignment"] = {"cluster_name": name, "endpoints": [{"lb_endpoints": _lb_endpoints(endpoints)}]}
     else:
         cluster["type"] = "EDS"
         cluster["eds_cluster_config"] = {"eds_config": ADS_SOURCE, "service_name": name}
     _apply_policy(cluster, policy, port)
+    if proxy is not None:
+        tls_mode = (policy.get("tls") or {}).get("mode") if policy.get("tls") else None
+        chosen = [e for e in mesh.registry.endpoints(service, port) if labels_match(labels, e.labels)]
+        apply_mesh_tls(cluster, mesh, proxy, service, port.target_port or port.number, tls_mode, chosen)
     return cluster
 
 
@@ -223,7 +230,8 @@ def outbound_endpoints(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
             endpoints = mesh.registry.endpoints(service, port)
             for subset in subsets:
                 labels = subset_labels(rule, subset) if subset else None
-                chosen = [e for e in endpoints if labels_match(labels, e.labels)]
+                chosen = [endpoint_tls_mode(mesh, service, port.target_port or port.number, e)
+                          for e in endpoints if labels_match(labels, e.labels)]
                 name = cluster_name("outbound", port.number, subset, service.hostname)
                 out.append({"cluster_name": name, "endpoints": _localities(chosen)})
     return out

@@ -14,6 +14,7 @@ from typing import Any
 from controlplane._clusters import ADS_SOURCE, cluster_name
 from controlplane._hosts import fqdn
 from controlplane._mesh import Mesh
+from controlplane._mtls import inbound_chains
 from controlplane._protos import HCM_NAME, HCM_TYPE, ROUTER_NAME, typed
 from controlplane._proxies import Proxy
 from controlplane._routes import CORS_FILTER, FAULT_FILTER, inbound_route_config
@@ -128,10 +129,11 @@ def inbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
                    "http_filters": _http_filters(mesh, proxy, SERVER, app_port),
                    "use_remote_address": False, "normalize_path": True}
             filters.append({"name": HCM_NAME, "typed_config": typed(HCM_TYPE, hcm)})
+        http = not names.get(app_port, "").startswith("tcp")
         out.append({"name": f"{INBOUND_PREFIX}{app_port}",
                     "address": {"socket_address": {"address": LOOPBACK, "port_value": local}},
                     "traffic_direction": "INBOUND",
-                    "filter_chains": [{"name": f"0.0.0.0_{app_port}", "filters": filters}]})
+                    **inbound_chains(mesh, proxy, app_port, f"0.0.0.0_{app_port}", filters, http)})
     return out
 
 

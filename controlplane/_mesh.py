@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane._hosts import fqdn, host_matches
+from controlplane._meshconfig import MeshConfig
 from controlplane._proxies import Proxy, labels_match
 from controlplane._resources import Resource
 from controlplane._services import Service, ServiceRegistry
@@ -33,6 +34,7 @@ class Mesh:
     resources: list[Resource]
     proxies: list[Proxy] = field(default_factory=list)
     root_namespace: str = ROOT_NAMESPACE
+    config: MeshConfig = field(default_factory=MeshConfig)  # trust domain, extension providers
 
     def __post_init__(self) -> None:
         self.by_kind: dict[str, list[Resource]] = {}

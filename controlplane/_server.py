@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from controlplane._ads import Connection, add_to_server
 from controlplane._folder import FolderSource
 from controlplane._generate import Generator, Snapshot
 from controlplane._mesh import ROOT_NAMESPACE, Mesh
+from controlplane._meshconfig import MeshConfig
 from controlplane._protos import TYPE_SHORT_NAMES
 from controlplane._proxies import Proxy, labels_match
 from controlplane._sds import private_types
@@ -45,6 +46,7 @@ class Settings:
     watch_interval: float = 0.2
     root_namespace: str = ROOT_NAMESPACE
     security: SecuritySettings | None = None  # the CA and the secure port (15012); None: plaintext only
+    mesh_config: MeshConfig = field(default_factory=MeshConfig)
 
 
 class Metrics:
@@ -173,7 +175,7 @@ class ControlPlane:
 
     def mesh(self) -> Mesh:
         return Mesh(self.store.resources(), [c.proxy for c in self.connections.values()],
-                    self.settings.root_namespace)
+                    self.settings.root_namespace, self.settings.mesh_config)
 
     def generator(self) -> Generator:
         if self._generator is None:
