@@ -1,0 +1,698 @@
+"""Shared data and queues in one memory-mapped file, consistent across worker processes.
+
+``wasmesh sidecar --concurrency N`` runs N worker processes, and proxy-wasm promises one
+store per vm_id; so the store lives in a file every worker maps (named by the environment
+variable ``WASMESH_SHARED_STATE``, see :mod:`wasmhost._shared`).
+
+Layout: a header page; an open-addressing table of 32-byte slots (linear probing, BLAKE2b
+keyed with a per-file secret so request-derived keys cannot be made to collide); a table of
+queue records; a heap of power-of-two blocks with one free list per size class, reserved in
+1 MiB steps with ``posix_fallocate`` so a full disk or ``/dev/shm`` is an error status, never
+a SIGBUS. One slot table holds three kinds of entry: data keys, one key counter per vm_id
+(for ``max_shared_keys``) and queue names. Keys are never deleted, so a key's slot never
+moves and each process caches key → slot, skipping the hash on the hot path.
+
+Crash safety: every update writes new bytes into a fresh block, then commits with one write
+of the slot (or queue record); a process killed half-way leaks a block at worst. One lock
+guards the file: a robust process-shared pthread mutex where libc has one (about 0.3 µs to
+take and release through ctypes, against 1 µs for ``flock``), else ``flock`` on the file.
+Both are released when their holder dies, so a crashed worker never wedges the others.
+
+Queues: ``enqueue`` from any process appends to the queue's linked list and bumps a global
+epoch; the process whose root context registered the queue last finds out in
+:meth:`MappedSharedRegistry.poll_queues`, which the embedder calls from a timer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import threading
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._abi import Status
+from .limits import Limits
+
+if TYPE_CHECKING:
+    from ._context import RootContext
+    from ._shared import SharedQueue
+
+MAGIC = b"WMSHST01"
+VERSION = 1
+LOCK_ROBUST_MUTEX = 1
+LOCK_FLOCK = 2
+#: geometry used when a process finds the state file empty
+DEFAULT_SLOTS = 1 << 17
+DEFAULT_QUEUES = 4096
+DEFAULT_HEAP_BYTES = 1 << 30
+MAX_SLOTS = 1 << 22
+COMMIT_STEP = 1 << 20
+
+_PAGE = 4096
+_HEADER = struct.Struct("<8sIIIIQQQQ16s")  # magic, version, lock kind, slots, queues, 4 bases/limits, secret
+_OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_HEAP_TOP, _OFF_COMMITTED, _OFF_CAS, _OFF_EPOCH = 72, 80, 88, 96, 104, 112
+_OFF_FREE = 128  # one free-list head per size class
+_CLASSES = 48
+_OFF_MUTEX = 1024
+_MUTEX_BYTES = 64
+_U64 = struct.Struct("<Q")
+_SLOT_SIZE = 32
+_SLOT = struct.Struct("<QIIQQ")  # key_off (0 = empty), key_len, val_len, val_off, cas/number
+_SLOT_KEY = struct.Struct("<QI")
+_SLOT_VALUE = struct.Struct("<IQQ")  # at +12: val_len, val_off, cas (one write commits a value)
+_QUEUE_SIZE = 48
+_QUEUE = struct.Struct("<QIIQQQQ")  # name_off, name_len, count, head, tail, enqueued, owner
+_ITEM = struct.Struct("<QI")  # next, length; data follows at +16
+_ITEM_HEADER = 16
+_MIN_CLASS = 4
+_CAS_WRAP = 0xFFFFFFFF  # tokens travel as u32; they cycle 1..2^32-1 and skip 0 ("no CAS")
+_DATA, _COUNT, _QUEUE_NAME = 0, 1, 2
+
+
+class SharedStateError(Exception):
+    """The state file cannot be used (wrong format, bad geometry, unsupported lock)."""
+
+
+def create_state_file(
+    directory: str | None = None,
+    *,
+    slots: int = DEFAULT_SLOTS,
+    queues: int = DEFAULT_QUEUES,
+    heap_bytes: int = DEFAULT_HEAP_BYTES,
+    lock: int | None = None,
+) -> str:
+    """Create and format a fresh state file; the caller deletes it when the workers are gone.
+
+    By default it goes to ``/dev/shm`` (memory, no disk write-back) when that exists.
+    """
+    if directory is None:
+        directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+    fd, path = tempfile.mkstemp(prefix="wasmesh-shared-", suffix=".state", dir=directory)
+    try:
+        _format(fd, slots, queues, heap_bytes, lock if lock is not None else _default_lock_kind())
+    except BaseException:
+        os.close(fd)
+        os.unlink(path)
+        raise
+    os.close(fd)
+    return path
+
+
+def _default_lock_kind() -> int:
+    return LOCK_ROBUST_MUTEX if _libc() is not None else LOCK_FLOCK
+
+
+_LIBC: list[ctypes.CDLL | None] = []
+
+
+def _libc() -> ctypes.CDLL | None:
+    """libc, when it offers robust process-shared mutexes (glibc and musl do)."""
+    if not _LIBC:
+        name = ctypes.util.find_library("c")
+        lib = ctypes.CDLL(name) if name else None
+        _LIBC.append(lib if lib is not None and hasattr(lib, "pthread_mutexattr_setrobust") else None)
+    return _LIBC[0]
+
+
+def _format(fd: int, slots: int, queues: int, heap_bytes: int, lock_kind: int) -> None:
+    """Lay out an empty file; the magic goes in last, so a half-formatted file is redone."""
+    if slots & (slots - 1) or not 64 <= slots <= MAX_SLOTS:
+        raise SharedStateError(f"slots must be a power of two in 64..{MAX_SLOTS}, not {slots}")
+    if queues < 1 or heap_bytes < COMMIT_STEP:
+        raise SharedStateError("need at least one queue and a heap of at least 1 MiB")
+    slot_base = _PAGE
+    queue_base = slot_base + slots * _SLOT_SIZE
+    heap_base = -(-(queue_base + queues * _QUEUE_SIZE) // _PAGE) * _PAGE
+    size = heap_base + heap_bytes
+    os.ftruncate(fd, 0)
+    os.ftruncate(fd, size)
+    os.posix_fallocate(fd, 0, heap_base)
+    with mmap.mmap(fd, heap_base) as mm:
+        _HEADER.pack_into(mm, 0, b"\0" * 8, VERSION, lock_kind, slots, queues,
+                          slot_base, queue_base, heap_base, size, os.urandom(16))
+        for offset in (_OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_CAS, _OFF_EPOCH):
+            _U64.pack_into(mm, offset, 0)
+        _U64.pack_into(mm, _OFF_HEAP_TOP, heap_base)
+        _U64.pack_into(mm, _OFF_COMMITTED, heap_base)
+        if lock_kind == LOCK_ROBUST_MUTEX:
+            _RobustMutex.initialize(mm, _OFF_MUTEX)
+        elif lock_kind != LOCK_FLOCK:
+            raise SharedStateError(f"unknown lock kind {lock_kind}")
+        mm[0:8] = MAGIC
+
+
+def _size_class(size: int) -> int:
+    return max(_MIN_CLASS, (size - 1).bit_length())
+
+
+class _RobustMutex:
+    """A process-shared robust pthread mutex inside the mapping; a dead owner is survivable."""
+
+    def __init__(self, mm: mmap.mmap, offset: int) -> None:
+        libc = _libc()
+        if libc is None:
+            raise SharedStateError("the state file uses a robust mutex, which this libc lacks")
+        self._cell: ctypes.Array[ctypes.c_char] | None = (ctypes.c_char * _MUTEX_BYTES).from_buffer(mm, offset)
+        self._lock = libc.pthread_mutex_lock
+        self._unlock = libc.pthread_mutex_unlock
+        self._consistent = libc.pthread_mutex_consistent
+        self.owner_deaths = 0
+
+    @staticmethod
+    def initialize(mm: mmap.mmap, offset: int) -> None:
+        libc = _libc()
+        if libc is None:
+            raise SharedStateError("this libc has no robust process-shared mutexes")
+        attr = ctypes.create_string_buffer(64)
+        cell = (ctypes.c_char * _MUTEX_BYTES).from_buffer(mm, offset)
+        try:
+            if (libc.pthread_mutexattr_init(attr) or libc.pthread_mutexattr_setpshared(attr, 1)
+                    or libc.pthread_mutexattr_setrobust(attr, 1) or libc.pthread_mutex_init(cell, attr)):
+                raise SharedStateError("pthread_mutex_init failed for the shared state mutex")
+            libc.pthread_mutexattr_destroy(attr)
+        finally:
+            del cell
+
+    def acquire(self) -> None:
+        err = self._lock(self._cell)
+        if err == errno.EOWNERDEAD:
+            # the holder died mid-operation: updates commit with one write, so the data is usable
+            self._consistent(self._cell)
+            self.owner_deaths += 1
+        elif err:
+            raise OSError(err, f"locking the shared state: {os.strerror(err)}")
+
+    def release(self) -> None:
+        self._unlock(self._cell)
+
+    def close(self) -> None:
+        self._cell = None  # drop the buffer export so the mapping can close
+
+
+class _FileLock:
+    """``flock`` on the state file (released by the kernel when the holder dies).
+
+    flock belongs to the open file description, so threads of one process also need a
+    thread lock, and a forked child reopens the file (see ``_after_fork``).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._threads = threading.Lock()
+        self.owner_deaths = 0
+
+    def acquire(self) -> None:
+        self._threads.acquire()
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def close(self) -> None:
+        pass
+
+
+_open_registries: weakref.WeakSet[MappedSharedRegistry] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for registry in list(_open_registries):
+        registry._reopen_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class MappedSharedData:
+    """One vm_id's key/value store inside the state file (same contract as ``SharedData``)."""
+
+    __slots__ = ("_registry", "_prefix", "_count_slot")
+
+    def __init__(self, registry: MappedSharedRegistry, vm_id: str, count_slot: int) -> None:
+        self._registry = registry
+        self._prefix = _scoped(_DATA, vm_id, b"")
+        self._count_slot = count_slot
+
+    def get(self, key: bytes) -> tuple[bytes, int] | None:
+        return self._registry._get(self._prefix + key)
+
+    def set(self, key: bytes, value: bytes, cas: int) -> Status:
+        return self._registry._set(self._prefix + key, value, cas, self._count_slot)
+
+    def keys(self) -> list[bytes]:
+        return self._registry._keys(self._prefix)
+
+
+def _scoped(kind: int, vm_id: str, name: bytes) -> bytes:
+    scope = vm_id.encode("utf-8", "surrogateescape")
+    return bytes((kind,)) + len(scope).to_bytes(4, "little") + scope + name
+
+
+def _unscope(full: bytes) -> tuple[str, bytes]:
+    length = int.from_bytes(full[1:5], "little")
+    return full[5:5 + length].decode("utf-8", "surrogateescape"), full[5 + length:]
+
+
+class MappedSharedRegistry:
+    """Shared data and queues of every vm_id, in a state file all worker processes map."""
+
+    def __init__(self, path: str, limits: Limits) -> None:
+        self.path = path
+        self._limits = limits
+        self._token = int.from_bytes(os.urandom(8), "little") | 1  # who owns a queue; never 0
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._mm = self._map()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._slot_index: dict[bytes, int] = {}
+        self._stores: dict[str, MappedSharedData] = {}
+        self._queue_ids: dict[tuple[str, str], int] = {}
+        self._queue_refs: dict[int, SharedQueue] = {}
+        self._owned: dict[int, RootContext] = {}
+        self._notified: dict[int, int] = {}
+        self._seen_epoch = -1
+        self._closed = False
+        _open_registries.add(self)
+
+    # -- file ------------------------------------------------------------------------------------
+    def _map(self) -> mmap.mmap:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # formatting is one process's job
+        try:
+            if os.pread(self._fd, 8, 0) != MAGIC:
+                _format(self._fd, _slots_for(self._limits), DEFAULT_QUEUES, DEFAULT_HEAP_BYTES,
+                        _default_lock_kind())
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        size = os.fstat(self._fd).st_size
+        mm = mmap.mmap(self._fd, size)
+        try:
+            (_, version, lock_kind, slots, queues, slot_base, queue_base, heap_base,
+             heap_limit, secret) = _HEADER.unpack_from(mm, 0)
+            if version != VERSION:
+                raise SharedStateError(f"{self.path}: format version {version}, expected {VERSION}")
+            if (slots & (slots - 1) or heap_limit != size or slot_base != _PAGE
+                    or queue_base != slot_base + slots * _SLOT_SIZE
+                    or not queue_base + queues * _QUEUE_SIZE <= heap_base < heap_limit):
+                raise SharedStateError(f"{self.path}: inconsistent geometry in the header")
+            self._slots, self._slot_base, self._queue_base = slots, slot_base, queue_base
+            self._queue_capacity, self._heap_limit, self._secret = queues, heap_limit, secret
+            self._lock: _RobustMutex | _FileLock
+            if lock_kind == LOCK_ROBUST_MUTEX:
+                self._lock = _RobustMutex(mm, _OFF_MUTEX)
+            elif lock_kind == LOCK_FLOCK:
+                self._lock = _FileLock(self._fd)
+            else:
+                raise SharedStateError(f"{self.path}: unknown lock kind {lock_kind}")
+        except BaseException:
+            mm.close()
+            raise
+        return mm
+
+    def _reopen_after_fork(self) -> None:
+        """A forked child must not share the parent's flock (it lives on the file description)."""
+        if self._closed or not isinstance(self._lock, _FileLock):
+            return
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        self._lock = _FileLock(self._fd)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._lock.close()
+        self._mm.close()
+        os.close(self._fd)
+
+    @property
+    def lock_owner_deaths(self) -> int:
+        """How often this process took the lock from a holder that had died."""
+        return self._lock.owner_deaths
+
+    # -- slots -----------------------------------------------------------------------------------
+    def _probe(self, full: bytes) -> int:
+        """Slot index of ``full`` (cached), or ``~index`` of the empty slot where it would go."""
+        digest = hashlib.blake2b(full, digest_size=8, key=self._secret).digest()
+        mask = self._slots - 1
+        index = int.from_bytes(digest, "little") & mask
+        mm, base, length = self._mm, self._slot_base, len(full)
+        for _ in range(self._slots):
+            key_off, key_len = _SLOT_KEY.unpack_from(mm, base + index * _SLOT_SIZE)
+            if key_off == 0:
+                return ~index
+            if key_len == length and mm[key_off:key_off + length] == full:
+                self._slot_index[full] = index
+                return index
+            index = (index + 1) & mask
+        raise SharedStateError(f"{self.path}: slot table has no empty slot")  # load is capped below 3/4
+
+    def _claim(self, index: int, full: bytes, number: int) -> bool:
+        """Insert ``full`` (no value) at the empty slot ``index``; False when table or heap is full."""
+        used = _U64.unpack_from(self._mm, _OFF_SLOT_USED)[0]
+        if used >= self._slots * 3 // 4:
+            return False
+        key_off = self._alloc(len(full))
+        if not key_off:
+            return False
+        mm, at = self._mm, self._slot_base + index * _SLOT_SIZE
+        mm[key_off:key_off + len(full)] = full
+        _SLOT.pack_into(mm, at, 0, len(full), 0, 0, number)
+        _U64.pack_into(mm, at, key_off)  # commit: the slot is taken from here on
+        _U64.pack_into(mm, _OFF_SLOT_USED, used + 1)
+        self._slot_index[full] = index
+        return True
+
+    def _next_cas(self) -> int:
+        token = _U64.unpack_from(self._mm, _OFF_CAS)[0] % _CAS_WRAP + 1
+        _U64.pack_into(self._mm, _OFF_CAS, token)
+        return token
+
+    # -- heap ------------------------------------------------------------------------------------
+    def _alloc(self, size: int) -> int:
+        """Offset of a block of at least ``size`` bytes, or 0 when the heap is exhausted."""
+        wanted = _size_class(size)
+        block = self._pop(wanted)
+        if block:
+            return block
+        block = self._bump(1 << wanted)
+        if block:
+            return block
+        for larger in range(wanted + 1, _CLASSES):
+            block = self._pop(larger)
+            if block:
+                for half in range(larger - 1, wanted - 1, -1):
+                    self._free(block + (1 << half), half)
+                return block
+        return 0
+
+    def _pop(self, size_class: int) -> int:
+        head_at = _OFF_FREE + 8 * size_class
+        block: int = _U64.unpack_from(self._mm, head_at)[0]
+        if block:
+            _U64.pack_into(self._mm, head_at, _U64.unpack_from(self._mm, block)[0])
+        return block
+
+    def _free(self, block: int, size_class: int) -> None:
+        head_at = _OFF_FREE + 8 * size_class
+        _U64.pack_into(self._mm, block, _U64.unpack_from(self._mm, head_at)[0])
+        _U64.pack_into(self._mm, head_at, block)
+
+    def _bump(self, size: int) -> int:
+        mm = self._mm
+        top = _U64.unpack_from(mm, _OFF_HEAP_TOP)[0]
+        end = top + size
+        if end > self._heap_limit:
+            return 0
+        committed = _U64.unpack_from(mm, _OFF_COMMITTED)[0]
+        if end > committed:
+            grown = min(self._heap_limit, -(-end // COMMIT_STEP) * COMMIT_STEP)
+            try:
+                os.posix_fallocate(self._fd, committed, grown - committed)
+            except OSError:
+                return 0  # the file system is full: a status for the plugin, not a SIGBUS later
+            _U64.pack_into(mm, _OFF_COMMITTED, grown)
+        _U64.pack_into(mm, _OFF_HEAP_TOP, end)
+        return top
+
+    # -- data ------------------------------------------------------------------------------------
+    def data(self, vm_id: str) -> MappedSharedData:
+        store = self._stores.get(vm_id)
+        if store is None:
+            counter = _scoped(_COUNT, vm_id, b"")
+            self._lock.acquire()
+            try:
+                index = self._probe(counter)
+                if index < 0:
+                    index = ~index if self._claim(~index, counter, 0) else -1  # -1: table full, no new keys
+            finally:
+                self._lock.release()
+            store = self._stores[vm_id] = MappedSharedData(self, vm_id, index)
+        return store
+
+    def _get(self, full: bytes) -> tuple[bytes, int] | None:
+        index = self._slot_index.get(full)
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            if index is None:
+                index = self._probe(full)
+                if index < 0:
+                    return None
+            val_len, val_off, cas = _SLOT_VALUE.unpack_from(mm, self._slot_base + index * _SLOT_SIZE + 12)
+            return mm[val_off:val_off + val_len], cas
+        finally:
+            self._lock.release()
+
+    def _set(self, full: bytes, value: bytes, cas: int, count_slot: int) -> Status:
+        max_value = self._limits.max_shared_value_bytes
+        index = self._slot_index.get(full)
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            if index is None:
+                index = self._probe(full)
+            if index >= 0:
+                at = self._slot_base + index * _SLOT_SIZE + 12
+                old_len, old_off, current = _SLOT_VALUE.unpack_from(mm, at)
+                if cas and (cas & 0xFFFFFFFF) != current:
+                    return Status.CAS_MISMATCH
+                if len(value) > max_value:
+                    return Status.BAD_ARGUMENT
+                return self._store_value(at, value, old_len, old_off)
+            if len(value) > max_value or len(full) > max_value or count_slot < 0:
+                return Status.BAD_ARGUMENT
+            count_at = self._slot_base + count_slot * _SLOT_SIZE + 24
+            keys = _U64.unpack_from(mm, count_at)[0]
+            if keys >= self._limits.max_shared_keys or not self._claim(~index, full, 0):
+                return Status.BAD_ARGUMENT
+            _U64.pack_into(mm, count_at, keys + 1)
+            return self._store_value(self._slot_base + ~index * _SLOT_SIZE + 12, value, 0, 0)
+        finally:
+            self._lock.release()
+
+    def _store_value(self, at: int, value: bytes, old_len: int, old_off: int) -> Status:
+        """Write ``value`` to a fresh block, commit it with a new token, free the old block."""
+        mm = self._mm
+        offset = 0
+        if value:
+            offset = self._alloc(len(value))
+            if not offset:
+                return Status.BAD_ARGUMENT
+            mm[offset:offset + len(value)] = value
+        _SLOT_VALUE.pack_into(mm, at, len(value), offset, self._next_cas())
+        if old_off:
+            self._free(old_off, _size_class(old_len))
+        return Status.OK
+
+    def _keys(self, prefix: bytes) -> list[bytes]:
+        mm, found = self._mm, []
+        self._lock.acquire()
+        try:
+            table = mm[self._slot_base:self._slot_base + self._slots * _SLOT_SIZE]
+            for key_off, key_len, _, _, _ in _SLOT.iter_unpack(table):
+                if key_off and key_len >= len(prefix) and mm[key_off:key_off + len(prefix)] == prefix:
+                    found.append(mm[key_off + len(prefix):key_off + key_len])
+        finally:
+            self._lock.release()
+        return found
+
+    # -- queues ----------------------------------------------------------------------------------
+    def _record_at(self, queue_id: int) -> int:
+        """Offset of a registered queue's record, or 0 (call with the lock held)."""
+        if 1 <= queue_id <= _U64.unpack_from(self._mm, _OFF_QUEUE_USED)[0]:
+            return self._queue_base + (queue_id - 1) * _QUEUE_SIZE
+        return 0
+
+    def register_queue(self, vm_id: str, name: str, owner: RootContext) -> int:
+        """Create or reopen (vm_id, name); this process's ``owner`` gets its notifications.
+
+        Returns 0 when the queue table or the heap is full.
+        """
+        full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            index = self._probe(full)
+            if index >= 0:
+                queue_id = _U64.unpack_from(mm, self._slot_base + index * _SLOT_SIZE + 24)[0]
+            else:
+                used = _U64.unpack_from(mm, _OFF_QUEUE_USED)[0]
+                if used >= self._queue_capacity:
+                    return 0
+                queue_id = used + 1
+                if not self._claim(~index, full, queue_id):
+                    return 0
+                name_off = _SLOT_KEY.unpack_from(mm, self._slot_base + ~index * _SLOT_SIZE)[0]
+                _QUEUE.pack_into(mm, self._queue_base + used * _QUEUE_SIZE, name_off, len(full), 0, 0, 0, 0, 0)
+                _U64.pack_into(mm, _OFF_QUEUE_USED, queue_id)
+            at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE
+            record = list(_QUEUE.unpack_from(mm, at))
+            record[6] = self._token
+            _QUEUE.pack_into(mm, at, *record)
+            self._owned[queue_id] = owner
+            self._notified[queue_id] = record[5]  # items enqueued before now are not announced
+        finally:
+            self._lock.release()
+        self._queue_ids[(vm_id, name)] = queue_id
+        return queue_id
+
+    def resolve_queue(self, vm_id: str, name: str) -> int | None:
+        queue_id = self._queue_ids.get((vm_id, name))
+        if queue_id is not None:
+            return queue_id
+        full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
+        self._lock.acquire()
+        try:
+            index = self._probe(full)
+            if index < 0:
+                return None
+            queue_id = _U64.unpack_from(self._mm, self._slot_base + index * _SLOT_SIZE + 24)[0]
+        finally:
+            self._lock.release()
+        self._queue_ids[(vm_id, name)] = queue_id
+        return queue_id
+
+    def _describe(self, queue_id: int, at: int, owner_token: int) -> SharedQueue:
+        """The queue's identity with this process's owner (None when another process owns it)."""
+        from ._shared import SharedQueue
+
+        queue = self._queue_refs.get(queue_id)
+        if queue is None:
+            name_off, name_len = _SLOT_KEY.unpack_from(self._mm, at)
+            vm_id, name = _unscope(self._mm[name_off:name_off + name_len])
+            queue = SharedQueue(queue_id, vm_id, name.decode("utf-8", "surrogateescape"), None)
+            self._queue_refs[queue_id] = queue
+        queue.owner = self._owned.get(queue_id) if owner_token == self._token else None
+        return queue
+
+    def queue(self, queue_id: int) -> SharedQueue | None:
+        """A snapshot of the queue, its waiting items copied out."""
+        from ._shared import SharedQueue
+
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            at = self._record_at(queue_id)
+            if not at:
+                return None
+            ref = self._describe(queue_id, at, _QUEUE.unpack_from(mm, at)[6])
+            queue = SharedQueue(queue_id, ref.vm_id, ref.name, ref.owner, deque(self._items(at)))
+        finally:
+            self._lock.release()
+        return queue
+
+    def _items(self, at: int) -> list[bytes]:
+        mm = self._mm
+        _, _, count, item, _, _, _ = _QUEUE.unpack_from(mm, at)
+        items = []
+        for _ in range(count):
+            following, length = _ITEM.unpack_from(mm, item)
+            items.append(mm[item + _ITEM_HEADER:item + _ITEM_HEADER + length])
+            item = following
+        return items
+
+    def enqueue(self, queue_id: int, value: bytes) -> SharedQueue | None:
+        """Append ``value``; None for an unknown queue (or when even dropping its items frees no room).
+
+        The returned queue's ``owner`` is set only when this process owns it; another owner
+        learns of the item through its ``poll_queues``.
+        """
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            at = self._record_at(queue_id)
+            if not at:
+                return None
+            if _QUEUE.unpack_from(mm, at)[2] >= self._limits.max_queue_depth:
+                self._pop_item(at)
+            block = self._alloc(_ITEM_HEADER + len(value))
+            while not block and self._pop_item(at) is not None:
+                block = self._alloc(_ITEM_HEADER + len(value))
+            if not block:
+                return None
+            _ITEM.pack_into(mm, block, 0, len(value))
+            mm[block + _ITEM_HEADER:block + _ITEM_HEADER + len(value)] = value
+            name_off, name_len, count, head, tail, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
+            if tail:
+                _U64.pack_into(mm, tail, block)
+            else:
+                head = block
+            _QUEUE.pack_into(mm, at, name_off, name_len, count + 1, head, block, enqueued + 1, owner_token)
+            _U64.pack_into(mm, _OFF_EPOCH, _U64.unpack_from(mm, _OFF_EPOCH)[0] + 1)
+            queue = self._describe(queue_id, at, owner_token)
+            if queue.owner is not None:
+                self._notified[queue_id] = self._notified.get(queue_id, 0) + 1  # the caller notifies
+        finally:
+            self._lock.release()
+        return queue
+
+    def _pop_item(self, at: int) -> bytes | None:
+        mm = self._mm
+        name_off, name_len, count, head, tail, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
+        if not count:
+            return None
+        following, length = _ITEM.unpack_from(mm, head)
+        value = mm[head + _ITEM_HEADER:head + _ITEM_HEADER + length]
+        _QUEUE.pack_into(mm, at, name_off, name_len, count - 1, following, tail if following else 0,
+                         enqueued, owner_token)
+        self._free(head, _size_class(_ITEM_HEADER + length))
+        return value
+
+    def dequeue(self, queue_id: int) -> tuple[Status, bytes]:
+        self._lock.acquire()
+        try:
+            at = self._record_at(queue_id)
+            if not at:
+                return Status.NOT_FOUND, b""
+            value = self._pop_item(at)
+        finally:
+            self._lock.release()
+        return (Status.EMPTY, b"") if value is None else (Status.OK, value)
+
+    def poll_queues(self) -> list[tuple[RootContext, int]]:
+        """(owner root, queue id) once per item other processes enqueued on queues owned here.
+
+        Cheap when nothing happened: one unlocked read of the global enqueue epoch.
+        """
+        if not self._owned or _U64.unpack_from(self._mm, _OFF_EPOCH)[0] == self._seen_epoch:
+            return []
+        ready: list[tuple[RootContext, int]] = []
+        mm = self._mm
+        self._lock.acquire()
+        try:
+            self._seen_epoch = _U64.unpack_from(mm, _OFF_EPOCH)[0]
+            for queue_id, owner in list(self._owned.items()):
+                at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE
+                _, _, _, _, _, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
+                if owner_token != self._token:
+                    del self._owned[queue_id]  # another process registered it since
+                    continue
+                fresh = enqueued - self._notified.get(queue_id, 0)
+                self._notified[queue_id] = enqueued
+                if fresh > 0 and not owner.deleted:
+                    ready.extend([(owner, queue_id)] * min(fresh, self._limits.max_queue_depth))
+        finally:
+            self._lock.release()
+        return ready
+
+
+def _slots_for(limits: Limits) -> int:
+    """Room for every key of one vm_id at half load, within the table bounds."""
+    wanted = max(DEFAULT_SLOTS, 2 * limits.max_shared_keys)
+    return min(MAX_SLOTS, 1 << (wanted - 1).bit_length())
