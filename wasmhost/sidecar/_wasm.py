@@ -13,13 +13,15 @@ last stream has ended — in-flight streams always finish on the plugin they sta
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as http_wasm_pb2
 from envoy.extensions.wasm.v3 import wasm_pb2
@@ -37,6 +39,7 @@ from .. import (
     Environment,
     FailurePolicy,
     LogLevel,
+    MetricType,
     ModuleError,
     NotifyQueueReady,
     Plugin,
@@ -66,6 +69,7 @@ from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices, r
 from ._headers import HeaderMap
 
 _LOG = logging.getLogger("wasmesh.wasm")
+_T = TypeVar("_T")
 _PY_LEVEL = {
     LogLevel.TRACE: 5,
     LogLevel.DEBUG: logging.DEBUG,
@@ -83,6 +87,9 @@ _POLICIES = {
 }
 _NO_TIMEOUT_S = 24 * 3600.0
 _SERVICE_TIME = b"x-envoy-upstream-service-time"
+#: how often plugin-defined metrics are copied into the worker's stats (what /stats shows)
+METRICS_SYNC_S = 1.0
+_U64 = 1 << 64
 
 
 class SidecarEnvironment(Environment):
@@ -124,6 +131,35 @@ class PluginBinding:
 
 
 @dataclass(eq=False)
+class PluginMetricsMirror:
+    """Copies plugin-defined metrics into the worker's stats as Envoy names them (``wasmcustom.<name>``).
+
+    The proxy-wasm core keeps metrics in its own store; the admin reads the worker's
+    ``StatsStore``. Copying off the request path, once per ``METRICS_SYNC_S``, keeps the
+    hostcalls at one attribute update each.
+    """
+
+    synced: dict[tuple[str, MetricType], int] = field(default_factory=dict)
+
+    def sync(self, runtime: Runtime, stats: Any) -> None:
+        for metric in runtime.metrics.all():
+            key = (metric.name, metric.type)
+            name = "wasmcustom." + metric.name
+            if metric.type is MetricType.COUNTER:
+                delta = (metric.value - self.synced.get(key, 0)) % _U64
+                stats.counter(name).inc(delta)
+                self.synced[key] = metric.value
+            elif metric.type is MetricType.GAUGE:
+                stats.gauge(name).set(metric.value)
+            else:
+                new = metric.sample_count - self.synced.get(key, 0)
+                histogram = stats.histogram(name)
+                for value in metric.samples[max(0, len(metric.samples) - new):]:
+                    histogram.observe(value)
+                self.synced[key] = metric.sample_count
+
+
+@dataclass(eq=False)
 class WasmHost:
     """Per worker process: the runtime, the plugin pool and the command pump."""
 
@@ -133,6 +169,8 @@ class WasmHost:
     pool: dict[tuple[str, PluginSpec], PluginBinding] = field(default_factory=dict)
     by_root: dict[int, PluginBinding] = field(default_factory=dict)
     shared_vms: dict[object, Any] = field(default_factory=dict)
+    metrics: PluginMetricsMirror = field(default_factory=PluginMetricsMirror)
+    metrics_timer: Cancellable | None = None
 
     # -- plugins ---------------------------------------------------------------------------
     def acquire(self, compiled: CompiledModule, spec: PluginSpec) -> PluginBinding:
@@ -170,6 +208,19 @@ class WasmHost:
         if root is not None and not root.pending_done:
             self.by_root.pop(id(root), None)
         self.drain()
+
+    def activate(self) -> None:
+        """On the worker's loop thread: run what plugin starts asked for; keep the metrics mirror going."""
+        self.drain()
+        if self.metrics_timer is None:
+            self._sync_metrics()
+
+    def _sync_metrics(self) -> None:
+        services = self.services
+        if services is None:
+            return
+        self.metrics.sync(self.runtime, services.stats)
+        self.metrics_timer = services.call_later(METRICS_SYNC_S, self._sync_metrics)
 
     def binding_for(self, root: RootContext) -> PluginBinding | None:
         return self.by_root.get(id(root))
@@ -538,10 +589,19 @@ def module_agent() -> Any:
     return _AGENT
 
 
+def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
+    """Run the agent's coroutine from plan building, which may itself run on an event loop thread
+    (a worker process builds its first plan there): then it runs on a helper thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wasm-fetch") as helper:
+        return helper.submit(asyncio.run, coroutine).result()
+
+
 def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name: str) -> bytes:
     """Resolve ``code.remote`` (oci://, https://, http://, file://) through the module agent."""
-    import asyncio
-
     from ..agent import FetchError, ModuleRequest, PullPolicy
 
     url = remote.http_uri.uri
@@ -558,7 +618,7 @@ def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name
         MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
         raise ModuleFetchFailed(path, str(err)) from None
     try:
-        cached = asyncio.run(module_agent().get(request))
+        cached = _run_to_completion(module_agent().get(request))
     except FetchError as err:
         MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
         raise ModuleFetchFailed(path, f"cannot fetch {url}: {err}") from None
@@ -628,6 +688,23 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
     return spec, wasm
 
 
+def _on_loop_thread(services: WorkerServices | None, action: Callable[[], None]) -> None:
+    """Run ``action`` on the worker's event loop thread.
+
+    Plans are built in an executor thread on reload (and on start in single-process mode), but
+    worker services (timers, callouts) may only be used from the loop thread. The worker's
+    ``loop`` attribute is used for the hand-over until the services offer a thread-safe call.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        loop = getattr(services, "loop", None)
+        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
+            loop.call_soon_threadsafe(action)
+            return
+    action()
+
+
 def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[FilterCallbacks], HttpFilter]:
     """Config factory for ``envoy.extensions.filters.http.wasm.v3.Wasm`` (runs off the request path)."""
     if not isinstance(config, http_wasm_pb2.Wasm):
@@ -654,7 +731,7 @@ def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[Fil
         binding = host.acquire(compiled, spec)
     except PluginStartError as err:
         raise ConfigError("config", str(err)) from None
-    host.drain()
+    _on_loop_thread(context.services, host.activate)
     context.on_retire(lambda: host.release(binding))
 
     def create(callbacks: FilterCallbacks) -> HttpFilter:
