@@ -1,6 +1,11 @@
 """The bootstrap a proxy starts from, as istio-agent writes it: node identity and metadata,
 an ADS connection to the control plane, and LDS/CDS from ADS. Envoy and the wasmesh sidecar
 both start from it; everything else arrives over xDS.
+
+With a bootstrap token the proxy joins mesh mTLS: the token travels as the ADS stream's
+`authorization: Bearer` metadata, only over TLS to the secure port (the control plane's
+certificate is checked against `xds_ca`, the CA's trust bundle), and the workload gets the
+label `security.istio.io/tlsMode: istio`, as Istio's injector labels pods with a sidecar.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ class BootstrapOptions:
     proxy_type: str = "sidecar"
     delta: bool = False
     extra_metadata: Mapping[str, Any] = field(default_factory=dict)
+    token: str = ""  # bootstrap token: the proxy's credential on the ADS stream
+    xds_ca: str = ""  # PEM roots to verify the control plane with (TLS to the secure port)
+    xds_server_name: str = "istiod.istio-system.svc"
 
 
 def parse_address(text: str, allow_any_port: bool = False) -> tuple[str, int]:
@@ -46,11 +54,17 @@ def node_id(options: BootstrapOptions) -> str:
     return f"{options.proxy_type}~{options.ip}~{options.name}.{options.namespace}~{options.namespace}.{DOMAIN_SUFFIX}"
 
 
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+
+
 def node_metadata(options: BootstrapOptions) -> dict[str, Any]:
+    labels = dict(options.labels)
+    if options.token:
+        labels.setdefault(TLS_MODE_LABEL, "istio")
     metadata: dict[str, Any] = {
         "NAME": options.name,
         "NAMESPACE": options.namespace,
-        "LABELS": dict(options.labels),
+        "LABELS": labels,
         "SERVICE_ACCOUNT": options.service_account,
         "INSTANCE_IPS": options.ip,
         "CLUSTER_ID": "Kubernetes",
@@ -64,8 +78,30 @@ def node_metadata(options: BootstrapOptions) -> dict[str, Any]:
     return metadata
 
 
+def _xds_service(options: BootstrapOptions) -> dict[str, Any]:
+    service: dict[str, Any] = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+    if options.token:
+        service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {options.token}"}]
+    return service
+
+
+def _xds_tls(options: BootstrapOptions) -> dict[str, Any]:
+    """TLS to the secure port: the control plane's certificate must chain to `xds_ca` and name the server."""
+    if not options.xds_ca:
+        return {}
+    context = {"sni": options.xds_server_name, "common_tls_context": {
+        "alpn_protocols": ["h2"],
+        "validation_context": {"trusted_ca": {"inline_string": options.xds_ca},
+                               "match_typed_subject_alt_names": [
+                                   {"san_type": "DNS", "matcher": {"exact": options.xds_server_name}}]}}}
+    return {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", **context}}}
+
+
 def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     """An Envoy v3 Bootstrap (JSON shape) pointing at the control plane."""
+    if options.token and not options.xds_ca:
+        raise ValueError("a bootstrap token is sent only over TLS: give the control plane's CA (xds_ca)")
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id(options), "cluster": f"{options.name}.{options.namespace}",
@@ -73,7 +109,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": options.admin_port}}},
         "dynamic_resources": {
             "ads_config": {"api_type": "DELTA_GRPC" if options.delta else "GRPC", "transport_api_version": "V3", "set_node_on_first_message_only": True,
-                           "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]},
+                           "grpc_services": [_xds_service(options)]},
             "lds_config": ads,
             "cds_config": ads,
         },
@@ -86,6 +122,7 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
                 "explicit_http_config": {"http2_protocol_options": {}}}},
             "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
                 "address": {"socket_address": {"address": options.xds_host, "port_value": options.xds_port}}}}]}]},
+            **_xds_tls(options),
         }]},
     }
 

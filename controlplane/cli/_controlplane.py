@@ -82,6 +82,7 @@ def _serve(args: argparse.Namespace) -> int:
                                                                            allow_any_port=True)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    _security_settings(args, settings)
     folder = Path(args.config_dir) if args.config_dir else None
     if folder is not None and not folder.is_dir():
         raise UsageError(f"--config-dir {folder} is not a directory")
@@ -89,7 +90,8 @@ def _serve(args: argparse.Namespace) -> int:
     async def run() -> None:
         plane = ControlPlane(settings=settings, folder=folder)
         await plane.start()
-        print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}, "
+        secure = f", secure xDS + CA {settings.host}:{plane.secure_port}" if plane.security is not None else ""
+        print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}{secure}, "
               f"API {settings.monitoring_host}:{plane.monitoring_port}", flush=True)
         kube = None
         if args.kubeconfig or args.kubernetes:
@@ -109,6 +111,64 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _security_settings(args: argparse.Namespace, settings: Any) -> None:
+    """--mesh-config and --ca-dir (the CA, the secure port, workload certificate lifetime)."""
+    import datetime as dt
+
+    from controlplane._bootstrap import parse_address
+    from controlplane._meshconfig import MeshConfigError, load_mesh_config
+    from controlplane._security import SecuritySettings
+
+    if args.mesh_config:
+        try:
+            settings.mesh_config = load_mesh_config(Path(args.mesh_config))
+        except MeshConfigError as err:
+            raise UsageError(f"--mesh-config: {err}") from None
+        settings.root_namespace = settings.mesh_config.root_namespace
+    if not args.ca_dir:
+        return
+    try:
+        host, port = parse_address(args.secure_address, allow_any_port=True)
+    except ValueError as err:
+        raise UsageError(f"--secure-address: {err}") from None
+    if host != settings.host:
+        raise UsageError("--secure-address must use the same host as --xds-address")
+    if args.workload_cert_ttl <= 0:
+        raise UsageError("--workload-cert-ttl must be positive")
+    settings.security = SecuritySettings(Path(args.ca_dir), settings.mesh_config.trust_domain, port,
+                                         dt.timedelta(seconds=args.workload_cert_ttl))
+
+
+def _token(args: argparse.Namespace) -> int:
+    """Issue a bootstrap token for NAMESPACE/SERVICE_ACCOUNT with the CA folder's secret."""
+    from controlplane._security import TOKEN_SECRET_FILE, token_secret
+    from controlplane.ca import BootstrapTokens
+
+    folder = Path(args.ca_dir)
+    if not folder.is_dir():
+        raise UsageError(f"--ca-dir {folder} is not a directory (start the control plane with it first)")
+    try:
+        token = BootstrapTokens(token_secret(folder / TOKEN_SECRET_FILE)).issue(
+            args.namespace, args.service_account, ttl_seconds=args.ttl)
+    except (OSError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    if args.output:
+        path = Path(args.output)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+    else:
+        print(token)
+    return 0
+
+
+def _read_secret_file(name: str, what: str) -> str:
+    try:
+        return Path(name).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"{what}: cannot read {name}: {err}") from None
+
+
 def _bootstrap(args: argparse.Namespace) -> int:
     from controlplane._bootstrap import BootstrapOptions, bootstrap, grpc_bootstrap, parse_address
 
@@ -122,6 +182,13 @@ def _bootstrap(args: argparse.Namespace) -> int:
         service_account=args.service_account, outbound_ports=_port_pairs(args.outbound, "--outbound"),
         inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port,
         proxy_type="router" if args.router else "sidecar", delta=args.delta)
+    if args.token_file:
+        options.token = _read_secret_file(args.token_file, "--token-file")
+        if not args.xds_ca:
+            raise UsageError("--token-file needs --xds-ca (the CA's trust-bundle.pem): a token is sent only over TLS "
+                             "to the secure port")
+    if args.xds_ca:
+        options.xds_ca = _read_secret_file(args.xds_ca, "--xds-ca") + "\n"
     document = grpc_bootstrap(options) if args.grpc else bootstrap(options)
     text = json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False)
     print(text, end="" if text.endswith("\n") else "\n")
@@ -264,6 +331,13 @@ def register(commands: Any) -> None:
     serve.add_argument("--kubernetes", action="store_true", help="also watch a Kubernetes API server")
     serve.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for the Kubernetes source")
     serve.add_argument("--debounce", type=float, default=0.1, help="seconds of quiet before a push")
+    serve.add_argument("--ca-dir", metavar="DIR", help="run the CA from this cacerts folder (a root is generated on "
+                                                       "first start) and serve the secure port")
+    serve.add_argument("--secure-address", default="127.0.0.1:15012", metavar="HOST:PORT",
+                       help="CSR service and xDS over TLS (with --ca-dir)")
+    serve.add_argument("--workload-cert-ttl", type=float, default=24 * 3600, metavar="SECONDS",
+                       help="lifetime of the certificates minted for Envoy sidecars (renewed at half)")
+    serve.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML (trustDomain, extensionProviders)")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(handler=_serve)
 
@@ -283,8 +357,19 @@ def register(commands: Any) -> None:
     boot.add_argument("--router", action="store_true", help="an ingress/egress gateway rather than a sidecar")
     boot.add_argument("--delta", action="store_true", help="use incremental (delta) xDS instead of state of the world")
     boot.add_argument("--grpc", action="store_true", help="a GRPC_XDS_BOOTSTRAP file for proxyless gRPC")
+    boot.add_argument("--token-file", metavar="FILE", help="bootstrap token (wasmesh token): join mesh mTLS")
+    boot.add_argument("--xds-ca", metavar="FILE", help="roots that sign the control plane's certificate "
+                                                      "(<ca-dir>/trust-bundle.pem); connects with TLS")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(handler=_bootstrap)
+
+    token = commands.add_parser("token", help="issue a bootstrap token for a workload identity")
+    token.add_argument("namespace")
+    token.add_argument("service_account")
+    token.add_argument("--ca-dir", required=True, metavar="DIR", help="the control plane's --ca-dir")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds the token is valid")
+    token.add_argument("-o", "--output", metavar="FILE", help="write it to FILE (mode 0600) instead of printing")
+    token.set_defaults(handler=_token)
 
     apply = commands.add_parser("apply", help="apply manifests to the control plane")
     apply.add_argument("-f", "--files", action="append", required=True, metavar="PATH")

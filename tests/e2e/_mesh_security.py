@@ -1,0 +1,133 @@
+"""A secured mesh on 127.0.0.1 for the security e2e tests: a control plane running its CA and
+secure port, real Envoy sidecars started from `wasmesh bootstrap --token-file --xds-ca`
+(tokens from `wasmesh token`), and scripted applications behind them.
+
+Topology: workload `server` (namespace `shop`, service account `server`) runs a scripted app
+behind its Envoy's inbound listener; service `server.shop.svc.cluster.local:8080` selects it.
+Workload `client` (service account `client`) reaches that service through its Envoy's
+outbound listener. Tests write policies into the control plane's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from controlplane._security import SecuritySettings
+from tests.controlplane._running import RunningControlPlane, free_port
+from tests.e2e._envoy import EnvoyProcess
+from tests.e2e._upstream import ScriptedUpstream
+
+NAMESPACE = "shop"
+SERVICE_HOST = "server.shop.svc.cluster.local"
+SERVICE_PORT = 8080
+
+
+def cli(*args: str) -> str:
+    command = [sys.executable, "-m", "controlplane.cli._controlplane", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise AssertionError(f"wasmesh {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+class SecurePlane(RunningControlPlane):
+    """The test control plane with its CA in `ca_dir` and the secure port on port 0."""
+
+    def __init__(self, folder: Path, ca_dir: Path, lifetime: float) -> None:
+        super().__init__(folder)
+        self.settings.security = SecuritySettings(ca_dir, secure_port=0,
+                                                  workload_lifetime=dt.timedelta(seconds=lifetime))
+
+    @property
+    def secure_address(self) -> str:
+        assert self.plane is not None
+        return f"127.0.0.1:{self.plane.secure_port}"
+
+
+class SecureMesh:
+    def __init__(self, root: Path, envoy_binary: str, *, lifetime: float = 3600.0) -> None:
+        self.root = root
+        self.binary = envoy_binary
+        self.folder = root / "config"
+        self.folder.mkdir()
+        self.ca_dir = root / "ca"
+        self.plane = SecurePlane(self.folder, self.ca_dir, lifetime).start()
+        self.app = ScriptedUpstream(200, (("x-app", "server"),), "hello from server").start()
+        self.app_port = self.app.port
+        self.inbound_port = free_port()
+        self.outbound_port = free_port()
+        self.envoys: list[EnvoyProcess] = []
+        self.write("service.yaml", f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: server, namespace: {NAMESPACE}}}
+            spec:
+              hosts: [{SERVICE_HOST}]
+              location: MESH_INTERNAL
+              resolution: STATIC
+              ports: [{{number: {SERVICE_PORT}, name: http, protocol: HTTP, targetPort: {self.app_port}}}]
+              workloadSelector: {{labels: {{app: server}}}}
+            """)
+
+    def write(self, name: str, text: str) -> None:
+        path = self.folder / name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(textwrap.dedent(text))
+        temporary.replace(path)
+
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+    def token(self, service_account: str, namespace: str = NAMESPACE) -> Path:
+        path = self.root / f"{namespace}-{service_account}.token"
+        cli("token", namespace, service_account, "--ca-dir", str(self.ca_dir), "-o", str(path))
+        return path
+
+    def envoy(self, name: str, *args: str, service_account: str | None = None, token: bool = True) -> EnvoyProcess:
+        account = service_account or name
+        security = ["--token-file", str(self.token(account)), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
+                    "--xds", self.plane.secure_address] if token else ["--xds", self.plane.xds_address]
+        text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", account,
+                   "--labels", f"app={name}", "--admin-port", "0", *security, *args)
+        proxy = EnvoyProcess(text, workdir=self.root / name, binary=self.binary,
+                             component_log_level="upstream:info,config:debug,connection:debug")
+        self.envoys.append(proxy)
+        return proxy.start()
+
+    def server(self) -> EnvoyProcess:
+        return self.envoy("server", "--port", str(self.app_port), "--inbound", f"{self.app_port}={self.inbound_port}")
+
+    def client(self, **kwargs: object) -> EnvoyProcess:
+        return self.envoy("client", "--outbound", f"{SERVICE_PORT}={self.outbound_port}", **kwargs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        for proxy in self.envoys:
+            proxy.stop()
+        self.plane.stop()
+        self.app.stop()
+
+
+def request(port: int, path: str = "/", *, method: str = "GET", host: str = SERVICE_HOST,
+            headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One HTTP/1.1 request; (status, body). Raises OSError/HTTPException if the connection fails."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, headers={"host": host, **(headers or {})})
+        reply = connection.getresponse()
+        return reply.status, reply.read()
+    finally:
+        connection.close()
+
+
+def plaintext_refused(port: int) -> bool:
+    """True when a plaintext request to `port` gets no HTTP answer (the connection is closed)."""
+    try:
+        request(port, host="server")
+    except (OSError, http.client.HTTPException):
+        return True
+    return False
