@@ -11,6 +11,7 @@
   GET    /api/v1/proxies                         push status of every connected proxy
   GET    /api/v1/proxies/NAME/config/TYPE        what that proxy was sent (listeners, routes,
                                                  clusters, endpoints, ecds, all)
+  GET    /modules/sha256/HEX                     a verified Wasm module, for proxies (`_module_server`)
 
 Requests are small and trusted to the loopback interface; bodies are capped and every
 failure answers a JSON `{"error": ...}` instead of dropping the connection.
@@ -26,6 +27,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from prometheus_client import generate_latest
 
+from controlplane._module_server import is_module_path, respond, write_reply
 from controlplane._protos import CLUSTER, ENDPOINT, EXTENSION_CONFIG, LISTENER, ROUTE, to_dict
 from controlplane._resources import DEFAULT_NAMESPACE, ResourceKey
 from controlplane._schemas import lookup_kind
@@ -68,6 +70,9 @@ async def _serve(plane: ControlPlane, reader: asyncio.StreamReader, writer: asyn
     except ValueError:
         return await _reply(writer, 400, {"error": "bad request line"})
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if is_module_path(target):
+        reply = respond(method, target, headers, plane.modules.module_bytes)
+        return await write_reply(writer, reply, head_only=method == "HEAD")
     length = int(headers.get("content-length") or 0)
     if length > MAX_BODY:
         return await _reply(writer, 413, {"error": f"body over {MAX_BODY} bytes"})
@@ -128,8 +133,16 @@ def _kind_name(text: str) -> str:
 
 def _list(plane: ControlPlane, kind: str | None, namespace: str | None) -> list[dict[str, Any]]:
     wanted = _kind_name(kind) if kind else None
-    return [r.to_manifest() for r in plane.store.resources(wanted)
-            if namespace in (None, "", r.namespace) and r.kind != SECRET_KIND]  # never hand out credentials
+    items = []
+    for resource in plane.store.resources(wanted):
+        if namespace not in (None, "", resource.namespace) or resource.kind == SECRET_KIND:
+            continue  # never hand out credentials
+        manifest = resource.to_manifest()
+        status = plane.modules.status_of(resource.key)
+        if status is not None:
+            manifest["status"] = status  # module resolution: Resolved, Verified, Distributed
+        items.append(manifest)
+    return items
 
 
 def _apply(plane: ControlPlane, body: bytes, namespace: str) -> tuple[int, Any]:

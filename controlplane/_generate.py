@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
@@ -38,6 +38,9 @@ from controlplane._proxies import ROUTER, Proxy
 from controlplane._routes import outbound_route_configs
 from controlplane._secrets import SECRET_KIND, pull_secrets
 from controlplane._wasm import extension_config
+
+if TYPE_CHECKING:
+    from controlplane._module_placement import ModulePlacements
 
 TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION_CONFIG)
 
@@ -113,7 +116,8 @@ def _dedupe_domains(route_configs: list[dict[str, Any]]) -> None:
             vhost["domains"] = [d for d in vhost["domains"] if not (d in seen or seen.add(d))]  # type: ignore[func-returns-value]
 
 
-def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None) -> Snapshot:
+def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None,
+             modules: ModulePlacements | None = None) -> Snapshot:
     """All resources for `proxy`, EnvoyFilter patches applied."""
     gen = Generated()
     in_listeners: list[dict[str, Any]] = []
@@ -137,10 +141,14 @@ def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None)
     clusters = outbound_clusters(mesh, proxy) + inbound_clusters(proxy)
     if is_grpc(proxy):
         clusters = [adapt_cluster(c) for c in clusters]
+    elif modules is not None and modules.serves_any:
+        clusters.append(modules.cluster())  # proxies fetch verified modules from the control plane
     gen.clusters = _parse(CLUSTER, clusters)
     secrets = secrets if secrets is not None else pull_secrets(mesh.of_kind(SECRET_KIND))
-    gen.extensions = _parse(EXTENSION_CONFIG, [extension_config(p, secrets) for p in mesh.of_kind("WasmPlugin")])
-    notes = apply_patches(gen, patches_for(mesh, proxy), proxy)
+    rendered = [extension_config(p, secrets, modules) for p in mesh.of_kind("WasmPlugin")]
+    gen.extensions = _parse(EXTENSION_CONFIG, [e for e in rendered if e is not None])
+    patches = patches_for(mesh, proxy)
+    notes = apply_patches(gen, modules.patches(patches) if modules is not None else patches, proxy)
     referenced = _ecds_names(gen)
     gen.extensions = [e for e in gen.extensions if e.name in referenced]
     endpoints = _parse(ENDPOINT, outbound_endpoints(mesh, proxy))
@@ -178,12 +186,13 @@ class Generator:
 
     mesh: Mesh
     secrets: Mapping[str, str] | None = None  # default: the pull secrets among the mesh's resources
+    modules: ModulePlacements | None = None  # where verified modules come from (None: as istiod renders them)
     _cache: dict[Any, Snapshot] = field(default_factory=dict)
 
     def snapshot(self, proxy: Proxy) -> Snapshot:
         key = proxy.scope_key()
         if key not in self._cache:
-            self._cache[key] = generate(self.mesh, proxy, self.secrets)
+            self._cache[key] = generate(self.mesh, proxy, self.secrets, self.modules)
         return self._cache[key]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,14 @@ from controlplane._folder import FolderSource
 from controlplane._generate import Generator, Snapshot
 from controlplane._mesh import ROOT_NAMESPACE, Mesh
 from controlplane._meshconfig import MeshConfig
-from controlplane._protos import TYPE_SHORT_NAMES
+from controlplane._module_cache import ModuleCache
+from controlplane._module_config import ModulesConfig
+from controlplane._module_placement import module_slots
+from controlplane._modules import ModuleResolver
+from controlplane._protos import EXTENSION_CONFIG, TYPE_SHORT_NAMES
 from controlplane._proxies import Proxy, labels_match
 from controlplane._sds import private_types
+from controlplane._secrets import SECRET_KIND, pull_secrets
 from controlplane._security import MeshSecurity, SecuritySettings
 from controlplane._store import ConfigStore
 
@@ -47,6 +53,9 @@ class Settings:
     root_namespace: str = ROOT_NAMESPACE
     security: SecuritySettings | None = None  # the CA and the secure port (15012); None: plaintext only
     mesh_config: MeshConfig = field(default_factory=MeshConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)  # Wasm module distribution and trust
+    module_cache_dir: Path | None = None  # default: $XDG_CACHE_HOME/wasmesh/controlplane/modules
+    module_host: str = ""  # the address proxies fetch modules from (default: the monitoring address)
 
 
 class Metrics:
@@ -86,6 +95,9 @@ class ControlPlane:
         self.monitoring_port = 0
         self.secure_port = 0
         self.security = MeshSecurity(self.settings.security) if self.settings.security is not None else None
+        self.modules = ModuleResolver(self.settings.modules, ModuleCache(self.settings.module_cache_dir
+                                                                         or default_module_cache()))
+        self.modules.on_change = self.request_push
         self.store.subscribe(self.request_push)
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -106,6 +118,10 @@ class ControlPlane:
 
         self._api = await start_api(self, self.settings.monitoring_host, self.settings.monitoring_port)
         self.monitoring_port = self._api.sockets[0].getsockname()[1]
+        wildcard = self.settings.monitoring_host in ("", "0.0.0.0", "::")
+        self.modules.host = self.settings.module_host or ("127.0.0.1" if wildcard else self.settings.monitoring_host)
+        self.modules.port = self.monitoring_port
+        self.modules.start()
         self._tasks.append(self._loop.create_task(self._push_loop()))
         if self.folder is not None:
             self._tasks.append(self._loop.create_task(self.folder.watch(self.settings.watch_interval)))
@@ -124,6 +140,7 @@ class ControlPlane:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         self._tasks.clear()
+        await self.modules.stop()
         for connection in list(self.connections.values()):
             connection.outbox.put_nowait(None)
         if self._api is not None:
@@ -179,7 +196,9 @@ class ControlPlane:
 
     def generator(self) -> Generator:
         if self._generator is None:
-            self._generator = Generator(self.mesh())
+            mesh = self.mesh()
+            self.modules.track(module_slots(mesh, pull_secrets(mesh.of_kind(SECRET_KIND))))
+            self._generator = Generator(mesh, modules=self.modules.placements())
             self.metrics.config.set(len(self._generator.mesh.resources))
         return self._generator
 
@@ -270,8 +289,18 @@ class ControlPlane:
     def proxy_status(self) -> list[Mapping[str, Any]]:
         return [{"id": c.proxy.id, "name": c.proxy.name, "namespace": c.proxy.namespace,
                  "protocol": "delta" if c.delta else "sotw", "connected_at": c.connected_at,
-                 "types": c.session.status()}
+                 "types": c.session.status(), "modules": self._modules_of(c)}
                 for c in sorted(self.connections.values(), key=lambda c: c.proxy.id)]
+
+    def _modules_of(self, connection: Connection) -> list[dict[str, str]]:
+        snapshot = connection.snapshot
+        names = snapshot.resources(EXTENSION_CONFIG) if snapshot is not None else {}
+        return self.modules.proxy_view(names)
+
+
+def default_module_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "wasmesh" / "controlplane" / "modules"
 
 
 __all__ = ["MONITORING_PORT", "XDS_PORT", "ControlPlane", "SecuritySettings", "Settings"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from controlplane._mesh import Mesh
@@ -27,6 +27,9 @@ from controlplane._protos import (
 )
 from controlplane._proxies import Proxy, labels_match
 from controlplane._resources import Resource
+
+if TYPE_CHECKING:
+    from controlplane._module_placement import ModulePlacements
 
 PHASES = ("AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE")
 CLIENT, SERVER = "CLIENT", "SERVER"
@@ -132,8 +135,13 @@ def _code(plugin: Resource, secrets: Mapping[str, str]) -> tuple[dict[str, Any],
     return {"remote": remote}, env
 
 
-def extension_config(plugin: Resource, secrets: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The TypedExtensionConfig served over ECDS for one WasmPlugin (Envoy JSON shape)."""
+def extension_config(plugin: Resource, secrets: Mapping[str, str] | None = None,
+                     modules: ModulePlacements | None = None) -> dict[str, Any] | None:
+    """The TypedExtensionConfig served over ECDS for one WasmPlugin (Envoy JSON shape).
+
+    With `modules`, a remote module is placed as the control plane distributes it (its own
+    verified copy, or the fail strategy's stand-in); None means the plugin waits for its module.
+    """
     spec = plugin.spec
     code, agent_env = _code(plugin, secrets or {})
     key_values: dict[str, str] = {}
@@ -156,7 +164,10 @@ def extension_config(plugin: Resource, secrets: Mapping[str, str] | None = None)
         text = json.dumps(spec["pluginConfig"], separators=(",", ":"), sort_keys=True)
         config["configuration"] = typed("type.googleapis.com/google.protobuf.StringValue", {"value": text})
     wasm_type = WASM_NETWORK_TYPE if is_network(plugin) else WASM_HTTP_TYPE
-    return {"name": extension_name(plugin), "typed_config": typed(wasm_type, {"config": config})}
+    rendered = {"name": extension_name(plugin), "typed_config": typed(wasm_type, {"config": config})}
+    if modules is None:
+        return rendered
+    return modules.extension(str(plugin.key), rendered, is_network(plugin), spec.get("failStrategy") == "FAIL_OPEN")
 
 
 __all__ = ["CLIENT", "PHASES", "SERVER", "ecds_filter", "extension_config", "extension_name", "plugins_by_phase",
