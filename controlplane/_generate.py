@@ -37,6 +37,7 @@ from controlplane._protos import (
 from controlplane._proxies import ROUTER, Proxy
 from controlplane._routes import outbound_route_configs
 from controlplane._secrets import SECRET_KIND, pull_secrets
+from controlplane._security_filters import security_clusters
 from controlplane._wasm import extension_config
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None,
         gen.ports[f"listener:{item['name']}"] = int(item["name"][len(INBOUND_PREFIX):])
     gen.routes = _parse(ROUTE, routes)
     clusters = outbound_clusters(mesh, proxy) + inbound_clusters(proxy)
+    if proxy.type != ROUTER and not is_grpc(proxy):
+        clusters += security_clusters(mesh, proxy)
     if is_grpc(proxy):
         clusters = [adapt_cluster(c) for c in clusters]
     elif modules is not None and modules.serves_any:

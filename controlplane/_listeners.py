@@ -18,6 +18,7 @@ from controlplane._mtls import inbound_chains
 from controlplane._protos import HCM_NAME, HCM_TYPE, ROUTER_NAME, typed
 from controlplane._proxies import Proxy
 from controlplane._routes import CORS_FILTER, FAULT_FILTER, inbound_route_config
+from controlplane._security_filters import SecurityFilters, inbound_security_filters, ordered_http_filters
 from controlplane._wasm import CLIENT, PHASES, SERVER, ecds_filter, plugins_by_phase, selected_plugins
 
 LOOPBACK = "127.0.0.1"
@@ -26,7 +27,9 @@ INBOUND_PREFIX = "virtualInbound_"
 
 def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[str, Any]]:
     phases = plugins_by_phase(selected_plugins(mesh, proxy, mode, port))
-    filters = [ecds_filter(p) for phase in PHASES for p in phases[phase]]
+    plugins = {phase: [ecds_filter(p) for p in phases[phase]] for phase in PHASES}
+    security = inbound_security_filters(mesh, proxy, port) if mode == SERVER else SecurityFilters()
+    filters = ordered_http_filters(security, plugins)
     if mode == CLIENT:
         filters.append({"name": FAULT_FILTER, "typed_config": typed(
             "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault", {})})
