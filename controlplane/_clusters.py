@@ -214,7 +214,8 @@ def _cluster(mesh: Mesh, service: Service, port: ServicePort, subset: str, polic
     if proxy is not None:
         tls_mode = (policy.get("tls") or {}).get("mode") if policy.get("tls") else None
         chosen = [e for e in mesh.registry.endpoints(service, port) if labels_match(labels, e.labels)]
-        apply_mesh_tls(cluster, mesh, proxy, service, port.target_port or port.number, tls_mode, chosen)
+        apply_mesh_tls(cluster, mesh, proxy, service, port.number, port.target_port or port.number, tls_mode,
+                       chosen)
     return cluster
 
 

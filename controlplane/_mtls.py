@@ -165,10 +165,11 @@ def endpoint_metadata(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def apply_mesh_tls(cluster: dict[str, Any], mesh: Mesh, proxy: Proxy, service: Service, port: int,
-                   tls_mode: str | None, endpoints: list[Endpoint]) -> None:
-    """ISTIO_MUTUAL (from the DestinationRule) or auto-mTLS (no TLS setting) on an outbound cluster."""
+                   workload_port: int, tls_mode: str | None, endpoints: list[Endpoint]) -> None:
+    """ISTIO_MUTUAL (from the DestinationRule) or auto-mTLS (no TLS setting) on the outbound cluster
+    of service port `port` (`workload_port` is where its instances listen)."""
     sni = f"outbound_.{port}_._.{service.hostname}"
-    endpoints = [endpoint_tls_mode(mesh, service, port, e) for e in endpoints]
+    endpoints = [endpoint_tls_mode(mesh, service, workload_port, e) for e in endpoints]
     meshed = [e for e in endpoints if e.labels.get(TLS_MODE_LABEL) == "istio"]
     if tls_mode == "ISTIO_MUTUAL":
         cluster["transport_socket"] = upstream_mtls(service_identities(mesh, service, meshed or endpoints), sni,
