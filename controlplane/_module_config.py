@@ -4,6 +4,8 @@ A mesh config file (YAML; keys other than `modules` belong to other parts of the
 
     modules:
       distribution: controlplane   # or direct: the sidecars' agents pull from the registry (as Istio)
+      delivery: inline             # controlplane distribution: module bytes in ECDS, or remote (fetched
+                                   # from the control plane's module endpoint)
       trustPolicy: trust.yaml      # registry trust policy file, relative to this file
       refreshInterval: 60s         # how often tags that always pull are re-resolved
       fetchTimeout: 30s            # per registry / https request
@@ -15,13 +17,18 @@ A mesh config file (YAML; keys other than `modules` belong to other parts of the
 A namespace setting applies to the modules that namespace's WasmPlugins and EnvoyFilters name
 (root-namespace resources follow the root namespace's setting). Without any file, modules are
 distributed by the control plane and the default trust policy refuses unsigned `oci://` modules.
+
+Delivery is `inline` by default because real Envoy fetches `code.remote` only while a listener
+warms: an ECDS update that names a new remote module leaves Envoy 1.40 running the filter without
+any module (it warns "Wasm remote code fetch is unstable"), so hot reload needs the bytes in-band.
+`remote` suits wasmesh sidecars (their module agent fetches on every update) and keeps ECDS small.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +38,8 @@ from registry import TrustPolicy, TrustPolicyError
 
 CONTROLPLANE, DIRECT = "controlplane", "direct"
 DISTRIBUTIONS = (CONTROLPLANE, DIRECT)
+INLINE, REMOTE = "inline", "remote"
+DELIVERIES = (INLINE, REMOTE)
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -58,6 +67,7 @@ class _Override:
 @dataclass
 class ModulesConfig:
     distribution: str = CONTROLPLANE
+    delivery: str = INLINE
     policy: TrustPolicy = field(default_factory=TrustPolicy)
     policy_source: str = "built-in default (signatures required, no key trusted)"
     refresh_interval: float = 60.0
@@ -77,8 +87,7 @@ class ModulesConfig:
             policy = TrustPolicy.load(path)
         except TrustPolicyError as err:
             raise MeshConfigError(str(err)) from None
-        return ModulesConfig(self.distribution, policy, str(path), self.refresh_interval, self.fetch_timeout,
-                             self.ca_file, self.namespaces)
+        return replace(self, policy=policy, policy_source=str(path))
 
     @classmethod
     def load(cls, path: Path) -> ModulesConfig:
@@ -98,10 +107,13 @@ class ModulesConfig:
             raise MeshConfigError(f"{source}: expected a mapping")
         raw = doc.get("modules") or {}
         where = f"{source}: modules"
-        _mapping(raw, where, {"distribution", "trustPolicy", "refreshInterval", "fetchTimeout", "caFile",
+        _mapping(raw, where, {"distribution", "delivery", "trustPolicy", "refreshInterval", "fetchTimeout", "caFile",
                               "namespaces"})
         config = cls()
         config.distribution = _distribution(raw.get("distribution", CONTROLPLANE), f"{where}.distribution")
+        config.delivery = raw.get("delivery", INLINE)
+        if config.delivery not in DELIVERIES:
+            raise MeshConfigError(f"{where}.delivery: {config.delivery!r} is not one of {', '.join(DELIVERIES)}")
         if raw.get("trustPolicy") is not None:
             config.policy, config.policy_source = _policy(raw["trustPolicy"], base_dir, f"{where}.trustPolicy")
         config.refresh_interval = _seconds(raw.get("refreshInterval", "60s"), f"{where}.refreshInterval")
@@ -161,4 +173,4 @@ def _seconds(value: Any, where: str) -> float:
     return seconds
 
 
-__all__ = ["CONTROLPLANE", "DIRECT", "DISTRIBUTIONS", "MeshConfigError", "ModulesConfig", "NamespaceModules"]
+__all__ = ["CONTROLPLANE", "DELIVERIES", "DIRECT", "DISTRIBUTIONS", "INLINE", "REMOTE", "MeshConfigError", "ModulesConfig", "NamespaceModules"]

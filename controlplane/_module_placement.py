@@ -5,11 +5,12 @@ A *slot* is one module named by one resource: a WasmPlugin's `url`, or a Wasm fi
 EXTENSION_CONFIG values). `file://` modules are not slots: the proxy reads them itself.
 
 At each push the resolver hands generation a `ModulePlacements`: per slot either `Served`
-(a verified module in the control plane's cache) or `Withheld` (none verified yet). Served
-modules are rewritten to a `code.remote` on the control plane's module endpoint, fetched
-through the `wasmesh-modules` cluster, with the sha256 of the verified bytes — what real
-Envoy fetches and checks natively — and without the registry pull secret, which no proxy
-needs any more. A withheld module applies the plugin's fail strategy the way Istio's agent
+(a verified module in the control plane's cache) or `Withheld` (none verified yet). A served
+module reaches proxies without the registry pull secret, which no proxy needs any more, in
+one of two deliveries: `inline` — the verified bytes themselves in `code.local.inline_bytes`
+(what Istio's agent achieves by rewriting to a local file; real Envoy hot-reloads it) — or
+`remote` — a `code.remote` on the control plane's module endpoint, fetched through the
+`wasmesh-modules` cluster with the sha256 of the verified bytes, which Envoy checks natively. A withheld module applies the plugin's fail strategy the way Istio's agent
 does: FAIL_CLOSE puts a deny-all RBAC filter in its place, FAIL_OPEN an RBAC filter without
 rules (the plugin is simply absent). A WasmPlugin still being resolved for the first time
 is left out of ECDS: a proxy keeps its current listener until the module arrives.
@@ -18,9 +19,10 @@ Slots in namespaces that use `direct` distribution are absent and render as isti
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.protobuf.message import Message
@@ -176,10 +178,12 @@ class ModulePlacements:
     port: int
     slots: Mapping[str, Placement]
     fetch_timeout: str = "30s"
+    inline: Mapping[str, bytes] = field(default_factory=dict)  # sha256 -> bytes, for inline delivery
 
     @property
     def serves_any(self) -> bool:
-        return any(isinstance(p, Served) for p in self.slots.values())
+        """Whether some proxy fetches from the module endpoint (and so needs its cluster)."""
+        return any(isinstance(p, Served) and p.sha256 not in self.inline for p in self.slots.values())
 
     def url(self, sha256: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -236,9 +240,13 @@ class ModulePlacements:
 
     def _serve(self, plugin_config: dict[str, Any], sha256: str) -> None:
         vm_config = plugin_config["vm_config"]
-        vm_config["code"] = {"remote": {
-            "http_uri": {"uri": self.url(sha256), "cluster": MODULE_CLUSTER, "timeout": self.fetch_timeout},
-            "sha256": sha256, "retry_policy": {"num_retries": 3}}}
+        module = self.inline.get(sha256)
+        if module is not None:
+            vm_config["code"] = {"local": {"inline_bytes": base64.b64encode(module).decode()}}
+        else:
+            vm_config["code"] = {"remote": {
+                "http_uri": {"uri": self.url(sha256), "cluster": MODULE_CLUSTER, "timeout": self.fetch_timeout},
+                "sha256": sha256, "retry_policy": {"num_retries": 3}}}
         env = vm_config.get("environment_variables") or {}
         values = {k: v for k, v in (env.get("key_values") or {}).items() if k not in AGENT_ENV}
         if values:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controlplane._module_cache import ModuleCache
-from controlplane._module_config import CONTROLPLANE, ModulesConfig
+from controlplane._module_config import CONTROLPLANE, INLINE, ModulesConfig
 from controlplane._module_fetch import (
     RESOLVED,
     VERIFIED,
@@ -106,10 +106,14 @@ class ModuleResolver:
 
     def placements(self) -> ModulePlacements:
         slots = {key: p for key, state in self.states.items() if (p := state.placement()) is not None}
+        inline = {}
         for placement in slots.values():
             if isinstance(placement, Served):
                 self.published.add(placement.sha256)
-        return ModulePlacements(self.host, self.port, slots, f"{self.config.fetch_timeout:g}s")
+                module = self.cache.read(placement.sha256) if self.config.delivery == INLINE else None
+                if module is not None:
+                    inline[placement.sha256] = module
+        return ModulePlacements(self.host, self.port, slots, f"{self.config.fetch_timeout:g}s", inline)
 
     def module_bytes(self, sha256: str) -> bytes | None:
         """A module the endpoint may serve: published to proxies and intact in the cache."""
@@ -218,8 +222,8 @@ class ModuleResolver:
     # ---- status ---------------------------------------------------------------------------------------
     def _update_conditions(self, state: SlotState) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for kind, status, reason, message in _conditions(state, self.config.for_namespace(state.slot.namespace)
-                                                         .policy_source):
+        policy_source = self.config.for_namespace(state.slot.namespace).policy_source
+        for kind, status, reason, message in _conditions(state, policy_source, self.config.delivery):
             previous = state.conditions.get(kind)
             since = previous["lastTransitionTime"] if previous and previous["status"] == status else now
             state.conditions[kind] = {"type": kind, "status": status, "reason": reason, "message": message,
@@ -250,7 +254,7 @@ class ModuleResolver:
         return out
 
 
-def _conditions(state: SlotState, policy_source: str) -> list[tuple[str, str, str, str]]:
+def _conditions(state: SlotState, policy_source: str, delivery: str) -> list[tuple[str, str, str, str]]:
     slot = state.slot
     if state.mode != CONTROLPLANE:
         note = "distribution is direct: each sidecar's module agent pulls and verifies the module itself"
@@ -275,8 +279,8 @@ def _conditions(state: SlotState, policy_source: str) -> list[tuple[str, str, st
                 (VERIFIED, "False", error.reason, f"{error} (trust policy: {policy_source})")]
     good = current or state.last_good
     if current is not None:
-        out.append((DISTRIBUTED, "True", "ControlPlane",
-                    f"proxies fetch sha256:{current.module_sha256} from the control plane's module endpoint"))
+        how = "in their ECDS config" if delivery == INLINE else "from the control plane's module endpoint"
+        out.append((DISTRIBUTED, "True", "ControlPlane", f"proxies get sha256:{current.module_sha256} {how}"))
     elif good is not None:
         why = "the new module is still resolving" if state.pending else "the new module was refused"
         out.append((DISTRIBUTED, "True", "LastGoodVersion", f"proxies keep sha256:{good.module_sha256}: {why}"))
