@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,8 +88,37 @@ _TAG_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 )  # fmt: skip
 
 
+# Envoy's custom stat namespaces: "<namespace>.<rest>" is exported as <rest>, without the
+# envoy_ prefix or tag extraction; the owner's decoder may read labels out of <rest>.
+NamespaceDecoder = Callable[[str], tuple[str, dict[str, str]]]
+_NAMESPACES: dict[str, NamespaceDecoder] = {}
+
+
+def _plain_name(rest: str) -> tuple[str, dict[str, str]]:
+    return re.sub(r"[^a-zA-Z0-9_:]", "_", rest), {}
+
+
+def register_stat_namespace(namespace: str, decoder: NamespaceDecoder = _plain_name) -> Callable[[], None]:
+    """Export stats named ``<namespace>.x`` as ``x`` (Envoy's ``registerStatNamespace``); returns an undo."""
+    previous = _NAMESPACES.get(namespace)
+    _NAMESPACES[namespace] = decoder
+
+    def unregister() -> None:
+        if previous is None:
+            _NAMESPACES.pop(namespace, None)
+        else:
+            _NAMESPACES[namespace] = previous
+
+    return unregister
+
+
 def prometheus_name_and_labels(name: str) -> tuple[str, dict[str, str]]:
     """Envoy's default tag extraction: ``cluster.a.upstream_rq_2xx`` -> ``envoy_cluster_upstream_rq_xx`` + labels."""
+    if _NAMESPACES:
+        namespace, dot, rest = name.partition(".")
+        decoder = _NAMESPACES.get(namespace) if dot else None
+        if decoder is not None:
+            return decoder(rest)
     labels: dict[str, str] = {}
     rest = name
     for pattern, tag in _TAG_RULES:
@@ -195,12 +224,16 @@ class _SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         families: dict[tuple[str, str], Metric] = {}
-        for name in sorted(self._snapshot):
+        named = [(name, *prometheus_name_and_labels(name)) for name in sorted(self._snapshot)]
+        # one family's samples may carry different label sets: export the union ("" = absent in Prometheus)
+        label_sets: dict[tuple[str, str], set[str]] = {}
+        for name, metric, labels in named:
+            label_sets.setdefault((metric, self._snapshot[name].kind), set()).update(labels)
+        for name, metric, labels in named:
             sample = self._snapshot[name]
-            metric, labels = prometheus_name_and_labels(name)
             key = (metric, sample.kind)
             family = families.get(key)
-            label_names = sorted(labels)
+            label_names = sorted(label_sets[key])
             if family is None:
                 if sample.kind == "counter" and metric.endswith("_total"):
                     family = CounterMetricFamily(metric, "", labels=label_names)
@@ -212,7 +245,7 @@ class _SnapshotCollector:
                 else:
                     family = HistogramMetricFamily(metric, "", labels=label_names)
                 families[key] = family
-            values = [labels[n] for n in label_names]
+            values = [labels.get(n, "") for n in label_names]
             if sample.kind == "histogram":
                 counts, total, _count = sample.value
                 buckets: list[tuple[str, float]] = []
