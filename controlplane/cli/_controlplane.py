@@ -83,6 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
     _security_settings(args, settings)
+    _module_settings(args, settings)
     folder = Path(args.config_dir) if args.config_dir else None
     if folder is not None and not folder.is_dir():
         raise UsageError(f"--config-dir {folder} is not a directory")
@@ -109,6 +110,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _module_settings(args: argparse.Namespace, settings: Any) -> None:
+    """The `modules` section of --mesh-config, --trust-policy, --module-cache, --module-refresh."""
+    from controlplane._module_config import MeshConfigError, ModulesConfig
+
+    try:
+        modules = ModulesConfig.load(Path(args.mesh_config)) if args.mesh_config else ModulesConfig()
+        if args.trust_policy:
+            modules = modules.with_trust_policy(Path(args.trust_policy))
+    except MeshConfigError as err:
+        raise UsageError(str(err)) from None
+    if args.module_refresh is not None:
+        if args.module_refresh <= 0:
+            raise UsageError("--module-refresh must be positive")
+        modules.refresh_interval = args.module_refresh
+    settings.modules = modules
+    settings.module_cache_dir = Path(args.module_cache) if args.module_cache else None
 
 
 def _security_settings(args: argparse.Namespace, settings: Any) -> None:
@@ -257,12 +276,28 @@ def _get(args: argparse.Namespace) -> int:
     elif args.output == "json":
         print(json.dumps(items, indent=2))
     else:
-        print(f"{'NAMESPACE':<16}{'NAME':<32}{'VERSION':<10}CREATED")
+        modules = kind.kind == "WasmPlugin"
+        print(f"{'NAMESPACE':<16}{'NAME':<32}{'VERSION':<10}{'CREATED':<22}" + ("MODULE" if modules else ""))
         for item in items:
             meta = item["metadata"]
             print(f"{meta['namespace']:<16}{meta['name']:<32}{meta.get('resourceVersion', ''):<10}"
-                  f"{meta.get('creationTimestamp', '')}")
+                  f"{meta.get('creationTimestamp', ''):<22}" + (_module_summary(item) if modules else ""))
     return 0
+
+
+def _module_summary(item: dict[str, Any]) -> str:
+    """One cell for a WasmPlugin's module: what proxies run and, if something failed, why."""
+    status = item.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    served = (status.get("module") or {}).get("sha256", "")
+    failed = next((c for c in conditions.values() if c["status"] == "False"), None)
+    text = f"sha256:{served[:12]}" if served else "-"
+    distributed = conditions.get("Distributed")
+    if distributed is not None:
+        text += f" {distributed['reason']}"
+    if failed is not None and failed is not distributed:
+        text += f" ({failed['type']} {failed['reason']}: {failed['message']})"
+    return text
 
 
 def _delete(args: argparse.Namespace) -> int:
@@ -293,6 +328,13 @@ def _proxy_status(args: argparse.Namespace) -> int:
     if problems:
         print("NACKs:")
         print("\n".join(problems))
+    modules = [(proxy, m) for proxy in proxies for m in proxy.get("modules", [])]
+    if modules:
+        print("MODULES:")
+        for proxy, module in modules:
+            served = f"sha256:{module['sha256'][:12]}" if module["sha256"] else "-"
+            print(f"  {proxy['name']}.{proxy['namespace']} {module['name']}: {served} {module['state']} "
+                  f"({module['distribution']}) {module['message']}")
     return 0
 
 
@@ -338,6 +380,13 @@ def register(commands: Any) -> None:
     serve.add_argument("--workload-cert-ttl", type=float, default=24 * 3600, metavar="SECONDS",
                        help="lifetime of the certificates minted for Envoy sidecars (renewed at half)")
     serve.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML (trustDomain, extensionProviders)")
+    serve.add_argument("--trust-policy", metavar="FILE",
+                       help="who may sign Wasm modules (mesh-wide default; the mesh config's modules section "
+                            "may override it per namespace)")
+    serve.add_argument("--module-cache", metavar="DIR", help="where verified modules are kept "
+                                                             "(default $XDG_CACHE_HOME/wasmesh/controlplane/modules)")
+    serve.add_argument("--module-refresh", type=float, metavar="SECONDS",
+                       help="re-resolve modules that always pull (Always, :latest) this often")
     serve.add_argument("-v", "--verbose", action="store_true")
     serve.set_defaults(handler=_serve)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from controlplane._module_config import ModulesConfig
 from controlplane._module_placement import MODULE_CLUSTER
@@ -149,6 +150,11 @@ spec:
         proxy.start()
         return port
 
+    def cli(self, *args: str) -> str:
+        command = [sys.executable, "-m", "controlplane.cli._controlplane", *args, "--control-plane",
+                   self.plane.api_address]
+        return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+
     def status(self) -> dict[str, Any]:
         items = self.plane.api("GET", "/api/v1/resources?kind=WasmPlugin")[1]["items"]
         return dict(items[0].get("status") or {}) if items else {}
@@ -251,6 +257,9 @@ def test_signed_module_reaches_envoy_and_refused_ones_never_do(world: World) -> 
         assert distributed["reason"] == "LastGoodVersion" and v1_sha in distributed["message"]
         assert plugin_runs(port) and world.envoy_module_sha256(envoy) == v1_sha
 
+    table = world.cli("get", "wasmplugin")
+    assert "LastGoodVersion" in table and "Verified DigestMismatch" in table and f"sha256:{v1_sha[:12]}" in table
+
     v2 = with_custom_section(v1, "variant", b"v2")
     v2_sha = hashlib.sha256(v2).hexdigest()
     world.plugin(world.push(v2, "v2", world.trusted))
@@ -261,6 +270,11 @@ def test_signed_module_reaches_envoy_and_refused_ones_never_do(world: World) -> 
     assert module["sha256"] == v2_sha and module["state"] == "ControlPlane"
     wait_for(lambda: world.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]["ECDS"]["status"] == "SYNCED",
              CONVERGE, what="Envoy ACKs the new module")
+    [manifest] = yaml.safe_load_all(world.cli("get", "wasmplugin", "headers", "-o", "yaml"))
+    assert manifest["status"]["module"]["sha256"] == v2_sha
+    assert {c["type"]: c["status"] for c in manifest["status"]["conditions"]} == {
+        "Resolved": "True", "Verified": "True", "Distributed": "True"}
+    assert f"default.headers: sha256:{v2_sha[:12]} ControlPlane" in world.cli("proxy-status")
 
 
 @pytest.mark.parametrize(("fail", "expected"), [("FAIL_CLOSE", 403), ("FAIL_OPEN", 200)])
