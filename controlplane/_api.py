@@ -10,7 +10,9 @@
   GET    /api/v1/analyze                         findings over the current set
   GET    /api/v1/proxies                         push status of every connected proxy
   GET    /api/v1/proxies/NAME/config/TYPE        what that proxy was sent (listeners, routes,
-                                                 clusters, endpoints, ecds, all)
+                                                 clusters, endpoints, ecds, all; secret: the
+                                                 certificates it was sent, without keys)
+  GET    /api/v1/proxies/NAME/authz              security policies that apply to its workload
   GET    /modules/sha256/HEX                     a verified Wasm module, for proxies (`_module_server`)
 
 Requests are small and trusted to the loopback interface; bodies are capped and every
@@ -119,6 +121,14 @@ def route(plane: ControlPlane, method: str, target: str, body: bytes) -> tuple[i
                      "errors": sum(1 for d in plane.store.findings() if d.is_error)}
     if method == "GET" and rest == ["proxies"]:
         return 200, {"proxies": plane.proxy_status()}
+    if method == "GET" and len(rest) == 4 and rest[0] == "proxies" and rest[2:] == ["config", "secret"]:
+        from controlplane._security_views import secret_view
+
+        return 200, secret_view(plane, _connection(plane, rest[1]))
+    if method == "GET" and len(rest) == 3 and rest[0] == "proxies" and rest[2] == "authz":
+        from controlplane._security_views import authz_view
+
+        return 200, authz_view(plane.generator().mesh, _connection(plane, rest[1]).proxy)
     if method == "GET" and len(rest) == 4 and rest[0] == "proxies" and rest[2] == "config":
         return 200, _proxy_config(plane, rest[1], rest[3])
     raise HttpError(404, f"no route {method} {url.path}")
@@ -192,10 +202,15 @@ def _delete(plane: ControlPlane, kind: str, namespace: str, name: str) -> tuple[
     return 200, {"deleted": str(key)}
 
 
-def _proxy_config(plane: ControlPlane, name: str, kind: str) -> dict[str, Any]:
+def _connection(plane: ControlPlane, name: str) -> Any:
     connection = plane.find_connection(name)
     if connection is None:
         raise HttpError(404, f"no connected proxy {name!r}")
+    return connection
+
+
+def _proxy_config(plane: ControlPlane, name: str, kind: str) -> dict[str, Any]:
+    connection = _connection(plane, name)
     wanted = CONFIG_TYPES if kind == "all" else {kind: CONFIG_TYPES.get(kind, "")}
     if not all(wanted.values()):
         raise HttpError(400, f"unknown config type {kind!r} (use {', '.join(CONFIG_TYPES)} or all)")

@@ -338,8 +338,27 @@ def _proxy_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_secrets(result: dict[str, Any]) -> None:
+    """istioctl's table: each secret with its type, serial and validity; the trust bundle's roots."""
+    if not result.get("secrets"):
+        print(f"no secrets for {result['proxy']}: {result.get('reason', 'none issued')}")
+        return
+    print(f"{'RESOURCE NAME':<16}{'TYPE':<13}{'SERIAL NUMBER':<36}{'NOT AFTER':<28}NOT BEFORE")
+    for secret in result["secrets"]:
+        if secret["name"] == "ROOTCA":
+            for root in secret["trust_bundle"]:
+                print(f"{secret['name']:<16}{secret['type']:<13}{root['serial']:<36}{root['not_after']:<28}")
+        else:
+            print(f"{secret['name']:<16}{secret['type']:<13}{secret['serial']:<36}{secret['not_after']:<28}"
+                  f"{secret['not_before']}")
+    print(f"identity {result['identity']}, renewal {result['renew_at']} (generation {result['generation']})")
+
+
 def _proxy_config(args: argparse.Namespace) -> int:
     result = _api(args, "GET", f"/api/v1/proxies/{args.proxy}/config/{args.type}")
+    if args.type == "secret" and args.output == "table":
+        _print_secrets(result)
+        return 0
     if args.output == "json":
         print(json.dumps(result, indent=2))
     elif args.output == "yaml":
@@ -350,6 +369,25 @@ def _proxy_config(args: argparse.Namespace) -> int:
                 continue
             for item in items:
                 print(f"{label[:-1] if label.endswith('s') else label:<10}{item.get('name') or item.get('cluster_name')}")
+    return 0
+
+
+def _authz_check(args: argparse.Namespace) -> int:
+    result = _api(args, "GET", f"/api/v1/proxies/{args.proxy}/authz")
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{'ACTION':<8}{'AuthorizationPolicy':<40}RULES")
+    for policy in result["authorization_policies"]:
+        action = policy.get("action", "ERROR") + (" (dry-run)" if policy.get("dry_run") else "")
+        name = f"{policy['name']}.{policy['namespace']}"
+        detail = policy.get("error") or str(policy.get("rules", 0)) + (
+            f" via {policy['provider']}" if policy.get("provider") else "")
+        print(f"{action:<8}{name:<40}{detail}")
+    for authn in result["request_authentications"]:
+        print(f"JWT     {authn['name'] + '.' + authn['namespace']:<40}issuers {', '.join(authn['issuers'])}")
+    for port, mode in result["mtls"].items():
+        print(f"MTLS    port {port:<35}{mode}")
     return 0
 
 
@@ -448,11 +486,19 @@ def register(commands: Any) -> None:
     status.set_defaults(handler=_proxy_status)
 
     config = commands.add_parser("proxy-config", help="what a proxy was sent")
-    config.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "ecds", "all"))
+    config.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "ecds", "secret", "all"))
     config.add_argument("proxy", help="proxy id, NAME.NAMESPACE or NAME")
     config.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
     _client_options(config)
     config.set_defaults(handler=_proxy_config)
+
+    authz = commands.add_parser("authz", help="authorization policies applied to a proxy")
+    authz_commands = authz.add_subparsers(dest="authz_command", required=True, metavar="COMMAND")
+    check = authz_commands.add_parser("check", help="which security policies apply to a connected proxy")
+    check.add_argument("proxy", help="proxy id, NAME.NAMESPACE or NAME")
+    check.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _client_options(check)
+    check.set_defaults(handler=_authz_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

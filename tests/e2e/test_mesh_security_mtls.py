@@ -4,13 +4,14 @@ auto-mTLS on the client's cluster, SPIFFE identities checked on both sides."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.controlplane._running import wait_for
-from tests.e2e._mesh_security import NAMESPACE, SecureMesh, plaintext_refused, request
+from tests.e2e._mesh_security import NAMESPACE, SecureMesh, cli, plaintext_refused, request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
 CONVERGE = 15.0
@@ -49,6 +50,37 @@ def test_strict_namespace_refuses_plaintext_and_serves_sidecar_mtls(mesh: Secure
                  for r in mesh.app.requests]
     # the server sidecar saw the client's certificate: its SPIFFE ID reaches the app
     assert any(f"URI=spiffe://cluster.local/ns/{NAMESPACE}/sa/client" in value for value in forwarded), forwarded
+
+
+def test_cli_shows_the_secrets_sent_and_the_policies_that_apply(mesh: SecureMesh) -> None:
+    peer_authentication(mesh, "STRICT")
+    mesh.write("authz.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {{name: allow-client, namespace: {NAMESPACE}}}
+        spec:
+          selector: {{matchLabels: {{app: server}}}}
+          rules: [{{from: [{{source: {{principals: ["cluster.local/ns/{NAMESPACE}/sa/client"]}}}}]}}]
+        """)
+    server = mesh.server()
+    mesh.client()
+    wait_for(lambda: served(mesh.outbound_port), CONVERGE, what="mTLS path up")
+    api = ["--control-plane", mesh.plane.api_address]
+    table = cli("proxy-config", "secret", f"server.{NAMESPACE}", *api)
+    assert f"identity spiffe://cluster.local/ns/{NAMESPACE}/sa/server" in table
+    assert "PRIVATE KEY" not in table
+    data = json.loads(cli("proxy-config", "secret", f"server.{NAMESPACE}", "-o", "json", *api))
+    assert "PRIVATE KEY" not in json.dumps(data)
+    assert data["sent"] == ["ROOTCA", "default"]
+    serial = next(s for s in data["secrets"] if s["name"] == "default")["serial"]
+    # the certificate the control plane says it sent is the one the server's Envoy holds
+    envoy_certs = json.loads(server.admin_get("/certs"))["certificates"]
+    assert serial in {c["serial_number"].lower().lstrip("0") for e in envoy_certs for c in e.get("cert_chain") or []}
+    check = cli("authz", "check", f"server.{NAMESPACE}", *api)
+    assert f"allow-client.{NAMESPACE}" in check and "ALLOW" in check
+    assert "STRICT" in check
+    unauthenticated = json.loads(cli("proxy-config", "secret", "nobody", "-o", "json", *api, check=False) or "{}")
+    assert unauthenticated == {}
 
 
 def test_permissive_serves_plaintext_and_mtls(mesh: SecureMesh) -> None:

@@ -1,0 +1,59 @@
+"""What `wasmesh proxy-config secret` and `wasmesh authz check` show, as JSON-ready dicts.
+
+`secret_view`: the certificate and trust bundle the control plane minted for a connected
+proxy and sent over SDS (identity, serials, validity, next renewal), never the private key.
+`authz_view`: which security policies apply to a proxy's workload (via
+`AuthorizationPolicy.applies_to`), with each policy's action and rule count, the
+RequestAuthentications and their issuers, and the mTLS mode of each inbound port.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from controlplane._jwt_authn import selected_request_authentications
+from controlplane._mesh import Mesh
+from controlplane._mtls import has_identity, inbound_mode
+from controlplane._protos import SECRET
+from controlplane._proxies import Proxy
+from wasmhost.security.authz import PolicyError, parse_policy
+
+if TYPE_CHECKING:
+    from controlplane._ads import Connection
+    from controlplane._server import ControlPlane
+
+
+def secret_view(plane: ControlPlane, connection: Connection) -> dict[str, Any]:
+    out: dict[str, Any] = {"proxy": connection.proxy.id, "sent": list(connection.session.sent_names(SECRET))}
+    if plane.security is None:
+        return {**out, "secrets": [], "reason": "the control plane runs without a CA (start it with --ca-dir)"}
+    issued = plane.security.certificates.get(connection.id)
+    if issued is None:
+        return {**out, "secrets": [], "reason": "the proxy presented no bootstrap token on the secure port"}
+    return {**out, **issued.status()}
+
+
+def authz_view(mesh: Mesh, proxy: Proxy) -> dict[str, Any]:
+    policies: list[dict[str, Any]] = []
+    for resource in mesh.of_kind("AuthorizationPolicy"):
+        try:
+            policy = parse_policy(resource.to_manifest())
+        except PolicyError as err:
+            policies.append({"name": resource.name, "namespace": resource.namespace, "error": str(err)})
+            continue
+        if not policy.applies_to(proxy.namespace, proxy.labels, mesh.root_namespace):
+            continue
+        policies.append({"name": policy.name, "namespace": policy.namespace, "action": policy.action.value,
+                         "provider": policy.provider, "rules": len(policy.rules), "dry_run": policy.dry_run,
+                         "selector": dict(policy.selector or {})})
+    authentications = [{"name": r.name, "namespace": r.namespace,
+                        "issuers": [str(rule.get("issuer", "")) for rule in r.spec.get("jwtRules") or []]}
+                       for r in selected_request_authentications(mesh, proxy)]
+    ports = sorted(proxy.inbound_ports) or [p.number for p in proxy.app_ports]
+    mtls = {str(port): inbound_mode(mesh, proxy.namespace, proxy.labels, port) if has_identity(proxy) else "PLAINTEXT"
+            for port in ports}
+    return {"proxy": proxy.id, "namespace": proxy.namespace, "labels": dict(proxy.labels),
+            "authorization_policies": policies, "request_authentications": authentications, "mtls": mtls}
+
+
+__all__ = ["authz_view", "secret_view"]
