@@ -11,6 +11,7 @@ several worker processes.
 from __future__ import annotations
 
 import bisect
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -147,6 +148,17 @@ class StatSample:
     bounds: tuple[float, ...] = ()
 
 
+# Called with the store before every snapshot: stats kept elsewhere (plugin health) are copied in then.
+SnapshotHook = Callable[["StatsStore"], None]
+_SNAPSHOT_HOOKS: list[SnapshotHook] = []
+
+
+def add_snapshot_hook(hook: SnapshotHook) -> Callable[[], None]:
+    """Run ``hook(store)`` before each ``StatsStore.snapshot()``; returns an undo."""
+    _SNAPSHOT_HOOKS.append(hook)
+    return lambda: _SNAPSHOT_HOOKS.remove(hook) if hook in _SNAPSHOT_HOOKS else None
+
+
 class StatsStore:
     """All stats of one worker process; creating a stat twice returns the same object."""
 
@@ -175,6 +187,11 @@ class StatsStore:
 
     def snapshot(self) -> dict[str, StatSample]:
         """A picklable copy of every stat (for merging across worker processes)."""
+        for hook in _SNAPSHOT_HOOKS:
+            try:
+                hook(self)
+            except Exception:  # noqa: BLE001 - a broken contributor must not take the stats down
+                logging.getLogger("wasmesh.sidecar.stats").exception("stats snapshot hook failed")
         out: dict[str, StatSample] = {}
         for name, counter in self._counters.items():
             out[name] = StatSample("counter", counter.value)
