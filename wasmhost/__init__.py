@@ -35,7 +35,9 @@ from ._commands import (
 )
 from ._context import HttpContext, RootContext, StreamInfo, TcpContext
 from ._environment import Environment
-from ._plugin import BodyVerdict, HttpStream, Plugin, PluginSpec, PluginStartError, TcpStream
+from ._filter_status import BodyVerdict
+from ._http_stream import HttpStream
+from ._plugin import Plugin, PluginSpec, PluginStartError
 from ._runner import (
     CalloutAnswer,
     CalloutRecord,
@@ -47,6 +49,7 @@ from ._runner import (
     run_request,
 )
 from ._runner_env import PropertyError, apply_properties
+from ._tcp_stream import TcpStream
 from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
 from .limits import DEFAULT_LIMITS, Limits
 

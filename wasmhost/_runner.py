@@ -45,15 +45,9 @@ from ._commands import (
     SendLocalReply,
 )
 from ._context import StreamInfo
-from ._plugin import (
-    DATA_CONTINUE,
-    HEADERS_CONTINUE,
-    HEADERS_CONTINUE_AND_END_STREAM,
-    HttpStream,
-    Plugin,
-    PluginSpec,
-    PluginStartError,
-)
+from ._filter_status import DATA_CONTINUE, HEADERS_CONTINUE, HEADERS_CONTINUE_AND_END_STREAM
+from ._http_stream import HttpStream
+from ._plugin import Plugin, PluginSpec, PluginStartError
 from ._runner_env import LogRecord, PropertyError, RunEnvironment, apply_properties
 from ._runner_framing import (
     NO_BODY_STATUSES,

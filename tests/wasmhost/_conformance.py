@@ -56,7 +56,8 @@ from wasmhost import (
     StreamInfo,
     StreamType,
 )
-from wasmhost._plugin import HEADERS_CONTINUE, local_reply_headers
+from wasmhost._filter_status import HEADERS_CONTINUE
+from wasmhost._http_stream import local_reply_headers
 
 LEVEL_NAMES = {
     LogLevel.TRACE: "trace",

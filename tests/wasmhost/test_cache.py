@@ -17,7 +17,7 @@ import wasmtime
 
 from wasmhost import Limits, Plugin, PluginSpec, Runtime
 from wasmhost._cache import ModuleCache, engine_fingerprint
-from wasmhost._plugin import HEADERS_CONTINUE
+from wasmhost._filter_status import HEADERS_CONTINUE
 
 DATA = Path(__file__).parent / "data"
 MakeRuntime = Callable[..., Runtime]

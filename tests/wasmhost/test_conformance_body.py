@@ -14,7 +14,7 @@ import pytest
 
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
-from wasmhost._plugin import DATA_CONTINUE, DATA_STOP_BUFFER
+from wasmhost._filter_status import DATA_CONTINUE, DATA_STOP_BUFFER
 
 
 @pytest.fixture(scope="module")

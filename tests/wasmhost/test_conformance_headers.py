@@ -15,7 +15,7 @@ import pytest
 
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
-from wasmhost._plugin import HEADERS_CONTINUE, TRAILERS_CONTINUE
+from wasmhost._filter_status import HEADERS_CONTINUE, TRAILERS_CONTINUE
 
 CONFIG = "\n".join(
     [

@@ -16,7 +16,8 @@ import pytest
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
 from wasmhost import SendLocalReply
-from wasmhost._plugin import HEADERS_CONTINUE, HEADERS_STOP_ALL_WATERMARK, local_reply_headers
+from wasmhost._filter_status import HEADERS_CONTINUE, HEADERS_STOP_ALL_WATERMARK
+from wasmhost._http_stream import local_reply_headers
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
 from wasmhost import CloseStream, ResumeStream, SetTickPeriod, StreamType
-from wasmhost._plugin import HEADERS_STOP_ALL_WATERMARK
+from wasmhost._filter_status import HEADERS_STOP_ALL_WATERMARK
 
 
 def test_request_resumed_by_tick() -> None:

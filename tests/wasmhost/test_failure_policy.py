@@ -16,7 +16,7 @@ import pytest
 import wasmtime
 
 from wasmhost import FailurePolicy, Limits, Plugin, PluginSpec, Runtime, SendLocalReply, WasmVM
-from wasmhost._plugin import (
+from wasmhost._filter_status import (
     DATA_CONTINUE,
     DATA_STOP_NO_BUFFER,
     HEADERS_CONTINUE,

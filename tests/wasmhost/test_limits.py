@@ -26,7 +26,7 @@ from wasmhost import (
     VmFailed,
     WasmVM,
 )
-from wasmhost._plugin import DATA_STOP_NO_BUFFER, HEADERS_CONTINUE, HEADERS_STOP_ALL_WATERMARK
+from wasmhost._filter_status import DATA_STOP_NO_BUFFER, HEADERS_CONTINUE, HEADERS_STOP_ALL_WATERMARK
 
 DATA = Path(__file__).parent / "data"
 MakePlugin = Callable[..., Plugin]
