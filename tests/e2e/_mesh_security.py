@@ -59,7 +59,8 @@ class SecureMesh:
         self.folder = root / "config"
         self.folder.mkdir()
         self.ca_dir = root / "ca"
-        self.plane = SecurePlane(self.folder, self.ca_dir, lifetime).start()
+        self.plane = SecurePlane(self.folder, self.ca_dir, lifetime)
+        self.plane.start()
         self.app = ScriptedUpstream(200, (("x-app", "server"),), "hello from server").start()
         self.app_port = self.app.port
         self.inbound_port = free_port()
