@@ -195,23 +195,10 @@ def _check_value(vm: WasmVM, target: Pairs, extra: int) -> bool:
     return sum(len(k) + len(v) for k, v in target) + extra <= vm.limits.max_header_map_bytes
 
 
-@hostcall("proxy_add_header_map_value", "iiiii")
-def add_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
-    if map_type > 7:
-        return BAD_ARGUMENT
-    key = vm.read(key_ptr, key_len)
-    value = vm.read(val_ptr, val_len)
-    if key is None or value is None:
-        return INVALID_MEMORY_ACCESS
-    target = _writable_map(vm, map_type)
-    if target is None or not _check_value(vm, target, len(key) + len(value)):
-        return BAD_ARGUMENT
-    _add_header(target, map_type, key.lower(), value)
-    return OK
-
-
-@hostcall("proxy_replace_header_map_value", "iiiii")
-def replace_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
+def _set_value(
+    vm: WasmVM, map_type: int, key_ptr: int, key_len: int, val_ptr: int, val_len: int, *, replace: bool
+) -> int:
+    """add (keep existing values) or replace (Envoy's setCopy: remove every value, then add)."""
     if map_type > 7:
         return BAD_ARGUMENT
     key = vm.read(key_ptr, key_len)
@@ -222,9 +209,20 @@ def replace_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: i
     if target is None or not _check_value(vm, target, len(key) + len(value)):
         return BAD_ARGUMENT
     key = key.lower()
-    target[:] = [p for p in target if p[0] != key]  # Envoy's setCopy: remove, then add
+    if replace:
+        target[:] = [p for p in target if p[0] != key]
     _add_header(target, map_type, key, value)
     return OK
+
+
+@hostcall("proxy_add_header_map_value", "iiiii")
+def add_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
+    return _set_value(vm, map_type, key_ptr, key_len, val_ptr, val_len, replace=False)
+
+
+@hostcall("proxy_replace_header_map_value", "iiiii")
+def replace_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, val_ptr: int, val_len: int) -> int:
+    return _set_value(vm, map_type, key_ptr, key_len, val_ptr, val_len, replace=True)
 
 
 @hostcall("proxy_remove_header_map_value", "iii")
