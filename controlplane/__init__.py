@@ -6,7 +6,11 @@ Flow (each step a private module with one job):
         ─▶ _generate: _listeners, _routes, _clusters, _wasm (WasmPlugin → ECDS), _grpcgen
         ─▶ _envoyfilter patches ─▶ Snapshot ─▶ _xds session (sans-io) ─▶ _ads (grpcio) ─▶ proxies
 
-`_schemas` describes the Istio kinds once; `crds/` is generated from it (`_crdgen`) and
+Security: `_security` runs the CA (`controlplane.ca`) and the secure port 15012 (CSR service and
+xDS over TLS, bootstrap-token identities), `_sds` mints Envoy sidecars' certificates and serves
+them as SDS secrets, `_mtls` (PeerAuthentication, DestinationRule TLS, auto-mTLS),
+`_authz_translate` (AuthorizationPolicy → RBAC/ext_authz) and `_jwt_authn` (RequestAuthentication)
+translate, `_security_filters` orders them among the Wasm plugins. `_schemas` describes the Istio kinds once; `crds/` is generated from it (`_crdgen`) and
 `_validation` checks manifests against it plus istiod's semantic rules. `_server` runs the
 process (debounced pushes, ADS on 15010, operator API and metrics on 15014 via `_api`);
 `_bootstrap` writes what istio-agent would. Nothing here imports the sidecar's internals.

@@ -1,5 +1,7 @@
 """The control plane process: config store + sources, service registry, debounced pushes,
-the ADS server (xDS, default port 15010) and the operator API (monitoring, default 15014).
+the ADS server (xDS, default port 15010) and the operator API (monitoring, default 15014);
+with `Settings.security`, also the CA and the secure port (15012: CSR service and xDS over TLS)
+and the workload certificates of token-authenticated proxies, renewed at half their lifetime.
 
 Changes (a file edited, a proxy connected or gone) only mark the mesh dirty; a push runs once
 the changes have been quiet for `debounce` seconds (or after `max_delay` at most), builds one
