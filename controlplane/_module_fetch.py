@@ -166,7 +166,6 @@ class Fetcher:
 
     def _pull(self, client: Any, ref: Reference, policy: TrustPolicy) -> Fetched:
         assert ref.digest is not None
-        self.pulls += 1
         try:
             verified = verify_module(ref, policy, expected_digest=ref.digest, client=client)
         except VerificationError as err:
@@ -174,6 +173,7 @@ class Fetcher:
         except RegistryError as err:
             condition = VERIFIED if err.code == "DIGEST_INVALID" else RESOLVED
             raise ModuleRefused(condition, "PullFailed", f"{ref}: {err}", retryable=_transient(err)) from None
+        self.pulls += 1  # signatures are checked before the module is pulled: refusals cost no pull
         sha256 = self.cache.put(verified.module)
         origin = Origin(sha256, str(verified.manifest_digest), verified.signers, str(ref))
         self.cache.record(f"manifest:{verified.manifest_digest}", origin)
@@ -197,12 +197,12 @@ class Fetcher:
                 return self._from_cache(known)
         with self._lock(f"url:{url}"):
             body = self._download(url)
+            self.pulls += 1
             downloaded = hashlib.sha256(body).hexdigest()
             if request.sha256 and downloaded != request.sha256:
                 raise ModuleRefused(VERIFIED, "ChecksumMismatch", f"module downloaded from {url} has checksum "
                                     f"{downloaded}, which does not match the expected {request.sha256}")
             module = unwrap(body, url)
-            self.pulls += 1
             sha256 = self.cache.put(module)
         # for URLs the "manifest digest" slot holds the downloaded bytes' digest (what sha256 pins)
         self.cache.record(f"url:{url}", Origin(sha256, downloaded, (), url))

@@ -99,7 +99,7 @@ def parse_range(value: str, size: int) -> tuple[int, int] | None:
         return max(0, size - length), size - 1
     start = int(first)
     end = int(last) if last else size - 1
-    if end < start:
+    if last and end < start:
         return None
     if start >= size:
         raise ValueError("range starts past the end")
