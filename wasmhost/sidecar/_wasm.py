@@ -89,6 +89,8 @@ _NO_TIMEOUT_S = 24 * 3600.0
 _SERVICE_TIME = b"x-envoy-upstream-service-time"
 #: how often plugin-defined metrics are copied into the worker's stats (what /stats shows)
 METRICS_SYNC_S = 1.0
+#: how often items other worker processes enqueued on this process's shared queues are looked for
+QUEUE_POLL_S = 0.02
 _U64 = 1 << 64
 
 
@@ -171,6 +173,7 @@ class WasmHost:
     shared_vms: dict[object, Any] = field(default_factory=dict)
     metrics: PluginMetricsMirror = field(default_factory=PluginMetricsMirror)
     metrics_timer: Cancellable | None = None
+    queue_timer: Cancellable | None = None
 
     # -- plugins ---------------------------------------------------------------------------
     def acquire(self, compiled: CompiledModule, spec: PluginSpec) -> PluginBinding:
@@ -214,6 +217,8 @@ class WasmHost:
         self.drain()
         if self.metrics_timer is None:
             self._sync_metrics()
+        if self.queue_timer is None and self.runtime.shared.state_path is not None:
+            self._poll_queues()
 
     def _sync_metrics(self) -> None:
         services = self.services
@@ -221,6 +226,15 @@ class WasmHost:
             return
         self.metrics.sync(self.runtime, services.stats)
         self.metrics_timer = services.call_later(METRICS_SYNC_S, self._sync_metrics)
+
+    def _poll_queues(self) -> None:
+        """Shared state across worker processes: deliver what other workers enqueued for roots here."""
+        services = self.services
+        if services is None:
+            return
+        for root, queue_id in self.runtime.shared.poll_queues():
+            self._execute(NotifyQueueReady(root, queue_id))
+        self.queue_timer = services.call_later(QUEUE_POLL_S, self._poll_queues)
 
     def binding_for(self, root: RootContext) -> PluginBinding | None:
         return self.by_root.get(id(root))
@@ -688,21 +702,39 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
     return spec, wasm
 
 
-def _on_loop_thread(services: WorkerServices | None, action: Callable[[], None]) -> None:
-    """Run ``action`` on the worker's event loop thread.
+def _call_on_loop(services: WorkerServices | None, action: Callable[[], _T]) -> _T:
+    """Run ``action`` on the worker's event loop thread and return its result (or raise its error).
 
-    Plans are built in an executor thread on reload (and on start in single-process mode), but
-    worker services (timers, callouts) may only be used from the loop thread. The worker's
-    ``loop`` attribute is used for the hand-over until the services offer a thread-safe call.
+    Plans are built in an executor thread on reload (and on start in single-process mode), while
+    the loop thread keeps serving streams on the same VMs: a plugin with the same vm_id and module
+    shares its VM with the running one, and a wasmtime store must never be entered from two
+    threads. So module compilation stays on the build thread, and everything that runs guest code
+    or uses worker services (plugin start, timers, callouts) is handed to the loop thread. The
+    worker's ``loop`` attribute is used for the hand-over until the services offer a thread-safe call.
     """
+    loop = getattr(services, "loop", None)
+    if not _needs_hand_over(loop):
+        return action()
+    assert isinstance(loop, asyncio.AbstractEventLoop)
+    done: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(action())
+        except BaseException as err:  # handed back to the build thread
+            done.set_exception(err)
+
+    loop.call_soon_threadsafe(run)
+    return done.result()
+
+
+def _needs_hand_over(loop: object) -> bool:
+    """True on a thread other than the worker's running loop (nothing to hand over to otherwise)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        loop = getattr(services, "loop", None)
-        if isinstance(loop, asyncio.AbstractEventLoop) and not loop.is_closed():
-            loop.call_soon_threadsafe(action)
-            return
-    action()
+        return isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running() and not loop.is_closed()
+    return False
 
 
 def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[FilterCallbacks], HttpFilter]:
@@ -718,20 +750,27 @@ def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[Fil
             return lambda callbacks: _PassFilter()
         return _FetchFailedFilter
     host = wasm_host()
-    if context.services is not None:
-        host.services = context.services
-    host.environment.clusters = context.cluster_names
-    if context.node is not None and context.node.ByteSize():
-        host.environment.node = json_format.MessageToDict(context.node, preserving_proto_field_name=True)
     try:
         compiled = host.runtime.compile(wasm)
     except ModuleError as err:
         raise ConfigError("config.vm_config.code", f"module {hashlib.sha256(wasm).hexdigest()[:12]}: {err}") from None
-    try:
+    node = json_format.MessageToDict(context.node, preserving_proto_field_name=True) \
+        if context.node is not None and context.node.ByteSize() else None
+
+    def start() -> PluginBinding:
+        if context.services is not None:
+            host.services = context.services
+        host.environment.clusters = context.cluster_names
+        if node is not None:
+            host.environment.node = node
         binding = host.acquire(compiled, spec)
+        host.activate()
+        return binding
+
+    try:
+        binding = _call_on_loop(context.services, start)
     except PluginStartError as err:
         raise ConfigError("config", str(err)) from None
-    _on_loop_thread(context.services, host.activate)
     context.on_retire(lambda: host.release(binding))
 
     def create(callbacks: FilterCallbacks) -> HttpFilter:
