@@ -84,7 +84,7 @@ def module_in(client: AdsClient) -> tuple[str, bytes | str] | None:
     config = (client.resources.get(EXTENSION_CONFIG) or {}).get("default.big")
     if config is None or not config.typed_config.type_url.endswith("wasm.v3.Wasm"):
         return None
-    code = unpack(config.typed_config).config.vm_config.code  # type: ignore[attr-defined]
+    code = unpack(config.typed_config).config.vm_config.code
     if code.WhichOneof("specifier") == "local":
         return "inline", bytes(code.local.inline_bytes)
     return "remote", str(code.remote.http_uri.uri)
@@ -112,9 +112,9 @@ async def run(proxies: int, channels: int, size: int, delivery: str, deadline: f
         sha256 = hashlib.sha256(module).hexdigest()
         private_pem, public_pem = generate_keypair()
         ref = Reference.parse(f"{registry.host}/plugins/big:v1")
-        with RegistryClient(registry.host) as client:
-            push_module(client, ref, module)
-            sign_image(client, ref, load_private_key(private_pem))
+        with RegistryClient(registry.host) as publisher:
+            push_module(publisher, ref, module)
+            sign_image(publisher, ref, load_private_key(private_pem))
         blob_reads: list[str] = []
         original = registry.app.handle
 
