@@ -40,10 +40,12 @@ def served(port: int) -> bool:
     return status == 200 and body == b"hello from server"
 
 
-def test_strict_namespace_refuses_plaintext_and_serves_sidecar_mtls(mesh: SecureMesh) -> None:
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+def test_strict_namespace_refuses_plaintext_and_serves_sidecar_mtls(mesh: SecureMesh, protocol: str) -> None:
     peer_authentication(mesh, "STRICT")
-    mesh.server()
-    mesh.client()
+    delta = ["--delta"] if protocol == "delta" else []
+    mesh.envoy("server", "--port", str(mesh.app_port), "--inbound", f"{mesh.app_port}={mesh.inbound_port}", *delta)
+    mesh.envoy("client", "--outbound", f"8080={mesh.outbound_port}", *delta)
     wait_for(lambda: served(mesh.outbound_port), CONVERGE, what="client sidecar reaches the server over mTLS")
     assert plaintext_refused(mesh.inbound_port)
     forwarded = [dict((k.lower(), v) for k, v in r.headers).get("x-forwarded-client-cert", "")
