@@ -38,10 +38,18 @@ What a test can do:
 
 Effects a callback queues (a local reply, ``continue_stream``, a callout, a timer) are
 carried out before the ``call_*`` returns, so assertions see them immediately.
+
+CPython mode: ``HostEmulator.load("plugin.py")`` (or ``load_python``) runs a Python SDK
+plugin's source directly in this process — instant feedback, real tracebacks — while the
+host stays the real one: a small bridge module forwards every callback to the source and
+every ``sdk.proxywasm`` call to the host's own functions. ``plugin_fixture(source)`` gives
+pytest a fixture parametrized over both modes (source and compiled ``.wasm``), so one test
+holds both to the same expectations; ``assert_modes_agree`` compares a scenario's results.
 """
 
 from wasmhost import Action, FailurePolicy, LogLevel, ModuleError, PluginStartError, StreamType
 
+from ._both_modes import MODES, PluginLoader, assert_modes_agree, compiled_module, plugin_fixture
 from ._emulator import EmulatorError, HostEmulator
 from ._records import Callout, GrpcCall, LocalResponse, LogEntry
 
@@ -55,7 +63,12 @@ __all__ = [
     "LocalResponse",
     "LogEntry",
     "LogLevel",
+    "MODES",
     "ModuleError",
+    "PluginLoader",
     "PluginStartError",
     "StreamType",
+    "assert_modes_agree",
+    "compiled_module",
+    "plugin_fixture",
 ]

@@ -11,12 +11,15 @@ returning; nothing happens between calls unless the test asks (``advance_time``,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from wasmhost import (
+    DEFAULT_LIMITS,
     Action,
     FailurePolicy,
+    Limits,
     LogLevel,
     ModuleError,
     Plugin,
@@ -25,10 +28,13 @@ from wasmhost import (
     Runtime,
     StreamInfo,
     StreamType,
+    WasmVM,
     apply_properties,
 )
 
+from ._bridge import DISPATCH_FUNCTION, bridge_module
 from ._environment import EmulatorEnvironment, ForeignCallable
+from ._python_mode import PythonPlugin
 from ._records import Callout, GrpcCall, Headers, LocalResponse, LogEntry
 from ._state import (
     EmulatorError,
@@ -42,6 +48,7 @@ from ._state import (
 )
 
 _CONTINUE_STATUSES = frozenset({0, 2})  # Envoy's Continue and ContinueAndEndStream
+PYTHON_DEADLINE_MS = 3_600_000
 
 
 class HostEmulator:
@@ -74,15 +81,19 @@ class HostEmulator:
         log_level: LogLevel = LogLevel.TRACE,
         failure_policy: FailurePolicy = FailurePolicy.FAIL_CLOSED,
         foreign_functions: Mapping[str, ForeignCallable] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         """Prefer :meth:`load`. ``clusters=None`` means every callout cluster exists."""
+        #: "wasm" for a module, "python" for a plugin's source run in CPython (:meth:`load_python`)
+        self.mode = "wasm"
+        self.python: PythonPlugin | None = None
         self.state = HostState()
         self.environment = EmulatorEnvironment(
             log_level=log_level, clusters=clusters, foreign_functions=foreign_functions or {}, state=self.state
         )
         self.properties: dict[str, object] = dict(properties or {})
         self._check_properties()
-        self.runtime = Runtime(environment=self.environment)
+        self.runtime = Runtime(limits=limits, environment=self.environment)
         try:
             compiled = self.runtime.compile(wasm)
         except ModuleError:
@@ -96,7 +107,9 @@ class HostEmulator:
             vm_configuration=as_bytes(vm_config),
             failure_policy=failure_policy,
         )
-        self.plugin = Plugin(self.runtime, compiled, self.spec)
+        #: the plugin's VM (one entry; replaced when FAIL_RELOAD rebuilds it)
+        self.vms: dict[object, WasmVM] = {}
+        self.plugin = Plugin(self.runtime, compiled, self.spec, shared_vms=self.vms)
         self._next_stream_id = 1
 
     @classmethod
@@ -106,8 +119,39 @@ class HostEmulator:
         Raises ``wasmhost.ModuleError`` for a module no host could run (not wasm, no ABI
         marker, no allocator). The plugin is not started yet: call :meth:`start_plugin`.
         """
+        if not isinstance(module, bytes | bytearray) and Path(module).suffix == ".py":
+            return cls.load_python(module, **options)
         wasm = bytes(module) if isinstance(module, bytes | bytearray) else Path(module).read_bytes()
         return cls(wasm, **options)
+
+    @classmethod
+    def load_python(cls, source: str | Path, **options: Any) -> HostEmulator:
+        """Run a Python SDK plugin's source in CPython against the same host (CPython mode).
+
+        The plugin is imported now (an import error is raised here, with its traceback);
+        every callback then runs its Python code, with ``sdk.proxywasm`` calling the real
+        host functions (see ``sdk.testing._python_mode``). Everything else — options,
+        ``call_*``, ``current_*`` — is as for the compiled module. The callback deadline
+        defaults to an hour, so a debugger can stop inside the plugin.
+        """
+        foreign = dict(options.pop("foreign_functions", None) or {})
+        options.setdefault("limits", replace(DEFAULT_LIMITS, callback_deadline_ms=PYTHON_DEADLINE_MS))
+        slot: list[PythonPlugin] = []
+        foreign[DISPATCH_FUNCTION] = lambda args: slot[0](args)
+        emulator = cls(bridge_module(), foreign_functions=foreign, **options)
+        try:
+            emulator.python = PythonPlugin(source, emulator.vms)
+        except BaseException:
+            emulator.close()
+            raise
+        slot.append(emulator.python)
+        emulator.mode = "python"
+        return emulator
+
+    @property
+    def python_errors(self) -> list[BaseException]:
+        """CPython mode: exceptions the plugin's code raised (each trapped the VM)."""
+        return list(self.python.errors) if self.python is not None else []
 
     def __enter__(self) -> HostEmulator:
         return self
