@@ -10,7 +10,12 @@ Security: `_security` runs the CA (`controlplane.ca`) and the secure port 15012 
 xDS over TLS, bootstrap-token identities), `_sds` mints Envoy sidecars' certificates and serves
 them as SDS secrets, `_mtls` (PeerAuthentication, DestinationRule TLS, auto-mTLS),
 `_authz_translate` (AuthorizationPolicy → RBAC/ext_authz) and `_jwt_authn` (RequestAuthentication)
-translate, `_security_filters` orders them among the Wasm plugins. `_schemas` describes the Istio kinds once; `crds/` is generated from it (`_crdgen`) and
+translate, `_security_filters` orders them among the Wasm plugins.
+
+Wasm modules: `_modules` resolves every remote module the mesh names (`_module_placement`
+finds them and places them into ECDS and EnvoyFilter patches), fetching and verifying each one
+once (`_module_fetch`, trust and distribution per namespace from `_module_config`) into a
+content-addressed cache (`_module_cache`) served to proxies by `_module_server`. `_schemas` describes the Istio kinds once; `crds/` is generated from it (`_crdgen`) and
 `_validation` checks manifests against it plus istiod's semantic rules. `_server` runs the
 process (debounced pushes, ADS on 15010, operator API and metrics on 15014 via `_api`);
 `_bootstrap` writes what istio-agent would. Nothing here imports the sidecar's internals.

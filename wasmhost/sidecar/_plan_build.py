@@ -326,6 +326,12 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         raise ConfigError(path, "an inline route_config is required")
     table = build_route_table(hcm.route_config, f"{path}.route_config", clusters)
     filters = _build_filters(hcm, path, {**context_base, "stat_prefix": hcm.stat_prefix})
+    if hcm.HasField("tracing"):  # Envoy's HCM tracing runs as the first filter of the chain
+        from ._tracing import build_tracing_entry
+
+        tracing_context = FilterBuildContext(path=f"{path}.tracing", filter_name="envoy.tracing",
+                                             **{**context_base, "stat_prefix": hcm.stat_prefix})
+        filters = (build_tracing_entry(hcm.tracing, f"{path}.tracing", tracing_context), *filters)
     common = hcm.common_http_protocol_options
     http1 = hcm.http_protocol_options
     h2_options = _http2_options(hcm.http2_protocol_options if hcm.HasField("http2_protocol_options") else None)
