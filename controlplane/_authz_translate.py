@@ -361,20 +361,27 @@ def ext_authz_config(mesh: Mesh, proxy: Proxy, provider: Mapping[str, Any] | Non
                                            "timeout": timeout}}
 
     def patterns(names: Any) -> dict[str, Any]:
-        return {"patterns": [string_match(str(n), ignore_case=True) for n in names or []]}
+        """A non-empty ListStringMatcher, or nothing (Envoy refuses an empty pattern list)."""
+        items = [string_match(str(n), ignore_case=True) for n in names or []]
+        return {"patterns": items} if items else {}
 
+    request: dict[str, Any] = {}
+    if allowed := patterns(settings.get("includeRequestHeadersInCheck")):
+        request["allowed_headers"] = allowed
+    if settings.get("includeAdditionalHeadersInCheck"):
+        request["headers_to_add"] = [{"key": k, "value": str(v)}
+                                     for k, v in settings["includeAdditionalHeadersInCheck"].items()]
+    response: dict[str, Any] = {}
+    if upstream := patterns(settings.get("headersToUpstreamOnAllow")):
+        response["allowed_upstream_headers"] = upstream
+    if client := patterns(settings.get("headersToDownstreamOnDeny")):
+        response["allowed_client_headers"] = client
     service_config: dict[str, Any] = {
         "server_uri": {"uri": f"http://{host}:{port}", "cluster": cluster, "timeout": timeout},
         "path_prefix": str(settings.get("pathPrefix", "")),
-        "authorization_request": {"allowed_headers": patterns(
-            list(settings.get("includeRequestHeadersInCheck") or [])
-            + list((settings.get("includeAdditionalHeadersInCheck") or {}).keys()))},
-        "authorization_response": {"allowed_upstream_headers": patterns(settings.get("headersToUpstreamOnAllow")),
-                                   "allowed_client_headers": patterns(settings.get("headersToDownstreamOnDeny"))},
+        **({"authorization_request": request} if request else {}),
+        **({"authorization_response": response} if response else {}),
     }
-    if settings.get("includeAdditionalHeadersInCheck"):
-        service_config["authorization_request"]["headers_to_add"] = [
-            {"key": k, "value": str(v)} for k, v in settings["includeAdditionalHeadersInCheck"].items()]
     return {**common, "http_service": service_config}
 
 

@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from controlplane._meshconfig import MeshConfig
 from controlplane._security import SecuritySettings
 from tests.controlplane._running import RunningControlPlane, free_port
 from tests.e2e._envoy import EnvoyProcess
@@ -41,8 +42,10 @@ def cli(*args: str, check: bool = True) -> str:
 class SecurePlane(RunningControlPlane):
     """The test control plane with its CA in `ca_dir` and the secure port on port 0."""
 
-    def __init__(self, folder: Path, ca_dir: Path, lifetime: float) -> None:
+    def __init__(self, folder: Path, ca_dir: Path, lifetime: float, mesh_config: MeshConfig | None = None) -> None:
         super().__init__(folder)
+        if mesh_config is not None:
+            self.settings.mesh_config = mesh_config
         self.settings.security = SecuritySettings(ca_dir, secure_port=0,
                                                   workload_lifetime=dt.timedelta(seconds=lifetime))
 
@@ -53,13 +56,14 @@ class SecurePlane(RunningControlPlane):
 
 
 class SecureMesh:
-    def __init__(self, root: Path, envoy_binary: str, *, lifetime: float = 3600.0) -> None:
+    def __init__(self, root: Path, envoy_binary: str, *, lifetime: float = 3600.0,
+                 mesh_config: MeshConfig | None = None) -> None:
         self.root = root
         self.binary = envoy_binary
         self.folder = root / "config"
         self.folder.mkdir()
         self.ca_dir = root / "ca"
-        self.plane = SecurePlane(self.folder, self.ca_dir, lifetime)
+        self.plane = SecurePlane(self.folder, self.ca_dir, lifetime, mesh_config)
         self.plane.start()
         self.app = ScriptedUpstream(200, (("x-app", "server"),), "hello from server").start()
         self.app_port = self.app.port

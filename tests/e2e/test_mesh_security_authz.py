@@ -14,6 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from controlplane._meshconfig import parse_mesh_config
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._mesh_security import NAMESPACE, SERVICE_PORT, SecureMesh, request
 from tests.e2e._upstream import ScriptedUpstream
@@ -149,3 +150,46 @@ def test_request_authentication_with_policy_requiring_a_token(mesh: SecureMesh, 
     assert status(port, headers=bearer("not.a.jwt")) == 401  # malformed
     # a token from an issuer no rule names fails verification (Envoy: "Jwt issuer is not configured")
     assert status(port, headers=bearer(issuer.token(issuer="https://elsewhere.test"))) == 401
+
+
+def test_custom_action_delegates_to_the_mesh_config_ext_authz_provider(tmp_path: Path, envoy_binary: str) -> None:
+    authorizer = ScriptedUpstream(403, (("x-reason", "denied by test"),), "no").start()
+    mesh: SecureMesh | None = None
+    try:
+        mesh_config = parse_mesh_config({"extensionProviders": [{"name": "checker", "envoyExtAuthzHttp": {
+            "service": f"checker.{NAMESPACE}.svc.cluster.local", "port": 9191, "pathPrefix": "/check",
+            "headersToDownstreamOnDeny": ["x-reason"]}}]})
+        mesh = SecureMesh(tmp_path, envoy_binary, mesh_config=mesh_config)
+        mesh.write("checker.yaml", f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: checker, namespace: {NAMESPACE}}}
+            spec:
+              hosts: [checker.{NAMESPACE}.svc.cluster.local]
+              location: MESH_EXTERNAL
+              resolution: STATIC
+              ports: [{{number: 9191, name: http, protocol: HTTP}}]
+              endpoints: [{{address: 127.0.0.1, ports: {{http: {authorizer.port}}}}}]
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {{name: ext, namespace: {NAMESPACE}}}
+            spec:
+              selector: {{matchLabels: {{app: server}}}}
+              action: CUSTOM
+              provider: {{name: checker}}
+              rules: [{{to: [{{operation: {{paths: ["/admin/*"]}}}}]}}]
+            """)
+        mesh.server()
+        port = mesh.inbound_port
+        wait_for(lambda: status(port, "/admin/users") == 403, CONVERGE, what="the provider's denial")
+        assert authorizer.requests[-1].path == "/check/admin/users"  # pathPrefix + the request's path
+        checked = len(authorizer.requests)
+        assert status(port, "/public") == 200  # not matched by the CUSTOM rule: never sent to the provider
+        assert len(authorizer.requests) == checked
+        authorizer.set_response(200, (), "")
+        assert status(port, "/admin/users") == 200
+    finally:
+        if mesh is not None:
+            mesh.close()
+        authorizer.stop()
