@@ -102,29 +102,31 @@ class LoadClient(threading.Thread):
     def run(self) -> None:
         connection: http.client.HTTPConnection | None = None
         while time.monotonic() < self.deadline:
-            if connection is None:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            current = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            connection = current
             started = time.monotonic()
             try:
-                connection.request("GET", "/load", headers={"Host": "example.com"})
-                response = connection.getresponse()
+                current.request("GET", "/load", headers={"Host": "example.com"})
+                response = current.getresponse()
                 response.read()
                 label = classify(response.status, [(k.lower(), v) for k, v in response.getheaders()])
                 if response.getheader("connection", "").lower() == "close":
-                    connection.close()
+                    current.close()
                     connection = None
             except (OSError, http.client.HTTPException) as err:
                 label = f"error {type(err).__name__}: {err}"
-                connection.close()
+                current.close()
                 connection = None
             self.outcomes.append(Outcome(started, time.monotonic(), label))
         if connection is not None:
             connection.close()
 
 
-def test_reload_under_load_switches_versions_without_failures(tmp_path: Path, upstream: ScriptedUpstream) -> None:
+@pytest.mark.parametrize("concurrency", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_reload_under_load_switches_versions_without_failures(tmp_path: Path, upstream: ScriptedUpstream,
+                                                              concurrency: int) -> None:
     configs = [config_for(upstream, version.filter()) for version in VERSIONS]
-    with SidecarProcess(configs[0], workdir=tmp_path / "sidecar") as sidecar:
+    with SidecarProcess(configs[0], workdir=tmp_path / "sidecar", concurrency=concurrency) as sidecar:
         port = next(iter(sidecar.listener_ports().values()))
         assert classify(*http_request(port, headers=[("Host", "x")])[:2]) == "a"
         start = time.monotonic()
@@ -147,8 +149,8 @@ def test_reload_under_load_switches_versions_without_failures(tmp_path: Path, up
     outcomes = sorted((o for c in clients for o in c.outcomes), key=lambda o: o.started)
     counts = Counter(o.label for o in outcomes)
     failures = [o for o in outcomes if o.label not in {v.label for v in VERSIONS}]
-    lags, problems = switch_lags(outcomes, swaps)
-    print(f"\nreload under load: {len(outcomes)} requests in {LOAD_S:.0f} s from {CLIENTS} keep-alive clients "
+    lags, problems = switch_lags([c.outcomes for c in clients], swaps, one_worker=concurrency == 1)
+    print(f"\nreload under load, {concurrency} worker(s): {len(outcomes)} requests in {LOAD_S:.0f} s from {CLIENTS} keep-alive clients "
           f"({len(outcomes) / LOAD_S:.0f} req/s), {len(swaps) - 1} swaps, by version {dict(counts)}, "
           f"failures {len(failures)}, switch lag max {max(lags, default=0):.3f} s")
     by_period = Counter(next(label for written, label in reversed(swaps) if written <= o.started) + "→" + o.label
@@ -160,23 +162,29 @@ def test_reload_under_load_switches_versions_without_failures(tmp_path: Path, up
     assert all(lag <= SWITCH_WITHIN_S for lag in lags), lags
 
 
-def switch_lags(outcomes: list[Outcome], swaps: list[tuple[float, str]]) -> tuple[list[float], list[str]]:
-    """Per swap: seconds from the file write to the first new-version response, and what went wrong
-    (a swap that never showed, or the old version answering a request sent after the new one had)."""
+def switch_lags(clients: list[list[Outcome]], swaps: list[tuple[float, str]],
+                one_worker: bool) -> tuple[list[float], list[str]]:
+    """Per swap: seconds from the file write to the first new-version response, and what went wrong:
+    a swap that never showed, or the old version answering a request sent after the new one had
+    answered — on any connection with one worker; on the same connection with several (each
+    worker process swaps on its own, a connection stays with its worker)."""
     lags: list[float] = []
     problems: list[str] = []
     for number, (written, label) in enumerate(swaps[1:], start=1):
         until = swaps[number + 1][0] if number + 1 < len(swaps) else float("inf")
-        period = [o for o in outcomes if written <= o.started < until]
-        first_new = next((o for o in sorted(period, key=lambda o: o.ended) if o.label == label), None)
-        if first_new is None:
-            problems.append(f"swap {number} to {label!r} never showed in {len(period)} responses "
-                            f"({dict(Counter(o.label for o in period))})")
+        groups = [[o for c in clients for o in c]] if one_worker else clients
+        periods = [[o for o in group if written <= o.started < until] for group in groups]
+        firsts = [min((o for o in period if o.label == label), key=lambda o: o.ended, default=None)
+                  for period in periods]
+        seen = [first for first in firsts if first is not None]
+        if not seen:
+            problems.append(f"swap {number} to {label!r} never showed")
             continue
-        stale = [o for o in period if o.started > first_new.ended and o.label != label]
-        if stale:
-            problems.append(f"swap {number}: old version answered after the new one had: {stale[:3]}")
-        lags.append(first_new.ended - written)
+        lags.append(min(first.ended for first in seen) - written)
+        for period, first in zip(periods, firsts, strict=True):
+            stale = [o for o in period if first is not None and o.started > first.ended and o.label != label]
+            if stale:
+                problems.append(f"swap {number}: old version answered after the new one had: {stale[:3]}")
     return lags, problems
 
 
