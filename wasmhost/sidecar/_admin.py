@@ -64,7 +64,7 @@ class AdminSource(Protocol):
     def shutdown(self) -> None: ...
 
 
-def _config_dump(plan: Any) -> dict[str, Any]:
+def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
     from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
     from google.protobuf import any_pb2
 
@@ -77,6 +77,18 @@ def _config_dump(plan: Any) -> dict[str, Any]:
         return packed
 
     dump.configs.append(pack(config_dump_pb2.BootstrapConfigDump(bootstrap=bootstrap)))
+    snapshot = plan.dynamic
+    if snapshot is not None:  # the bootstrap's own parts plus what xDS delivered
+        from ._xds_dump import clusters_dump, ecds_dump, endpoints_dump, listeners_dump, routes_dump
+
+        dump.configs.append(pack(clusters_dump(snapshot, bootstrap.static_resources.clusters)))
+        if include_eds:
+            dump.configs.append(pack(endpoints_dump(snapshot)))
+        dump.configs.append(pack(ecds_dump(snapshot)))
+        dump.configs.append(pack(listeners_dump(snapshot, bootstrap.static_resources.listeners)))
+        dump.configs.append(pack(routes_dump(snapshot)))
+        result: dict[str, Any] = json_format.MessageToDict(dump, preserving_proto_field_name=True)
+        return result
     clusters = config_dump_shared_pb2.ClustersConfigDump()
     for cluster in bootstrap.static_resources.clusters:
         clusters.static_clusters.append(
@@ -89,7 +101,7 @@ def _config_dump(plan: Any) -> dict[str, Any]:
             config_dump_shared_pb2.ListenersConfigDump.StaticListener(listener=pack(listener))
         )
     dump.configs.append(pack(listeners))
-    result: dict[str, Any] = json_format.MessageToDict(dump, preserving_proto_field_name=True)
+    result = json_format.MessageToDict(dump, preserving_proto_field_name=True)
     return result
 
 
@@ -148,7 +160,8 @@ class AdminServer:
             if path == "/server_info":
                 return 200, "application/json", json.dumps(self._server_info(), indent=2).encode()
             if path == "/config_dump":
-                return 200, "application/json", json.dumps(_config_dump(source.plan()), indent=2).encode()
+                dumped = _config_dump(source.plan(), include_eds="include_eds" in query)
+                return 200, "application/json", json.dumps(dumped, indent=2).encode()
             if path == "/clusters":
                 clusters = await source.clusters()
                 if query.get("format") == "json":

@@ -100,6 +100,41 @@ def _register_types(data: Any) -> None:
             stack.extend(item)
 
 
+def register_any_types(message: Message) -> None:
+    """Import the xds-protos modules of every ``Any`` nested in ``message`` (decoded from the wire).
+
+    The binary counterpart of ``_register_types``: resources from xDS carry typed configs whose
+    modules may not be imported yet; after this, they unpack and unknown ones are refused by name.
+    """
+    pool = descriptor_pool.Default()
+    stack: list[Message] = [message]
+    while stack:
+        item = stack.pop()
+        if item.DESCRIPTOR.full_name == "google.protobuf.Any":
+            name = item.type_url.rsplit("/", 1)[-1]
+            try:
+                desc = pool.FindMessageTypeByName(name)
+            except KeyError:
+                _import_package_of(name)
+                try:
+                    desc = pool.FindMessageTypeByName(name)
+                except KeyError:
+                    continue
+            inner = _message_class(desc)()
+            if item.Unpack(inner):
+                stack.append(inner)
+            continue
+        for field, value in item.ListFields():
+            if field.message_type is None:
+                continue
+            if field.message_type.GetOptions().map_entry:
+                stack.extend(v for v in value.values() if isinstance(v, Message))
+            elif field.is_repeated:
+                stack.extend(value)
+            else:
+                stack.append(value)
+
+
 def _import_package_of(message_name: str) -> None:
     package = message_name.rsplit(".", 1)[0]
     try:

@@ -24,7 +24,22 @@ _HEADER_MUTATIONS = frozenset(
 
 SUPPORTED: dict[str, frozenset[str]] = {
     # bootstrap
-    "envoy.config.bootstrap.v3.Bootstrap": frozenset({"node", "static_resources", "admin"}),
+    "envoy.config.bootstrap.v3.Bootstrap": frozenset({"node", "static_resources", "admin", "dynamic_resources"}),
+    # xDS: everything dynamic arrives over one ADS stream (RDS, EDS and ECDS from it too)
+    "envoy.config.bootstrap.v3.Bootstrap.DynamicResources": frozenset({"lds_config", "cds_config", "ads_config"}),
+    "envoy.config.core.v3.ApiConfigSource": frozenset(
+        {"api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only"}
+    ),
+    "envoy.config.core.v3.GrpcService": frozenset({"envoy_grpc", "google_grpc", "initial_metadata"}),
+    "envoy.config.core.v3.GrpcService.EnvoyGrpc": frozenset({"cluster_name"}),
+    "envoy.config.core.v3.GrpcService.GoogleGrpc": frozenset({"target_uri", "stat_prefix"}),
+    "envoy.config.core.v3.ConfigSource": frozenset({"ads", "initial_fetch_timeout", "resource_api_version"}),
+    "envoy.config.core.v3.AggregatedConfigSource": ALL,
+    "envoy.extensions.filters.network.http_connection_manager.v3.Rds": frozenset({"config_source", "route_config_name"}),
+    "envoy.config.core.v3.ExtensionConfigSource": frozenset(
+        {"config_source", "default_config", "apply_default_config_without_warming", "type_urls"}
+    ),
+    "envoy.config.cluster.v3.Cluster.EdsClusterConfig": frozenset({"eds_config", "service_name"}),
     "envoy.config.bootstrap.v3.Bootstrap.StaticResources": frozenset({"listeners", "clusters"}),
     "envoy.config.bootstrap.v3.Admin": frozenset({"address", "access_log_path"}),
     "envoy.config.core.v3.Node": ALL,
@@ -43,6 +58,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "metadata",
             "traffic_direction",
             "enable_reuse_port",
+            "bind_to_port",
         }
     ),
     "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name", "metadata", "transport_socket"}),
@@ -68,6 +84,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "codec_type",
             "stat_prefix",
             "route_config",
+            "rds",
             "http_filters",
             "access_log",
             "stream_idle_timeout",
@@ -95,7 +112,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
         }
     ),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": frozenset(
-        {"name", "typed_config", "is_optional"}
+        {"name", "typed_config", "is_optional", "config_discovery"}
     ),
     "envoy.config.core.v3.HttpProtocolOptions": frozenset(
         {"idle_timeout", "max_headers_count", "max_requests_per_connection", "headers_with_underscores_action"}
@@ -183,8 +200,11 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "envoy.config.route.v3.WeightedCluster.ClusterWeight": frozenset({"name", "weight", "host_rewrite_literal"})
     | _HEADER_MUTATIONS,
     "envoy.config.route.v3.RetryPolicy": frozenset(
-        {"retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off"}
+        {"retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off",
+         "retry_host_predicate", "host_selection_retry_max_attempts"}
     ),
+    "envoy.config.route.v3.RetryPolicy.RetryHostPredicate": frozenset({"name", "typed_config"}),
+    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate": ALL,
     "envoy.config.route.v3.RetryPolicy.RetryBackOff": frozenset({"base_interval", "max_interval"}),
     "envoy.config.route.v3.RouteAction.RequestMirrorPolicy": frozenset(
         {"cluster", "runtime_fraction", "disable_shadow_host_suffix_append"}
@@ -223,13 +243,17 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "http2_protocol_options",
             "transport_socket",
             "metadata",
+            "eds_cluster_config",
         }
     ),
     "envoy.config.cluster.v3.Cluster.CommonLbConfig": frozenset({"healthy_panic_threshold"}),
     "envoy.config.cluster.v3.Cluster.RingHashLbConfig": frozenset({"minimum_ring_size", "maximum_ring_size"}),
     "envoy.config.cluster.v3.Cluster.LeastRequestLbConfig": frozenset({"choice_count"}),
     "envoy.config.endpoint.v3.ClusterLoadAssignment": frozenset({"cluster_name", "endpoints"}),
-    "envoy.config.endpoint.v3.LocalityLbEndpoints": frozenset({"lb_endpoints", "locality", "priority"}),
+    # a locality's load_balancing_weight only matters with locality-weighted balancing, which is off (as in Envoy)
+    "envoy.config.endpoint.v3.LocalityLbEndpoints": frozenset(
+        {"lb_endpoints", "locality", "priority", "load_balancing_weight"}
+    ),
     "envoy.config.endpoint.v3.LbEndpoint": frozenset({"endpoint", "load_balancing_weight", "health_status", "metadata"}),
     "envoy.config.endpoint.v3.Endpoint": frozenset({"address", "hostname"}),
     "envoy.config.cluster.v3.CircuitBreakers": frozenset({"thresholds"}),
@@ -285,16 +309,24 @@ SUPPORTED: dict[str, frozenset[str]] = {
 _VALIDATED_BY_OWNER = frozenset({
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config",
     "envoy.config.listener.v3.Filter.typed_config",
+    "envoy.config.core.v3.ExtensionConfigSource.default_config",
 })
 
 _ALWAYS_ALLOWED_PREFIXES = ("google.protobuf.",)
 
 _EXPLANATIONS: dict[str, str] = {
-    "envoy.config.bootstrap.v3.Bootstrap.dynamic_resources": (
-        "dynamic resources (xDS) are not supported yet; put listeners and clusters in static_resources"
+    "envoy.config.bootstrap.v3.Bootstrap.DynamicResources.lds_resources_locator": (
+        "xDS-TP resource locators are not supported; use lds_config: {ads: {}}"
     ),
-    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.rds": (
-        "RDS is not supported yet; use an inline route_config"
+    "envoy.config.bootstrap.v3.Bootstrap.DynamicResources.cds_resources_locator": (
+        "xDS-TP resource locators are not supported; use cds_config: {ads: {}}"
+    ),
+    "envoy.config.core.v3.ConfigSource.path_config_source": "only the ADS config source (ads: {}) is supported",
+    "envoy.config.core.v3.ConfigSource.path": "only the ADS config source (ads: {}) is supported",
+    "envoy.config.core.v3.ConfigSource.api_config_source": "only the ADS config source (ads: {}) is supported",
+    "envoy.config.core.v3.ConfigSource.self": "only the ADS config source (ads: {}) is supported",
+    "envoy.config.listener.v3.Filter.config_discovery": (
+        "network filters cannot be discovered (ECDS is supported for HTTP filters)"
     ),
 }
 

@@ -148,6 +148,7 @@ class ListenerPlan:
     reuse_port: bool = True
     tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the filter chain has a TLS transport socket
     tls_fingerprint: bytes = b""
+    bind: bool = True  # False: configured (bind_to_port: false) but not listening, as Envoy
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,7 @@ class Plan:
     listeners: tuple[ListenerPlan, ...]
     clusters: dict[str, ClusterPlan]
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    dynamic: Any = None  # what xDS delivered (``_xds_client.XdsSnapshot``), for /config_dump
 
     def retire(self) -> None:
         cleanups, self.cleanups = self.cleanups, []

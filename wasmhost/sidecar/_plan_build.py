@@ -275,6 +275,10 @@ def _build_filters(
         where = f"{path}.http_filters[{index}]"
         if not http_filter.name:
             raise ConfigError(f"{where}.name", "filter name must not be empty")
+        if http_filter.HasField("config_discovery"):
+            raise ConfigError(f"{where}.config_discovery", "extension config discovery needs the ADS config source "
+                                                           "(config_source: {ads: {}}) and "
+                                                           "dynamic_resources.ads_config in the bootstrap")
         if not http_filter.HasField("typed_config"):
             raise ConfigError(f"{where}.typed_config", "typed_config is required")
         type_url = http_filter.typed_config.type_url
@@ -322,8 +326,11 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
     codec = _CODEC.get(int(hcm.codec_type))
     if codec is None:
         raise ConfigError(f"{path}.codec_type", "only AUTO, HTTP1 and HTTP2 are supported")
+    if hcm.WhichOneof("route_specifier") == "rds":
+        raise ConfigError(f"{path}.rds", "RDS needs the ADS config source (config_source: {ads: {}}) and "
+                                         "dynamic_resources.ads_config in the bootstrap")
     if hcm.WhichOneof("route_specifier") != "route_config":
-        raise ConfigError(path, "an inline route_config is required")
+        raise ConfigError(path, "an inline route_config (or rds) is required")
     table = build_route_table(hcm.route_config, f"{path}.route_config", clusters)
     filters = _build_filters(hcm, path, {**context_base, "stat_prefix": hcm.stat_prefix})
     if hcm.HasField("tracing"):  # Envoy's HCM tracing runs as the first filter of the chain
@@ -383,9 +390,34 @@ def build_plan(
     source: str = "",
     services: WorkerServices | None = None,
 ) -> Plan:
-    """Validate ``bootstrap`` and build its plan; raise ``ConfigError`` naming the first bad field."""
-    check_supported(bootstrap)
+    """Validate ``bootstrap`` and build its plan; raise ``ConfigError`` naming the first bad field.
+
+    A refused bootstrap releases what its filters had already acquired (VMs, plugin bindings).
+    """
     cleanups: list[Callable[[], None]] = []
+    try:
+        return _build_plan(bootstrap, version, source, services, cleanups)
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            try:
+                cleanup()
+            except Exception:  # noqa: BLE001 - releasing must not hide the refusal
+                pass
+        raise
+
+
+def build_cluster(config: Any, path: str) -> ClusterPlan:
+    """Validate and build one cluster (``path`` prefixes error paths)."""
+    return _build_cluster(config, path)
+
+
+def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServices | None,
+                cleanups: list[Callable[[], None]]) -> Plan:
+    check_supported(bootstrap)
+    if bootstrap.HasField("dynamic_resources"):
+        from ._xds_settings import ads_settings
+
+        ads_settings(bootstrap)
     admin = None
     if bootstrap.HasField("admin"):
         if bootstrap.admin.HasField("address"):
@@ -409,9 +441,11 @@ def build_plan(
             raise ConfigError(f"{path}.name", f"duplicate listener name {name!r}")
         seen_names.add(name)
         host, port = _socket_address(listener.address, f"{path}.address", require_ip=True)
-        if port != 0 and (host, port) in seen_addresses:
+        bind = listener.bind_to_port.value if listener.HasField("bind_to_port") else True
+        if bind and port != 0 and (host, port) in seen_addresses:
             raise ConfigError(f"{path}.address", f"another listener already uses {host}:{port}")
-        seen_addresses.add((host, port))
+        if bind:
+            seen_addresses.add((host, port))
         if len(listener.filter_chains) != 1:
             raise ConfigError(f"{path}.filter_chains", "exactly one filter chain is supported")
         chain = listener.filter_chains[0]
@@ -455,6 +489,7 @@ def build_plan(
                 tls=tls,
                 tls_fingerprint=chain.transport_socket.SerializeToString(deterministic=True)
                 if chain.HasField("transport_socket") else b"",
+                bind=bind,
             )
         )
     return Plan(

@@ -36,6 +36,14 @@ def read_config(path: str) -> str:
 def load_plan(text: str, source: str, version: int, services: Any = None) -> Plan:
     """Parse, validate and build; raise ``ConfigError`` naming the offending field."""
     bootstrap = parse_bootstrap_text(text, source)
+    if bootstrap.HasField("dynamic_resources"):
+        # what the bootstrap holds itself; listeners and clusters waiting for xDS are left out
+        from ._dynamic import assemble
+
+        built = build_plan(assemble(bootstrap, {}, {}).bootstrap, version=version, source=source,
+                           services=services)
+        built.bootstrap = bootstrap
+        return built
     return build_plan(bootstrap, version=version, source=source, services=services)
 
 

@@ -15,6 +15,7 @@ from ._errors import ConfigError
 from ._header_ops import EMPTY_OPS, HeaderOps, compile_header_ops
 from ._headers import HeaderMap
 from ._routes import (
+    GRPC_RETRY_ON,
     RETRY_ON_NAMES,
     DirectResponse,
     ExtraMatch,
@@ -247,15 +248,31 @@ def _extra_matches(match: Any, path: str) -> tuple[ExtraMatch, ...]:
     return tuple(extras)
 
 
+_PREVIOUS_HOSTS = ("envoy.retry_host_predicates.previous_hosts",
+                   "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate")
+
+
 def _retry_policy(policy: Any, path: str) -> RetryPolicy:
     bits = 0
+    grpc_statuses: set[int] = set()
     for name in (part.strip() for part in policy.retry_on.split(",")):
         if not name:
+            continue
+        if name in GRPC_RETRY_ON:
+            grpc_statuses.add(GRPC_RETRY_ON[name])
             continue
         bit = RETRY_ON_NAMES.get(name)
         if bit is None:
             raise ConfigError(f"{path}.retry_on", f"unsupported retry condition {name!r}")
         bits |= bit
+    avoid_previous = False
+    for index, predicate in enumerate(policy.retry_host_predicate):
+        kind = predicate.typed_config.type_url.rsplit("/", 1)[-1] if predicate.HasField("typed_config") \
+            else predicate.name
+        if kind not in _PREVIOUS_HOSTS:
+            raise ConfigError(f"{path}.retry_host_predicate[{index}]",
+                              f"unsupported retry host predicate {kind or predicate.name!r} (only previous_hosts)")
+        avoid_previous = True
     base = 0.025
     max_interval: float | None = None
     if policy.HasField("retry_back_off"):
@@ -273,6 +290,9 @@ def _retry_policy(policy: Any, path: str) -> RetryPolicy:
         retriable_status_codes=frozenset(int(c) for c in policy.retriable_status_codes),
         base_interval=base,
         max_interval=max_interval if max_interval is not None else base * 10,
+        grpc_statuses=frozenset(grpc_statuses),
+        avoid_previous_hosts=avoid_previous,
+        host_selection_attempts=max(1, int(policy.host_selection_retry_max_attempts or 1)),
     )
 
 

@@ -171,6 +171,7 @@ class RouterFilter(HttpFilter):
     response_started = False
     shadows: list[_Attempt] | None = None
     hash_key: int | None = None
+    tried_hosts: set[Any] | None = None
     retried = False
     headers_only = False
 
@@ -411,6 +412,18 @@ class RouterFilter(HttpFilter):
             self._upstream_failure_reply(OVERFLOW, "")
             return
         host = cluster.choose_host(self.hash_key)
+        retry = self.retry_policy
+        if retry is not None and retry.avoid_previous_hosts:
+            tried = self.tried_hosts
+            if tried is None:
+                tried = self.tried_hosts = set()
+            elif host is not None:  # a retry: try other hosts first (previous_hosts predicate)
+                for _ in range(retry.host_selection_attempts):
+                    if host is None or host.key not in tried:
+                        break
+                    host = cluster.choose_host(self.hash_key)
+            if host is not None:
+                tried.add(host.key)
         if host is None:
             info.add_flag(ResponseFlag.NO_HEALTHY_UPSTREAM)
             self._local_reply(503, b"no healthy upstream", "no_healthy_upstream")
@@ -523,12 +536,13 @@ class RouterFilter(HttpFilter):
 
     def on_upstream_headers(self, attempt: _Attempt, headers: HeaderMap, status: int, end_stream: bool) -> None:
         retry = self.retry_policy
-        if retry is not None and self.retries_left > 0 and retry.retriable_status(status):
+        if retry is not None and self.retries_left > 0 and retry.retriable_response(status, headers):
             if self._schedule_retry(attempt, reset=not end_stream):
                 return
         self._end_attempt(attempt, reset=False)
         attempt.cluster.stats.count_response(status)  # per-code stats count forwarded responses only
-        if retry is not None and self.retries_left == 0 and self.attempts > 1 and retry.retriable_status(status):
+        if retry is not None and self.retries_left == 0 and self.attempts > 1 \
+                and retry.retriable_response(status, headers):
             self.stream.info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
         attempt.response_started = True
         self.response_started = True

@@ -26,6 +26,15 @@ RETRY_RESET = 16
 RETRY_RETRIABLE_STATUS_CODES = 32
 RETRY_REFUSED_STREAM = 64
 
+# gRPC retry conditions: the grpc-status of a trailers-only response (as Envoy reads them)
+GRPC_RETRY_ON: dict[str, int] = {
+    "cancelled": 1,
+    "deadline-exceeded": 4,
+    "resource-exhausted": 8,
+    "internal": 13,
+    "unavailable": 14,
+}
+
 RETRY_ON_NAMES: dict[str, int] = {
     "5xx": RETRY_5XX,
     "gateway-error": RETRY_GATEWAY_ERROR,
@@ -45,6 +54,18 @@ class RetryPolicy:
     retriable_status_codes: frozenset[int]
     base_interval: float
     max_interval: float
+    grpc_statuses: frozenset[int] = frozenset()
+    avoid_previous_hosts: bool = False  # the previous_hosts retry host predicate
+    host_selection_attempts: int = 1  # how often host selection is retried to avoid those hosts
+
+    def retriable_response(self, status: int, headers: HeaderMap) -> bool:
+        """Whether a response (its status, and for gRPC its grpc-status header) should be retried."""
+        if self.retriable_status(status):
+            return True
+        if not self.grpc_statuses:
+            return False
+        value = headers.get(b"grpc-status")
+        return value is not None and value.isdigit() and int(value) in self.grpc_statuses
 
     def retriable_status(self, status: int) -> bool:
         on = self.retry_on

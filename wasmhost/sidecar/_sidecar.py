@@ -1,24 +1,34 @@
-"""Run the sidecar in one process: a worker, the admin endpoint and the config watcher.
+"""Run the sidecar in one process: a worker, the admin endpoint and the config source.
 
 ``Sidecar.run()`` loads the bootstrap, serves it, and on each change of the file
 builds the new plan in a thread and swaps it in; a bad new config is logged and
-the old one keeps serving. ``--concurrency N`` > 1 runs ``_supervisor`` instead.
+the old one keeps serving. A bootstrap with ``dynamic_resources`` gets the rest of
+its configuration from the control plane instead (``_xds_client``); the sidecar is
+LIVE once the first listeners and clusters were answered. ``--concurrency N`` > 1
+runs ``_supervisor`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._admin import AdminServer
 from ._errors import ConfigError
 from ._plan import Plan
+from ._plan_build import build_plan
 from ._reload import FileWatcher, digest, load_plan, read_config
 from ._stats import StatSample
 from ._worker import Worker
+from ._xds_settings import ads_settings
+
+if TYPE_CHECKING:
+    from ._filter_registry import WorkerServices
+    from ._xds_client import XdsClient, XdsSnapshot
 
 log = logging.getLogger("wasmesh.main")
 
@@ -107,6 +117,10 @@ class Sidecar:
         self._version = 0
         self._started = time.time()
         self._stopped: asyncio.Event | None = None
+        self.xds: XdsClient | None = None
+        self._bootstrap: Any = None
+        self._snapshot: XdsSnapshot | None = None
+        self._plan_versions = itertools.count(2)
 
     # --- AdminSource ----------------------------------------------------------------------------
 
@@ -148,6 +162,7 @@ class Sidecar:
         plan = await loop.run_in_executor(None, load_plan, text, self.config_path, self._version, self.worker)
         await self.worker.apply(plan)
         self._plan = plan
+        self._bootstrap = plan.bootstrap
         if plan.admin is not None:
             self.admin = AdminServer(self, plan.admin.address, plan.admin.port, plan.admin.access_log_path)
             port = await self.admin.start()
@@ -155,12 +170,49 @@ class Sidecar:
                 write_admin_address(self.admin_address_path, f"{plan.admin.address}:{port}")
         self.watcher = FileWatcher(self.config_path, self._reload, self.watch_interval, digest(text))
         self.watcher.start()
-        self.state = "LIVE"
+        settings = ads_settings(plan.bootstrap)
+        if settings is None:
+            self.state = "LIVE"
+        else:
+            from ._xds_client import XdsClient
+
+            self.xds = XdsClient(plan.bootstrap, settings, self)
+            self.xds.start()
         freeze_startup_objects()
         log.info("serving %s (listeners: %s)", self.config_path,
                  ", ".join(f"{n}={p}" for n, p in self.worker.bound_ports().items()))
 
+    # --- XdsTarget --------------------------------------------------------------------------------
+
+    @property
+    def services(self) -> WorkerServices | None:
+        return self.worker
+
+    def build(self, bootstrap: Any) -> Plan:
+        return build_plan(bootstrap, version=next(self._plan_versions), source="xds", services=self.worker)
+
+    async def activate(self, plan: Plan) -> None:
+        assert self.worker is not None
+        plan.bootstrap = self._bootstrap
+        plan.dynamic = self._snapshot
+        await self.worker.apply(plan)
+        self._plan = plan
+        self._version = plan.version
+
+    def publish(self, snapshot: XdsSnapshot) -> None:
+        self._snapshot = snapshot
+        if self._plan is not None:
+            self._plan.dynamic = snapshot
+        if snapshot.initialized and self.state == "PRE_INITIALIZING":
+            self.state = "LIVE"
+            log.info("initial xDS configuration applied; serving")
+
+    # --- file reload ----------------------------------------------------------------------------
+
     async def _reload(self, text: str) -> None:
+        if self.xds is not None:
+            log.warning("%s changed: a bootstrap with dynamic_resources takes effect on restart", self.config_path)
+            return
         loop = asyncio.get_running_loop()
         version = self._version + 1
         try:
@@ -197,6 +249,8 @@ class Sidecar:
         self.state = "DRAINING"
         if self.watcher is not None:
             self.watcher.stop()
+        if self.xds is not None:
+            await self.xds.stop()
         if self.admin is not None:
             await self.admin.close()
         if self.worker is not None:

@@ -48,6 +48,14 @@ log = logging.getLogger("wasmesh.sidecar")
 MAINTENANCE_INTERVAL = 0.5
 
 
+class ListenerBindError(OSError):
+    """A listener of a new plan cannot listen on its address (the plan is not applied)."""
+
+    def __init__(self, name: str, address: str, port: int, cause: OSError) -> None:
+        super().__init__(cause.errno, f"listener {name!r} cannot bind {address}:{port}: {cause.strerror or cause}")
+        self.name = name
+
+
 class ListenerState:
     """A bound listening socket and the context new streams on it use."""
 
@@ -294,28 +302,45 @@ class Worker:
     # --- plans ----------------------------------------------------------------------------------
 
     async def apply(self, plan: Plan) -> None:
-        """Make ``plan`` current: resolve DNS clusters, bind new listeners, swap, retire the old plan."""
+        """Make ``plan`` current: resolve DNS clusters, bind new listeners, swap, retire the old plan.
+
+        Every new socket is bound before anything changes; if one cannot be bound,
+        ``ListenerBindError`` names its listener and the current plan keeps serving untouched.
+        """
         runtime = PlanRuntime(plan, self.runtime, previous=self.current)
         await self._resolve_all(runtime, only_new=True)
-        wanted = {listener.name: listener for listener in plan.listeners}
+        wanted = {listener.name: listener for listener in plan.listeners if listener.bind}
+        fresh: dict[str, ListenerState] = {}
+        try:
+            for name, listener_plan in wanted.items():
+                state = self.listeners.get(name)
+                if state is not None and (state.plan.address, state.plan.port) == (listener_plan.address,
+                                                                                  listener_plan.port) \
+                        and state.plan.tls_fingerprint == listener_plan.tls_fingerprint:
+                    continue
+                # a new socket (TLS settings are fixed per socket); SO_REUSEPORT lets both coexist briefly
+                new_state = ListenerState(listener_plan, runtime.listeners[name])
+                if state is not None and listener_plan.port in (0, state.port):
+                    new_state.plan = dataclasses.replace(listener_plan, port=state.port)
+                try:
+                    await self._bind(new_state)
+                except OSError as err:
+                    raise ListenerBindError(name, listener_plan.address, listener_plan.port, err) from None
+                fresh[name] = new_state
+        except BaseException:
+            for new_state in fresh.values():
+                await self._close_listener(new_state)
+            raise
         for name, listener_plan in wanted.items():
             ctx = runtime.listeners[name]
-            state = self.listeners.get(name)
-            if state is not None and ((state.plan.address, state.plan.port) != (listener_plan.address,
-                                                                                 listener_plan.port)
-                                      or state.plan.tls_fingerprint != listener_plan.tls_fingerprint):
-                # a new socket (TLS settings are fixed per socket); SO_REUSEPORT lets both coexist briefly
-                fresh = ListenerState(listener_plan, ctx)
-                if listener_plan.port == 0 or listener_plan.port == state.port:
-                    fresh.plan = dataclasses.replace(listener_plan, port=state.port)
-                await self._bind(fresh)
-                await self._close_listener(state)
-                self.listeners[name] = state = fresh
-            if state is None:
-                state = ListenerState(listener_plan, ctx)
-                await self._bind(state)
+            state = fresh.get(name)
+            if state is not None:
+                old_state = self.listeners.get(name)
+                if old_state is not None:
+                    await self._close_listener(old_state)
                 self.listeners[name] = state
             else:
+                state = self.listeners[name]
                 state.plan = listener_plan
                 state.ctx = ctx
             ctx.bind_listener_stats(state.port)

@@ -55,18 +55,18 @@ def test_wrong_value_type_is_named() -> None:
 
 def test_unsupported_http_filter_names_its_index() -> None:
     config = bootstrap(http_filters=[
-        {"name": "cors", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+        {"name": "lua", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"}},
         ROUTER_FILTER,
     ])
     err = refused(config)
     assert err.path == f"{HCM_PATH}.http_filters[0]"
-    assert "unsupported filter type envoy.extensions.filters.http.cors.v3.Cors" in err.reason
+    assert "unsupported filter type envoy.extensions.filters.http.lua.v3.Lua" in err.reason
 
 
 def test_optional_unsupported_filter_is_skipped() -> None:
     config = bootstrap(http_filters=[
-        {"name": "cors", "is_optional": True,
-         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},
+        {"name": "lua", "is_optional": True,
+         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"}},
         ROUTER_FILTER,
     ])
     plan = load(config)
@@ -91,12 +91,12 @@ def test_chain_without_terminal_filter_is_refused() -> None:
     assert "is the last filter" in refused(config).reason
 
 
-def test_dynamic_resources_are_refused_clearly() -> None:
+def test_dynamic_resources_without_a_control_plane_are_refused_clearly() -> None:
     config = bootstrap()
     config["dynamic_resources"] = {"ads_config": {"api_type": "GRPC"}}
     err = refused(config)
-    assert err.path == "dynamic_resources"
-    assert "xDS" in err.reason
+    assert err.path == "dynamic_resources.ads_config.grpc_services"
+    assert "gRPC service" in err.reason
 
 
 def test_unsupported_supported_message_field_is_named() -> None:

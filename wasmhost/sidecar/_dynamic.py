@@ -1,0 +1,436 @@
+"""xDS resources turned into something the plan builder serves: the dynamic half of the config.
+
+The xDS client (``_xds_client``) hands over the resources of DiscoveryResponses; this module keeps
+the accepted ones per type and assembles, from the static bootstrap plus those resources, one
+self-contained bootstrap for the ordinary plan builder: RDS route configurations are inlined into
+their connection managers, ECDS extension configs into their HTTP filters, EDS assignments into
+their clusters. Envoy's warming rules decide what goes in: a listener whose routes or extension
+configs have not arrived keeps serving its previous version (a new one is not bound yet), and a
+cluster waits for its endpoints the same way. Every inlined part remembers where it came from
+(``Origin``), so a build error names the xDS resource and the field inside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import extension_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from google.protobuf import any_pb2
+
+from ._config_load import register_any_types
+from ._errors import ConfigError, join_path
+
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+EXTENSION = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# the order Envoy needs: what a resource refers to comes before it
+TYPE_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, EXTENSION, SECRET)
+WILDCARD = frozenset({LISTENER, CLUSTER})
+SHORT_NAMES = {LISTENER: "Listener", CLUSTER: "Cluster", ENDPOINT: "ClusterLoadAssignment",
+               ROUTE: "RouteConfiguration", EXTENSION: "TypedExtensionConfig", SECRET: "Secret"}
+_MESSAGES: dict[str, Any] = {
+    LISTENER: listener_pb2.Listener, CLUSTER: cluster_pb2.Cluster, ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
+    ROUTE: route_pb2.RouteConfiguration, EXTENSION: extension_pb2.TypedExtensionConfig, SECRET: secret_pb2.Secret,
+}
+_WRAPPED = "type.googleapis.com/envoy.service.discovery.v3.Resource"
+SELF = "self"  # an Origin inside the resource being inlined
+HCM_TYPE_URL = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                "HttpConnectionManager")
+
+Resources = Mapping[str, Mapping[str, "XdsResource"]]
+
+
+@dataclass(frozen=True)
+class XdsResource:
+    """One resource as accepted: its type, name, and the response version that last changed it."""
+
+    type_url: str
+    name: str
+    version: str
+    message: Any
+    updated: float  # wall-clock seconds, for /config_dump
+
+
+def resource_name(type_url: str, message: Any) -> str:
+    return str(message.cluster_name if type_url == ENDPOINT else message.name)
+
+
+def decode_resources(type_url: str, version: str, items: Iterable[Any],
+                     now: float | None = None) -> tuple[dict[str, XdsResource], list[str]]:
+    """The resources of one response by name, and a message for each one that cannot be used."""
+    stamp = time.time() if now is None else now
+    decoded: dict[str, XdsResource] = {}
+    errors: list[str] = []
+    message_class = _MESSAGES.get(type_url)
+    short = SHORT_NAMES.get(type_url, type_url)
+    if message_class is None:
+        return decoded, [f"resources of type {type_url} are not supported by the wasmesh sidecar"]
+    for index, item in enumerate(items):
+        if item.type_url == _WRAPPED:
+            from envoy.service.discovery.v3 import discovery_pb2
+
+            wrapper = discovery_pb2.Resource()
+            item.Unpack(wrapper)
+            item = wrapper.resource
+        if item.type_url != type_url:
+            errors.append(f"resources[{index}]: a {item.type_url} in a response of type {type_url}")
+            continue
+        message = message_class()
+        try:
+            unpacked = item.Unpack(message)
+        except Exception as err:  # noqa: BLE001 - whatever the bytes are, the answer is a NACK
+            errors.append(f"resources[{index}]: cannot decode the {short}: {err}")
+            continue
+        if not unpacked:
+            errors.append(f"resources[{index}]: cannot decode the {short}")
+            continue
+        register_any_types(message)
+        name = resource_name(type_url, message)
+        if not name:
+            errors.append(f"resources[{index}]: a {short} without a name")
+        elif name in decoded:
+            errors.append(f"{short} {name}: sent twice in one response")
+        else:
+            decoded[name] = XdsResource(type_url, name, version, message, stamp)
+    return decoded, errors
+
+
+def merge(current: Resources, received: Mapping[str, Mapping[str, XdsResource]]) -> dict[str, dict[str, XdsResource]]:
+    """``current`` updated by a batch: wildcard types are replaced whole, named types per resource.
+
+    A resource whose content did not change keeps its old entry (version, time), as in Envoy.
+    """
+    out = {type_url: dict(found) for type_url, found in current.items()}
+    for type_url, resources in received.items():
+        base = current.get(type_url, {})
+        merged: dict[str, XdsResource] = {} if type_url in WILDCARD else dict(base)
+        for name, resource in resources.items():
+            old = base.get(name)
+            merged[name] = old if old is not None and old.message == resource.message else resource
+        out[type_url] = merged
+    return out
+
+
+def changed_keys(before: Resources, after: Resources) -> set[tuple[str, str]]:
+    """(type, name) of every resource added, changed or removed between two states."""
+    keys: set[tuple[str, str]] = set()
+    for type_url in set(before) | set(after):
+        old, new = before.get(type_url, {}), after.get(type_url, {})
+        for name in set(old) | set(new):
+            if old.get(name) is not new.get(name):
+                keys.add((type_url, name))
+    return keys
+
+
+# --- references between resources ---------------------------------------------------------------
+
+
+def is_ads(source: Any) -> bool:
+    return bool(source.WhichOneof("config_source_specifier") == "ads")
+
+
+def _hcm_of(network_filter: Any) -> Any | None:
+    if network_filter.WhichOneof("config_type") != "typed_config" or network_filter.typed_config.type_url != HCM_TYPE_URL:
+        return None
+    hcm = http_connection_manager_pb2.HttpConnectionManager()
+    return hcm if network_filter.typed_config.Unpack(hcm) else None
+
+
+def listener_references(listener: Any) -> tuple[set[str], set[str]]:
+    """Route configuration names (RDS) and extension config names (ECDS) a listener needs."""
+    routes: set[str] = set()
+    extensions: set[str] = set()
+    for chain in listener.filter_chains:
+        for network_filter in chain.filters:
+            hcm = _hcm_of(network_filter)
+            if hcm is None:
+                continue
+            if hcm.WhichOneof("route_specifier") == "rds" and is_ads(hcm.rds.config_source):
+                routes.add(hcm.rds.route_config_name)
+            for http_filter in hcm.http_filters:
+                if http_filter.WhichOneof("config_type") == "config_discovery" \
+                        and is_ads(http_filter.config_discovery.config_source):
+                    extensions.add(http_filter.name)
+    return routes, extensions
+
+
+def eds_name(cluster: Any) -> str | None:
+    """The ClusterLoadAssignment name an EDS cluster over ADS needs (None for other clusters)."""
+    if cluster.WhichOneof("cluster_discovery_type") != "type" or cluster.type != cluster_pb2.Cluster.EDS:
+        return None
+    config = cluster.eds_cluster_config
+    if not is_ads(config.eds_config):
+        return None
+    return str(config.service_name or cluster.name)
+
+
+def subscriptions(static: Any, resources: Resources, serving: Resources) -> dict[str, frozenset[str]]:
+    """Names to subscribe to for the named types, from every listener and cluster in play."""
+    routes: set[str] = set()
+    extensions: set[str] = set()
+    endpoints: set[str] = set()
+    listeners = list(static.static_resources.listeners)
+    listeners += [r.message for r in resources.get(LISTENER, {}).values()]
+    listeners += [r.message for r in serving.get(LISTENER, {}).values()]
+    for listener in listeners:
+        found_routes, found_extensions = listener_references(listener)
+        routes |= found_routes
+        extensions |= found_extensions
+    clusters = list(static.static_resources.clusters)
+    clusters += [r.message for r in resources.get(CLUSTER, {}).values()]
+    clusters += [r.message for r in serving.get(CLUSTER, {}).values()]
+    for cluster in clusters:
+        name = eds_name(cluster)
+        if name is not None:
+            endpoints.add(name)
+    return {ENDPOINT: frozenset(endpoints), ROUTE: frozenset(routes), EXTENSION: frozenset(extensions)}
+
+
+# --- inlining ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Origin:
+    """``path`` of the assembled bootstrap came from resource (type_url, name) at ``inner``.
+
+    ``type_url`` is empty for parts of the bootstrap file itself.
+    """
+
+    path: str
+    type_url: str
+    name: str
+    inner: str
+
+
+@dataclass
+class Inlined:
+    """A listener or cluster with its dependencies inlined, or what it still waits for."""
+
+    message: Any
+    origins: list[Origin] = field(default_factory=list)  # paths relative to the message
+    missing: list[str] = field(default_factory=list)
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (type, name, message) to refuse
+
+
+def inline_listener(listener: Any, resources: Resources) -> Inlined:
+    """A copy of ``listener`` with RDS routes and ECDS filter configs taken from ``resources``."""
+    copy = listener_pb2.Listener()
+    copy.CopyFrom(listener)
+    result = Inlined(copy)
+    routes = resources.get(ROUTE, {})
+    extensions = resources.get(EXTENSION, {})
+    for c_index, chain in enumerate(copy.filter_chains):
+        for f_index, network_filter in enumerate(chain.filters):
+            hcm = _hcm_of(network_filter)
+            if hcm is None:
+                continue
+            hcm_path = f"filter_chains[{c_index}].filters[{f_index}].typed_config"
+            changed = False
+            if hcm.WhichOneof("route_specifier") == "rds" and is_ads(hcm.rds.config_source):
+                name = hcm.rds.route_config_name
+                route = routes.get(name)
+                if route is None:
+                    result.missing.append(f"RouteConfiguration {name}")
+                else:
+                    route_config = route_pb2.RouteConfiguration()
+                    route_config.CopyFrom(route.message)
+                    if not route_config.HasField("validate_clusters"):
+                        route_config.validate_clusters.value = False  # Envoy's default for RDS
+                    hcm.route_config.CopyFrom(route_config)
+                    result.origins.append(Origin(f"{hcm_path}.route_config", ROUTE, name, ""))
+                    changed = True
+            for h_index, http_filter in enumerate(hcm.http_filters):
+                if http_filter.WhichOneof("config_type") != "config_discovery":
+                    continue
+                discovery = http_filter.config_discovery
+                if not is_ads(discovery.config_source):
+                    continue  # refused by the field check, under the listener
+                filter_path = f"{hcm_path}.http_filters[{h_index}]"
+                extension = extensions.get(http_filter.name)
+                if extension is None:
+                    if discovery.HasField("default_config") and discovery.apply_default_config_without_warming:
+                        typed = discovery.default_config
+                        result.origins.append(Origin(f"{filter_path}.typed_config", SELF, "",
+                                                     f"{filter_path}.config_discovery.default_config"))
+                    else:
+                        result.missing.append(f"TypedExtensionConfig {http_filter.name}")
+                        continue
+                else:
+                    typed = extension.message.typed_config
+                    allowed = list(discovery.type_urls)
+                    if allowed and typed.type_url not in allowed:
+                        result.problems.append((EXTENSION, http_filter.name, describe(
+                            EXTENSION, http_filter.name, ConfigError(
+                                "typed_config", f"type {typed.type_url} is not one the filter {http_filter.name!r} "
+                                                f"of listener {listener.name!r} accepts ({', '.join(allowed)})"))))
+                        result.missing.append(f"TypedExtensionConfig {http_filter.name}")
+                        continue
+                    result.origins.append(Origin(f"{filter_path}.typed_config", EXTENSION, http_filter.name,
+                                                 "typed_config"))
+                typed_copy = any_pb2.Any()
+                typed_copy.CopyFrom(typed)
+                http_filter.typed_config.CopyFrom(typed_copy)  # replaces config_discovery (one of)
+                changed = True
+            if changed:
+                network_filter.typed_config.Pack(hcm)
+    return result
+
+
+def inline_cluster(cluster: Any, resources: Resources) -> Inlined:
+    """A copy of ``cluster``; an EDS cluster over ADS becomes STATIC with its assignment inlined."""
+    copy = cluster_pb2.Cluster()
+    copy.CopyFrom(cluster)
+    result = Inlined(copy)
+    name = eds_name(cluster)
+    if name is None:
+        return result
+    assignment = resources.get(ENDPOINT, {}).get(name)
+    if assignment is None:
+        result.missing.append(f"ClusterLoadAssignment {name}")
+        return result
+    copy.ClearField("eds_cluster_config")
+    copy.type = cluster_pb2.Cluster.STATIC
+    copy.load_assignment.CopyFrom(assignment.message)
+    result.origins.append(Origin("load_assignment", ENDPOINT, name, ""))
+    return result
+
+
+# --- assembly ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Assembly:
+    """The bootstrap the plan is built from, where its parts came from, and what is warming."""
+
+    bootstrap: Any
+    origins: list[Origin]
+    listeners: dict[str, XdsResource]  # the dynamic listener versions that went in
+    clusters: dict[str, XdsResource]
+    warming: dict[tuple[str, str], str]  # (type, name) -> what it waits for
+    problems: list[tuple[str, str, str]]
+
+
+def _place(inlined: Inlined, prefix: str, type_url: str, name: str, inner: str, origins: list[Origin]) -> None:
+    origins.append(Origin(prefix, type_url, name, inner))
+    for origin in inlined.origins:
+        if origin.type_url == SELF:  # a part of the listener or cluster itself
+            origins.append(Origin(join_path(prefix, origin.path), type_url, name, join_path(inner, origin.inner)))
+        else:
+            origins.append(Origin(join_path(prefix, origin.path), origin.type_url, origin.name, origin.inner))
+
+
+def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
+    """The static bootstrap plus every dynamic listener and cluster that is ready (or its serving version)."""
+    boot = type(static)()
+    boot.CopyFrom(static)
+    boot.static_resources.ClearField("listeners")
+    boot.static_resources.ClearField("clusters")
+    origins: list[Origin] = []
+    warming: dict[tuple[str, str], str] = {}
+    problems: list[tuple[str, str, str]] = []
+    used_clusters: dict[str, XdsResource] = {}
+    used_listeners: dict[str, XdsResource] = {}
+
+    for index, cluster in enumerate(static.static_resources.clusters):
+        inlined = inline_cluster(cluster, resources)
+        if inlined.missing:
+            warming[("", cluster.name)] = ", ".join(inlined.missing)
+            continue
+        position = len(boot.static_resources.clusters)
+        boot.static_resources.clusters.append(inlined.message)
+        _place(inlined, f"static_resources.clusters[{position}]", "", "", f"static_resources.clusters[{index}]",
+               origins)
+    for name, resource in sorted(resources.get(CLUSTER, {}).items()):
+        chosen, ready = _ready(resource, serving.get(CLUSTER, {}).get(name), resources, inline_cluster)
+        if chosen is not resource:
+            warming[(CLUSTER, name)] = ", ".join(_missing(resource, resources, inline_cluster))
+        if chosen is None or ready is None:
+            continue
+        position = len(boot.static_resources.clusters)
+        boot.static_resources.clusters.append(ready.message)
+        _place(ready, f"static_resources.clusters[{position}]", CLUSTER, name, "", origins)
+        used_clusters[name] = chosen
+
+    for index, listener in enumerate(static.static_resources.listeners):
+        inlined = inline_listener(listener, resources)
+        problems.extend(inlined.problems)
+        if inlined.missing:
+            warming[("", listener.name)] = ", ".join(inlined.missing)
+            continue
+        position = len(boot.static_resources.listeners)
+        boot.static_resources.listeners.append(inlined.message)
+        _place(inlined, f"static_resources.listeners[{position}]", "", "", f"static_resources.listeners[{index}]",
+               origins)
+    for name, resource in sorted(resources.get(LISTENER, {}).items()):
+        chosen, ready = _ready(resource, serving.get(LISTENER, {}).get(name), resources, inline_listener)
+        problems.extend(inline_listener(resource.message, resources).problems)
+        if chosen is not resource:
+            warming[(LISTENER, name)] = ", ".join(_missing(resource, resources, inline_listener))
+        if chosen is None or ready is None:
+            continue
+        position = len(boot.static_resources.listeners)
+        boot.static_resources.listeners.append(ready.message)
+        _place(ready, f"static_resources.listeners[{position}]", LISTENER, name, "", origins)
+        used_listeners[name] = chosen
+    return Assembly(boot, origins, used_listeners, used_clusters, warming, problems)
+
+
+def _ready(resource: XdsResource, serving: XdsResource | None, resources: Resources,
+           inline: Any) -> tuple[XdsResource | None, Inlined | None]:
+    """The version to serve: the new one when its dependencies are all there, else the serving one."""
+    inlined: Inlined = inline(resource.message, resources)
+    if not inlined.missing:
+        return resource, inlined
+    if serving is not None and serving is not resource:
+        previous: Inlined = inline(serving.message, resources)
+        if not previous.missing:
+            return serving, previous
+    return None, None
+
+
+def _missing(resource: XdsResource, resources: Resources, inline: Any) -> list[str]:
+    return list(inline(resource.message, resources).missing)
+
+
+# --- attribution ---------------------------------------------------------------------------------
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or (path.startswith(prefix) and path[len(prefix)] in ".[")
+
+
+def describe(type_url: str, name: str, error: ConfigError) -> str:
+    """A NACK message: which resource, which field inside it, and why."""
+    return f"{SHORT_NAMES.get(type_url, type_url)} {name}: {error}"
+
+
+def attribute(assembly: Assembly, error: ConfigError) -> tuple[str, str, str] | None:
+    """(type, name, message) of the xDS resource a build error belongs to; None for the bootstrap's own parts."""
+    best: Origin | None = None
+    for origin in assembly.origins:
+        if _under(error.path, origin.path) and (best is None or len(origin.path) > len(best.path)):
+            best = origin
+    if best is None or not best.type_url:
+        return None
+    rest = error.path[len(best.path):]
+    inner = best.inner + rest if rest.startswith("[") or not best.inner else join_path(best.inner, rest.lstrip("."))
+    return best.type_url, best.name, describe(best.type_url, best.name, ConfigError(inner.lstrip("."), error.reason))
+
+
+__all__ = [
+    "CLUSTER", "ENDPOINT", "EXTENSION", "LISTENER", "ROUTE", "SECRET", "SHORT_NAMES", "TYPE_ORDER", "WILDCARD",
+    "Assembly", "Inlined", "Origin", "XdsResource", "assemble", "attribute", "changed_keys", "decode_resources",
+    "describe", "eds_name", "inline_cluster", "inline_listener", "listener_references", "merge", "subscriptions",
+]

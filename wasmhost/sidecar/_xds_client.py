@@ -1,0 +1,466 @@
+"""The sidecar's ADS client: one gRPC stream to the control plane, state of the world.
+
+Three layers, I/O only at the edge:
+
+- ``AdsProtocol`` (sans-io) knows what to ask for and how to answer: the node on the first
+  request, wildcard LDS/CDS, the RDS/EDS/ECDS names the accepted resources need, and for every
+  response an ACK (its version) or a NACK (the last accepted version plus ``error_detail``), always
+  with the nonce of the response it answers, as Envoy does.
+- ``AdsTransport`` runs grpcio's blocking stream in a thread (so it works under any event loop)
+  and reconnects with backoff; it posts what arrives to the loop.
+- ``XdsClient`` debounces responses (a burst becomes one plan rebuild), runs an ``Update`` for the
+  batch, hands the plan to its ``XdsTarget`` (the single-process sidecar or the supervisor) and
+  sends the verdicts. A refused resource keeps its last good version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import status_pb2
+
+from ._dynamic import (
+    CLUSTER,
+    ENDPOINT,
+    EXTENSION,
+    LISTENER,
+    ROUTE,
+    SHORT_NAMES,
+    TYPE_ORDER,
+    WILDCARD,
+    XdsResource,
+    decode_resources,
+    describe,
+    subscriptions,
+)
+from ._errors import ConfigError
+from ._filter_registry import WorkerServices
+from ._worker import ListenerBindError
+from ._xds_settings import AdsSettings
+from ._xds_update import Failure, Update, UpdateRefused, XdsState
+
+log = logging.getLogger("wasmesh.config")
+
+INVALID_ARGUMENT = 3
+USER_AGENT = "wasmesh-sidecar"
+NAMED_TYPES = (ENDPOINT, ROUTE, EXTENSION)
+
+
+# --- protocol (sans-io) --------------------------------------------------------------------------
+
+
+@dataclass
+class AdsProtocol:
+    """What the sidecar says on the ADS stream, given what it received and decided."""
+
+    node: Any
+    wildcard: tuple[str, ...] = (CLUSTER, LISTENER)
+    node_on_first_message_only: bool = True
+    names: dict[str, frozenset[str]] = field(default_factory=dict)  # named types: current subscription
+    accepted: dict[str, str] = field(default_factory=dict)  # type -> version last ACKed
+    nonces: dict[str, str] = field(default_factory=dict)  # type -> nonce of the last response answered
+    _wire_names: dict[str, frozenset[str]] = field(default_factory=dict)  # named types: as last sent
+    _node_sent: bool = False
+
+    def _request(self, type_url: str, error: str = "") -> discovery_pb2.DiscoveryRequest:
+        names = sorted(self.names.get(type_url, ())) if type_url not in WILDCARD else []
+        request = discovery_pb2.DiscoveryRequest(
+            type_url=type_url, version_info=self.accepted.get(type_url, ""),
+            response_nonce=self.nonces.get(type_url, ""), resource_names=names)
+        if error:
+            request.error_detail.CopyFrom(status_pb2.Status(code=INVALID_ARGUMENT, message=error))
+        if not self._node_sent or not self.node_on_first_message_only:
+            request.node.CopyFrom(self.node)
+            self._node_sent = True
+        if type_url not in WILDCARD:
+            self._wire_names[type_url] = frozenset(names)
+        return request
+
+    def connected(self) -> list[discovery_pb2.DiscoveryRequest]:
+        """The first requests of a (new) stream: every type we want, with the versions we hold."""
+        self._node_sent = False
+        self._wire_names = {}
+        self.nonces = {}
+        requests = [self._request(type_url) for type_url in self.wildcard]
+        requests += [self._request(t) for t in NAMED_TYPES if self.names.get(t)]
+        return requests
+
+    def answer(self, verdicts: Mapping[str, tuple[str, str, str]],
+               wanted: Mapping[str, frozenset[str]]) -> list[discovery_pb2.DiscoveryRequest]:
+        """ACK/NACK each answered type (with the names wanted now) and follow subscription changes.
+
+        ``verdicts``: type -> (response version, response nonce, error message or "").
+        """
+        self.names.update(wanted)
+        requests = []
+        for type_url in TYPE_ORDER:
+            verdict = verdicts.get(type_url)
+            if verdict is not None:
+                version, nonce, error = verdict
+                self.nonces[type_url] = nonce
+                if not error:
+                    self.accepted[type_url] = version
+                requests.append(self._request(type_url, error))
+            elif type_url in NAMED_TYPES and self.names.get(type_url, frozenset()) != self._wire_names.get(
+                    type_url, frozenset()):
+                requests.append(self._request(type_url))
+        return requests
+
+
+# --- transport (a thread per stream) -------------------------------------------------------------
+
+
+class AdsTransport:
+    """grpcio's blocking ADS stream in a daemon thread, reconnecting with backoff."""
+
+    def __init__(self, settings: AdsSettings, post: Callable[..., None]) -> None:
+        self.settings = settings
+        self.post = post  # thread-safe: post(kind, stream_id, payload)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[Any] | None = None
+        self._stream_id = 0
+        self._call: Any = None
+        self._thread = threading.Thread(target=self._run, name="wasmesh-xds", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, stream_id: int, requests: list[discovery_pb2.DiscoveryRequest]) -> None:
+        with self._lock:
+            if stream_id != self._stream_id or self._requests is None:
+                return  # that stream is gone; the next one starts with fresh requests
+            for request in requests:
+                self._requests.put(request)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._requests is not None:
+                self._requests.put(None)
+            call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(5)
+
+    def _channel(self) -> Any:
+        import grpc
+
+        options: list[tuple[str, Any]] = [("grpc.keepalive_time_ms", 30000),
+                                          ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        tls = self.settings.tls
+        if tls is None:
+            return grpc.insecure_channel(self.settings.target, options=options)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.trusted_ca, private_key=tls.private_key or None,
+            certificate_chain=tls.certificate_chain or None)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+        return grpc.secure_channel(self.settings.target, credentials, options=options)
+
+    def _run(self) -> None:
+        import grpc
+        from envoy.service.discovery.v3 import ads_pb2_grpc
+
+        backoff = 0.25
+        while not self._stop.is_set():
+            requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            with self._lock:
+                self._stream_id += 1
+                stream_id = self._stream_id
+                self._requests = requests
+            channel = self._channel()
+            reason = "the control plane ended the stream"
+            try:
+                stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+                call = stub.StreamAggregatedResources(_drain(requests), metadata=self.settings.metadata or None)
+                with self._lock:
+                    self._call = call
+                self.post("connected", stream_id, None)
+                for response in call:
+                    backoff = 0.25
+                    self.post("response", stream_id, response)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else None
+                reason = f"{getattr(code, 'name', code)}: {err.details() if hasattr(err, 'details') else err}"
+            except Exception as err:  # noqa: BLE001 - the stream thread must survive to reconnect
+                reason = f"{type(err).__name__}: {err}"
+            finally:
+                requests.put(None)
+                with self._lock:
+                    self._call = None
+                    if self._requests is requests:
+                        self._requests = None
+                channel.close()
+            if self._stop.is_set():
+                break
+            self.post("closed", stream_id, reason)
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def _drain(requests: queue.SimpleQueue[Any]) -> Iterator[Any]:
+    while True:
+        item = requests.get()
+        if item is None:
+            return
+        yield item
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+class XdsTarget(Protocol):
+    """Where plans built from xDS go: the single-process sidecar or the supervisor."""
+
+    @property
+    def services(self) -> WorkerServices | None: ...
+
+    def build(self, bootstrap: Any) -> Any:
+        """Build a plan from an assembled bootstrap (in a worker thread); raise ``ConfigError``."""
+        ...
+
+    async def activate(self, plan: Any) -> None:
+        """Serve ``plan``; raise ``ListenerBindError`` (or ``OSError``) if it cannot."""
+        ...
+
+    def publish(self, snapshot: XdsSnapshot) -> None:
+        """What xDS delivered changed (for /config_dump and readiness)."""
+        ...
+
+
+@dataclass(frozen=True)
+class XdsSnapshot:
+    """A consistent view of the xDS state for the admin endpoint."""
+
+    resources: Mapping[str, Mapping[str, XdsResource]]
+    serving: Mapping[str, Mapping[str, XdsResource]]
+    warming: Mapping[tuple[str, str], str]
+    failures: Mapping[tuple[str, str], Failure]
+    versions: Mapping[str, str]
+    initialized: bool
+    connected: bool
+    control_plane: str
+    updates: int
+    last_error: str = ""
+
+
+@dataclass
+class _Pending:
+    version: str
+    nonce: str
+    resources: dict[str, XdsResource]
+    errors: list[str]
+
+
+class XdsClient:
+    """Subscribes, debounces, builds, serves and answers; everything runs on one event loop."""
+
+    def __init__(self, static: Any, settings: AdsSettings, target: XdsTarget, *,
+                 debounce: float = 0.05, max_delay: float = 0.5) -> None:
+        node = type(static.node)()
+        node.CopyFrom(static.node)
+        if not node.user_agent_name:
+            node.user_agent_name = USER_AGENT
+        wildcard = tuple(t for t, wanted in ((CLUSTER, settings.subscribe_clusters),
+                                              (LISTENER, settings.subscribe_listeners)) if wanted)
+        self.static = static
+        self.settings = settings
+        self.target = target
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.protocol = AdsProtocol(node, wildcard, settings.node_on_first_message_only)
+        self.state = XdsState()
+        self._pending: dict[str, _Pending] = {}
+        self._seen: set[str] = set()  # wildcard types answered at least once
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: AdsTransport | None = None
+        self._stream = 0
+        self._connected = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._first_pending = 0.0
+        self._cycle: asyncio.Task[None] | None = None
+        self._last_error = ""
+        self.updates = 0  # plan rebuilds done for xDS
+        self.responses = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = AdsTransport(self.settings, self._post)
+        self._transport.start()
+        self._publish()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            transport, self._transport = self._transport, None
+            await asyncio.get_running_loop().run_in_executor(None, transport.stop)
+        if self._cycle is not None:
+            self._cycle.cancel()
+
+    @property
+    def initialized(self) -> bool:
+        return all(t in self._seen for t in self.protocol.wildcard)
+
+    def _post(self, kind: str, stream_id: int, payload: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._on_event, kind, stream_id, payload)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+
+    def _send(self, requests: list[discovery_pb2.DiscoveryRequest]) -> None:
+        if requests and self._transport is not None:
+            self._transport.send(self._stream, requests)
+
+    # --- events from the stream -----------------------------------------------------------------
+
+    def _on_event(self, kind: str, stream_id: int, payload: Any) -> None:
+        if kind == "connected":
+            self._stream = stream_id
+            self._connected = True
+            self._pending.clear()
+            log.info("xDS stream to %s open", self.settings.target)
+            self._send(self.protocol.connected())
+            self._publish()
+        elif kind == "closed":
+            if stream_id == self._stream:
+                self._connected = False
+                self._last_error = str(payload)
+                log.warning("xDS stream to %s closed: %s (reconnecting)", self.settings.target, payload)
+                self._publish()
+        elif kind == "response" and stream_id == self._stream:
+            self._on_response(payload)
+
+    def _on_response(self, response: discovery_pb2.DiscoveryResponse) -> None:
+        self.responses += 1
+        type_url = response.type_url
+        decoded, errors = decode_resources(type_url, response.version_info, response.resources)
+        pending = self._pending.get(type_url)
+        if pending is None or type_url in WILDCARD:
+            self._pending[type_url] = _Pending(response.version_info, response.nonce, decoded, errors)
+        else:
+            pending.version, pending.nonce = response.version_info, response.nonce
+            pending.resources.update(decoded)
+            pending.errors.extend(errors)
+        log.debug("xDS %s version %s: %d resources", SHORT_NAMES.get(type_url, type_url), response.version_info,
+                  len(decoded))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Run one update once responses stop arriving for ``debounce`` (at most ``max_delay`` late)."""
+        loop = self._loop
+        if loop is None or (self._cycle is not None and not self._cycle.done()):
+            return  # the running update picks the batch up when it ends
+        now = loop.time()
+        if self._timer is None:
+            self._first_pending = now
+        else:
+            self._timer.cancel()
+        delay = max(0.0, min(self.debounce, self._first_pending + self.max_delay - now))
+        self._timer = loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        assert self._loop is not None
+        self._cycle = self._loop.create_task(self._update())
+
+    # --- one update -----------------------------------------------------------------------------
+
+    async def _update(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            if batch:
+                await self._apply(batch)
+        except Exception:  # noqa: BLE001 - a failed update must not stop the client
+            log.exception("xDS update failed")
+        finally:
+            self._cycle = None
+            if self._pending:
+                self._schedule()
+
+    async def _apply(self, batch: dict[str, _Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        update = Update(self.static, self.state, {t: p.resources for t, p in batch.items()},
+                        {t: p.errors for t, p in batch.items()}, node=self.protocol.node,
+                        services=self.target.services)
+        refused = ""
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    plan, assembly = await loop.run_in_executor(None, update.prepare, self.target.build)
+                except UpdateRefused as err:
+                    refused = str(err)
+                    break
+                try:
+                    await self.target.activate(plan)
+                except ListenerBindError as err:
+                    plan.retire()
+                    update.reject(LISTENER, err.name, describe(LISTENER, err.name, ConfigError("address", str(err))))
+                    continue
+                except OSError as err:
+                    plan.retire()
+                    refused = f"cannot serve the update: {err}"
+                    break
+                update.commit(assembly)
+                self.updates += 1
+                break
+        finally:
+            update.release()
+        verdicts: dict[str, tuple[str, str, str]] = {}
+        for type_url in set(batch) | set(update.nacks):
+            pending = batch.get(type_url)
+            version = pending.version if pending else self.protocol.accepted.get(type_url, "")
+            nonce = pending.nonce if pending else self.protocol.nonces.get(type_url, "")
+            error = "; ".join(update.nacks.get(type_url, [])) or (refused if pending else "")
+            verdicts[type_url] = (version, nonce, error)
+            if error:
+                log.warning("xDS %s version %s rejected: %s", SHORT_NAMES.get(type_url, type_url), version, error)
+            if type_url in WILDCARD:
+                self._seen.add(type_url)
+        if refused:
+            now = time.time()
+            for type_url, pending in batch.items():
+                for name, resource in pending.resources.items():
+                    self.state.failures[(type_url, name)] = Failure(refused, resource.version, now, resource.message)
+        for type_url, (version, _, error) in verdicts.items():
+            if not error:
+                self.state.versions[type_url] = version
+        wanted = subscriptions(self.static, self.state.resources, self.state.serving)
+        self._send(self.protocol.answer(verdicts, wanted))
+        self._prune(wanted)
+        log.info("xDS update applied in %.0f ms (%s)", (time.monotonic() - started) * 1000,
+                 ", ".join(f"{SHORT_NAMES.get(t, t)} {v[0]}{' NACK' if v[2] else ''}" for t, v in verdicts.items()))
+        self._publish()
+
+    def _prune(self, wanted: Mapping[str, frozenset[str]]) -> None:
+        """Forget named resources nobody subscribes to any more."""
+        for type_url, names in wanted.items():
+            held = self.state.resources.get(type_url, {})
+            if any(name not in names for name in held):
+                self.state.resources[type_url] = {n: r for n, r in held.items() if n in names}
+
+    def _publish(self) -> None:
+        state = self.state
+        self.target.publish(XdsSnapshot(
+            resources={t: dict(r) for t, r in state.resources.items()},
+            serving={t: dict(r) for t, r in state.serving.items()},
+            warming=dict(state.warming), failures=dict(state.failures), versions=dict(state.versions),
+            initialized=self.initialized, connected=self._connected, control_plane=self.settings.target,
+            updates=self.updates, last_error=self._last_error))
+
+
+__all__ = ["AdsProtocol", "AdsTransport", "XdsClient", "XdsSnapshot", "XdsTarget"]
