@@ -140,7 +140,7 @@ def generate(mesh: Mesh, proxy: Proxy, secrets: Mapping[str, str] | None = None,
         gen.ports[f"listener:{item['name']}"] = int(item["name"][len(INBOUND_PREFIX):])
     gen.routes = _parse(ROUTE, routes)
     clusters = outbound_clusters(mesh, proxy) + inbound_clusters(proxy)
-    if proxy.type != ROUTER and not is_grpc(proxy):
+    if not is_grpc(proxy):
         clusters += security_clusters(mesh, proxy)
     if is_grpc(proxy):
         clusters = [adapt_cluster(c) for c in clusters]

@@ -25,10 +25,11 @@ LOOPBACK = "127.0.0.1"
 INBOUND_PREFIX = "virtualInbound_"
 
 
-def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[str, Any]]:
+def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int, gateway: bool = False) -> list[dict[str, Any]]:
     phases = plugins_by_phase(selected_plugins(mesh, proxy, mode, port))
     plugins = {phase: [ecds_filter(p) for p in phases[phase]] for phase in PHASES}
-    security = inbound_security_filters(mesh, proxy, port) if mode == SERVER else SecurityFilters()
+    secured = mode == SERVER or gateway  # policies apply where traffic enters a workload or a gateway
+    security = inbound_security_filters(mesh, proxy, port) if secured else SecurityFilters()
     filters = ordered_http_filters(security, plugins)
     if mode == CLIENT:
         filters.append({"name": FAULT_FILTER, "typed_config": typed(
@@ -41,8 +42,9 @@ def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[s
 
 
 def gateway_filters(mesh: Mesh, proxy: Proxy, port: int) -> list[dict[str, Any]]:
-    """A gateway's HTTP filters: Wasm plugins for client traffic (as Istio treats gateways), then the rest."""
-    return _http_filters(mesh, proxy, CLIENT, port)
+    """A gateway's HTTP filters: its security policies, Wasm plugins for client traffic (as Istio
+    treats gateways), then the rest."""
+    return _http_filters(mesh, proxy, CLIENT, port, gateway=True)
 
 
 def _network_wasm(mesh: Mesh, proxy: Proxy, mode: str, port: int) -> list[dict[str, Any]]:

@@ -320,3 +320,28 @@ def test_custom_policy_with_an_unknown_provider_denies_what_it_matches() -> None
     (deny,) = rbac(inbound(custom))
     assert deny["rules"]["action"] == "DENY"
     assert "envoy.filters.http.ext_authz" not in hcm_filters(inbound(custom)["filter_chains"][-1])
+
+
+def test_gateway_listeners_enforce_the_policies_that_select_the_gateway() -> None:
+    gateway = """\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: ingress, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+"""
+    deny = policy("  selector: {matchLabels: {istio: ingressgateway}}\n  action: DENY\n"
+                  "  rules: [{to: [{operation: {ports: ['8080'], paths: [/admin]}}]}]\n")
+    router = Proxy(id="router~127.0.0.1~ingress.shop~shop.svc.cluster.local", type="router", name="ingress",
+                   namespace="shop", labels={"istio": "ingressgateway"}, outbound_ports={8080: 18080})
+    snapshot = generate(mesh_of(SERVICE, gateway, deny, JWT.replace("app: server", "istio: ingressgateway"),
+                                proxies=[router]), router)
+    listeners = [config(snapshot, LISTENER, name) for name in snapshot.resources(LISTENER)]
+    names = [hcm_filters(chain) for listener in listeners for chain in listener["filter_chains"]]
+    assert names == [["envoy.filters.http.jwt_authn", "envoy.filters.http.rbac", "envoy.filters.http.fault",
+                      "envoy.filters.http.cors", "envoy.filters.http.router"]]
+    (deny_filter,) = [f for listener in listeners for f in rbac(listener)]
+    rules = next(iter(deny_filter["rules"]["policies"].values()))["permissions"][0]["and_rules"]["rules"]
+    assert rules[1] == {"any": True}  # the gateway port is the policy's port
+    assert "jwks|127.0.0.1|7777" in snapshot.resources(CLUSTER)
