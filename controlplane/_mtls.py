@@ -63,13 +63,18 @@ def has_identity(proxy: Proxy) -> bool:
 
 
 def peer_authentications(mesh: Mesh) -> list[PeerAuthentication]:
-    """Every PeerAuthentication, oldest first (the order istiod breaks ties in)."""
+    """Every PeerAuthentication, oldest first (the order istiod breaks ties in); parsed once per mesh
+    view, since every inbound port and every endpoint of a push asks."""
+    cached: list[PeerAuthentication] | None = mesh.__dict__.get("_peer_authentications")
+    if cached is not None:
+        return cached
     out = []
     for resource in mesh.of_kind("PeerAuthentication"):
         try:
             out.append(parse_peer_authentication(resource.to_manifest()))
         except PeerAuthenticationError:
             continue  # validation reports it; an invalid policy selects nothing
+    mesh.__dict__["_peer_authentications"] = out
     return out
 
 
