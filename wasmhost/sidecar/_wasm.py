@@ -702,7 +702,7 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
     return spec, wasm
 
 
-def _call_on_loop(services: WorkerServices | None, action: Callable[[], _T]) -> _T:
+def _call_on_loop(services: object, action: Callable[[], _T]) -> _T:
     """Run ``action`` on the worker's event loop thread and return its result (or raise its error).
 
     Plans are built in an executor thread on reload (and on start in single-process mode), while
