@@ -72,6 +72,7 @@ from . import _fault as _fault  # noqa: E402,F401  isort: skip
 from . import _istio_stats as _istio_stats  # noqa: E402,F401  isort: skip
 from . import _peer_metadata as _peer_metadata  # noqa: E402,F401  isort: skip
 from . import _router as _router  # noqa: E402,F401  isort: skip
+from . import _tracing as _tracing  # noqa: E402,F401  isort: skip
 from . import _wasm as _wasm  # noqa: E402,F401  isort: skip
 
 __all__ = [
