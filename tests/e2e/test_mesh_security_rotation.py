@@ -86,3 +86,42 @@ def test_rotation_under_load_fails_no_request(mesh: SecureMesh) -> None:
     assert sent > 200
     assert len(generations) == 2 and min(generations) >= 3, generations  # both proxies renewed at least twice
     assert served_serial(server.admin_url).isdisjoint(serials_before)  # the server Envoy serves a new certificate
+
+
+def ca_count(envoy_admin: str) -> int:
+    """How many trust anchors the Envoy's ROOTCA holds (admin /certs, one entry per TLS context)."""
+    import urllib.request
+
+    with urllib.request.urlopen(envoy_admin + "/certs", timeout=5) as reply:
+        certs = json.loads(reply.read())["certificates"]
+    return max((len(entry.get("ca_cert") or []) for entry in certs), default=0)
+
+
+def test_root_rotation_reaches_envoy_sidecars_without_an_outage(tmp_path: Path, envoy_binary: str) -> None:
+    mesh = SecureMesh(tmp_path, envoy_binary)
+    try:
+        mesh.write("policy.yaml", f"""\
+            apiVersion: security.istio.io/v1
+            kind: PeerAuthentication
+            metadata: {{name: default, namespace: {NAMESPACE}}}
+            spec: {{mtls: {{mode: STRICT}}}}
+            """)
+        server = mesh.server()
+        mesh.client()
+        wait_for(lambda: request(mesh.outbound_port)[0] == 200, 15.0, what="mTLS path up")
+        assert ca_count(server.admin_url) == 1
+        runtime = mesh.plane.plane.security  # type: ignore[union-attr]
+        assert runtime is not None
+        mesh.plane.run(runtime.ca.stage_root)
+        wait_for(lambda: ca_count(server.admin_url) == 2, 15.0, what="the staged root in Envoy's ROOTCA")
+        assert request(mesh.outbound_port)[0] == 200
+        old_serials = served_serial(server.admin_url)
+        mesh.plane.run(runtime.ca.activate_next_root)
+        wait_for(lambda: served_serial(server.admin_url).isdisjoint(old_serials), 15.0,
+                 what="a certificate from the new root")
+        assert request(mesh.outbound_port)[0] == 200  # the client trusts both roots
+        issued = mesh.plane.run(lambda: list(runtime.certificates.snapshots().values()))
+        for workload in issued:
+            workload.svid.leaf.verify_directly_issued_by(runtime.ca.root)  # signed by the activated root
+    finally:
+        mesh.close()
