@@ -226,12 +226,32 @@ class _FileLock:
         pass
 
 
+class _UnusableLock:
+    """A forked child that could not reopen the file must not share its parent's flock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.owner_deaths = 0
+
+    def acquire(self) -> None:
+        raise SharedStateError(f"{self.path}: cannot reopen the state file after fork")
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 _open_registries: weakref.WeakSet[MappedSharedRegistry] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
     for registry in list(_open_registries):
-        registry._reopen_after_fork()
+        try:
+            registry._reopen_after_fork()
+        except OSError:
+            registry._lock = _UnusableLock(registry.path)
 
 
 if hasattr(os, "register_at_fork"):
@@ -313,7 +333,8 @@ class MappedSharedRegistry:
                 raise SharedStateError(f"{self.path}: inconsistent geometry in the header")
             self._slots, self._slot_base, self._queue_base = slots, slot_base, queue_base
             self._queue_capacity, self._heap_limit, self._secret = queues, heap_limit, secret
-            self._lock: _RobustMutex | _FileLock
+            self.lock_kind = lock_kind
+            self._lock: _RobustMutex | _FileLock | _UnusableLock
             if lock_kind == LOCK_ROBUST_MUTEX:
                 self._lock = _RobustMutex(mm, _OFF_MUTEX)
             elif lock_kind == LOCK_FLOCK:
@@ -329,8 +350,13 @@ class MappedSharedRegistry:
         """A forked child must not share the parent's flock (it lives on the file description)."""
         if self._closed or not isinstance(self._lock, _FileLock):
             return
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        self._lock = _FileLock(self._fd)
+        try:  # through /proc first: that works even once the file is unlinked
+            fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        os.close(self._fd)
+        self._fd = fd
+        self._lock = _FileLock(fd)
 
     def close(self) -> None:
         if self._closed:
@@ -378,17 +404,15 @@ class MappedSharedRegistry:
         self._slot_index[full] = index
         return True
 
-    def _next_cas(self) -> int:
-        token = _U64.unpack_from(self._mm, _OFF_CAS)[0] % _CAS_WRAP + 1
-        _U64.pack_into(self._mm, _OFF_CAS, token)
-        return token
-
     # -- heap ------------------------------------------------------------------------------------
     def _alloc(self, size: int) -> int:
         """Offset of a block of at least ``size`` bytes, or 0 when the heap is exhausted."""
-        wanted = _size_class(size)
-        block = self._pop(wanted)
-        if block:
+        wanted = max(_MIN_CLASS, (size - 1).bit_length())
+        head_at = _OFF_FREE + 8 * wanted
+        mm = self._mm
+        block: int = _U64.unpack_from(mm, head_at)[0]
+        if block:  # the common case, inlined: pop this class's free list
+            _U64.pack_into(mm, head_at, _U64.unpack_from(mm, block)[0])
             return block
         block = self._bump(1 << wanted)
         if block:
@@ -495,7 +519,9 @@ class MappedSharedRegistry:
             if not offset:
                 return Status.BAD_ARGUMENT
             mm[offset:offset + len(value)] = value
-        _SLOT_VALUE.pack_into(mm, at, len(value), offset, self._next_cas())
+        token = _U64.unpack_from(mm, _OFF_CAS)[0] % _CAS_WRAP + 1
+        _U64.pack_into(mm, _OFF_CAS, token)
+        _SLOT_VALUE.pack_into(mm, at, len(value), offset, token)
         if old_off:
             self._free(old_off, _size_class(old_len))
         return Status.OK
