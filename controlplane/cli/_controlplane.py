@@ -316,7 +316,7 @@ def _proxy_status(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(proxies, indent=2))
         return 0
-    columns = ("CDS", "EDS", "LDS", "RDS", "ECDS")
+    columns = ("CDS", "EDS", "LDS", "RDS", "ECDS", "SDS")
     print(f"{'NAME':<44}" + "".join(f"{c:<12}" for c in columns) + "VERSIONS")
     problems = []
     for proxy in proxies:
@@ -343,13 +343,13 @@ def _print_secrets(result: dict[str, Any]) -> None:
     if not result.get("secrets"):
         print(f"no secrets for {result['proxy']}: {result.get('reason', 'none issued')}")
         return
-    print(f"{'RESOURCE NAME':<16}{'TYPE':<13}{'SERIAL NUMBER':<36}{'NOT AFTER':<28}NOT BEFORE")
+    print(f"{'RESOURCE NAME':<16}{'TYPE':<13}{'SERIAL NUMBER':<44}{'NOT AFTER':<28}NOT BEFORE")
     for secret in result["secrets"]:
         if secret["name"] == "ROOTCA":
             for root in secret["trust_bundle"]:
-                print(f"{secret['name']:<16}{secret['type']:<13}{root['serial']:<36}{root['not_after']:<28}")
+                print(f"{secret['name']:<16}{secret['type']:<13}{root['serial']:<44}{root['not_after']:<28}")
         else:
-            print(f"{secret['name']:<16}{secret['type']:<13}{secret['serial']:<36}{secret['not_after']:<28}"
+            print(f"{secret['name']:<16}{secret['type']:<13}{secret['serial']:<44}{secret['not_after']:<28}"
                   f"{secret['not_before']}")
     print(f"identity {result['identity']}, renewal {result['renew_at']} (generation {result['generation']})")
 
@@ -417,7 +417,7 @@ def register(commands: Any) -> None:
                        help="CSR service and xDS over TLS (with --ca-dir)")
     serve.add_argument("--workload-cert-ttl", type=float, default=24 * 3600, metavar="SECONDS",
                        help="lifetime of the certificates minted for Envoy sidecars (renewed at half)")
-    serve.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML (trustDomain, extensionProviders)")
+    serve.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML (trustDomain, extensionProviders, modules, ...)")
     serve.add_argument("--trust-policy", metavar="FILE",
                        help="who may sign Wasm modules (mesh-wide default; the mesh config's modules section "
                             "may override it per namespace)")
