@@ -14,9 +14,7 @@ moves and each process caches key → slot, skipping the hash on the hot path.
 
 Crash safety: every update writes new bytes into a fresh block, then commits with one write
 of the slot (or queue record); a process killed half-way leaks a block at worst. One lock
-guards the file: a robust process-shared pthread mutex where libc has one (about 0.3 µs to
-take and release through ctypes, against 1 µs for ``flock``), else ``flock`` on the file.
-Both are released when their holder dies, so a crashed worker never wedges the others.
+(:mod:`._shared_lock`) guards the whole file; a dead holder never wedges the others.
 
 Queues: ``enqueue`` from any process appends to the queue's linked list and bumps a global
 epoch; the process whose root context registered the queue last finds out in
@@ -25,21 +23,26 @@ epoch; the process whose root context registered the queue last finds out in
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import fcntl
 import hashlib
 import mmap
 import os
 import struct
 import tempfile
-import threading
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING
 
 from ._abi import Status
+from ._shared_lock import (
+    LOCK_FLOCK,
+    LOCK_ROBUST_MUTEX,
+    FileLock,
+    RobustMutex,
+    SharedStateError,
+    UnusableLock,
+    default_lock_kind,
+)
 from .limits import Limits
 
 if TYPE_CHECKING:
@@ -48,8 +51,6 @@ if TYPE_CHECKING:
 
 MAGIC = b"WMSHST01"
 VERSION = 1
-LOCK_ROBUST_MUTEX = 1
-LOCK_FLOCK = 2
 #: geometry used when a process finds the state file empty
 DEFAULT_SLOTS = 1 << 17
 DEFAULT_QUEUES = 4096
@@ -63,7 +64,6 @@ _OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_HEAP_TOP, _OFF_COMMITTED, _OFF_CAS, _OFF_E
 _OFF_FREE = 128  # one free-list head per size class
 _CLASSES = 48
 _OFF_MUTEX = 1024
-_MUTEX_BYTES = 64
 _U64 = struct.Struct("<Q")
 _SLOT_SIZE = 32
 _SLOT = struct.Struct("<QIIQQ")  # key_off (0 = empty), key_len, val_len, val_off, cas/number
@@ -76,10 +76,6 @@ _ITEM_HEADER = 16
 _MIN_CLASS = 4
 _CAS_WRAP = 0xFFFFFFFF  # tokens travel as u32; they cycle 1..2^32-1 and skip 0 ("no CAS")
 _DATA, _COUNT, _QUEUE_NAME = 0, 1, 2
-
-
-class SharedStateError(Exception):
-    """The state file cannot be used (wrong format, bad geometry, unsupported lock)."""
 
 
 def create_state_file(
@@ -98,7 +94,7 @@ def create_state_file(
         directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     fd, path = tempfile.mkstemp(prefix="wasmesh-shared-", suffix=".state", dir=directory)
     try:
-        _format(fd, slots, queues, heap_bytes, lock if lock is not None else _default_lock_kind())
+        _format(fd, slots, queues, heap_bytes, lock if lock is not None else default_lock_kind())
     except BaseException:
         os.close(fd)
         os.unlink(path)
@@ -107,24 +103,8 @@ def create_state_file(
     return path
 
 
-def _default_lock_kind() -> int:
-    return LOCK_ROBUST_MUTEX if _libc() is not None else LOCK_FLOCK
-
-
-_LIBC: list[ctypes.CDLL | None] = []
-
-
-def _libc() -> ctypes.CDLL | None:
-    """libc, when it offers robust process-shared mutexes (glibc and musl do)."""
-    if not _LIBC:
-        name = ctypes.util.find_library("c")
-        lib = ctypes.CDLL(name) if name else None
-        _LIBC.append(lib if lib is not None and hasattr(lib, "pthread_mutexattr_setrobust") else None)
-    return _LIBC[0]
-
-
 def _format(fd: int, slots: int, queues: int, heap_bytes: int, lock_kind: int) -> None:
-    """Lay out an empty file; the magic goes in last, so a half-formatted file is redone."""
+    """Lay out an empty file; the magic goes in last, so a half-formatted file is refused."""
     if slots & (slots - 1) or not 64 <= slots <= MAX_SLOTS:
         raise SharedStateError(f"slots must be a power of two in 64..{MAX_SLOTS}, not {slots}")
     if queues < 1 or heap_bytes < COMMIT_STEP:
@@ -144,7 +124,7 @@ def _format(fd: int, slots: int, queues: int, heap_bytes: int, lock_kind: int) -
         _U64.pack_into(mm, _OFF_HEAP_TOP, heap_base)
         _U64.pack_into(mm, _OFF_COMMITTED, heap_base)
         if lock_kind == LOCK_ROBUST_MUTEX:
-            _RobustMutex.initialize(mm, _OFF_MUTEX)
+            RobustMutex.initialize(mm, _OFF_MUTEX)
         elif lock_kind != LOCK_FLOCK:
             raise SharedStateError(f"unknown lock kind {lock_kind}")
         mm[0:8] = MAGIC
@@ -152,95 +132,6 @@ def _format(fd: int, slots: int, queues: int, heap_bytes: int, lock_kind: int) -
 
 def _size_class(size: int) -> int:
     return max(_MIN_CLASS, (size - 1).bit_length())
-
-
-class _RobustMutex:
-    """A process-shared robust pthread mutex inside the mapping; a dead owner is survivable."""
-
-    def __init__(self, mm: mmap.mmap, offset: int) -> None:
-        libc = _libc()
-        if libc is None:
-            raise SharedStateError("the state file uses a robust mutex, which this libc lacks")
-        self._cell: ctypes.Array[ctypes.c_char] | None = (ctypes.c_char * _MUTEX_BYTES).from_buffer(mm, offset)
-        self._lock = libc.pthread_mutex_lock
-        self._unlock = libc.pthread_mutex_unlock
-        self._consistent = libc.pthread_mutex_consistent
-        self.owner_deaths = 0
-
-    @staticmethod
-    def initialize(mm: mmap.mmap, offset: int) -> None:
-        libc = _libc()
-        if libc is None:
-            raise SharedStateError("this libc has no robust process-shared mutexes")
-        attr = ctypes.create_string_buffer(64)
-        cell = (ctypes.c_char * _MUTEX_BYTES).from_buffer(mm, offset)
-        try:
-            if (libc.pthread_mutexattr_init(attr) or libc.pthread_mutexattr_setpshared(attr, 1)
-                    or libc.pthread_mutexattr_setrobust(attr, 1) or libc.pthread_mutex_init(cell, attr)):
-                raise SharedStateError("pthread_mutex_init failed for the shared state mutex")
-            libc.pthread_mutexattr_destroy(attr)
-        finally:
-            del cell
-
-    def acquire(self) -> None:
-        err = self._lock(self._cell)
-        if err == errno.EOWNERDEAD:
-            # the holder died mid-operation: updates commit with one write, so the data is usable
-            self._consistent(self._cell)
-            self.owner_deaths += 1
-        elif err:
-            raise OSError(err, f"locking the shared state: {os.strerror(err)}")
-
-    def release(self) -> None:
-        self._unlock(self._cell)
-
-    def close(self) -> None:
-        self._cell = None  # drop the buffer export so the mapping can close
-
-
-class _FileLock:
-    """``flock`` on the state file (released by the kernel when the holder dies).
-
-    flock belongs to the open file description, so threads of one process also need a
-    thread lock, and a forked child reopens the file (see ``_after_fork``).
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._threads = threading.Lock()
-        self.owner_deaths = 0
-
-    def acquire(self) -> None:
-        self._threads.acquire()
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._threads.release()
-            raise
-
-    def release(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        self._threads.release()
-
-    def close(self) -> None:
-        pass
-
-
-class _UnusableLock:
-    """A forked child that could not reopen the file must not share its parent's flock."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.owner_deaths = 0
-
-    def acquire(self) -> None:
-        raise SharedStateError(f"{self.path}: cannot reopen the state file after fork")
-
-    def release(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 _open_registries: weakref.WeakSet[MappedSharedRegistry] = weakref.WeakSet()
@@ -251,7 +142,7 @@ def _after_fork() -> None:
         try:
             registry._reopen_after_fork()
         except OSError:
-            registry._lock = _UnusableLock(registry.path)
+            registry._lock = UnusableLock(registry.path)
 
 
 if hasattr(os, "register_at_fork"):
@@ -315,9 +206,11 @@ class MappedSharedRegistry:
     def _map(self) -> mmap.mmap:
         fcntl.flock(self._fd, fcntl.LOCK_EX)  # formatting is one process's job
         try:
-            if os.pread(self._fd, 8, 0) != MAGIC:
+            if os.fstat(self._fd).st_size == 0:
                 _format(self._fd, _slots_for(self._limits), DEFAULT_QUEUES, DEFAULT_HEAP_BYTES,
-                        _default_lock_kind())
+                        default_lock_kind())
+            elif os.pread(self._fd, 8, 0) != MAGIC:  # never overwrite a file that is not ours
+                raise SharedStateError(f"{self.path}: not a wasmesh shared state file (bad magic)")
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         size = os.fstat(self._fd).st_size
@@ -334,11 +227,11 @@ class MappedSharedRegistry:
             self._slots, self._slot_base, self._queue_base = slots, slot_base, queue_base
             self._queue_capacity, self._heap_limit, self._secret = queues, heap_limit, secret
             self.lock_kind = lock_kind
-            self._lock: _RobustMutex | _FileLock | _UnusableLock
+            self._lock: RobustMutex | FileLock | UnusableLock
             if lock_kind == LOCK_ROBUST_MUTEX:
-                self._lock = _RobustMutex(mm, _OFF_MUTEX)
+                self._lock = RobustMutex(mm, _OFF_MUTEX)
             elif lock_kind == LOCK_FLOCK:
-                self._lock = _FileLock(self._fd)
+                self._lock = FileLock(self._fd)
             else:
                 raise SharedStateError(f"{self.path}: unknown lock kind {lock_kind}")
         except BaseException:
@@ -348,7 +241,7 @@ class MappedSharedRegistry:
 
     def _reopen_after_fork(self) -> None:
         """A forked child must not share the parent's flock (it lives on the file description)."""
-        if self._closed or not isinstance(self._lock, _FileLock):
+        if self._closed or not isinstance(self._lock, FileLock):
             return
         try:  # through /proc first: that works even once the file is unlinked
             fd = os.open(f"/proc/self/fd/{self._fd}", os.O_RDWR | os.O_CLOEXEC)
@@ -356,7 +249,7 @@ class MappedSharedRegistry:
             fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
         os.close(self._fd)
         self._fd = fd
-        self._lock = _FileLock(fd)
+        self._lock = FileLock(fd)
 
     def close(self) -> None:
         if self._closed:
@@ -388,8 +281,8 @@ class MappedSharedRegistry:
             index = (index + 1) & mask
         raise SharedStateError(f"{self.path}: slot table has no empty slot")  # load is capped below 3/4
 
-    def _claim(self, index: int, full: bytes, number: int) -> bool:
-        """Insert ``full`` (no value) at the empty slot ``index``; False when table or heap is full."""
+    def _claim(self, index: int, full: bytes, number: int, val_len: int = 0, val_off: int = 0) -> bool:
+        """Fill the empty slot ``index`` with ``full``; False when the table or the heap is full."""
         used = _U64.unpack_from(self._mm, _OFF_SLOT_USED)[0]
         if used >= self._slots * 3 // 4:
             return False
@@ -398,11 +291,16 @@ class MappedSharedRegistry:
             return False
         mm, at = self._mm, self._slot_base + index * _SLOT_SIZE
         mm[key_off:key_off + len(full)] = full
-        _SLOT.pack_into(mm, at, 0, len(full), 0, 0, number)
+        _SLOT.pack_into(mm, at, 0, len(full), val_len, val_off, number)
         _U64.pack_into(mm, at, key_off)  # commit: the slot is taken from here on
         _U64.pack_into(mm, _OFF_SLOT_USED, used + 1)
         self._slot_index[full] = index
         return True
+
+    def _next_cas(self) -> int:
+        token: int = _U64.unpack_from(self._mm, _OFF_CAS)[0] % _CAS_WRAP + 1
+        _U64.pack_into(self._mm, _OFF_CAS, token)
+        return token
 
     # -- heap ------------------------------------------------------------------------------------
     def _alloc(self, size: int) -> int:
@@ -503,10 +401,18 @@ class MappedSharedRegistry:
                 return Status.BAD_ARGUMENT
             count_at = self._slot_base + count_slot * _SLOT_SIZE + 24
             keys = _U64.unpack_from(mm, count_at)[0]
-            if keys >= self._limits.max_shared_keys or not self._claim(~index, full, 0):
+            if keys >= self._limits.max_shared_keys:
+                return Status.BAD_ARGUMENT
+            offset = self._alloc(len(value)) if value else 0
+            if value and not offset:
+                return Status.BAD_ARGUMENT
+            mm[offset:offset + len(value)] = value
+            if not self._claim(~index, full, self._next_cas(), len(value), offset):
+                if offset:
+                    self._free(offset, _size_class(len(value)))
                 return Status.BAD_ARGUMENT
             _U64.pack_into(mm, count_at, keys + 1)
-            return self._store_value(self._slot_base + ~index * _SLOT_SIZE + 12, value, 0, 0)
+            return Status.OK
         finally:
             self._lock.release()
 
@@ -519,9 +425,7 @@ class MappedSharedRegistry:
             if not offset:
                 return Status.BAD_ARGUMENT
             mm[offset:offset + len(value)] = value
-        token = _U64.unpack_from(mm, _OFF_CAS)[0] % _CAS_WRAP + 1
-        _U64.pack_into(mm, _OFF_CAS, token)
-        _SLOT_VALUE.pack_into(mm, at, len(value), offset, token)
+        _SLOT_VALUE.pack_into(mm, at, len(value), offset, self._next_cas())
         if old_off:
             self._free(old_off, _size_class(old_len))
         return Status.OK

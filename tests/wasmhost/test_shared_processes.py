@@ -236,10 +236,12 @@ def test_caps_and_a_full_heap_answer_bad_argument(tmp_path: Path) -> None:
         assert store.set(b"a", b"2", 7) == Status.CAS_MISMATCH  # checked before the size, as in-process
         assert store.set(b"a", b"x" * 600_000, 0) == Status.OK  # a 1 MiB block: the heap has room for one
         assert store.set(b"b", b"y" * 600_000, 0) == Status.BAD_ARGUMENT  # heap exhausted
+        other = SharedRegistry(Limits(), path).data("other")
+        assert other.set(b"huge", b"z" * 600_000, 0) == Status.BAD_ARGUMENT
+        assert other.get(b"huge") is None  # a refused new key is not half-inserted
         assert store.get(b"b") is not None and store.get(b"b")[0] == b"1"  # type: ignore[index]
         assert store.set(b"a", b"small", 0) == Status.OK  # frees the big block...
         assert store.set(b"b", b"y" * 600_000, 0) == Status.OK  # ...which is reused
-        other = SharedRegistry(Limits(), path).data("other")
         statuses = [other.set(b"k%d" % n, b"v", 0) for n in range(64)]
         assert Status.BAD_ARGUMENT in statuses  # the table keeps a quarter of its slots free
         assert statuses.index(Status.BAD_ARGUMENT) == statuses.count(Status.OK)
@@ -404,7 +406,7 @@ def test_the_environment_variable_selects_the_backend(state: str, monkeypatch: p
     registry.close()
 
 
-def test_an_empty_file_is_formatted_and_a_foreign_one_refused(tmp_path: Path) -> None:
+def test_an_empty_file_is_formatted_and_any_other_file_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty.state"
     empty.touch()
     first = MappedSharedRegistry(str(empty), Limits())
@@ -414,6 +416,11 @@ def test_an_empty_file_is_formatted_and_a_foreign_one_refused(tmp_path: Path) ->
     foreign.write_bytes(b"WMSHST01" + b"\x09" + b"\0" * 4095)
     with pytest.raises(SharedStateError, match="foreign.state: format version 9"):
         MappedSharedRegistry(str(foreign), Limits())
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("keep me")
+    with pytest.raises(SharedStateError, match="notes.txt: not a wasmesh shared state file"):
+        MappedSharedRegistry(str(unrelated), Limits())
+    assert unrelated.read_text() == "keep me"
     with pytest.raises(SharedStateError, match="power of two"):
         create_state_file(str(tmp_path), slots=1000)
 
