@@ -345,3 +345,15 @@ spec:
     rules = next(iter(deny_filter["rules"]["policies"].values()))["permissions"][0]["and_rules"]["rules"]
     assert rules[1] == {"any": True}  # the gateway port is the policy's port
     assert "jwks|127.0.0.1|7777" in snapshot.resources(CLUSTER)
+
+
+def test_https_jwks_uri_gets_a_tls_cluster_checking_the_host() -> None:
+    target = server()
+    remote = JWT.replace("http://127.0.0.1:7777/jwks.json", "https://login.example.com/keys")
+    snapshot = generate(mesh_of(SERVICE, remote, proxies=[target]), target)
+    cluster = config(snapshot, CLUSTER, "jwks|login.example.com|443")
+    assert cluster["type"] == "STRICT_DNS"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == "login.example.com"
+    assert tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "login.example.com"}}]
