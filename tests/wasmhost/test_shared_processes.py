@@ -175,6 +175,21 @@ def _hold_lock_briefly(conn: Connection, path: str, hold_s: float) -> None:
     registry._lock.release()
 
 
+def _hammer_until_killed(conn: Connection, path: str) -> None:
+    registry = SharedRegistry(Limits(), path)
+    store = registry.data("pool")
+    queue_id = registry.resolve_queue("pool", "work")
+    assert queue_id is not None
+    conn.send("started")
+    while True:
+        entry = store.get(b"counter")
+        value = int(entry[0]) + 1 if entry is not None else 1
+        store.set(b"counter", b"%d" % value, entry[1] if entry is not None else 0)
+        store.set(b"scratch-%d" % (value % 50), b"v" * (value % 300), 0)
+        registry.enqueue(queue_id, b"%d" % value)
+        registry.dequeue(queue_id)
+
+
 def _requests_through_plugin(results: Any, start: Any, path: str, wasm: str, count: int, prefix: str) -> None:
     def work() -> list[int]:
         os.environ[STATE_ENV] = path
@@ -348,6 +363,30 @@ def test_a_worker_killed_while_holding_the_lock_does_not_wedge_the_others(state:
     assert outcome and outcome[0][0] == b"kept", "the lock stayed with the dead process"
     assert registry.data("pool").set(b"after", b"ok", 0) == Status.OK
     assert registry.lock_owner_deaths == (1 if registry.lock_kind == LOCK_ROBUST_MUTEX else 0)
+
+
+def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
+    registry = SharedRegistry(Limits(), state)
+    queue_id = registry.register_queue("pool", "work", make_root())
+    store = registry.data("pool")
+    for _ in range(5):  # kill at five different moments of the same busy loop
+        child, conn = start_child(_hammer_until_killed, state)
+        try:
+            assert conn.poll(CHILD_DEADLINE_S) and conn.recv() == "started"
+            time.sleep(0.05)
+        finally:
+            child.kill()
+            stop_child(child)
+        entry = store.get(b"counter")
+        assert entry is not None and entry[0].isdigit()
+        assert store.set(b"counter", b"%d" % (int(entry[0]) + 1), entry[1]) == Status.OK
+        assert registry.enqueue(queue_id, b"after") is not None
+        items = []
+        while (item := registry.dequeue(queue_id))[0] == Status.OK:
+            items.append(item[1])
+        assert items[-1] == b"after" and all(i.isdigit() for i in items[:-1])
+    keys = set(store.keys())
+    assert b"counter" in keys and keys <= {b"counter"} | {b"scratch-%d" % n for n in range(50)}
 
 
 def test_the_lock_excludes_another_process(state: str) -> None:
