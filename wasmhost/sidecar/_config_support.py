@@ -194,8 +194,11 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "retry_policy",
             "request_mirror_policies",
             "hash_policy",
+            "max_stream_duration",
         }
     ),
+    # only "no limit" (what istiod writes for inbound routes); a real limit is refused by the route builder
+    "envoy.config.route.v3.RouteAction.MaxStreamDuration": frozenset({"max_stream_duration"}),
     "envoy.config.route.v3.WeightedCluster": frozenset({"clusters", "total_weight"}),
     "envoy.config.route.v3.WeightedCluster.ClusterWeight": frozenset({"name", "weight", "host_rewrite_literal"})
     | _HEADER_MUTATIONS,

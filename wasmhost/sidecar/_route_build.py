@@ -321,6 +321,10 @@ class _Builder:
         return prefix_rewrite, regex_rewrite
 
     def forward(self, action: Any, path: str, match_kind: str) -> ForwardAction:
+        limit = action.max_stream_duration.max_stream_duration
+        if action.HasField("max_stream_duration") and (limit.seconds or limit.nanos):
+            raise ConfigError(f"{path}.max_stream_duration.max_stream_duration",
+                              "stream duration limits are not supported (only 0s, no limit)")
         specifier = action.WhichOneof("cluster_specifier")
         cluster = None
         cluster_header = None

@@ -5,6 +5,10 @@ configured with port 0 (so all workers bind the same one), starts the workers,
 serves the admin endpoint with figures merged from all of them, watches the
 config file and tells every worker to reload. A worker that dies is restarted
 with the current configuration. Messages travel over one pipe per worker.
+
+With ``dynamic_resources`` the supervisor runs the xDS client: each update is validated and
+built here, and every worker receives the assembled bootstrap (static parts plus the xDS
+resources inlined) as its new configuration, so all workers serve the same version.
 """
 
 from __future__ import annotations
@@ -18,11 +22,14 @@ import multiprocessing.connection
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf import json_format
 
 from ._admin import AdminServer
 from ._errors import ConfigError
 from ._plan import Plan
+from ._plan_build import build_plan
 from ._reload import FileWatcher, digest, load_plan, read_config
 from ._sidecar import (
     cluster_views,
@@ -32,6 +39,10 @@ from ._sidecar import (
     write_admin_address,
 )
 from ._stats import StatSample, merge_snapshots
+from ._xds_settings import ads_settings
+
+if TYPE_CHECKING:
+    from ._xds_client import XdsClient, XdsSnapshot
 
 log = logging.getLogger("wasmesh.main")
 
@@ -169,6 +180,10 @@ class Supervisor:
         self._admin: AdminServer | None = None
         self._watcher: FileWatcher | None = None
         self._log_level = logging.getLogger("wasmesh").getEffectiveLevel()
+        self.xds: XdsClient | None = None
+        self._bootstrap: Any = None
+        self._snapshot: XdsSnapshot | None = None
+        self._plan_versions = itertools.count(2)
 
     # --- AdminSource ----------------------------------------------------------------------------
 
@@ -285,11 +300,59 @@ class Supervisor:
         self._watcher = FileWatcher(self.config_path, self._reload, self.watch_interval, digest(self._text))
         self._watcher.start()
         self._monitor = loop.create_task(self._watch_workers())
-        self.state = "LIVE"
+        self._bootstrap = plan.bootstrap
+        settings = ads_settings(plan.bootstrap)
+        if settings is None:
+            self.state = "LIVE"
+        else:
+            from ._xds_client import XdsClient
+
+            self.xds = XdsClient(plan.bootstrap, settings, self)
+            self.xds.start()
         log.info("serving %s with %d workers (listeners: %s)", self.config_path, self.concurrency,
                  ", ".join(f"{n}={p}" for n, p in self._ports.items()))
 
+    # --- XdsTarget --------------------------------------------------------------------------------
+
+    @property
+    def services(self) -> None:
+        return None  # plans are only checked here; the workers serve them
+
+    def build(self, bootstrap: Any) -> Plan:
+        return build_plan(bootstrap, version=next(self._plan_versions), source="xds")
+
+    async def activate(self, plan: Plan) -> None:
+        """Send the assembled bootstrap to every worker; they build and serve it themselves."""
+        text = json_format.MessageToJson(plan.bootstrap, preserving_proto_field_name=True)
+        ports = _reserve_ports(plan, self._ports, self._held)
+        try:
+            errors = [e for e in await self._ask_all("reload", text, plan.version, ports) if e]
+        finally:
+            for sock in self._held:
+                sock.close()
+            self._held.clear()
+        plan.retire()
+        if errors:
+            raise OSError(f"a worker refused the update: {errors[0]}")
+        plan.bootstrap = self._bootstrap
+        plan.dynamic = self._snapshot
+        self._text = text
+        self._version = plan.version
+        self._ports = ports
+        self._plan = plan
+
+    def publish(self, snapshot: XdsSnapshot) -> None:
+        self._snapshot = snapshot
+        if self._plan is not None:
+            self._plan.dynamic = snapshot
+        if snapshot.initialized and self.state == "PRE_INITIALIZING":
+            self.state = "LIVE"
+            log.info("initial xDS configuration applied in %d workers; serving", len(self._workers))
+
     async def _reload(self, text: str) -> None:
+        if self.xds is not None:
+            log.warning("%s changed: a bootstrap with dynamic_resources takes effect on restart", self.config_path)
+            return
         loop = asyncio.get_running_loop()
         version = self._version + 1
         try:
@@ -326,6 +389,8 @@ class Supervisor:
         self.state = "DRAINING"
         if self._watcher is not None:
             self._watcher.stop()
+        if self.xds is not None:
+            await self.xds.stop()
         if self._admin is not None:
             await self._admin.close()
         for handle in self._workers:

@@ -27,6 +27,7 @@ from ._dynamic import (
     LISTENER,
     ROUTE,
     TYPE_ORDER,
+    WILDCARD,
     Assembly,
     XdsResource,
     assemble,
@@ -119,7 +120,7 @@ class Update:
             try:
                 self._validate(resource, clusters)
             except ConfigError as err:
-                self.reject(type_url, name, describe(type_url, name, err))
+                self.reject(type_url, name, describe(type_url, name, ConfigError(err.path.lstrip("."), err.reason)))
 
     def _cluster_names(self) -> frozenset[str]:
         names = {c.name for c in self.static.static_resources.clusters}
@@ -220,8 +221,10 @@ class Update:
         state.warming = dict(assembly.warming)
         for key in list(state.failures):
             type_url, name = key
-            if key not in self._failed and type_url in self.received and name in self.received[type_url]:
-                del state.failures[key]  # a later version of it was accepted
+            if key in self._failed or type_url not in self.received:
+                continue
+            if name in self.received[type_url] or type_url in WILDCARD:
+                del state.failures[key]  # a later version was accepted, or the control plane dropped it
         state.failures.update(self._failed)
 
     def release(self) -> None:
