@@ -151,9 +151,11 @@ def test_alg_confusion_hs256_with_the_public_key_is_refused(jwks_server, rsa_key
     assert outcome.http_status == 401 and "kid or alg" in outcome.message
 
 
-def test_wrong_issuer_is_treated_as_missing(jwks_server, rsa_key):
+def test_wrong_issuer_is_refused_as_envoy_does(jwks_server, rsa_key):
+    """Real Envoy (jwt_authn as Istio configures it) answers 401 "Jwt issuer is not configured"."""
     outcome = authn(authenticator(jwks_server.uri), [("authorization", f"Bearer {token(rsa_key, iss='https://evil')}")])
-    assert outcome.status == "missing" and outcome.auth is None
+    assert outcome.status == "invalid" and outcome.auth is None
+    assert "issuer is not configured" in outcome.message
 
 
 def test_malformed_token_gives_401(jwks_server):

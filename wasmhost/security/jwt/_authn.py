@@ -2,8 +2,9 @@
 
 Istio's behaviour, which this follows: a request without a token passes (authorization
 decides; ``requestPrincipals: ["*"]`` is how a policy demands one); a token that fails
-verification (signature, expiry, not-before, audience, unknown key) gets 401; a token whose
-issuer no rule names is treated like a missing one (Envoy's ``allow_missing``). Unless
+verification (signature, expiry, not-before, audience, unknown key) gets 401, and so does a
+token whose issuer no rule names (Envoy: "Jwt issuer is not configured"; Istio's
+``allow_missing`` admits only an absent token). Unless
 ``forwardOriginalToken``, the header carrying a verified token is removed before the request
 goes upstream; ``outputPayloadToHeader`` and ``outputClaimToHeaders`` add headers.
 """
@@ -133,7 +134,7 @@ class JwtAuthenticator:
                 return JwtOutcome("invalid", message="Jwt is not in the form of Header.Payload.Signature")
             rule = next((r for r in found.rules if r.issuer == issuer), None)
             if rule is None:
-                continue  # issuer not configured: as if missing
+                return JwtOutcome("invalid", message="Jwt issuer is not configured")
             try:
                 claims = await self._verify(found.token, rule, header)
             except pyjwt.PyJWTError as exc:
