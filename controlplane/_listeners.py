@@ -19,6 +19,7 @@ from controlplane._protos import HCM_NAME, HCM_TYPE, ROUTER_NAME, typed
 from controlplane._proxies import Proxy
 from controlplane._routes import CORS_FILTER, FAULT_FILTER, inbound_route_config
 from controlplane._security_filters import SecurityFilters, inbound_security_filters, ordered_http_filters
+from controlplane._telemetry import telemetry_filters, telemetry_hcm
 from controlplane._wasm import CLIENT, PHASES, SERVER, ecds_filter, plugins_by_phase, selected_plugins
 
 LOOPBACK = "127.0.0.1"
@@ -31,6 +32,8 @@ def _http_filters(mesh: Mesh, proxy: Proxy, mode: str, port: int, gateway: bool 
     secured = mode == SERVER or gateway  # policies apply where traffic enters a workload or a gateway
     security = inbound_security_filters(mesh, proxy, port) if secured else SecurityFilters()
     filters = ordered_http_filters(security, plugins)
+    if not gateway:
+        filters += telemetry_filters(mesh, proxy, mode)  # peer metadata exchange, istio.stats
     if mode == CLIENT:
         filters.append({"name": FAULT_FILTER, "typed_config": typed(
             "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault", {})})
@@ -73,7 +76,7 @@ def outbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
         hcm = {"stat_prefix": f"outbound_0.0.0.0_{number}",
                "rds": {"config_source": ADS_SOURCE, "route_config_name": str(number)},
                "http_filters": _http_filters(mesh, proxy, CLIENT, number),
-               "use_remote_address": False, "normalize_path": True}
+               "use_remote_address": False, "normalize_path": True, **telemetry_hcm(mesh, proxy, CLIENT)}
         filters = _network_wasm(mesh, proxy, CLIENT, number)
         filters.append({"name": HCM_NAME, "typed_config": typed(HCM_TYPE, hcm)})
         out.append({"name": f"0.0.0.0_{number}", **_address(number, proxy.outbound_ports.get(number)),
@@ -132,7 +135,7 @@ def inbound_listeners(mesh: Mesh, proxy: Proxy) -> list[dict[str, Any]]:
         else:
             hcm = {"stat_prefix": f"inbound_0.0.0.0_{app_port}", "route_config": inbound_route_config(app_port),
                    "http_filters": _http_filters(mesh, proxy, SERVER, app_port),
-                   "use_remote_address": False, "normalize_path": True}
+                   "use_remote_address": False, "normalize_path": True, **telemetry_hcm(mesh, proxy, SERVER)}
             filters.append({"name": HCM_NAME, "typed_config": typed(HCM_TYPE, hcm)})
         http = not names.get(app_port, "").startswith("tcp")
         out.append({"name": f"{INBOUND_PREFIX}{app_port}",

@@ -210,6 +210,30 @@ ENVOY_FILTER = obj(
     )),
 )
 
+# ---- telemetry.istio.io: Telemetry ---------------------------------------------------------------
+_TELEMETRY_MODE = obj(mode=enum("CLIENT_AND_SERVER", "CLIENT", "SERVER"))
+_PROVIDERS = arr(obj(name=STRING))
+_CUSTOM_TAG = obj(literal=obj(value=STRING), environment=obj(name=STRING, defaultValue=STRING),
+                  header=obj(name=STRING, defaultValue=STRING))
+_METRIC_NAMES = enum("ALL_METRICS", "REQUEST_COUNT", "REQUEST_DURATION", "REQUEST_SIZE", "RESPONSE_SIZE",
+                     "TCP_OPENED_CONNECTIONS", "TCP_CLOSED_CONNECTIONS", "TCP_SENT_BYTES", "TCP_RECEIVED_BYTES",
+                     "GRPC_REQUEST_MESSAGES", "GRPC_RESPONSE_MESSAGES")
+TELEMETRY = obj(
+    selector=obj(matchLabels=LABELS),
+    targetRef=POLICY_TARGET,
+    targetRefs=arr(POLICY_TARGET),
+    tracing=arr(obj(match=_TELEMETRY_MODE, providers=_PROVIDERS,
+                    randomSamplingPercentage={"type": "number", "format": "double", "minimum": 0, "maximum": 100},
+                    disableSpanReporting=BOOL, customTags=map_of(_CUSTOM_TAG),
+                    useRequestIdForTraceSampling=BOOL, enableIstioTags=BOOL)),
+    metrics=arr(obj(providers=_PROVIDERS, reportingInterval=DURATION, overrides=arr(obj(
+        match=obj(metric=_METRIC_NAMES, customMetric=STRING, mode=enum("CLIENT_AND_SERVER", "CLIENT", "SERVER")),
+        disabled=BOOL,
+        tagOverrides=map_of(obj(operation=enum("UPSERT", "REMOVE"), value=STRING)))))),
+    accessLogging=arr(obj(match=_TELEMETRY_MODE, providers=_PROVIDERS, disabled=BOOL,
+                          filter=obj(expression=STRING))),
+)
+
 # ---- extensions.istio.io: WasmPlugin ------------------------------------------------------------
 WASM_PLUGIN = obj(
     selector=obj(matchLabels=LABELS),
@@ -315,6 +339,8 @@ KINDS: tuple[Kind, ...] = (
          ("istio-io", "security-istio-io")),
     Kind("RequestAuthentication", _SECURITY, _SEC_VERSIONS, "requestauthentications", ("ra",),
          REQUEST_AUTHENTICATION, ("istio-io", "security-istio-io")),
+    Kind("Telemetry", "telemetry.istio.io", ("v1", "v1alpha1"), "telemetries", ("telemetry",), TELEMETRY,
+         ("istio-io", "telemetry-istio-io")),
 )
 KINDS_BY_NAME: dict[str, Kind] = {k.kind: k for k in KINDS}
 

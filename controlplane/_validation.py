@@ -336,6 +336,14 @@ class _Checker:
                                                          f"[{issuers[rule['issuer']]}]")
             issuers.setdefault(rule.get("issuer"), i)
 
+    def Telemetry(self, spec: Mapping[str, Any]) -> None:
+        from controlplane._telemetry import validate_telemetry
+
+        for path, problem in validate_telemetry(spec):
+            self.error(path, problem)
+        if spec.get("selector") and (spec.get("targetRef") or spec.get("targetRefs")):
+            self.error("spec", "set only one of selector and targetRefs")
+
     def _security_parse(self, parse: Any, error_type: type[Exception]) -> None:
         """Run a security parser over the manifest; its message starts with the field path."""
         try:

@@ -59,7 +59,7 @@ def test_versions_served_as_istio_serves_them() -> None:
     crds = {yaml.safe_load(p.read_text())["spec"]["names"]["kind"]: yaml.safe_load(p.read_text())
             for p in CRD_DIR.glob("*.yaml")}
     assert set(crds) == {"VirtualService", "DestinationRule", "Gateway", "ServiceEntry", "WorkloadEntry",
-                         "Sidecar", "EnvoyFilter", "WasmPlugin", *SECURITY_KINDS}
+                         "Sidecar", "EnvoyFilter", "WasmPlugin", "Telemetry", *SECURITY_KINDS}
     versions = {kind: [v["name"] for v in crd["spec"]["versions"]] for kind, crd in crds.items()}
     assert versions["WasmPlugin"] == ["v1alpha1"]
     assert versions["EnvoyFilter"] == ["v1alpha3"]

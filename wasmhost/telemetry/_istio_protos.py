@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, symbol_database
 from google.protobuf.message import Message
 
 STATS_CONFIG_TYPE = "stats.PluginConfig"
@@ -119,8 +119,10 @@ _register(_peer_metadata_file())
 
 
 def message_class(full_name: str) -> type[Message]:
-    """The generated class of one of the registered Istio messages."""
-    return message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(full_name))
+    """The generated class of one of the registered Istio messages (also known to the symbol database)."""
+    cls = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(full_name))
+    symbol_database.Default().RegisterMessage(cls)
+    return cls
 
 
 StatsPluginConfig = message_class(STATS_CONFIG_TYPE)
