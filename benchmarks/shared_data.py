@@ -3,6 +3,7 @@
 Runs each operation the host calls perform (``proxy_get/set_shared_data`` and the queue
 calls) directly on ``SharedRegistry``, without a guest, so the numbers are the store's own
 cost. The mmap store is measured with both of its locks (robust pthread mutex, flock). The
+last part runs requests through the compiled ``rate_limit`` plugin on each backend. The
 contended part starts ``--processes`` spawned processes doing the rate-limit pattern (get,
 then CAS-set of a counter, retrying on CAS_MISMATCH) on one key for ``--seconds`` and checks
 that no increment was lost. Bounded in time by ``--seconds`` per contended run.
@@ -114,11 +115,41 @@ def contended(path: str, processes: int, seconds: float) -> tuple[int, int, int]
     return sum(a[0] for a in answers), sum(a[1] for a in answers), int(entry[0]) if entry else 0
 
 
+def plugin_request_us(path: str, requests: int) -> float:
+    """µs per request through the compiled rate_limit plugin (get + CAS set per request)."""
+    from sdk.testing import HostEmulator
+    from sdk.testing._both_modes import compiled_module
+
+    wasm = compiled_module(Path(__file__).resolve().parent.parent / "plugins" / "rate_limit" / "plugin.py")
+    previous = os.environ.pop("WASMESH_SHARED_STATE", None)
+    if path:
+        os.environ["WASMESH_SHARED_STATE"] = path
+    try:
+        config = '{"max_tokens": 1000000000, "fill_interval_ms": 3600000}'
+        host = HostEmulator.load(wasm, plugin_config=config, vm_id="bench-plugin")
+    finally:
+        os.environ.pop("WASMESH_SHARED_STATE", None)
+        if previous is not None:
+            os.environ["WASMESH_SHARED_STATE"] = previous
+    host.start_plugin()
+
+    def one_request() -> None:
+        stream = host.initialize_http_context()
+        host.call_on_request_headers(stream, {":path": "/"}, True)
+        host.complete_http_context(stream)
+
+    one_request()
+    result = _per_op(one_request, requests)
+    host.close()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=100_000)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--requests", type=int, default=3000)
     args = parser.parse_args()
 
     paths = {"mmap, robust mutex": create_state_file(lock=LOCK_ROBUST_MUTEX),
@@ -133,6 +164,10 @@ def main() -> int:
         print(f"{'µs per operation':28}" + "".join(f"{label:>20}" for label in columns))
         for name in names:
             print(f"{name:28}" + "".join(f"{columns[label][name]:20.2f}" for label in columns))
+        print()
+        print("µs per request through the compiled rate_limit plugin (emulator, one get + CAS set):")
+        for label, path in (("in-process", ""), *paths.items()):
+            print(f"  {label:26}{plugin_request_us(path, args.requests):10.1f}")
         print()
         lost = False
         for label, path in paths.items():
