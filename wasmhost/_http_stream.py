@@ -153,7 +153,7 @@ class HttpStream:
         self.response_headers = headers
         ctx = self._context()
         if ctx is None:
-            return self._failed_status(HEADERS_STOP_ALL_WATERMARK)
+            return HEADERS_CONTINUE  # the plugin is out of this stream: its failure reply (or the response) goes on
         ctx.response_headers = headers
         ctx.response_headers_writable = True
         try:
@@ -171,13 +171,13 @@ class HttpStream:
     def on_response_body(self, data: bytes, end_stream: bool) -> BodyVerdict:
         ctx = self._context()
         if ctx is None:
-            return BodyVerdict(self._failed_status(DATA_STOP_NO_BUFFER), data if self._open() else None)
+            return BodyVerdict(DATA_CONTINUE, data)
         return self._body(ctx, data, end_stream, request=False)
 
     def on_response_trailers(self, trailers: Pairs) -> int:
         ctx = self._context()
         if ctx is None:
-            return self._failed_status(TRAILERS_STOP)
+            return TRAILERS_CONTINUE
         ctx.response_trailers = trailers
         ctx.response_trailers_writable = True
         try:

@@ -393,11 +393,8 @@ class WasmHttpFilter(HttpFilter):
         self.decoded = False
 
     def _bypass_encoder(self) -> bool:
-        """No context (never decoded), or the failure reply of a failed VM on its way out."""
-        if not self.decoded:
-            return True
-        ctx = self.stream.ctx
-        return ctx is not None and ctx.local_reply_sent and not self.stream.plugin.healthy()
+        """The filter never saw the request (an earlier filter answered): leave the response alone."""
+        return not self.decoded
 
     # -- helpers ---------------------------------------------------------------------------------
     def _sync(self) -> None:
