@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,8 @@ HCM_TYPE_URL = ("type.googleapis.com/envoy.extensions.filters.network.http_conne
                 "HttpConnectionManager")
 
 Resources = Mapping[str, Mapping[str, "XdsResource"]]
+Received = Mapping[str, AbstractSet[str]]  # named type -> names the control plane has answered for
+_NOTHING: Received = {}
 
 
 @dataclass(frozen=True)
@@ -224,8 +227,14 @@ class Inlined:
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (type, name, message) to refuse
 
 
-def inline_listener(listener: Any, resources: Resources) -> Inlined:
-    """A copy of ``listener`` with RDS routes and ECDS filter configs taken from ``resources``."""
+def inline_listener(listener: Any, resources: Resources, received: Received = _NOTHING) -> Inlined:
+    """A copy of ``listener`` with RDS routes and ECDS filter configs taken from ``resources``.
+
+    What was answered but never accepted does not hold the listener back (Envoy's warming ends
+    with the first answer): a route configuration becomes an empty one (every request 404) and
+    a filter keeps ``config_discovery``, which the plan builder turns into a filter failing
+    every request with a 500.
+    """
     copy = listener_pb2.Listener()
     copy.CopyFrom(listener)
     result = Inlined(copy)
@@ -241,7 +250,11 @@ def inline_listener(listener: Any, resources: Resources) -> Inlined:
             if hcm.WhichOneof("route_specifier") == "rds" and is_ads(hcm.rds.config_source):
                 name = hcm.rds.route_config_name
                 route = routes.get(name)
-                if route is None:
+                if route is None and name in received.get(ROUTE, ()):
+                    hcm.route_config.CopyFrom(route_pb2.RouteConfiguration(name=name))
+                    hcm.route_config.validate_clusters.value = False
+                    changed = True
+                elif route is None:
                     result.missing.append(f"RouteConfiguration {name}")
                 else:
                     route_config = route_pb2.RouteConfiguration()
@@ -260,10 +273,14 @@ def inline_listener(listener: Any, resources: Resources) -> Inlined:
                 filter_path = f"{hcm_path}.http_filters[{h_index}]"
                 extension = extensions.get(http_filter.name)
                 if extension is None:
-                    if discovery.HasField("default_config") and discovery.apply_default_config_without_warming:
+                    if discovery.HasField("default_config") and (
+                            discovery.apply_default_config_without_warming
+                            or http_filter.name in received.get(EXTENSION, ())):
                         typed = discovery.default_config
                         result.origins.append(Origin(f"{filter_path}.typed_config", SELF, "",
                                                      f"{filter_path}.config_discovery.default_config"))
+                    elif http_filter.name in received.get(EXTENSION, ()):
+                        continue  # answered, never accepted: the filter fails requests
                     else:
                         result.missing.append(f"TypedExtensionConfig {http_filter.name}")
                         continue
@@ -288,8 +305,11 @@ def inline_listener(listener: Any, resources: Resources) -> Inlined:
     return result
 
 
-def inline_cluster(cluster: Any, resources: Resources) -> Inlined:
-    """A copy of ``cluster``; an EDS cluster over ADS becomes STATIC with its assignment inlined."""
+def inline_cluster(cluster: Any, resources: Resources, received: Received = _NOTHING) -> Inlined:
+    """A copy of ``cluster``; an EDS cluster over ADS becomes STATIC with its assignment inlined.
+
+    An assignment answered but never accepted leaves the cluster without endpoints (as Envoy).
+    """
     copy = cluster_pb2.Cluster()
     copy.CopyFrom(cluster)
     result = Inlined(copy)
@@ -297,11 +317,14 @@ def inline_cluster(cluster: Any, resources: Resources) -> Inlined:
     if name is None:
         return result
     assignment = resources.get(ENDPOINT, {}).get(name)
-    if assignment is None:
+    if assignment is None and name not in received.get(ENDPOINT, ()):
         result.missing.append(f"ClusterLoadAssignment {name}")
         return result
     copy.ClearField("eds_cluster_config")
     copy.type = cluster_pb2.Cluster.STATIC
+    if assignment is None:
+        copy.load_assignment.CopyFrom(endpoint_pb2.ClusterLoadAssignment(cluster_name=name))
+        return result
     copy.load_assignment.CopyFrom(assignment.message)
     result.origins.append(Origin("load_assignment", ENDPOINT, name, ""))
     return result
@@ -331,7 +354,7 @@ def _place(inlined: Inlined, prefix: str, type_url: str, name: str, inner: str, 
             origins.append(Origin(join_path(prefix, origin.path), origin.type_url, origin.name, origin.inner))
 
 
-def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
+def assemble(static: Any, resources: Resources, serving: Resources, received: Received = _NOTHING) -> Assembly:
     """The static bootstrap plus every dynamic listener and cluster that is ready (or its serving version)."""
     boot = type(static)()
     boot.CopyFrom(static)
@@ -343,8 +366,14 @@ def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
     used_clusters: dict[str, XdsResource] = {}
     used_listeners: dict[str, XdsResource] = {}
 
+    def cluster_of(message: Any, found: Resources) -> Inlined:
+        return inline_cluster(message, found, received)
+
+    def listener_of(message: Any, found: Resources) -> Inlined:
+        return inline_listener(message, found, received)
+
     for index, cluster in enumerate(static.static_resources.clusters):
-        inlined = inline_cluster(cluster, resources)
+        inlined = cluster_of(cluster, resources)
         if inlined.missing:
             warming[("", cluster.name)] = ", ".join(inlined.missing)
             continue
@@ -353,9 +382,9 @@ def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
         _place(inlined, f"static_resources.clusters[{position}]", "", "", f"static_resources.clusters[{index}]",
                origins)
     for name, resource in sorted(resources.get(CLUSTER, {}).items()):
-        chosen, ready = _ready(resource, serving.get(CLUSTER, {}).get(name), resources, inline_cluster)
+        chosen, ready = _ready(resource, serving.get(CLUSTER, {}).get(name), resources, cluster_of)
         if chosen is not resource:
-            warming[(CLUSTER, name)] = ", ".join(_missing(resource, resources, inline_cluster))
+            warming[(CLUSTER, name)] = ", ".join(_missing(resource, resources, cluster_of))
         if chosen is None or ready is None:
             continue
         position = len(boot.static_resources.clusters)
@@ -364,7 +393,7 @@ def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
         used_clusters[name] = chosen
 
     for index, listener in enumerate(static.static_resources.listeners):
-        inlined = inline_listener(listener, resources)
+        inlined = listener_of(listener, resources)
         problems.extend(inlined.problems)
         if inlined.missing:
             warming[("", listener.name)] = ", ".join(inlined.missing)
@@ -374,10 +403,10 @@ def assemble(static: Any, resources: Resources, serving: Resources) -> Assembly:
         _place(inlined, f"static_resources.listeners[{position}]", "", "", f"static_resources.listeners[{index}]",
                origins)
     for name, resource in sorted(resources.get(LISTENER, {}).items()):
-        chosen, ready = _ready(resource, serving.get(LISTENER, {}).get(name), resources, inline_listener)
-        problems.extend(inline_listener(resource.message, resources).problems)
+        chosen, ready = _ready(resource, serving.get(LISTENER, {}).get(name), resources, listener_of)
+        problems.extend(listener_of(resource.message, resources).problems)
         if chosen is not resource:
-            warming[(LISTENER, name)] = ", ".join(_missing(resource, resources, inline_listener))
+            warming[(LISTENER, name)] = ", ".join(_missing(resource, resources, listener_of))
         if chosen is None or ready is None:
             continue
         position = len(boot.static_resources.listeners)

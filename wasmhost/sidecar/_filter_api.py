@@ -67,6 +67,7 @@ class ResponseFlag(enum.Enum):
     DOWNSTREAM_PROTOCOL_ERROR = "DPE"
     NO_CLUSTER_FOUND = "NC"
     UPSTREAM_PROTOCOL_ERROR = "UPE"
+    NO_FILTER_CONFIG_FOUND = "NFCF"
 
 
 class StreamInfo:

@@ -265,8 +265,10 @@ def _hook_flags(create: Any) -> tuple[bool, bool]:
 
 
 def _build_filters(
-    hcm: Any, path: str, context_base: dict[str, Any]
+    hcm: Any, path: str, context_base: dict[str, Any], discovery: bool = False
 ) -> tuple[FilterEntry, ...]:
+    """The filter chain; with ``discovery`` (ADS configured), a filter still discovering its
+    config is one whose config was fetched and refused: it fails requests, as in Envoy."""
     entries: list[FilterEntry] = []
     configured = list(enumerate(hcm.http_filters))
     if not configured:
@@ -275,6 +277,12 @@ def _build_filters(
         where = f"{path}.http_filters[{index}]"
         if not http_filter.name:
             raise ConfigError(f"{where}.name", "filter name must not be empty")
+        if http_filter.HasField("config_discovery") and discovery:
+            from ._missing_config import missing_config_factory
+
+            entries.append(FilterEntry(http_filter.name, "missing filter config", missing_config_factory, False,
+                                       *_hook_flags(missing_config_factory)))
+            continue
         if http_filter.HasField("config_discovery"):
             raise ConfigError(f"{where}.config_discovery", "extension config discovery needs the ADS config source "
                                                            "(config_source: {ads: {}}) and "
@@ -320,7 +328,8 @@ def _http2_options(options: Any) -> tuple[int, int, int]:
             value("initial_connection_window_size", 268435456))
 
 
-def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict[str, Any]) -> HcmPlan:
+def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict[str, Any],
+               discovery: bool = False) -> HcmPlan:
     if not hcm.stat_prefix:
         raise ConfigError(f"{path}.stat_prefix", "must not be empty")
     codec = _CODEC.get(int(hcm.codec_type))
@@ -332,7 +341,7 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
     if hcm.WhichOneof("route_specifier") != "route_config":
         raise ConfigError(path, "an inline route_config (or rds) is required")
     table = build_route_table(hcm.route_config, f"{path}.route_config", clusters)
-    filters = _build_filters(hcm, path, {**context_base, "stat_prefix": hcm.stat_prefix})
+    filters = _build_filters(hcm, path, {**context_base, "stat_prefix": hcm.stat_prefix}, discovery)
     if hcm.HasField("tracing"):  # Envoy's HCM tracing runs as the first filter of the chain
         from ._tracing import build_tracing_entry
 
@@ -469,7 +478,8 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
             "services": services,
             "on_retire": cleanups.append,
         }
-        hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base)
+        hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base,
+                              bootstrap.HasField("dynamic_resources"))
         tls = None
         if chain.HasField("transport_socket"):
             tls = build_tls(chain.transport_socket, f"{chain_path}.transport_socket", server=True)

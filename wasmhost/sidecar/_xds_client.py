@@ -452,6 +452,9 @@ class XdsClient:
             held = self.state.resources.get(type_url, {})
             if any(name not in names for name in held):
                 self.state.resources[type_url] = {n: r for n, r in held.items() if n in names}
+            answered = self.state.received.get(type_url)
+            if answered is not None:
+                answered &= names
         failures = self.state.failures
         for type_url, name in list(failures):
             if type_url in wanted and name not in wanted[type_url]:

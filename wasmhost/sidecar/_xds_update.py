@@ -42,6 +42,8 @@ from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_fi
 from ._plan_build import build_cluster
 from ._route_build import build_route_table
 
+NAMED = (ENDPOINT, ROUTE, EXTENSION)
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -62,6 +64,8 @@ class XdsState:
     warming: dict[tuple[str, str], str] = field(default_factory=dict)
     failures: dict[tuple[str, str], Failure] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)  # per type: the version last ACKed
+    # named types: names the control plane has answered for (accepted or not); ends warming
+    received: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in NAMED})
 
 
 class UpdateRefused(Exception):
@@ -85,6 +89,7 @@ class Update:
         self.candidate = merge(self.state.resources, self.received)
         self.changed = changed_keys(self.state.resources, self.candidate)
         self.nacks = {type_url: list(messages) for type_url, messages in self.errors.items() if messages}
+        self.answered = {t: set(self.state.received.get(t, ())) | set(self.received.get(t, {})) for t in NAMED}
         self._failed: dict[tuple[str, str], Failure] = {}
 
     # --- refusing resources ---------------------------------------------------------------------
@@ -178,13 +183,13 @@ class Update:
     def assemble(self) -> Assembly:
         """The bootstrap to build, after refusing what assembling itself finds wrong."""
         for _ in range(len(self.changed) + 2):
-            assembly = assemble(self.static, self.candidate, self.state.serving)
+            assembly = assemble(self.static, self.candidate, self.state.serving, self.answered)
             fresh = [p for p in assembly.problems if (p[0], p[1]) in self.changed]
             if not fresh:
                 return assembly
             for type_url, name, message in fresh:
                 self.reject(type_url, name, message)
-        return assemble(self.static, self.candidate, self.state.serving)
+        return assemble(self.static, self.candidate, self.state.serving, self.answered)
 
     def refuse_error(self, assembly: Assembly, error: ConfigError) -> None:
         """Refuse the resource a build error came from; ``UpdateRefused`` when it is none of ours."""
@@ -219,6 +224,7 @@ class Update:
         state.resources = self.candidate
         state.serving = {LISTENER: dict(assembly.listeners), CLUSTER: dict(assembly.clusters)}
         state.warming = dict(assembly.warming)
+        state.received = self.answered
         for key in list(state.failures):
             type_url, name = key
             if key in self._failed or type_url not in self.received:

@@ -99,18 +99,22 @@ def test_a_plugin_arrives_with_its_listener_and_runs(sidecar: Sidecar) -> None:
     assert sidecar.state.serving[LISTENER]["out"].version == "l2"
 
 
-def test_a_module_that_cannot_load_is_nacked_and_the_listener_keeps_its_previous_version(sidecar: Sidecar) -> None:
+def test_a_new_module_that_cannot_load_is_nacked_and_its_filter_fails_requests(sidecar: Sidecar) -> None:
     sidecar.apply(lds=decoded(LISTENER, "l1", listener("out", 0)))
-    update = sidecar.apply(lds=with_plugin("default.broken"), ecds=decoded(
-        EXTENSION, "x1", wasm_extension("default.broken", plugin_path("no_abi_marker"))))
+    waiting = sidecar.apply(lds=with_plugin("default.broken"))
+    assert waiting.nacks == {} and sidecar.filters() == ["envoy.filters.http.router"]  # the old listener serves
+    assert sidecar.state.warming == {(LISTENER, "out"): "TypedExtensionConfig default.broken"}
+    update = sidecar.apply(ecds=decoded(EXTENSION, "x1", wasm_extension("default.broken",
+                                                                        plugin_path("no_abi_marker"))))
     assert set(update.nacks) == {EXTENSION}
     [message] = update.nacks[EXTENSION]
     assert message.startswith("TypedExtensionConfig default.broken: typed_config.config.vm_config.code: module ")
     assert "ABI version" in message
-    assert sidecar.filters() == ["envoy.filters.http.router"]  # the old listener serves
-    assert sidecar.state.serving[LISTENER]["out"].version == "l1"
-    assert sidecar.state.resources[LISTENER]["out"].version == "l2"  # accepted, warming
-    assert sidecar.state.warming == {(LISTENER, "out"): "TypedExtensionConfig default.broken"}
+    # answered, never accepted: the new listener serves, and that filter fails every request (as Envoy)
+    assert sidecar.state.warming == {} and sidecar.state.serving[LISTENER]["out"].version == "l2"
+    assert sidecar.plan is not None
+    [entry] = [e for e in sidecar.plan.listeners[0].hcm.filters if e.name == "default.broken"]
+    assert entry.type_name == "missing filter config"
     assert sidecar.state.failures[(EXTENSION, "default.broken")].version == "x1"
 
 
@@ -133,7 +137,16 @@ def test_an_extension_no_listener_serves_yet_is_still_checked_on_arrival(sidecar
     update = sidecar.apply(lds=waiting, ecds=decoded(EXTENSION, "x1", wasm_extension(
         "default.p", plugin_path("no_abi_marker"))))
     assert set(update.nacks) == {EXTENSION}  # the listener is still waiting for route 9080
-    assert sidecar.state.warming[(LISTENER, "out")] == "RouteConfiguration 9080, TypedExtensionConfig default.p"
+    assert sidecar.state.warming[(LISTENER, "out")] == "RouteConfiguration 9080"
+
+
+def test_a_refused_route_configuration_ends_warming_with_an_empty_one(sidecar: Sidecar) -> None:
+    sidecar.apply(lds=decoded(LISTENER, "l1", listener("out", 0, route="9080")))
+    update = sidecar.apply(rds=decoded(ROUTE, "r1", route_config("9080", "b", retry_policy={"retry_on": "nope"})))
+    assert set(update.nacks) == {ROUTE} and sidecar.state.warming == {}
+    assert sidecar.plan is not None
+    table = sidecar.plan.listeners[0].hcm.route_table
+    assert table.name == "9080" and table.default is None and not table.exact  # every request: 404
 
 
 def test_one_bad_listener_is_refused_and_the_others_are_served(sidecar: Sidecar) -> None:

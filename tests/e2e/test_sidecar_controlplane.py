@@ -1,0 +1,337 @@
+"""Our sidecar and real Envoy, side by side, driven by the same control plane process.
+
+Everything is a real process on 127.0.0.1: `wasmesh controlplane --config-dir DIR`, our sidecar
+and Envoy each started from what `wasmesh bootstrap` prints (the same workload labels, their own
+outbound port), and scripted upstreams that say which version answered. The test edits the
+folder as an operator would and waits, with a deadline, until both proxies show the change;
+then the two proxies' client-visible answers must be the same. Push status comes from
+`wasmesh proxy-status -o json`. The time from each edit to the changed answer is printed per
+proxy (`pytest -s`); the deadline is generous because pushes take well under a second.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._tools import plugin_path
+from tests.controlplane._running import free_port, wait_for
+from tests.e2e._envoy import EnvoyProcess
+from tests.e2e._upstream import ScriptedUpstream
+from tests.wasmhost.sidecar._process import SidecarProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
+ROOT = Path(__file__).resolve().parents[2]
+CONVERGE = 10.0
+WASMESH = [sys.executable, "-m", "controlplane.cli"]
+# What differs between any two proxies and is not configuration: the clock, the server name,
+# and Envoy's measurement of upstream time.
+UNCOMPARABLE = frozenset({"date", "server", "x-envoy-upstream-service-time"})
+
+Response = tuple[int, dict[str, str], bytes]
+
+
+class ControlPlaneProcess:
+    """`wasmesh controlplane` on port 0; the banner says where xDS and the API listen."""
+
+    def __init__(self, folder: Path, log: Path) -> None:
+        self.folder = folder
+        self.log = log
+        self.process: subprocess.Popen[str] | None = None
+        self.xds = self.api = ""
+
+    def start(self) -> ControlPlaneProcess:
+        with open(self.log, "w") as log_file:
+            self.process = subprocess.Popen(
+                [*WASMESH, "controlplane", "--config-dir", str(self.folder), "--xds-address", "127.0.0.1:0",
+                 "--monitoring-address", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file,
+                text=True, start_new_session=True)
+        assert self.process.stdout is not None
+        banner = self.process.stdout.readline()
+        found = re.search(r"xDS (\S+), API (\S+)$", banner.strip())
+        assert found, f"no banner: {banner!r}\n{self.log.read_text()}"
+        self.xds, self.api = found.group(1), found.group(2)
+        return self
+
+    def command(self, *args: str) -> str:
+        return subprocess.run([*WASMESH, *args], cwd=ROOT, check=True, capture_output=True, text=True,
+                              timeout=60).stdout
+
+    def proxy_status(self) -> dict[str, dict[str, dict[str, str]]]:
+        """Per proxy name: per type (CDS, EDS, ...) its status, versions and NACK message."""
+        proxies = json.loads(self.command("proxy-status", "-o", "json", "--control-plane", self.api))
+        return {p["name"]: p["types"] for p in proxies}
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class Mesh:
+    """The folder, the control plane, the upstreams, and both proxies (name -> outbound port)."""
+
+    def __init__(self, workdir: Path, envoy_binary: str) -> None:
+        self.workdir = workdir
+        self.folder = workdir / "config"
+        self.folder.mkdir()
+        self.envoy_binary = envoy_binary
+        self.plane = ControlPlaneProcess(self.folder, workdir / "controlplane.log")
+        self.upstreams: dict[str, ScriptedUpstream] = {}
+        self.ports: dict[str, int] = {}
+        self.sidecar: SidecarProcess | None = None
+        self.envoy: EnvoyProcess | None = None
+        self.timings: list[tuple[str, dict[str, float]]] = []
+
+    def upstream(self, version: str) -> ScriptedUpstream:
+        server = ScriptedUpstream(200, (("x-version", version),), version).start()
+        self.upstreams[version] = server
+        return server
+
+    def bootstrap(self, name: str, port: int) -> str:
+        return self.plane.command("bootstrap", "--name", name, "--labels", "app=productpage,version=v1",
+                                  "--port", "9080", "--outbound", f"9080={port}", "--xds", self.plane.xds,
+                                  "--admin-port", "0")
+
+    def start_proxies(self) -> None:
+        self.ports = {"sidecar": free_port(), "envoy": free_port()}
+        self.sidecar = SidecarProcess(self.bootstrap("productpage", self.ports["sidecar"]),
+                                      workdir=self.workdir / "sidecar").start()
+        self.envoy = EnvoyProcess(self.bootstrap("productpage-envoy", self.ports["envoy"]),
+                                  workdir=self.workdir / "envoy", binary=self.envoy_binary,
+                                  component_log_level="config:debug,wasm:info").start()
+
+    def write(self, name: str, text: str) -> None:
+        path = self.folder / name
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(textwrap.dedent(text))
+        temporary.replace(path)
+
+    def converge(self, what: str, done: Callable[[Response], bool], **request: Any) -> dict[str, Response]:
+        """Wait until both proxies answer so that ``done`` holds; record how long each took."""
+        started = time.monotonic()
+        taken: dict[str, float] = {}
+        answers: dict[str, Response] = {}
+        deadline = started + CONVERGE
+        while len(taken) < len(self.ports) and time.monotonic() < deadline:
+            for proxy, port in self.ports.items():
+                if proxy in taken:
+                    continue
+                try:
+                    answer = get(port, **request)
+                except OSError:
+                    continue
+                if done(answer):
+                    taken[proxy] = time.monotonic() - started
+                    answers[proxy] = answer
+            time.sleep(0.02)
+        missing = sorted(set(self.ports) - set(taken))
+        assert not missing, f"{what}: {missing} did not converge within {CONVERGE} s"
+        self.timings.append((what, taken))
+        print(f"{what}: " + ", ".join(f"{proxy} {seconds:.2f} s" for proxy, seconds in sorted(taken.items())))
+        return answers
+
+    def same_answers(self, **request: Any) -> Response:
+        """Both proxies answer the same request the same way (what a client can see)."""
+        ours, envoys = (visible(get(port, **request)) for port in self.ports.values())
+        assert ours == envoys, f"sidecar {ours}\nenvoy   {envoys}"
+        return ours
+
+    def close(self) -> None:
+        for proxy in (self.sidecar, self.envoy):
+            if proxy is not None:
+                proxy.stop()
+        self.plane.stop()
+        for server in self.upstreams.values():
+            server.stop()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, envoy_binary: str) -> Iterator[Mesh]:
+    running = Mesh(tmp_path, envoy_binary)
+    try:
+        running.plane.start()
+        yield running
+    finally:
+        running.close()
+
+
+def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> Response:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"host": "reviews:9080", **(headers or {})})
+        reply = connection.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()
+
+
+def visible(response: Response) -> Response:
+    status, headers, body = response
+    return status, {k: v for k, v in headers.items() if k not in UNCOMPARABLE}, body
+
+
+def version_of(response: Response) -> str:
+    return response[1].get("x-version", "") if response[0] == 200 else ""
+
+
+def services(mesh: Mesh, *versions: str) -> None:
+    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {mesh.upstream(v).port}}}, "
+                          f"labels: {{version: {v}}}}}" for v in versions)
+    subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
+    mesh.write("reviews.yaml", f"""\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+{endpoints}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: reviews}}
+spec:
+  host: reviews
+  subsets:
+{subsets}
+""")
+
+
+def route(mesh: Mesh, http_routes: str) -> None:
+    mesh.write("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
+                          "spec:\n  hosts: [reviews]\n  http:\n" + textwrap.indent(textwrap.dedent(http_routes), "  "))
+
+
+def wasm_plugin(mesh: Mesh, name: str, module: Path, plugin_config: dict[str, Any] | None = None) -> None:
+    config = f"\n  pluginConfig: {json.dumps(plugin_config)}" if plugin_config is not None else ""
+    mesh.write(f"wasm-{name}.yaml", f"""\
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: productpage}}}}
+  url: file://{module}
+  phase: STATS
+  match: [{{mode: CLIENT, ports: [{{number: 9080}}]}}]{config}
+""")
+
+
+def all_synced(mesh: Mesh) -> dict[str, dict[str, dict[str, str]]]:
+    status = mesh.plane.proxy_status()
+    ok = set(status) == {"productpage", "productpage-envoy"} and all(
+        entry["status"] == "SYNCED" for types in status.values() for entry in types.values())
+    return status if ok else {}
+
+
+def test_routing_edits_reach_both_proxies_alike(mesh: Mesh) -> None:
+    services(mesh, "v1", "v2")
+    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.start_proxies()
+    mesh.converge("first configuration", lambda r: version_of(r) == "v1")
+    mesh.same_answers(path="/start")
+
+    route(mesh, """\
+        - match: [{headers: {end-user: {exact: jason}}}]
+          route: [{destination: {host: reviews, subset: v2}}]
+          headers: {response: {set: {x-route: jason}}}
+        - match: [{uri: {prefix: /old/}}]
+          rewrite: {uri: /new/}
+          route: [{destination: {host: reviews, subset: v1}}]
+        - route: [{destination: {host: reviews, subset: v1}}]
+        """)
+    mesh.converge("VirtualService header match", lambda r: version_of(r) == "v2", headers={"end-user": "jason"})
+    assert mesh.same_answers(headers={"end-user": "jason"})[1]["x-route"] == "jason"
+    assert version_of(mesh.same_answers(headers={"end-user": "alice"})) == "v1"
+    mesh.upstreams["v1"].clear()
+    mesh.same_answers(path="/old/page")
+    assert [r.path for r in mesh.upstreams["v1"].requests] == ["/new/page", "/new/page"]
+
+    route(mesh, """\
+        - route:
+          - {destination: {host: reviews, subset: v1}, weight: 0}
+          - {destination: {host: reviews, subset: v2}, weight: 100}
+          retries: {attempts: 3, retryOn: "5xx,unavailable"}
+          timeout: 5s
+        """)
+    mesh.converge("VirtualService weights and retries", lambda r: version_of(r) == "v2", headers={"end-user": "alice"})
+    mesh.same_answers(headers={"end-user": "alice"})
+    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.converge("VirtualService back to v1", lambda r: version_of(r) == "v1")
+
+    text = (mesh.folder / "reviews.yaml").read_text()
+    mesh.write("reviews.yaml", text.replace("- {name: v1, labels: {version: v1}}",
+                                            "- {name: v1, labels: {version: v2}}"))
+    mesh.converge("DestinationRule subset edit", lambda r: version_of(r) == "v2")
+    mesh.same_answers(path="/moved")
+    assert wait_for(lambda: all_synced(mesh), CONVERGE, what="both proxies SYNCED on every type")
+
+
+def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh) -> None:
+    services(mesh, "v1")
+    mesh.start_proxies()
+    mesh.converge("first configuration", lambda r: version_of(r) == "v1")
+
+    wasm_plugin(mesh, "headers", plugin_path("headers"))
+    mesh.converge("WasmPlugin applied", lambda r: r[1].get("x-echo-path") == "/probe", path="/probe")
+    headers = mesh.same_answers(path="/probe")[1]
+    assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
+
+    wasm_plugin(mesh, "config", plugin_path("as_add_header"), {"greeting": "hello"})
+    mesh.converge("second WasmPlugin", lambda r: r[1].get("x-as-config") == '{"greeting":"hello"}')
+    wasm_plugin(mesh, "config", plugin_path("as_add_header"), {"greeting": "bye"})
+    mesh.converge("pluginConfig edit", lambda r: r[1].get("x-as-config") == '{"greeting":"bye"}')
+    mesh.same_answers(path="/both")
+    wait_for(lambda: all_synced(mesh), CONVERGE, what="ECDS ACKed by both")
+
+    # a new version of a running plugin that cannot load: NACKed, the last good version serves
+    wasm_plugin(mesh, "config", plugin_path("no_abi_marker"), {"greeting": "broken"})
+
+    def ecds_nacked() -> dict[str, dict[str, str]]:
+        status = mesh.plane.proxy_status()
+        found = {name: types["ECDS"] for name, types in status.items() if types["ECDS"]["status"] == "NACKED"}
+        return found if len(found) == 2 else {}
+
+    nacked = wait_for(ecds_nacked, CONVERGE, what="both proxies NACK the broken module")
+    ours = nacked["productpage"]["nack"]
+    assert ours.startswith("TypedExtensionConfig default.config: typed_config.config.vm_config.code: module ")
+    assert "Proxy-Wasm ABI version" in ours
+    assert "default.config" in nacked["productpage-envoy"]["nack"]
+    answer = mesh.same_answers(path="/still")
+    assert answer[0] == 200 and answer[1]["x-as-config"] == '{"greeting":"bye"}'  # traffic keeps flowing
+
+    (mesh.folder / "wasm-config.yaml").unlink()
+    (mesh.folder / "wasm-headers.yaml").unlink()
+    mesh.converge("WasmPlugins deleted", lambda r: r[0] == 200 and "x-echo-path" not in r[1]
+                  and "x-as-config" not in r[1])
+    mesh.same_answers(path="/gone")
+    wait_for(lambda: all_synced(mesh), CONVERGE, what="both proxies SYNCED again")
+
+    # a new plugin that cannot load: NACKed too, and, as Envoy does for a filter without a
+    # config, the listener fails requests rather than letting them skip the plugin
+    wasm_plugin(mesh, "broken", plugin_path("no_abi_marker"))
+    mesh.converge("new broken plugin fails closed", lambda r: r[0] == 500)
+    assert mesh.same_answers(path="/closed") == (500, {"content-length": "0"}, b"")
+    assert all(types["ECDS"]["status"] == "NACKED" for types in mesh.plane.proxy_status().values())
+    (mesh.folder / "wasm-broken.yaml").unlink()
+    mesh.converge("broken WasmPlugin deleted", lambda r: r[0] == 200)
+    mesh.same_answers(path="/open")
