@@ -130,7 +130,7 @@ class HttpCallout:
     def _release(self) -> None:
         self.finished = True
         if self._timer is not None:
-            self._timer.cancel(self.out)
+            self._timer.cancel()
             self._timer = None
         if self._started:
             self._started = False

@@ -101,8 +101,9 @@ class Timer:
     """A one-shot timer; the Timer object itself is the command.
 
     Appended to the outbox it means "arm me" (call ``fire()`` after ``delay``
-    seconds); appended again after ``cancel`` it means "disarm me". The edge
-    keeps its bookkeeping in ``handle``.
+    seconds). The edge keeps its bookkeeping in ``handle``: an object with a
+    ``discard(timer)`` method, so that ``cancel()`` disarms at once, without a
+    second trip through the outbox (most timers are cancelled, one per request).
     """
 
     __slots__ = ("delay", "callback", "handle", "cancelled")
@@ -113,11 +114,14 @@ class Timer:
         self.handle: Any = None
         self.cancelled = False
 
-    def cancel(self, out: list[Any]) -> None:
+    def cancel(self) -> None:
         """Disarm (no-op when already fired or cancelled)."""
         if not self.cancelled:
             self.cancelled = True
-            out.append(self)
+            handle = self.handle
+            if handle is not None:
+                self.handle = None
+                handle.discard(self)
 
     def fire(self) -> None:
         if not self.cancelled:

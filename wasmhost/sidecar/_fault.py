@@ -213,7 +213,7 @@ class FaultFilter(HttpFilter):
 
     def on_destroy(self) -> None:
         if self.timer is not None:
-            self.timer.cancel(self.cb.stream.ctx.out)
+            self.timer.cancel()
             self.timer = None
         if self.active:
             self.active = False

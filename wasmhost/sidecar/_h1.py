@@ -25,7 +25,9 @@ _REASONS: dict[int, bytes] = {status.value: status.phrase.encode() for status in
 _STATUS_LINES: dict[int, bytes] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in _REASONS.items()
 }
+_STATUS_TEXT: dict[int, bytes] = {code: b"%d" % code for code in range(100, 600)}
 _NO_BODY_STATUS = frozenset({204, 304})
+_FRAMING_OR_HOST = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _SKIP_ON_WIRE = frozenset({b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection"})
 
 
@@ -60,7 +62,7 @@ class Http1ServerCodec:
     __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
                  "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
                  "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
-                 "_underscores", "failed", "_upgrade", "_feed", "_body", "in_head")
+                 "_underscores", "failed", "_feed", "_body", "in_head")
 
     def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
                  underscores: str = "ALLOW") -> None:
@@ -84,9 +86,9 @@ class Http1ServerCodec:
         self._head = False
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
-        self._underscores = underscores
+        # None: names with underscores pass; True: the request is rejected; False: the header is dropped
+        self._underscores: bool | None = None if underscores == "ALLOW" else underscores == "REJECT_REQUEST"
         self.failed = False
-        self._upgrade = False
         self._body: bytes | None = None
         self.in_head = False  # a request head has started and is not complete yet
 
@@ -127,8 +129,6 @@ class Http1ServerCodec:
         self._host = None
         self._header_bytes = 0
         self._in_trailers = False
-        self._trailers = None
-        self._ended_at_headers = False
         self._has_body = False
         self.in_head = True
         if self.awaiting_response:
@@ -138,8 +138,9 @@ class Http1ServerCodec:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self._max_header_bytes:
+        size = self._header_bytes + len(name) + len(value)
+        self._header_bytes = size
+        if size > self._max_header_bytes:
             raise CodecError(431, "http1.headers_too_large")
         name = name.lower()
         if self._in_trailers:
@@ -147,43 +148,41 @@ class Http1ServerCodec:
                 self._trailers = []
             self._trailers.append((name, value))
             return
-        if len(self._headers) >= self._max_headers:
+        headers = self._headers
+        if len(headers) >= self._max_headers:
             raise CodecError(431, "http1.too_many_headers")
-        if name == b"host":
-            if self._host is None:
-                self._host = value
-            return
-        if self._underscores != "ALLOW" and b"_" in name:
-            if self._underscores == "REJECT_REQUEST":
+        if name in _FRAMING_OR_HOST:
+            if name == b"host":
+                if self._host is None:
+                    self._host = value
+                return
+            if name == b"transfer-encoding" or value.strip() not in (b"0", b""):
+                self._has_body = True
+        elif self._underscores is not None and b"_" in name:
+            if self._underscores:
                 raise CodecError(400, "http1.unexpected_underscore")
             return
-        self._headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         self.in_head = False
         method = parser.get_method()
-        version = parser.get_http_version()
-        self._http10 = version == "1.0"
+        http10 = self._http10 = parser.get_http_version() == "1.0"
         self.keep_alive = parser.should_keep_alive()
         self._head = method == b"HEAD"
         self._in_trailers = True
-        items = [(b":method", method), (b":scheme", b"http"), (b":path", self._url)]
-        if self._host is not None:
-            items.append((b":authority", self._host))
-        items.extend(self._headers)
-        has_body = False
-        for name, value in self._headers:
-            if name == b"content-length":
-                if value.strip() not in (b"0", b""):
-                    has_body = True
-            elif name == b"transfer-encoding":
-                has_body = True
+        self._trailers = None
+        host = self._host
+        if host is not None:
+            items = [(b":method", method), (b":scheme", b"http"), (b":path", self._url), (b":authority", host),
+                     *self._headers]
+        else:
+            items = [(b":method", method), (b":scheme", b"http"), (b":path", self._url), *self._headers]
+        has_body = self._has_body
         upgrade = parser.should_upgrade()
-        self._upgrade = upgrade
-        self._has_body = has_body
         self._ended_at_headers = not has_body
-        protocol = "HTTP/1.0" if self._http10 else "HTTP/1.1"
+        protocol = "HTTP/1.0" if http10 else "HTTP/1.1"
         if self._deferring:
             self._pending.append(("headers", HeaderMap.adopt(items), not has_body, protocol, upgrade))
             return
@@ -250,31 +249,37 @@ class Http1ServerCodec:
 
     def encode_headers(self, headers: HeaderMap, end_stream: bool, close: bool) -> bytes:
         """Serialise response headers; chooses content-length, chunked or close-delimited framing."""
-        items = headers.items()
-        status_value = headers.get(b":status") or b""
-        status = int(status_value) if status_value.isdigit() else 502
-        lines = [b": ".join(pair) for pair in items if pair[0][0] != 58 and pair[0] not in _SKIP_ON_WIRE]
-        has_length = b"content-length" in headers
-        parts: list[bytes] = [b"\r\n".join(lines), b"\r\n"] if lines else []
-        append = parts.append
+        status_value: bytes | None = None
+        lines: list[bytes] = []
+        has_length = False
+        for name, value in headers.items():
+            if name[0] == 58:  # a pseudo-header
+                if status_value is None and name == b":status":
+                    status_value = value
+                continue
+            if name in _SKIP_ON_WIRE:
+                continue
+            if name == b"content-length":
+                has_length = True
+            lines.append(name + b": " + value + b"\r\n")
+        status = int(status_value) if status_value is not None and status_value.isdigit() else 502
         self._chunked_response = False
-        no_body = status in _NO_BODY_STATUS or status < 200
-        if not no_body and not has_length:
+        if not has_length and status >= 200 and status not in _NO_BODY_STATUS:
             if end_stream:
                 if not self._head:
-                    append(b"content-length: 0\r\n")
+                    lines.append(b"content-length: 0\r\n")
             elif self._http10:
                 close = True
             else:
-                append(b"transfer-encoding: chunked\r\n")
+                lines.append(b"transfer-encoding: chunked\r\n")
                 self._chunked_response = True
         if close or not self.keep_alive:
             self.keep_alive = False
-            append(b"connection: close\r\n")
+            lines.append(b"connection: close\r\n")
         elif self._http10:
-            append(b"connection: keep-alive\r\n")
-        append(b"\r\n")
-        return status_line(status) + b"".join(parts)
+            lines.append(b"connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return status_line(status) + b"".join(lines)
 
     def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         if self._head:
@@ -329,25 +334,39 @@ class Http1ClientCodec:
 
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
-        method = headers.get(b":method") or b"GET"
-        path = headers.get(b":path") or b"/"
-        authority = headers.get(b":authority") or b""
-        lines = [b": ".join(pair) for pair in headers.items() if pair[0][0] != 58 and pair[0] not in _SKIP_ON_WIRE]
-        has_length = b"content-length" in headers
-        parts: list[bytes] = [b"\r\n".join(lines), b"\r\n"] if lines else []
-        append = parts.append
+        method = path = authority = None
+        lines: list[bytes] = []
+        has_length = False
+        for name, value in headers.items():
+            if name[0] == 58:  # a pseudo-header: the first of each counts
+                if name == b":method":
+                    if method is None:
+                        method = value
+                elif name == b":path":
+                    if path is None:
+                        path = value
+                elif name == b":authority":
+                    if authority is None:
+                        authority = value
+                continue
+            if name in _SKIP_ON_WIRE:
+                continue
+            if name == b"content-length":
+                has_length = True
+            lines.append(name + b": " + value + b"\r\n")
+        method = method or b"GET"
         self._chunked = False
         if not has_length:
             if end_stream:
                 if method in (b"POST", b"PUT", b"PATCH"):
-                    append(b"content-length: 0\r\n")
+                    lines.append(b"content-length: 0\r\n")
             else:
-                append(b"transfer-encoding: chunked\r\n")
+                lines.append(b"transfer-encoding: chunked\r\n")
                 self._chunked = True
-        append(b"\r\n")
+        lines.append(b"\r\n")
         self._head = method == b"HEAD"
         self._ended = False
-        return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, path, authority, b"".join(parts))
+        return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, path or b"/", authority or b"", b"".join(lines))
 
     def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         if not self._chunked:
@@ -425,8 +444,7 @@ class Http1ClientCodec:
         self._close_delimited = not no_body and length is None and not chunked
         if self._close_delimited:
             self.keep_alive = False
-        items = [(b":status", str(status).encode())]
-        items.extend(self._headers)
+        items = [(b":status", _STATUS_TEXT.get(status) or str(status).encode()), *self._headers]
         self._ended = no_body
         sink = self.sink
         if no_body:

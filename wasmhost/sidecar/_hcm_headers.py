@@ -88,7 +88,8 @@ def normalize_path(path: bytes, merge_slashes: bool, remove_dots: bool) -> bytes
     return path_only + sep + query
 
 
-_REQUEST_SPECIAL = HOP_BY_HOP | EXTERNAL_STRIP | EDGE_STRIP | {b"te", b"x-forwarded-proto", b"x-request-id"}
+_REQUEST_SPECIAL = HOP_BY_HOP | EXTERNAL_STRIP | EDGE_STRIP | {b"te", b"x-forwarded-proto", b"x-request-id",
+                                                                 b"x-forwarded-for"}
 
 
 def host_address() -> str:
@@ -122,11 +123,16 @@ def prepare_request(
     local_port: int,
     rng: random.Random,
     local_ip: str = "127.0.0.1",
-) -> None:
-    """Mutate downstream request headers the way Envoy's connection manager does before filters run."""
+) -> tuple[bytes | None, bool]:
+    """Mutate downstream request headers the way Envoy's connection manager does before filters run.
+
+    Returns the request's ``x-request-id`` (None without one) and whether the client sent
+    ``x-forwarded-for`` (so the caller only looks for it when it can be there).
+    """
     items = headers.items()
     has_forwarded_proto = False
-    has_request_id = False
+    request_id: bytes | None = None
+    has_forwarded_for = False
     needs_filter = False
     te_ok = True
     for name, value in items:
@@ -134,7 +140,10 @@ def prepare_request(
             if name == b"x-forwarded-proto":
                 has_forwarded_proto = True
             elif name == b"x-request-id":
-                has_request_id = True
+                if request_id is None:
+                    request_id = value
+            elif name == b"x-forwarded-for":
+                has_forwarded_for = True
             elif name == b"te":
                 if value.strip().lower() != b"trailers":
                     te_ok = False
@@ -154,8 +163,10 @@ def prepare_request(
             drop |= EDGE_STRIP
         headers.replace_all([(k, v) for k, v in items if k not in drop])
         items = headers.items()
-    scheme = headers.get(b":scheme") or b"http"
+        if request_id is not None and b"x-request-id" in drop:
+            request_id = None
     if hcm.use_remote_address:
+        scheme = headers.get(b":scheme") or b"http"
         if not hcm.skip_xff_append:
             existing = headers.get(b"x-forwarded-for")
             # Envoy appends the host's own address for a loopback peer
@@ -165,12 +176,14 @@ def prepare_request(
             headers.set(b"x-forwarded-proto", scheme)  # trusted hops may set it; an edge proxy does
         headers.set(b"x-envoy-external-address", remote_ip.encode())
     elif not has_forwarded_proto:
-        items.append((b"x-forwarded-proto", scheme))
+        items.append((b"x-forwarded-proto", headers.get(b":scheme") or b"http"))
     if hcm.generate_request_id:
-        if not has_request_id:
-            headers.items().append((b"x-request-id", new_request_id(rng)))
+        if request_id is None:
+            request_id = new_request_id(rng)
+            headers.items().append((b"x-request-id", request_id))
         elif hcm.use_remote_address and not hcm.preserve_external_request_id:
-            headers.set(b"x-request-id", new_request_id(rng))
+            request_id = new_request_id(rng)
+            headers.set(b"x-request-id", request_id)
     if hcm.via:
         existing = headers.get(b"via")
         headers.set(b"via", existing + b", " + hcm.via if existing else hcm.via)
@@ -188,6 +201,7 @@ def prepare_request(
             new = normalize_path(path, hcm.merge_slashes, hcm.normalize_path)
             if new != path:
                 headers.set(b":path", new)
+    return request_id, has_forwarded_for
 
 
 def original_client(headers: HeaderMap, hcm: HcmPlan, xff_before_append: bytes | None) -> str | None:

@@ -30,6 +30,7 @@ from ._routes import DirectResponse, ForwardAction, RedirectAction, Route, Weigh
 from ._upstream_sink import CONNECTION_FAILURE, CONNECTION_TIMEOUT, OVERFLOW
 
 ROUTER_TYPE = "envoy.extensions.filters.http.router.v3.Router"
+_STOP = HeadersStatus.StopIteration
 _MASK64 = (1 << 64) - 1
 
 
@@ -72,9 +73,11 @@ class _Attempt:
         if self.counted:
             self.counted = False
             self.host.active_requests -= 1
-            self.cluster.rq_active -= 1
-            self.cluster.stats.rq_active.value -= 1
-            self.cluster.stats.rq_completed.value += 1
+            cluster = self.cluster
+            cluster.rq_active -= 1
+            stats = cluster.stats
+            stats.rq_active.value -= 1
+            stats.rq_completed.value += 1
 
     def on_pool_ready(self, local_address: tuple[str, int] | None) -> None:
         router = self.router
@@ -101,7 +104,8 @@ class _Attempt:
             return
         status = int(status_value) if status_value.isdigit() else 0
         cluster = self.cluster
-        if self.shadow or router is None:
+        shadow = self.shadow
+        if shadow or router is None:
             cluster.stats.count_response(status)
         if router is not None:
             now = router.worker.now
@@ -110,7 +114,7 @@ class _Attempt:
         if end_stream:
             self.done = True
             self.release()
-        if router is not None and not self.shadow and router.attempt is self:
+        if router is not None and not shadow and router.attempt is self:
             router.on_upstream_headers(self, headers, status, end_stream)
         elif end_stream:
             self.router = None
@@ -189,44 +193,46 @@ class RouterFilter(HttpFilter):
         stream = self.stream
         stats = stream.ctx.stats
         stats.router_rq_total.value += 1
-        route = self.stream.route()
+        route = stream.route()
         if route is None:
             stats.no_route.value += 1
             stream.info.add_flag(ResponseFlag.NO_ROUTE_FOUND)
             self.cb.send_local_reply(404, details="route_not_found")
-            return HeadersStatus.StopIteration
+            return _STOP
         self.route = route
         action = route.action
+        if type(action) is ForwardAction:
+            return self._forward(route, action, headers, end_stream)
         if isinstance(action, DirectResponse):
             stats.rq_direct_response.value += 1
             self._local_reply(action.status, action.body or b"", "direct_response")
-            return HeadersStatus.StopIteration
+            return _STOP
         if isinstance(action, RedirectAction):
             stats.rq_redirect.value += 1
             location = self._redirect_location(route, action, headers)
             self._local_reply(action.status, b"", "direct_response", [(b"location", location)])
-            return HeadersStatus.StopIteration
+            return _STOP
         return self._forward(route, action, headers, end_stream)
 
     def _forward(self, route: Route, action: ForwardAction, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
         stream = self.stream
         info = stream.info
         weighted = None
-        if action.cluster is not None:
-            name = action.cluster
-        elif action.weighted:
-            weighted = action.pick_weighted(stream.random_value)
-            name = weighted.name
-        else:
-            name = (headers.get(action.cluster_header) or b"").decode("latin-1")  # type: ignore[arg-type]
-        self.weighted = weighted
+        name = action.cluster
+        if name is None:
+            if action.weighted:
+                weighted = action.pick_weighted(stream.random_value)
+                name = weighted.name
+                self.weighted = weighted
+            else:
+                name = (headers.get(action.cluster_header) or b"").decode("latin-1")  # type: ignore[arg-type]
         info.cluster_name = name
         cluster = stream.ctx.clusters.get(name)
         if cluster is None:
             stream.ctx.stats.no_cluster.value += 1
             info.add_flag(ResponseFlag.NO_CLUSTER_FOUND)
             self._local_reply(action.cluster_not_found_code, b"", "cluster_not_found")
-            return HeadersStatus.StopIteration
+            return _STOP
         self.cluster = cluster
         self.action = action
         self.request_headers = headers
@@ -235,27 +241,26 @@ class RouterFilter(HttpFilter):
             weighted.request_ops.apply(headers, info, headers, None)
         for ops in route.request_ops:
             ops.apply(headers, info, headers, None)
-        path = headers.get(b":path") or b""
-        rewritten = route.rewrite_path(path, action.prefix_rewrite, action.regex_rewrite) \
-            if action.prefix_rewrite is not None or action.regex_rewrite is not None else None
-        if rewritten is not None and rewritten != path:
-            if not self.config.suppress_envoy_headers:
-                headers.set(b"x-envoy-original-path", path)
-            headers.set(b":path", rewritten)
+        if action.prefix_rewrite is not None or action.regex_rewrite is not None:
+            path = headers.get(b":path") or b""
+            rewritten = route.rewrite_path(path, action.prefix_rewrite, action.regex_rewrite)
+            if rewritten is not None and rewritten != path:
+                if not self.config.suppress_envoy_headers:
+                    headers.set(b"x-envoy-original-path", path)
+                headers.set(b":path", rewritten)
         host_rewrite = weighted.host_rewrite if weighted is not None and weighted.host_rewrite else action.host_rewrite
         if host_rewrite is not None:
             headers.set(b":authority", host_rewrite)
         retry = route.retry
-        self.retry_policy = retry
-        if retry is not None and retry.retry_on:
-            self.retries_left = retry.num_retries
-            self.buffering = not end_stream
-        timeout = action.timeout
-        per_try = retry.per_try_timeout if retry is not None else None
+        if retry is not None:
+            self.retry_policy = retry
+            if retry.retry_on:
+                self.retries_left = retry.num_retries
+                self.buffering = not end_stream
         if not self.config.suppress_envoy_headers:
-            expected = per_try if per_try is not None else timeout
+            expected = route.expected_timeout_ms
             if expected is not None:
-                headers.set(b"x-envoy-expected-rq-timeout-ms", str(int(expected * 1000)).encode())
+                headers.set(b"x-envoy-expected-rq-timeout-ms", expected)
         if action.hash_policies and cluster.plan.lb_policy == "RING_HASH":
             self.hash_key = self._hash_key(action, headers)
         if end_stream:
@@ -269,7 +274,7 @@ class RouterFilter(HttpFilter):
             if self.shadows:
                 for shadow in self.shadows:
                     shadow.router = None
-        return HeadersStatus.StopIteration
+        return _STOP
 
     def decode_data(self, data: Any, end_stream: bool) -> DataStatus:
         payload = data.to_bytes()
@@ -312,7 +317,8 @@ class RouterFilter(HttpFilter):
             self._cancel_backoff_timer()
         attempt = self.attempt
         if attempt is not None:
-            self._end_attempt(attempt, reset=not attempt.done)
+            if not attempt.done or attempt.per_try_timer is not None:
+                self._end_attempt(attempt, reset=not attempt.done)
             self.attempt = None
         if self.shadows and not self.request_complete:
             for shadow in self.shadows:
@@ -406,7 +412,7 @@ class RouterFilter(HttpFilter):
         assert cluster is not None and self.request_headers is not None
         stream = self.stream
         info = stream.info
-        if not cluster.can_start_request():
+        if cluster.rq_active >= cluster.thresholds.max_requests:
             cluster.stats.rq_pending_overflow.value += 1
             info.add_flag(ResponseFlag.UPSTREAM_OVERFLOW)
             self._upstream_failure_reply(OVERFLOW, "")
@@ -432,19 +438,20 @@ class RouterFilter(HttpFilter):
         action = self.action
         if action is not None and action.auto_host_rewrite and host.hostname:
             headers.set(b":authority", host.hostname.encode())
-        self.attempts += 1
-        info.attempt_count = self.attempts
+        attempts = self.attempts = self.attempts + 1
+        info.attempt_count = attempts
         route = self.route
         if route is not None and route.virtual_host.include_attempt_count:
-            headers.set(b"x-envoy-attempt-count", str(self.attempts).encode())
+            headers.set(b"x-envoy-attempt-count", str(attempts).encode())
         info.upstream_host = host.key
+        now = self.worker.now
         if info.first_upstream_tx_at is None:
-            info.first_upstream_tx_at = self.worker.now
-        attempt = _Attempt(self, cluster, host, headers, end_stream, False, self.worker.now)
+            info.first_upstream_tx_at = now
+        attempt = _Attempt(self, cluster, host, headers, end_stream, False, now)
         self.attempt = attempt
         out = self.out
         out.append(StartUpstream(attempt))
-        if self.attempts > 1 and not end_stream:
+        if attempts > 1 and not end_stream:
             # a retry replays what the client sent so far
             buffered = self.retry_buffer
             if buffered is not None and len(buffered):
@@ -454,7 +461,6 @@ class RouterFilter(HttpFilter):
                 out.append(SendUpstreamData(attempt, b"", True))
             if self.request_trailers is not None:
                 out.append(SendUpstreamTrailers(attempt, self.request_trailers))
-        retry = self.retry_policy
         if retry is not None and retry.per_try_timeout is not None and self.request_complete:
             self._start_per_try_timer(attempt)
 
@@ -510,19 +516,19 @@ class RouterFilter(HttpFilter):
     def _cancel_global_timer(self) -> None:
         timer = self.global_timer
         if timer is not None:
-            timer.cancel(self.out)
+            timer.cancel()
             self.global_timer = None
 
     def _cancel_backoff_timer(self) -> None:
         timer = self.backoff_timer
         if timer is not None:
-            timer.cancel(self.out)
+            timer.cancel()
             self.backoff_timer = None
 
     def _end_attempt(self, attempt: _Attempt, reset: bool) -> None:
         timer = attempt.per_try_timer
         if timer is not None:
-            timer.cancel(self.out)
+            timer.cancel()
             attempt.per_try_timer = None
         if reset:
             attempt.done = True
@@ -539,33 +545,37 @@ class RouterFilter(HttpFilter):
         if retry is not None and self.retries_left > 0 and retry.retriable_response(status, headers):
             if self._schedule_retry(attempt, reset=not end_stream):
                 return
-        self._end_attempt(attempt, reset=False)
+        if attempt.per_try_timer is not None:
+            self._end_attempt(attempt, reset=False)
         attempt.cluster.stats.count_response(status)  # per-code stats count forwarded responses only
-        if retry is not None and self.retries_left == 0 and self.attempts > 1 \
-                and retry.retriable_response(status, headers):
-            self.stream.info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+        if retry is not None:
+            if self.retries_left == 0 and self.attempts > 1 and retry.retriable_response(status, headers):
+                self.stream.info.add_flag(ResponseFlag.UPSTREAM_RETRY_LIMIT_EXCEEDED)
+            self.buffering = False
+            self.retry_buffer = None
         attempt.response_started = True
         self.response_started = True
-        self.buffering = False
-        self.retry_buffer = None
         info = self.stream.info
-        info.first_upstream_rx_at = self.worker.now
+        now = info.first_upstream_rx_at = self.worker.now
         if end_stream:
-            info.last_upstream_rx_at = info.first_upstream_rx_at
-            self._cancel_global_timer()
+            info.last_upstream_rx_at = now
+            if self.global_timer is not None:
+                self._cancel_global_timer()
         if self.attempts > 1 and self.cluster is not None and status < 500:
             self.cluster.stats.rq_retry_success.value += 1
         if not self.config.suppress_envoy_headers:
-            elapsed = int((info.first_upstream_rx_at - attempt.started_at) * 1000)
-            headers.add(b"x-envoy-upstream-service-time", str(elapsed).encode())
+            # a regular header: appending keeps the pseudo-headers in front
+            headers.items().append((b"x-envoy-upstream-service-time", b"%d" % int((now - attempt.started_at) * 1000)))
         route = self.route
         if route is not None:
+            response_ops = route.response_ops
             weighted = self.weighted
-            request = self.request_headers
-            if weighted is not None and weighted.response_ops:
-                weighted.response_ops.apply(headers, info, request, headers)
-            for ops in route.response_ops:
-                ops.apply(headers, info, request, headers)
+            if response_ops or weighted is not None:
+                request = self.request_headers
+                if weighted is not None and weighted.response_ops:
+                    weighted.response_ops.apply(headers, info, request, headers)
+                for ops in response_ops:
+                    ops.apply(headers, info, request, headers)
             if route.virtual_host.include_attempt_count_in_response:
                 headers.set(b"x-envoy-attempt-count", str(self.attempts).encode())
         self.stream.encode_headers(headers, end_stream)
@@ -573,8 +583,9 @@ class RouterFilter(HttpFilter):
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:
             self.stream.info.last_upstream_rx_at = self.worker.now
-            self._cancel_global_timer()
-        self.stream.encode_data(Buffer(data), end_stream)
+            if self.global_timer is not None:
+                self._cancel_global_timer()
+        self.stream.encode_bytes(data, end_stream)
 
     def on_upstream_trailers(self, trailers: HeaderMap) -> None:
         self.stream.info.last_upstream_rx_at = self.worker.now

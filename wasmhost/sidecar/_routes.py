@@ -173,6 +173,8 @@ class Route:
         "metadata",
         "buffer_limit",
         "retry",
+        "expected_timeout_ms",
+        "plain_prefix",
     )
 
     def __init__(
@@ -202,8 +204,14 @@ class Route:
         self.response_ops = response_ops
         self.metadata = metadata
         self.buffer_limit = buffer_limit
+        # a case-sensitive prefix and nothing else to match: the table tests it inline
+        self.plain_prefix = match_value if match_kind == "prefix" and case_sensitive and not extra_matches else None
         retry = action.retry if isinstance(action, ForwardAction) else None
         self.retry = retry if retry is not None else virtual_host.retry
+        # x-envoy-expected-rq-timeout-ms: the per-try timeout, else the route timeout (fixed per route)
+        per_try = self.retry.per_try_timeout if self.retry is not None else None
+        expected = per_try if per_try is not None else action.timeout if isinstance(action, ForwardAction) else None
+        self.expected_timeout_ms: bytes | None = b"%d" % int(expected * 1000) if expected is not None else None
 
     def matches(self, headers: HeaderMap, path: bytes, path_only: bytes, query: bytes, random_value: int) -> bool:
         if not self.path_match(path, path_only):
@@ -323,9 +331,16 @@ class RouteTable:
         if vhost is None:
             return None
         path = headers.get(b":path") or b""
-        path_only, _, query = path.partition(b"?")
+        split: tuple[bytes, bytes, bytes] | None = None
         for route in vhost.routes:
-            if route.matches(headers, path, path_only, query, random_value):
+            prefix = route.plain_prefix
+            if prefix is not None:
+                if path.startswith(prefix):
+                    return route
+                continue
+            if split is None:
+                split = path.partition(b"?")
+            if route.matches(headers, path, split[0], split[2], random_value):
                 return route
         return None
 

@@ -43,6 +43,16 @@ STOP_SINGLE = 1
 STOP_ALL_BUFFER = 2
 STOP_ALL_WATERMARK = 3
 
+# filter statuses as plain ints: comparing with an int is cheaper than with an enum member
+_H_CONTINUE = int(HeadersStatus.Continue)
+_H_CONTINUE_AND_END = int(HeadersStatus.ContinueAndEndStream)
+_H_STOP = int(HeadersStatus.StopIteration)
+_H_STOP_ALL_BUFFER = int(HeadersStatus.StopAllIterationAndBuffer)
+_D_CONTINUE = int(DataStatus.Continue)
+_D_STOP_BUFFER = int(DataStatus.StopIterationAndBuffer)
+_D_STOP_WATERMARK = int(DataStatus.StopIterationAndWatermark)
+_T_CONTINUE = int(TrailersStatus.Continue)
+
 _GRPC_STATUS_FOR_HTTP = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 504: 14}
 
 
@@ -60,11 +70,22 @@ class _Dir:
     started = False
     end_forced_at = -1
     trailers_at = -1
+    is_decode = True
+    slots: list[_DirSlot] | tuple[()] = ()
+    buffer_limit: int
 
-    def __init__(self, is_decode: bool, buffer_limit: int) -> None:
+
+class _DecodeDir(_Dir):
+    def __init__(self, buffer_limit: int) -> None:
         self.slots: list[_DirSlot] = []
-        self.is_decode = is_decode
         self.buffer_limit = buffer_limit
+
+
+class _EncodeDir(_Dir):
+    is_decode = False
+
+    def __init__(self, buffer_limit: int) -> None:
+        self.buffer_limit = buffer_limit  # ``slots`` stays the shared empty tuple without encoder filters
 
 
 class _DirSlot:
@@ -205,31 +226,23 @@ class HttpStream:
         protocol: str = "HTTP/1.1",
     ) -> None:
         worker = ctx.worker
+        now = worker.now
         self.ctx = ctx
-        self.info = StreamInfo(
-            start_time=worker.now + worker.wall_offset,
-            start_monotonic=worker.now,
-            connection_id=connection_id,
-            downstream_remote_address=remote,
-            downstream_local_address=local,
-            protocol=protocol,
-            listener_name=ctx.listener.name,
-        )
+        self.info = StreamInfo(now + worker.wall_offset, now, connection_id, remote, local, protocol,
+                               ctx.listener.name)
         limit = ctx.listener.buffer_limit
-        self.dec = _Dir(True, limit)
-        self.enc = _Dir(False, limit)
-        callbacks_list: list[_Callbacks] = []
-        self.callbacks = callbacks_list
+        self.dec = dec = _DecodeDir(limit)
+        self.enc = _EncodeDir(limit)
         self.random_value = worker.rng.getrandbits(63)
-        self._http10 = protocol == "HTTP/1.0"
-        ctx.runtime.stream_started()
+        ctx.runtime.active_streams += 1
         stats = ctx.stats
         stats.rq_total.value += 1
         stats.rq_active.value += 1
         filters: list[HttpFilter] = []
+        callbacks_list: list[_Callbacks] = []
         self.filters = filters
-        self._hooks = ctx.filter_hooks
-        dec_slots = self.dec.slots
+        self.callbacks = callbacks_list
+        dec_slots = dec.slots
         encoders: list[_DirSlot] | None = None
         for entry in ctx.hcm.filters:
             callbacks = _Callbacks(self)
@@ -237,8 +250,7 @@ class HttpStream:
             filters.append(flt)
             callbacks_list.append(callbacks)
             if flt.decodes:
-                slot = _DirSlot(flt, callbacks, len(dec_slots))
-                callbacks.dec = slot
+                slot = callbacks.dec = _DirSlot(flt, callbacks, len(dec_slots))
                 dec_slots.append(slot)
             if flt.encodes:
                 callbacks.enc = _DirSlot(flt, callbacks, 0)
@@ -276,28 +288,31 @@ class HttpStream:
         dec.complete = end_stream
         dec.started = True
         info = self.info
+        ctx = self.ctx
+        worker = ctx.worker
         if end_stream:
-            info.request_complete_at = self.ctx.worker.now
-        hcm = self.ctx.hcm
-        if self._http10 and not hcm.accept_http_10:
+            info.request_complete_at = worker.now
+        hcm = ctx.hcm
+        http10 = info.protocol == "HTTP/1.0"
+        if http10 and not hcm.accept_http_10:
             self.send_local_reply(426, details="low_version")
             return
         if not headers.get(b":authority"):
-            if self._http10 and hcm.default_host_for_http_10:
+            if http10 and hcm.default_host_for_http_10:
                 headers.set(b":authority", hcm.default_host_for_http_10)
             else:
-                self.info.add_flag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
+                info.add_flag(ResponseFlag.DOWNSTREAM_PROTOCOL_ERROR)
                 self.send_local_reply(400, b"missing required header: :authority", details="missing_host_header")
                 return
-        forwarded = headers.get(b"x-forwarded-for") if hcm.use_remote_address else None
-        worker = self.ctx.worker
-        prepare_request(headers, hcm, info.downstream_remote_address[0], info.downstream_local_address[1],
-                        worker.rng, worker.local_ip)
-        if forwarded is not None or not hcm.use_remote_address:
+        use_remote_address = hcm.use_remote_address
+        forwarded = headers.get(b"x-forwarded-for") if use_remote_address else None
+        self.request_id, had_forwarded = prepare_request(
+            headers, hcm, info.downstream_remote_address[0], info.downstream_local_address[1], worker.rng,
+            worker.local_ip)
+        if forwarded is not None or (had_forwarded and not use_remote_address):
             client = original_client(headers, hcm, forwarded)
             if client is not None:
                 info.downstream_remote_address = (client, 0)
-        self.request_id = headers.get(b"x-request-id")
         self._do_headers(dec, 0, end_stream)
 
     def on_request_data(self, data: bytes, end_stream: bool) -> None:
@@ -344,7 +359,10 @@ class HttpStream:
         enc.headers = headers
         enc.complete = end_stream
         enc.started = True
-        self._do_headers(enc, 0, end_stream)
+        if enc.slots:
+            self._do_headers(enc, 0, end_stream)
+        else:
+            self._emit_headers(headers, end_stream)
 
     def encode_data(self, data: Buffer, end_stream: bool) -> None:
         enc = self.enc
@@ -352,7 +370,22 @@ class HttpStream:
             return
         if end_stream:
             enc.complete = True
-        self._do_data(enc, 0, data, end_stream)
+        if enc.slots:
+            self._do_data(enc, 0, data, end_stream)
+        else:
+            self._emit_bytes(data.to_bytes(), end_stream)
+
+    def encode_bytes(self, data: bytes, end_stream: bool) -> None:
+        """``encode_data`` for body bytes from upstream: without encoder filters no ``Buffer`` is made."""
+        enc = self.enc
+        if self.done or enc.aborted:
+            return
+        if end_stream:
+            enc.complete = True
+        if enc.slots:
+            self._do_data(enc, 0, Buffer(data), end_stream)
+        else:
+            self._emit_bytes(data, end_stream)
 
     def encode_trailers(self, trailers: HeaderMap) -> None:
         enc = self.enc
@@ -449,16 +482,16 @@ class HttpStream:
                 status = slot.filter.encode_headers(headers, end_stream)
             if d.aborted or self.done:
                 return
-            if status == HeadersStatus.Continue:
+            if status == _H_CONTINUE:
                 slot.continued = True
-            elif status == HeadersStatus.ContinueAndEndStream:
+            elif status == _H_CONTINUE_AND_END:
                 slot.continued = True
                 end_stream = True
                 d.end_forced_at = index
-            elif status == HeadersStatus.StopIteration:
+            elif status == _H_STOP:
                 slot.state = STOP_SINGLE
                 return
-            elif status == HeadersStatus.StopAllIterationAndBuffer:
+            elif status == _H_STOP_ALL_BUFFER:
                 slot.state = STOP_ALL_BUFFER
                 return
             else:
@@ -486,7 +519,7 @@ class HttpStream:
                 status = slot.filter.encode_data(data, end_stream)
             if d.aborted or self.done:
                 return
-            if status == DataStatus.Continue:
+            if status == _D_CONTINUE:
                 if state == STOP_SINGLE:
                     self._buffer(d, data, False)
                     self._continue(d, index)
@@ -494,8 +527,8 @@ class HttpStream:
                 index += 1
                 continue
             slot.state = STOP_SINGLE
-            if status == DataStatus.StopIterationAndBuffer or status == DataStatus.StopIterationAndWatermark:
-                self._buffer(d, data, status == DataStatus.StopIterationAndBuffer)
+            if status == _D_STOP_BUFFER or status == _D_STOP_WATERMARK:
+                self._buffer(d, data, status == _D_STOP_BUFFER)
             elif end_stream and d.buffer is None and d.trailers is None:
                 d.buffer = Buffer()
             return
@@ -519,7 +552,7 @@ class HttpStream:
                 status = slot.filter.encode_trailers(trailers)
             if d.aborted or self.done:
                 return
-            if status == TrailersStatus.Continue:
+            if status == _T_CONTINUE:
                 if slot.state == STOP_SINGLE:
                     d.trailers_at = index
                     self._continue(d, index)
@@ -602,7 +635,9 @@ class HttpStream:
             self._response_done()
 
     def _emit_data(self, data: Buffer, end_stream: bool) -> None:
-        payload = data.to_bytes()
+        self._emit_bytes(data.to_bytes(), end_stream)
+
+    def _emit_bytes(self, payload: bytes, end_stream: bool) -> None:
         self.info.bytes_sent += len(payload)
         if payload or end_stream:
             self.ctx.out.append(SendData(self, payload, end_stream))
@@ -626,7 +661,7 @@ class HttpStream:
         if info.last_downstream_tx_at is None:
             info.last_downstream_tx_at = self.ctx.worker.now
         filters = self.filters
-        complete_hooks, log_hooks = self._hooks
+        complete_hooks, log_hooks = self.ctx.filter_hooks
         if complete_hooks:
             for flt in filters:
                 flt.on_stream_complete()

@@ -43,17 +43,10 @@ class TimerWheel:
             if self._scheduled is None or tick < self._scheduled:
                 self._schedule(tick)
         bucket.add(timer)
-        timer.handle = tick
+        timer.handle = bucket  # Timer.cancel() discards itself from its bucket
 
     def cancel(self, timer: Timer) -> None:
-        timer.cancelled = True
-        tick = timer.handle
-        if tick is None:
-            return
-        bucket = self._buckets.get(tick)
-        if bucket is not None:
-            bucket.discard(timer)
-        timer.handle = None
+        timer.cancel()
 
     def _schedule(self, tick: int) -> None:
         if self._handle is not None:
@@ -82,7 +75,8 @@ class TimerWheel:
             if not bucket:
                 continue
             for timer in bucket:
-                timer.handle = None
+                timer.handle = None  # from here on a cancel() leaves this bucket alone
+            for timer in bucket:
                 if not timer.cancelled:
                     try:
                         timer.fire()

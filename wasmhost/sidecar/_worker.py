@@ -174,10 +174,7 @@ class Worker:
         out = self.runtime.out
         handlers = self._handlers
         try:
-            index = 0
-            while index < len(out):
-                command = out[index]
-                index += 1
+            for command in out:  # the iterator also reaches commands appended while executing
                 try:
                     handlers[type(command)](command)
                 except Exception:  # a failing command must not take the worker down
