@@ -14,6 +14,7 @@
                                                  certificates it was sent, without keys)
   GET    /api/v1/proxies/NAME/authz              security policies that apply to its workload
   GET    /modules/sha256/HEX                     a verified Wasm module, for proxies (`_module_server`)
+  GET    /dashboard/ (and /dashboard/api/VIEW)   the mesh console (`controlplane.dashboard`)
 
 Requests are small and trusted to the loopback interface; bodies are capped and every
 failure answers a JSON `{"error": ...}` instead of dropping the connection.
@@ -35,6 +36,8 @@ from controlplane._resources import DEFAULT_NAMESPACE, ResourceKey
 from controlplane._schemas import lookup_kind
 from controlplane._secrets import SECRET_KIND
 from controlplane._validation import analyze_text, check_references
+from controlplane.dashboard import is_console_path
+from controlplane.dashboard import serve as serve_console
 
 if TYPE_CHECKING:
     from controlplane._server import ControlPlane
@@ -75,6 +78,8 @@ async def _serve(plane: ControlPlane, reader: asyncio.StreamReader, writer: asyn
     if is_module_path(target):
         reply = respond(method, target, headers, plane.modules.module_bytes)
         return await write_reply(writer, reply, head_only=method == "HEAD")
+    if is_console_path(target):  # the mesh console (controlplane.dashboard)
+        return await serve_console(plane, method, target, writer)
     length = int(headers.get("content-length") or 0)
     if length > MAX_BODY:
         return await _reply(writer, 413, {"error": f"body over {MAX_BODY} bytes"})

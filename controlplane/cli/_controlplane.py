@@ -311,6 +311,23 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """The console lives on the control plane's monitoring port, under /dashboard/."""
+    address = args.control_plane or os.environ.get(CONTROL_PLANE_ENV) or DEFAULT_API
+    url = f"http://{address}/dashboard/"
+    try:
+        with urllib.request.urlopen(url + "api/graph", timeout=args.timeout):
+            pass
+    except (OSError, urllib.error.URLError) as err:
+        print(f"warning: the control plane at {address} does not answer ({err})", file=sys.stderr)
+    print(url)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
+
+
 def _proxy_status(args: argparse.Namespace) -> int:
     proxies = _api(args, "GET", "/api/v1/proxies")["proxies"]
     if args.output == "json":
@@ -479,6 +496,11 @@ def register(commands: Any) -> None:
     delete.add_argument("-n", "--namespace", default="default")
     _client_options(delete)
     delete.set_defaults(handler=_delete)
+
+    dashboard = commands.add_parser("dashboard", help="print (or open) the mesh console's URL")
+    dashboard.add_argument("--open", action="store_true", help="also open it in a browser")
+    _client_options(dashboard)
+    dashboard.set_defaults(handler=_dashboard)
 
     status = commands.add_parser("proxy-status", help="push status of every connected proxy")
     status.add_argument("-o", "--output", choices=("table", "json"), default="table")

@@ -229,17 +229,17 @@ def sync_plugin_health(store: StatsStore) -> None:
     for (sha256, spec), binding in list(host.pool.items()):
         plugin = binding.plugin
         tags = (("plugin", spec.name), ("sha256", sha256), ("vm_id", spec.vm_id), ("root_id", spec.root_id))
-        store.gauge(tagged_name("wasm_plugin_info", tags, PLUGIN_NAMESPACE)).set(1)
+        store.gauge(tagged_name("wasmesh_wasm_plugin_info", tags, PLUGIN_NAMESPACE)).set(1)
         short = (("plugin", spec.name), ("sha256", sha256))
         vm = plugin.vm
         pages = vm.memory.size // 65536 if vm is not None else 0
-        store.gauge(tagged_name("wasm_plugin_memory_pages", short, PLUGIN_NAMESPACE)).set(pages)
-        store.gauge(tagged_name("wasm_plugin_healthy", short, PLUGIN_NAMESPACE)).set(0 if plugin.failed else 1)
-        store.gauge(tagged_name("wasm_plugin_active_streams", short, PLUGIN_NAMESPACE)).set(
+        store.gauge(tagged_name("wasmesh_wasm_plugin_memory_pages", short, PLUGIN_NAMESPACE)).set(pages)
+        store.gauge(tagged_name("wasmesh_wasm_plugin_healthy", short, PLUGIN_NAMESPACE)).set(0 if plugin.failed else 1)
+        store.gauge(tagged_name("wasmesh_wasm_plugin_active_streams", short, PLUGIN_NAMESPACE)).set(
             vm.active_streams if vm is not None else 0)
         counts = per_plugin.get(spec.name, {})
         for key, metric in _PLUGIN_COUNTERS.items():
-            counter = store.counter(tagged_name(f"wasm_plugin_{metric}_total", short, PLUGIN_NAMESPACE))
+            counter = store.counter(tagged_name(f"wasmesh_wasm_plugin_{metric}_total", short, PLUGIN_NAMESPACE))
             counter.value = max(counter.value, counts.get(key, 0))
 
 
