@@ -335,3 +335,42 @@ def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh) -> None:
     (mesh.folder / "wasm-broken.yaml").unlink()
     mesh.converge("broken WasmPlugin deleted", lambda r: r[0] == 200)
     mesh.same_answers(path="/open")
+
+
+def test_our_sidecar_registers_its_workload_and_serves_it_inbound(mesh: Mesh) -> None:
+    app = mesh.upstream("v1")
+    mesh.write("reviews.yaml", f"""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {{name: reviews}}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{{number: 9080, name: http, protocol: HTTP, targetPort: {app.port}}}]
+          workloadSelector: {{labels: {{app: reviews}}}}
+        ---
+        apiVersion: extensions.istio.io/v1alpha1
+        kind: WasmPlugin
+        metadata: {{name: server-side}}
+        spec:
+          selector: {{matchLabels: {{app: reviews}}}}
+          url: file://{plugin_path("headers")}
+          match: [{{mode: SERVER}}]
+        """)
+    mesh.start_proxies()
+    mesh.converge("no workload yet", lambda r: r[0] == 503)
+    inbound = free_port()
+    boot = mesh.plane.command("bootstrap", "--name", "reviews-v1", "--labels", "app=reviews,version=v1",
+                              "--port", str(app.port), "--inbound", f"{app.port}={inbound}", "--xds", mesh.plane.xds,
+                              "--admin-port", "0")
+    workload = SidecarProcess(boot, workdir=mesh.workdir / "reviews-sidecar").start()
+    try:
+        answers = mesh.converge("workload registered by its sidecar's node", lambda r: r[0] == 200)
+        for status, headers, body in answers.values():
+            assert body == b"v1" and headers["x-echo-path"] == "/"  # through our inbound listener's plugin
+        mesh.same_answers(path="/in")
+        assert app.requests[-1].path == "/in"
+        status = mesh.plane.proxy_status()["reviews-v1"]
+        assert "ECDS" in status and all(s["status"] == "SYNCED" for s in status.values()), status
+    finally:
+        workload.stop()
+    mesh.converge("workload gone with its sidecar", lambda r: r[0] == 503)
