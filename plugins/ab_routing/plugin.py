@@ -145,9 +145,9 @@ class Plugin(PluginContext):
             if found:
                 total = sum(self.split_weights)
                 point = fnv1a(value.encode()) % total
-                for variant, weight in zip(self.split_variants, self.split_weights):
+                for index, weight in enumerate(self.split_weights):
                     if point < weight:
-                        return (variant, f"split {self.split_header}")
+                        return (self.split_variants[index], f"split {self.split_header}")
                     point -= weight
         return (self.default, "default")
 

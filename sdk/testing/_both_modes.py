@@ -22,6 +22,7 @@ state as "same as the other mode" than as literal values.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +32,8 @@ from ._emulator import HostEmulator
 
 #: The two ways a Python plugin runs: its source in CPython, its compiled module in wasmtime.
 MODES: tuple[str, ...] = ("python", "wasm")
+#: Comma-separated modes to keep (``wasmesh plugin test --mode`` sets it); unset: all.
+MODES_ENV = "WASMESH_TEST_MODES"
 
 _compiled: dict[tuple[str, str], bytes] = {}
 _compile_lock = threading.Lock()
@@ -117,11 +120,15 @@ def plugin_fixture(source: str | Path, *, name: str = "plugin", modes: Sequence[
     """A pytest fixture named ``name`` giving a :class:`PluginLoader`, once per mode.
 
     ``source`` is a Python plugin file, a project directory (``wasmesh plugin init``) or a
-    ``.wasm``; ``modes`` defaults to every mode the source supports.
+    ``.wasm``; ``modes`` defaults to every mode the source supports, narrowed by the
+    ``WASMESH_TEST_MODES`` environment variable when it is set.
     """
     import pytest
 
     chosen = list(modes) if modes is not None else list(available_modes(source))
+    wanted = os.environ.get(MODES_ENV, "")
+    if wanted:
+        chosen = [mode for mode in chosen if mode in wanted.split(",")]
 
     def loader(request: Any) -> Iterator[PluginLoader]:
         plugin_loader = PluginLoader(source, request.param)

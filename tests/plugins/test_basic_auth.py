@@ -16,7 +16,7 @@ CONFIG = config({
     "realm": "shop",
     "users": [
         {"username": "ann", "password": "open sesame"},
-        {"username": "bob", "password_sha256": hashlib.sha256("correct horse".encode()).hexdigest().upper()},
+        {"username": "bob", "password_sha256": hashlib.sha256(b"correct horse").hexdigest().upper()},
         {"username": "eve", "password": ""},
     ],
     "exempt_paths": ["/healthz"],
