@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 BUILD := build
-APT_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt wrk nginx-light skopeo docker-registry
+APT_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt wrk nginx-light skopeo docker-registry prometheus chromium
 STAMP := $(BUILD)/.stamps
 
 .PHONY: all setup system-deps python-deps plugins test test-fast lint demo bench crds clean
@@ -32,6 +32,8 @@ $(PY):
 
 $(STAMP)/python-deps: pyproject.toml | $(PY) $(STAMP)
 	$(PIP) install -q -e '.[dev]'
+	@# xds-protos overwrites files of opentelemetry-proto (same package path); put them back
+	$(PIP) install -q --no-deps --force-reinstall opentelemetry-proto==1.45.2
 	@touch $@
 
 python-deps: $(STAMP)/python-deps

@@ -245,5 +245,7 @@ def sync_plugin_health(store: StatsStore) -> None:
 
 register_stat_namespace("istiocustom", parse_tagged)
 register_stat_namespace(PLUGIN_NAMESPACE, parse_tagged)
+# plugin-defined metrics: Envoy strips the wasmcustom namespace in its Prometheus view
+register_stat_namespace("wasmcustom")
 add_snapshot_hook(sync_plugin_health)
 register_http_filter(STATS_CONFIG_TYPE, build_istio_stats)
