@@ -257,10 +257,14 @@ def test_routing_edits_reach_both_proxies_alike(mesh: Mesh) -> None:
         - match: [{uri: {prefix: /old/}}]
           rewrite: {uri: /new/}
           route: [{destination: {host: reviews, subset: v1}}]
+        - match: [{headers: {end-user: {exact: tester}}}]
+          fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+          route: [{destination: {host: reviews, subset: v1}}]
         - route: [{destination: {host: reviews, subset: v1}}]
         """)
     mesh.converge("VirtualService header match", lambda r: version_of(r) == "v2", headers={"end-user": "jason"})
     assert mesh.same_answers(headers={"end-user": "jason"})[1]["x-route"] == "jason"
+    assert mesh.same_answers(headers={"end-user": "tester"})[::2] == (418, b"fault filter abort")
     assert version_of(mesh.same_answers(headers={"end-user": "alice"})) == "v1"
     mesh.upstreams["v1"].clear()
     mesh.same_answers(path="/old/page")

@@ -137,6 +137,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "validate_clusters",
             "ignore_port_in_host_matching",
             "max_direct_response_body_size_bytes",
+            "typed_per_filter_config",
         }
     )
     | _HEADER_MUTATIONS,
@@ -150,13 +151,16 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "include_attempt_count_in_response",
             "per_request_buffer_limit_bytes",
             "metadata",
+            "typed_per_filter_config",
         }
     )
     | _HEADER_MUTATIONS,
     "envoy.config.route.v3.Route": frozenset(
-        {"name", "match", "route", "redirect", "direct_response", "metadata", "per_request_buffer_limit_bytes"}
+        {"name", "match", "route", "redirect", "direct_response", "metadata", "per_request_buffer_limit_bytes",
+         "typed_per_filter_config"}
     )
     | _HEADER_MUTATIONS,
+    "envoy.config.route.v3.FilterConfig": frozenset({"config", "is_optional", "disabled"}),
     "envoy.config.route.v3.RouteMatch": frozenset(
         {
             "prefix",

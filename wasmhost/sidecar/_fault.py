@@ -15,7 +15,7 @@ from ._commands import Timer
 from ._config_support import check_supported
 from ._errors import ConfigError, join_path
 from ._filter_api import HeadersStatus, HttpFilter, ResponseFlag
-from ._filter_registry import FilterBuildContext, register_http_filter
+from ._filter_registry import FilterBuildContext, register_http_filter, register_route_config
 from ._headers import HeaderMap
 from ._route_build import compile_header_matcher, fraction, seconds
 from ._routes import ForwardAction
@@ -87,11 +87,12 @@ def _percent_from_header(headers: HeaderMap, name: bytes, configured: tuple[int,
 class FaultFilter(HttpFilter):
     encodes = False
 
-    __slots__ = ("cb", "config", "timer", "active", "stats_prefix")
+    __slots__ = ("cb", "config", "timer", "active", "stats_prefix", "name")
 
-    def __init__(self, callbacks: Any, config: FaultConfig) -> None:
+    def __init__(self, callbacks: Any, config: FaultConfig, name: str = "") -> None:
         self.cb = callbacks
         self.config = config
+        self.name = name
         self.timer: Timer | None = None
         self.active = False
 
@@ -171,6 +172,11 @@ class FaultFilter(HttpFilter):
             store.counter(f"http.{prefix}.fault.{cluster.decode('latin-1')}.{name}").inc()
 
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        route = self.cb.route()
+        if route is not None and route.per_filter:
+            override = route.per_filter.get(self.name)
+            if override is not None:  # the route's own settings replace the filter's (as Envoy)
+                self.config = override
         if not self._applies(headers):
             return HeadersStatus.Continue
         config = self.config
@@ -225,11 +231,19 @@ def build_fault(config: Any, context: FilterBuildContext) -> Any:
     check_supported(config)
     fault_config = FaultConfig(config, "")
 
+    name = context.filter_name
+
     def create(callbacks: Any) -> FaultFilter:
-        return FaultFilter(callbacks, fault_config)
+        return FaultFilter(callbacks, fault_config, name)
 
     create.filter_class = FaultFilter  # type: ignore[attr-defined]
     return create
 
 
+def parse_route_fault(config: Any, path: str) -> FaultConfig:
+    """A route's (or virtual host's) ``HTTPFault``: replaces the filter's own settings there."""
+    return FaultConfig(config, path)
+
+
 register_http_filter(FAULT_TYPE, build_fault)
+register_route_config(FAULT_TYPE, parse_route_fault)

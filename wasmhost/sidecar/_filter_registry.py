@@ -121,3 +121,28 @@ def lookup_http_filter(type_url: str) -> tuple[HttpFilterConfigFactory, bool] | 
 
 def registered_http_filters() -> list[str]:
     return sorted(_REGISTRY)
+
+
+# Per-route configs (``typed_per_filter_config``): type -> parser(message, path) -> the object the
+# filter of that name finds on the route (``Route.per_filter``); the most specific level wins.
+RouteConfigParser = Callable[[Any, str], Any]
+_ROUTE_CONFIGS: dict[str, RouteConfigParser] = {}
+
+
+def register_route_config(type_url: str, parser: RouteConfigParser) -> Callable[[], None]:
+    """Accept ``typed_per_filter_config`` entries of this type, parsed by ``parser`` when routes are built."""
+    name = type_name_of(type_url)
+    previous = _ROUTE_CONFIGS.get(name)
+    _ROUTE_CONFIGS[name] = parser
+
+    def unregister() -> None:
+        if previous is None:
+            _ROUTE_CONFIGS.pop(name, None)
+        else:
+            _ROUTE_CONFIGS[name] = previous
+
+    return unregister
+
+
+def lookup_route_config(type_url: str) -> RouteConfigParser | None:
+    return _ROUTE_CONFIGS.get(type_name_of(type_url))

@@ -8,10 +8,12 @@ here, with the field path in the error (duplicate domains, unknown clusters when
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._config_support import unpack_any
 from ._errors import ConfigError
+from ._filter_registry import lookup_route_config
 from ._header_ops import EMPTY_OPS, HeaderOps, compile_header_ops
 from ._headers import HeaderMap
 from ._routes import (
@@ -473,6 +475,24 @@ def read_data_source(source: Any, path: str) -> bytes:
     raise ConfigError(path, "data source needs one of filename, inline_bytes, inline_string, environment_variable")
 
 
+def per_filter_configs(config: Any, path: str) -> dict[str, Any]:
+    """``typed_per_filter_config`` of a route, virtual host or route configuration, parsed."""
+    out: dict[str, Any] = {}
+    for name, typed in sorted(config.typed_per_filter_config.items()):
+        where = f"{path}.typed_per_filter_config[{name!r}]"
+        if typed.type_url.endswith("/envoy.config.route.v3.FilterConfig"):
+            wrapper = unpack_any(typed, where)
+            if wrapper.disabled:
+                raise ConfigError(f"{where}.disabled", "disabling a filter per route is not supported")
+            typed, where = wrapper.config, f"{where}.config"
+        parser = lookup_route_config(typed.type_url)
+        if parser is None:
+            raise ConfigError(where, f"no per-route configuration of type {typed.type_url.rsplit('/', 1)[-1]} "
+                                     "is supported")
+        out[name] = parser(unpack_any(typed, where), where)
+    return out
+
+
 def build_route_table(config: Any, path: str, clusters: frozenset[str]) -> RouteTable:
     """Compile an inline route configuration (``validate_clusters`` defaults to true, as in Envoy)."""
     validate = config.validate_clusters.value if config.HasField("validate_clusters") else True
@@ -484,6 +504,7 @@ def build_route_table(config: Any, path: str, clusters: frozenset[str]) -> Route
     global_response = compile_header_ops(config.response_headers_to_add, config.response_headers_to_remove, path,
                                          "response_headers")
     most_specific = config.most_specific_header_mutations_wins
+    global_per_filter = per_filter_configs(config, path)
     exact: dict[bytes, VirtualHost] = {}
     suffixes: list[tuple[bytes, VirtualHost]] = []
     prefixes: list[tuple[bytes, VirtualHost]] = []
@@ -529,17 +550,19 @@ def build_route_table(config: Any, path: str, clusters: frozenset[str]) -> Route
                 raise ConfigError(d_path, "a wildcard may only be the first or last character")
             else:
                 exact[lowered.encode()] = vhost
+        vhost_per_filter = {**global_per_filter, **per_filter_configs(vh_config, vh_path)}
         routes = []
         for r_index, r_config in enumerate(vh_config.routes):
             routes.append(_build_route(builder, r_config, f"{vh_path}.routes[{r_index}]", vhost, global_request,
-                                       global_response, most_specific, max_body))
+                                       global_response, most_specific, max_body, vhost_per_filter))
         vhost.routes = tuple(routes)
     return RouteTable(config.name, exact, suffixes, prefixes, default,
                       config.ignore_port_in_host_matching, most_specific, max_body)
 
 
 def _build_route(builder: _Builder, config: Any, path: str, vhost: VirtualHost, global_request: HeaderOps,
-                 global_response: HeaderOps, most_specific: bool, max_body: int) -> Route:
+                 global_response: HeaderOps, most_specific: bool, max_body: int,
+                 inherited_per_filter: Mapping[str, Any]) -> Route:
     path_fn, kind, value, case_sensitive = _path_match(config.match, f"{path}.match")
     extras = _extra_matches(config.match, f"{path}.match")
     action_kind = config.WhichOneof("action")
@@ -575,4 +598,5 @@ def _build_route(builder: _Builder, config: Any, path: str, vhost: VirtualHost, 
         metadata=config.metadata if config.HasField("metadata") else None,
         buffer_limit=config.per_request_buffer_limit_bytes.value
         if config.HasField("per_request_buffer_limit_bytes") else vhost.buffer_limit,
+        per_filter={**inherited_per_filter, **per_filter_configs(config, path)},
     )

@@ -10,7 +10,7 @@ Envoy: ``prefix`` looks at the whole ``:path`` (query included); ``path``,
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,6 +156,9 @@ PathMatch = Callable[[bytes, bytes], bool]
 ExtraMatch = Callable[[HeaderMap, bytes, int], bool]
 
 
+_NO_PER_FILTER: Mapping[str, Any] = {}
+
+
 class Route:
     """One compiled route; ``request_ops``/``response_ops`` hold every level in application order."""
 
@@ -175,6 +178,7 @@ class Route:
         "retry",
         "expected_timeout_ms",
         "plain_prefix",
+        "per_filter",
     )
 
     def __init__(
@@ -191,8 +195,10 @@ class Route:
         response_ops: tuple[HeaderOps, ...],
         metadata: Any,
         buffer_limit: int,
+        per_filter: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.per_filter: Mapping[str, Any] = per_filter or _NO_PER_FILTER  # filter name -> per-route config
         self.virtual_host = virtual_host
         self.action = action
         self.path_match = path_match

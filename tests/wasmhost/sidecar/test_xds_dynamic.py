@@ -225,3 +225,44 @@ def test_a_dynamic_bootstrap_loads_its_static_parts_alone() -> None:
     plan = load_plan(text, "bootstrap.json", 1)
     assert list(plan.clusters) == ["xds-grpc"] and plan.listeners == ()
     assert plan.bootstrap.HasField("dynamic_resources")
+
+
+def test_per_route_fault_settings_are_compiled_and_cors_policies_refused() -> None:
+    from wasmhost.sidecar._fault import FaultConfig
+
+    fault = {"@type": FAULT, "abort": {"http_status": 418, "percentage": {"numerator": 100}}}
+    routed = route_config("9080", "c")
+    routed.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.fault"].CopyFrom(
+        _packed(fault))
+    state = resources({LISTENER: decoded(LISTENER, "l1", listener("out", 0, route="9080"))},
+                      {ROUTE: decoded(ROUTE, "r1", routed)})
+    plan = build_plan(assemble(static_bootstrap(), state, {}).bootstrap)
+    [vhost] = plan.listeners[0].hcm.route_table.exact.values() or [plan.listeners[0].hcm.route_table.default]
+    assert vhost is not None
+    settings = vhost.routes[0].per_filter["envoy.filters.http.fault"]
+    assert isinstance(settings, FaultConfig) and settings.abort_status == 418
+
+    cors = {"@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+            "allow_origin_string_match": [{"exact": "a"}]}
+    routed.virtual_hosts[0].routes[0].typed_per_filter_config["envoy.filters.http.cors"].CopyFrom(_packed(cors))
+    state = resources({LISTENER: decoded(LISTENER, "l1", listener("out", 0, route="9080"))},
+                      {ROUTE: decoded(ROUTE, "r2", routed)})
+    assembly = assemble(static_bootstrap(), state, {})
+    try:
+        build_plan(assembly.bootstrap)
+    except ConfigError as err:
+        type_url, name, message = attribute(assembly, err) or ("", "", "")
+    else:
+        raise AssertionError("a CORS policy was accepted")
+    assert (type_url, name) == (ROUTE, "9080")
+    assert message.startswith("RouteConfiguration 9080: virtual_hosts[0].routes[0].typed_per_filter_config"
+                              "['envoy.filters.http.cors']: ")
+    assert "CorsPolicy" in message
+
+
+def _packed(data: dict[str, Any]) -> Any:
+    from wasmhost.sidecar._config_load import parse_message_dict
+
+    packed = any_pb2.Any()
+    parse_message_dict(data, packed, "")
+    return packed
