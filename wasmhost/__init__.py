@@ -50,10 +50,12 @@ from ._runner import (
 )
 from ._runner_env import PropertyError, apply_properties
 from ._tcp_stream import TcpStream
-from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
+from ._vm import CALLBACK_LATENCY_BOUNDS_US, CallStats, CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
 from .limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
+    "CALLBACK_LATENCY_BOUNDS_US",
+    "CallStats",
     "DEFAULT_LIMITS",
     "AbiVersion",
     "Action",

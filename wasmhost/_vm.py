@@ -15,11 +15,13 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 import wasmtime
@@ -73,6 +75,26 @@ class CompiledModule:
     size: int
 
 
+#: callback latency histogram bounds (microseconds)
+CALLBACK_LATENCY_BOUNDS_US: tuple[int, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000, 100000)
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Calls into one plugin's VM: how many, how many failed, and how long they took."""
+
+    calls: int = 0
+    errors: int = 0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(CALLBACK_LATENCY_BOUNDS_US) + 1))
+    latency_sum_us: float = 0.0
+
+    def record(self, elapsed_ns: int) -> None:
+        self.calls += 1
+        micros = elapsed_ns / 1000.0
+        self.latency_sum_us += micros
+        self.latency_counts[bisect.bisect_left(CALLBACK_LATENCY_BOUNDS_US, micros)] += 1
+
+
 @dataclass(slots=True)
 class RuntimeCounters:
     """Failure and lifecycle counters of every VM of one runtime (exported as metrics)."""
@@ -84,6 +106,13 @@ class RuntimeCounters:
     reloads: int = 0
     reload_failures: int = 0
     per_plugin: dict[str, dict[str, int]] = field(default_factory=dict)
+    calls: dict[str, CallStats] = field(default_factory=dict)
+
+    def call_stats(self, plugin: str) -> CallStats:
+        stats = self.calls.get(plugin)
+        if stats is None:
+            stats = self.calls[plugin] = CallStats()
+        return stats
 
     def bump(self, plugin: str, name: str) -> None:
         per = self.per_plugin.setdefault(plugin, {})
@@ -193,6 +222,7 @@ class WasmVM:
         self.restricted = RESTRICT_NONE
         self.log_spec = log_spec  # whose name start-time logs carry
         self.active_streams = 0
+        self._stats = runtime.counters.call_stats(log_spec.name if log_spec else vm_id)
         self.store = wasmtime.Store(runtime.engine)
         self.store.set_limits(memory_size=runtime.limits.max_vm_memory)
         self.store.set_epoch_deadline(runtime.deadline_ticks)
@@ -272,17 +302,24 @@ class WasmVM:
             raise VmFailed(self.failed, self.failure_kind or "trap")
         prev_current, prev_effective = self.current, self.effective
         self.current = self.effective = ctx
+        stats = None
         if prev_current is None:
             self.caller.set_deadline(self.runtime.deadline_ticks)
+            stats = self._stats if ctx is None else self.runtime.counters.call_stats(ctx.root.spec.name)
+        started = perf_counter_ns()
         try:
             return fn(*args)
         except GuestTrap as trap:
+            if stats is not None:
+                stats.errors += 1
             if trap.exit_code == 0 and self.restricted == RESTRICT_START:
                 raise VmFailed("guest exited during start", "exit0") from None
             self._mark_failed(trap, export)
             raise VmFailed(self.failed or str(trap), self.failure_kind or "trap") from None
         finally:
             self.current, self.effective = prev_current, prev_effective
+            if stats is not None:
+                stats.record(perf_counter_ns() - started)
 
     def _mark_failed(self, trap: GuestTrap, export: str) -> None:
         counters = self.runtime.counters

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import CALLBACK_LATENCY_BOUNDS_US
 from ..telemetry import (
     HTTP_METRICS,
     METRICS,
@@ -241,6 +242,17 @@ def sync_plugin_health(store: StatsStore) -> None:
         for key, metric in _PLUGIN_COUNTERS.items():
             counter = store.counter(tagged_name(f"wasmesh_wasm_plugin_{metric}_total", short, PLUGIN_NAMESPACE))
             counter.value = max(counter.value, counts.get(key, 0))
+        calls = host.runtime.counters.calls.get(spec.name)
+        if calls is not None:
+            store.counter(tagged_name("wasmesh_wasm_plugin_calls_total", short, PLUGIN_NAMESPACE)).value = calls.calls
+            store.counter(tagged_name("wasmesh_wasm_plugin_errors_total", short, PLUGIN_NAMESPACE)).value = calls.errors
+            latency = store.histogram(
+                tagged_name("wasmesh_wasm_plugin_callback_duration_microseconds", short, PLUGIN_NAMESPACE),
+                tuple(float(b) for b in CALLBACK_LATENCY_BOUNDS_US),
+            )
+            latency.counts = list(calls.latency_counts)
+            latency.total = calls.latency_sum_us
+            latency.count = calls.calls
 
 
 register_stat_namespace("istiocustom", parse_tagged)
