@@ -369,7 +369,7 @@ def test_our_sidecar_registers_its_workload_and_serves_it_inbound(mesh: Mesh) ->
     workload = SidecarProcess(boot, workdir=mesh.workdir / "reviews-sidecar").start()
     try:
         answers = mesh.converge("workload registered by its sidecar's node", lambda r: r[0] == 200)
-        for status, headers, body in answers.values():
+        for _status, headers, body in answers.values():
             assert body == b"v1" and headers["x-echo-path"] == "/"  # through our inbound listener's plugin
         mesh.same_answers(path="/in")
         assert app.requests[-1].path == "/in"
@@ -378,3 +378,50 @@ def test_our_sidecar_registers_its_workload_and_serves_it_inbound(mesh: Mesh) ->
     finally:
         workload.stop()
     mesh.converge("workload gone with its sidecar", lambda r: r[0] == 503)
+
+
+def test_worker_processes_follow_the_control_plane_together(tmp_path: Path) -> None:
+    """`--concurrency 2`: the supervisor holds the ADS stream, both workers serve each version."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log").start()
+    v1 = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
+    sidecar: SidecarProcess | None = None
+    try:
+        (folder / "reviews.yaml").write_text(textwrap.dedent(f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: reviews}}
+            spec:
+              hosts: [reviews.default.svc.cluster.local]
+              ports: [{{number: 9080, name: http, protocol: HTTP}}]
+              resolution: STATIC
+              endpoints: [{{address: 127.0.0.1, ports: {{http: {v1.port}}}}}]
+            """))
+        port = free_port()
+        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
+                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
+        sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar", concurrency=2).start()
+        wait_for(lambda: version_of(get(port)) == "v1", CONVERGE, what="served by the workers")
+        (folder / "wasm.yaml").write_text(textwrap.dedent(f"""\
+            apiVersion: extensions.istio.io/v1alpha1
+            kind: WasmPlugin
+            metadata: {{name: headers}}
+            spec:
+              selector: {{matchLabels: {{app: productpage}}}}
+              url: file://{plugin_path("headers")}
+            """))
+        # every new connection may land on either worker: all of them must run the plugin
+        wait_for(lambda: all("x-echo-path" in get(port)[1] for _ in range(20)), CONVERGE, what="plugin everywhere")
+        assert all(get(port, f"/{n}")[1]["x-echo-path"] == f"/{n}" for n in range(40))
+        status = json.loads(plane.command("proxy-status", "-o", "json", "--control-plane", plane.api))
+        assert [p["name"] for p in status] == ["productpage"]  # one ADS stream for the whole sidecar
+        assert all(t["status"] == "SYNCED" for t in status[0]["types"].values())
+        dump = json.loads(sidecar.admin_get("/config_dump"))
+        [ecds] = [c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump")]
+        assert ecds["ecds_filters"][0]["ecds_filter"]["name"] == "default.headers"
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        plane.stop()
+        v1.stop()
