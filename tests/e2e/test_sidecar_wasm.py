@@ -450,8 +450,6 @@ def test_remote_module_sha256(remote_run: Callable[[bool], RemoteRun], fail_open
     assert reason, seen.log[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="the module agent's verdict (wasmhost/sidecar/_wasm.py MODULE_STATUS) "
-                   "is not yet part of /config_dump (wasmhost/sidecar/_admin.py _config_dump)")
 def test_remote_module_verdict_in_config_dump(remote_run: Callable[[bool], RemoteRun]) -> None:
     seen = remote_run(False)
     assert seen.module_status["trusted"]["ok"] is True

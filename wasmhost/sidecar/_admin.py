@@ -88,7 +88,7 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
         dump.configs.append(pack(listeners_dump(snapshot, bootstrap.static_resources.listeners)))
         dump.configs.append(pack(routes_dump(snapshot)))
         result: dict[str, Any] = json_format.MessageToDict(dump, preserving_proto_field_name=True)
-        return result
+        return _with_module_status(result)
     clusters = config_dump_shared_pb2.ClustersConfigDump()
     for cluster in bootstrap.static_resources.clusters:
         clusters.static_clusters.append(
@@ -102,6 +102,15 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
         )
     dump.configs.append(pack(listeners))
     result = json_format.MessageToDict(dump, preserving_proto_field_name=True)
+    return _with_module_status(result)
+
+
+def _with_module_status(result: dict[str, Any]) -> dict[str, Any]:
+    """Add the module agent's last word per Wasm plugin (fetched, verified, or why not)."""
+    from ._wasm import MODULE_STATUS
+
+    if MODULE_STATUS:
+        result["module_status"] = {name: dict(status) for name, status in MODULE_STATUS.items()}
     return result
 
 
