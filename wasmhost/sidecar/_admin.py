@@ -64,6 +64,9 @@ class AdminSource(Protocol):
     def shutdown(self) -> None: ...
 
 
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+
+
 def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
     from envoy.admin.v3 import config_dump_pb2, config_dump_shared_pb2
     from google.protobuf import any_pb2
@@ -79,7 +82,14 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
     dump.configs.append(pack(config_dump_pb2.BootstrapConfigDump(bootstrap=bootstrap)))
     snapshot = plan.dynamic
     if snapshot is not None:  # the bootstrap's own parts plus what xDS delivered
-        from ._xds_dump import clusters_dump, ecds_dump, endpoints_dump, listeners_dump, routes_dump
+        from ._xds_dump import (
+            clusters_dump,
+            ecds_dump,
+            endpoints_dump,
+            listeners_dump,
+            routes_dump,
+            secrets_dump,
+        )
 
         dump.configs.append(pack(clusters_dump(snapshot, bootstrap.static_resources.clusters)))
         if include_eds:
@@ -87,6 +97,8 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
         dump.configs.append(pack(ecds_dump(snapshot)))
         dump.configs.append(pack(listeners_dump(snapshot, bootstrap.static_resources.listeners)))
         dump.configs.append(pack(routes_dump(snapshot)))
+        if snapshot.resources.get(SECRET_TYPE):
+            dump.configs.append(pack(secrets_dump(snapshot)))
         result: dict[str, Any] = json_format.MessageToDict(dump, preserving_proto_field_name=True)
         return _with_module_status(result)
     clusters = config_dump_shared_pb2.ClustersConfigDump()

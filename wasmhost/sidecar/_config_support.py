@@ -71,6 +71,8 @@ SUPPORTED: dict[str, frozenset[str]] = {
         {"tls_params", "tls_certificates", "validation_context", "alpn_protocols"}
     ),
     "envoy.extensions.transport_sockets.tls.v3.TlsCertificate": frozenset({"certificate_chain", "private_key"}),
+    # SDS: secrets served over ADS are inlined where they are referenced (``_dynamic``)
+    "envoy.extensions.transport_sockets.tls.v3.Secret": frozenset({"name", "tls_certificate", "validation_context"}),
     "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": frozenset(
         {"trusted_ca", "match_typed_subject_alt_names"}
     ),

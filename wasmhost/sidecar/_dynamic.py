@@ -24,7 +24,7 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from google.protobuf import any_pb2
 
 from ._config_load import register_any_types
@@ -194,11 +194,19 @@ def subscriptions(static: Any, resources: Resources, serving: Resources) -> dict
     clusters = list(static.static_resources.clusters)
     clusters += [r.message for r in resources.get(CLUSTER, {}).values()]
     clusters += [r.message for r in serving.get(CLUSTER, {}).values()]
+    secrets: set[str] = set()
     for cluster in clusters:
         name = eds_name(cluster)
         if name is not None:
             endpoints.add(name)
-    return {ENDPOINT: frozenset(endpoints), ROUTE: frozenset(routes), EXTENSION: frozenset(extensions)}
+        if cluster.HasField("transport_socket"):
+            secrets |= secret_references(cluster.transport_socket)
+    for listener in listeners:
+        for chain in listener.filter_chains:
+            if chain.HasField("transport_socket"):
+                secrets |= secret_references(chain.transport_socket)
+    return {ENDPOINT: frozenset(endpoints), ROUTE: frozenset(routes), EXTENSION: frozenset(extensions),
+            SECRET: frozenset(secrets)}
 
 
 # --- inlining ------------------------------------------------------------------------------------
@@ -241,6 +249,8 @@ def inline_listener(listener: Any, resources: Resources, received: Received = _N
     routes = resources.get(ROUTE, {})
     extensions = resources.get(EXTENSION, {})
     for c_index, chain in enumerate(copy.filter_chains):
+        if chain.HasField("transport_socket"):
+            _inline_tls(chain.transport_socket, f"filter_chains[{c_index}].transport_socket", resources, result)
         for f_index, network_filter in enumerate(chain.filters):
             hcm = _hcm_of(network_filter)
             if hcm is None:
@@ -313,6 +323,8 @@ def inline_cluster(cluster: Any, resources: Resources, received: Received = _NOT
     copy = cluster_pb2.Cluster()
     copy.CopyFrom(cluster)
     result = Inlined(copy)
+    if copy.HasField("transport_socket"):
+        _inline_tls(copy.transport_socket, "transport_socket", resources, result)
     name = eds_name(cluster)
     if name is None:
         return result
@@ -328,6 +340,85 @@ def inline_cluster(cluster: Any, resources: Resources, received: Received = _NOT
     copy.load_assignment.CopyFrom(assignment.message)
     result.origins.append(Origin("load_assignment", ENDPOINT, name, ""))
     return result
+
+
+# --- SDS: secrets inlined into TLS contexts --------------------------------------------------------
+
+_TLS_CONTEXTS = {
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext":
+        tls_pb2.DownstreamTlsContext,
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext": tls_pb2.UpstreamTlsContext,
+}
+
+
+def _tls_context(transport_socket: Any) -> Any | None:
+    message_class = _TLS_CONTEXTS.get(transport_socket.typed_config.type_url)
+    if message_class is None:
+        return None
+    context = message_class()
+    return context if transport_socket.typed_config.Unpack(context) else None
+
+
+def _sds_configs(common: Any) -> list[tuple[str, Any]]:
+    """(field, SdsSecretConfig) of every secret a CommonTlsContext fetches over ADS."""
+    found = [("tls_certificate_sds_secret_configs", c) for c in common.tls_certificate_sds_secret_configs]
+    which = common.WhichOneof("validation_context_type")
+    if which == "validation_context_sds_secret_config":
+        found.append((which, common.validation_context_sds_secret_config))
+    elif which == "combined_validation_context":
+        found.append((which, common.combined_validation_context.validation_context_sds_secret_config))
+    return [(f, c) for f, c in found if c.name and c.HasField("sds_config") and is_ads(c.sds_config)]
+
+
+def secret_references(transport_socket: Any) -> set[str]:
+    """Names of the SDS secrets (over ADS) a transport socket needs."""
+    context = _tls_context(transport_socket)
+    if context is None:
+        return set()
+    return {config.name for _, config in _sds_configs(context.common_tls_context)}
+
+
+def _inline_tls(transport_socket: Any, path: str, resources: Resources, result: Inlined) -> None:
+    """Replace SDS references (over ADS) in a TLS transport socket with the secrets themselves."""
+    context = _tls_context(transport_socket)
+    if context is None:
+        return
+    common = context.common_tls_context
+    wanted = _sds_configs(common)
+    if not wanted:
+        return
+    secrets = resources.get(SECRET, {})
+    missing = [f"Secret {config.name}" for _, config in wanted if config.name not in secrets]
+    if missing:
+        result.missing.extend(missing)
+        return
+    common_path = f"{path}.typed_config.common_tls_context"
+    certificates = [c for c in common.tls_certificate_sds_secret_configs
+                    if c.name and c.HasField("sds_config") and is_ads(c.sds_config)]
+    if certificates:
+        keep = [c for c in common.tls_certificate_sds_secret_configs if c not in certificates]
+        del common.tls_certificate_sds_secret_configs[:]
+        common.tls_certificate_sds_secret_configs.extend(keep)
+        for config in certificates:
+            secret = secrets[config.name].message
+            result.origins.append(Origin(f"{common_path}.tls_certificates[{len(common.tls_certificates)}]",
+                                         SECRET, config.name, "tls_certificate"))
+            common.tls_certificates.append(secret.tls_certificate)
+    which = common.WhichOneof("validation_context_type")
+    if which in ("validation_context_sds_secret_config", "combined_validation_context"):
+        if which == "combined_validation_context":
+            combined = common.combined_validation_context
+            name = combined.validation_context_sds_secret_config.name
+            merged = common_pb2.CertificateValidationContext()
+            merged.CopyFrom(combined.default_validation_context)
+            merged.MergeFrom(secrets[name].message.validation_context)  # Envoy merges the secret over the default
+        else:
+            name = common.validation_context_sds_secret_config.name
+            merged = secrets[name].message.validation_context
+        if name in secrets:
+            common.validation_context.CopyFrom(merged)  # replaces the one-of
+            result.origins.append(Origin(f"{common_path}.validation_context", SECRET, name, "validation_context"))
+    transport_socket.typed_config.Pack(context)
 
 
 # --- assembly ------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ._dynamic import (
     EXTENSION,
     LISTENER,
     ROUTE,
+    SECRET,
     SHORT_NAMES,
     TYPE_ORDER,
     WILDCARD,
@@ -51,7 +52,7 @@ log = logging.getLogger("wasmesh.config")
 
 INVALID_ARGUMENT = 3
 USER_AGENT = "wasmesh-sidecar"
-NAMED_TYPES = (ENDPOINT, ROUTE, EXTENSION)
+NAMED_TYPES = (ENDPOINT, ROUTE, EXTENSION, SECRET)
 
 
 # --- protocol (sans-io) --------------------------------------------------------------------------

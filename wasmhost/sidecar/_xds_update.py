@@ -26,6 +26,7 @@ from ._dynamic import (
     EXTENSION,
     LISTENER,
     ROUTE,
+    SECRET,
     TYPE_ORDER,
     WILDCARD,
     Assembly,
@@ -42,7 +43,7 @@ from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_fi
 from ._plan_build import build_cluster
 from ._route_build import build_route_table
 
-NAMED = (ENDPOINT, ROUTE, EXTENSION)
+NAMED = (ENDPOINT, ROUTE, EXTENSION, SECRET)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,10 @@ class Update:
             build_cluster(inlined, "")
         elif resource.type_url == EXTENSION:
             self._validate_extension(resource, clusters)
+        elif resource.type_url == SECRET:
+            check_supported(message, "")
+            if not message.HasField("tls_certificate") and not message.HasField("validation_context"):
+                raise ConfigError("", "a TLS certificate or a validation context is required")
 
     def _validate_extension(self, resource: XdsResource, clusters: frozenset[str]) -> None:
         typed = resource.message.typed_config

@@ -252,3 +252,89 @@ def test_control_plane_edits_reach_traffic_and_every_type_is_synced(tmp_path: Pa
         plane.stop()
         v1.stop()
         v2.stop()
+
+
+# --- SDS -----------------------------------------------------------------------------------------
+
+
+def _secret(name: str, **fields: Any) -> Any:
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+    from google.protobuf import json_format
+
+    return json_format.ParseDict({"name": name, **fields}, secret_pb2.Secret())
+
+
+def _certificate_secret(leaf: Any) -> Any:
+    return _secret("default", tls_certificate={"certificate_chain": {"inline_bytes": _b64(leaf.cert)},
+                                               "private_key": {"inline_bytes": _b64(leaf.key)}})
+
+
+def _root_secret(ca: Path) -> Any:
+    return _secret("ROOTCA", validation_context={"trusted_ca": {"inline_bytes": _b64(ca)}})
+
+
+def _b64(path: Path) -> str:
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _tls_get(port: int, pki: Any) -> int:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    context.load_cert_chain(str(pki.client.cert), str(pki.client.key))
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        connection.request("GET", "/", headers={"host": "reviews"})
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_tls_secrets_arrive_over_sds_and_rotate(ads: ScriptedAdsServer, sidecar: InProcessSidecar,
+                                                tmp_path: Path) -> None:
+    import ssl
+
+    from envoy.config.listener.v3 import listener_pb2
+    from google.protobuf import json_format
+
+    from tests.wasmhost.sidecar._certs import make_pki
+    from wasmhost.sidecar._dynamic import SECRET
+
+    first, second = make_pki(tmp_path / "pki1"), make_pki(tmp_path / "pki2")
+    sds = {"sds_config": {"ads": {}, "resource_api_version": "V3"}}
+    secure = json_format.MessageToDict(listener("secure", 0), preserving_proto_field_name=True)
+    secure["filter_chains"][0]["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True,
+        "common_tls_context": {
+            "tls_certificate_sds_secret_configs": [{"name": "default", **sds}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": [
+                    {"san_type": "URI", "matcher": {"exact": "spiffe://test/ns/default/sa/client"}}]},
+                "validation_context_sds_secret_config": {"name": "ROOTCA", **sds}}}}}
+    ads.wait_for(lambda: ads.of_type(LISTENER), what="the LDS subscription")
+    ads.send(response(LISTENER, "l1", "1", json_format.ParseDict(secure, listener_pb2.Listener())))
+    acked(ads, LISTENER, "1")
+    subscription = ads.wait_for(lambda: [r for r in ads.of_type(SECRET) if r.resource_names], what="SDS")[0]
+    assert list(subscription.resource_names) == ["ROOTCA", "default"]
+    worker = sidecar.sidecar.worker
+    assert worker is not None and sidecar.run(worker.bound_ports) == {}  # warming: no certificate yet
+
+    ads.send(response(SECRET, "s1", "2", _certificate_secret(first.server), _root_secret(first.ca)))
+    assert not acked(ads, SECRET, "2").HasField("error_detail")
+    port = wait_for(lambda: sidecar.port("secure"), 10, what="the listener serves")
+    assert _tls_get(port, first) == 200
+
+    ads.send(response(SECRET, "s2", "3", _certificate_secret(second.server), _root_secret(second.ca)))
+    assert not acked(ads, SECRET, "3").HasField("error_detail")
+    assert wait_for(lambda: _tls_get(sidecar.port("secure"), second) == 200, 10, what="rotated certificate")
+    with pytest.raises(ssl.SSLError):
+        _tls_get(sidecar.port("secure"), first)  # the old CA no longer verifies the server
+
+    dump = sidecar.run(lambda: json.loads(json.dumps(_config_dump(sidecar.sidecar.plan()))))
+    [secrets] = [c for c in dump["configs"] if c["@type"].endswith("SecretsConfigDump")]
+    default = next(s for s in secrets["dynamic_active_secrets"] if s["name"] == "default")
+    assert default["version_info"] == "s2"
+    assert default["secret"]["tls_certificate"]["private_key"] == {"inline_string": "[redacted]"}

@@ -29,6 +29,7 @@ from wasmhost.sidecar._dynamic import (
     EXTENSION,
     LISTENER,
     ROUTE,
+    SECRET,
     XdsResource,
     assemble,
     attribute,
@@ -213,7 +214,7 @@ def test_subscriptions_follow_what_listeners_and_clusters_reference() -> None:
     serving = {LISTENER: decoded(LISTENER, "l0", listener("a", 0, route="7070"))}
     assert subscriptions(static_bootstrap(), state, serving) == {
         ROUTE: frozenset({"9080", "8080", "7070"}), EXTENSION: frozenset({"ns.p"}),
-        ENDPOINT: frozenset({"x", "y-endpoints"})}
+        ENDPOINT: frozenset({"x", "y-endpoints"}), SECRET: frozenset()}
 
 
 def test_a_dynamic_bootstrap_loads_its_static_parts_alone() -> None:
