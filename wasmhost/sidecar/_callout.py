@@ -22,6 +22,8 @@ from ._commands import (
 from ._filter_api import HttpCallResult
 from ._headers import HeaderMap, Pair
 
+_SERVICE_TIME = b"x-envoy-upstream-service-time"
+
 _tokens = itertools.count(1)
 
 
@@ -53,6 +55,7 @@ class HttpCallout:
         self._chunks: list[bytes] = []
         self._response_trailers: HeaderMap | None = None
         self._started = False
+        self._started_at = 0.0
         self.finished = False
         self.edge: Any = None
 
@@ -68,6 +71,7 @@ class HttpCallout:
             return
         self.host = host
         self._started = True
+        self._started_at = self.worker.now
         host.active_requests += 1
         cluster.rq_active += 1
         cluster.stats.rq_total.value += 1
@@ -83,13 +87,21 @@ class HttpCallout:
         pass
 
     def on_pool_failure(self, reason: str, transport_failure: str) -> None:
+        """As Envoy's async client: the router's 503 local reply reaches the caller as a response."""
         self.cluster.record_response(self.host, 503, self.worker.now)
-        self._complete("reset")
+        body = b"upstream connect error or disconnect/reset before headers. reset reason: " + reason.encode()
+        if transport_failure:
+            body += b", transport failure reason: " + transport_failure.encode()
+        self._answer_locally(503, body)
 
     def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
         status = headers.get(b":status") or b"0"
         if status.startswith(b"1") and status != b"101":
             return
+        if headers.get(_SERVICE_TIME) is None:
+            # Envoy's async client routes callouts through a router, which adds this header
+            elapsed_ms = max(0, int((self.worker.now - self._started_at) * 1000))
+            headers.add(_SERVICE_TIME, str(elapsed_ms).encode())
         self._response = headers
         code = int(status) if status.isdigit() else 0
         self.cluster.stats.count_response(code)
@@ -117,7 +129,19 @@ class HttpCallout:
             return
         if self._started:
             self.out.append(ResetUpstream(self))
-        self._complete("timeout")
+        if self._response is None:
+            self._answer_locally(504, b"upstream request timeout")  # Envoy's router reply, as a response
+        else:
+            self._complete("timeout")
+
+    def _answer_locally(self, status: int, body: bytes) -> None:
+        self._response = HeaderMap([
+            (b":status", str(status).encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"text/plain"),
+        ])
+        self._chunks = [body]
+        self._complete("")
 
     def cancel(self) -> None:
         """Forget the call without reporting (the requester went away)."""

@@ -86,7 +86,6 @@ _POLICIES = {
     wasm_pb2.FailurePolicy.FAIL_OPEN: FailurePolicy.FAIL_OPEN,
 }
 _NO_TIMEOUT_S = 24 * 3600.0
-_SERVICE_TIME = b"x-envoy-upstream-service-time"
 #: how often plugin-defined metrics are copied into the worker's stats (what /stats shows)
 METRICS_SYNC_S = 1.0
 #: how often items other worker processes enqueued on this process's shared queues are looked for
@@ -296,17 +295,12 @@ class WasmHost:
         if binding is None:
             return
         plugin, token = binding.plugin, command.token
-        started = self.services.now() if self.services is not None else 0.0
 
         def on_result(result: HttpCallResult) -> None:
             if result.headers is None:
                 self._run(lambda: plugin.on_http_call_response(token, None, failure=result.failure or "reset"))
                 return
             headers = list(result.headers.items())
-            if self.services is not None and result.headers.get(_SERVICE_TIME) is None:
-                # Envoy's async client routes callouts through a router that adds this header
-                elapsed_ms = max(0, int((self.services.now() - started) * 1000))
-                headers.append((_SERVICE_TIME, str(elapsed_ms).encode()))
             trailers = list(result.trailers.items()) if result.trailers is not None else []
             self._run(lambda: plugin.on_http_call_response(token, headers, result.body, trailers))
 

@@ -212,8 +212,9 @@ def test_callout_is_framed_as_envoy_frames_it() -> None:
     (cluster_name, headers, body), = services.calls
     assert cluster_name == "auth" and body == b"ping"
     assert (b"content-length", b"4") in headers
-    # the answer reached the plugin with the async client's x-envoy-upstream-service-time (25 ms here)
-    assert request.get(b"x-callout-header-count") == b"3"
+    # the answer reached the plugin as the worker delivered it (x-envoy-upstream-service-time is added
+    # by the callout client for answers that came from an upstream; these fake services have none)
+    assert request.get(b"x-callout-header-count") == b"2"
     assert request.get(b"x-callout-status") == b"200" and request.get(b"x-callout-body") == b"pong"
     # the plugin resumed the request: the router was asked for an upstream
     assert any(type(c).__name__ == "StartUpstream" for c in take(ctx))
