@@ -684,6 +684,8 @@ class HttpStream:
     def release(self) -> None:
         """Drop references to the filters once the stream is logged (breaks cycles for prompt freeing)."""
         if self.done:
+            for callbacks in self.callbacks:
+                callbacks.dec = callbacks.enc = None  # filter -> callbacks -> slot -> filter
             self.filters = []
             self.callbacks = []
             self.dec.slots = []
