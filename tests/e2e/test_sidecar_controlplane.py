@@ -99,6 +99,7 @@ class Mesh:
         self.sidecar: SidecarProcess | None = None
         self.envoy: EnvoyProcess | None = None
         self.timings: list[tuple[str, dict[str, float]]] = []
+        self.protocol = "sotw"
 
     def upstream(self, version: str) -> ScriptedUpstream:
         server = ScriptedUpstream(200, (("x-version", version),), version).start()
@@ -108,7 +109,7 @@ class Mesh:
     def bootstrap(self, name: str, port: int) -> str:
         return self.plane.command("bootstrap", "--name", name, "--labels", "app=productpage,version=v1",
                                   "--port", "9080", "--outbound", f"9080={port}", "--xds", self.plane.xds,
-                                  "--admin-port", "0")
+                                  "--admin-port", "0", *(["--delta"] if self.protocol == "delta" else []))
 
     def start_proxies(self) -> None:
         self.ports = {"sidecar": free_port(), "envoy": free_port()}
@@ -243,7 +244,12 @@ def all_synced(mesh: Mesh) -> dict[str, dict[str, dict[str, str]]]:
     return status if ok else {}
 
 
-def test_routing_edits_reach_both_proxies_alike(mesh: Mesh) -> None:
+PROTOCOLS = pytest.mark.parametrize("protocol", ["sotw", "delta"])
+
+
+@PROTOCOLS
+def test_routing_edits_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> None:
+    mesh.protocol = protocol
     services(mesh, "v1", "v2")
     route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
     mesh.start_proxies()
@@ -288,9 +294,14 @@ def test_routing_edits_reach_both_proxies_alike(mesh: Mesh) -> None:
     mesh.converge("DestinationRule subset edit", lambda r: version_of(r) == "v2")
     mesh.same_answers(path="/moved")
     assert wait_for(lambda: all_synced(mesh), CONVERGE, what="both proxies SYNCED on every type")
+    [ours] = [p for p in json.loads(mesh.plane.command("proxy-status", "-o", "json", "--control-plane",
+                                                         mesh.plane.api)) if p["name"] == "productpage"]
+    assert ours["protocol"] == protocol
 
 
-def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh) -> None:
+@PROTOCOLS
+def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh, protocol: str) -> None:
+    mesh.protocol = protocol
     services(mesh, "v1")
     mesh.start_proxies()
     mesh.converge("first configuration", lambda r: version_of(r) == "v1")

@@ -110,16 +110,20 @@ def decode_resources(type_url: str, version: str, items: Iterable[Any],
     return decoded, errors
 
 
-def merge(current: Resources, received: Mapping[str, Mapping[str, XdsResource]]) -> dict[str, dict[str, XdsResource]]:
-    """``current`` updated by a batch: wildcard types are replaced whole, named types per resource.
+def merge(current: Resources, received: Mapping[str, Mapping[str, XdsResource]],
+          removed: Mapping[str, AbstractSet[str]] = _NOTHING) -> dict[str, dict[str, XdsResource]]:
+    """``current`` updated by a batch: wildcard types are replaced whole, named types per resource
+    (and ``removed`` names dropped, for incremental xDS).
 
     A resource whose content did not change keeps its old entry (version, time), as in Envoy.
     """
     out = {type_url: dict(found) for type_url, found in current.items()}
-    for type_url, resources in received.items():
+    for type_url in set(received) | set(removed):
         base = current.get(type_url, {})
-        merged: dict[str, XdsResource] = {} if type_url in WILDCARD else dict(base)
-        for name, resource in resources.items():
+        merged: dict[str, XdsResource] = {} if type_url in WILDCARD and type_url in received else dict(base)
+        for name in removed.get(type_url, ()):
+            merged.pop(name, None)
+        for name, resource in received.get(type_url, {}).items():
             old = base.get(name)
             merged[name] = old if old is not None and old.message == resource.message else resource
         out[type_url] = merged

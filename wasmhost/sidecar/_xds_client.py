@@ -11,6 +11,8 @@ Three layers, I/O only at the edge:
 - ``XdsClient`` debounces responses (a burst becomes one plan rebuild), runs an ``Update`` for the
   batch, hands the plan to its ``XdsTarget`` (the single-process sidecar or the supervisor) and
   sends the verdicts. A refused resource keeps its last good version serving.
+
+With ``api_type: DELTA_GRPC`` the stream is incremental (``_xds_delta``); everything else is shared.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ._dynamic import (
 from ._errors import ConfigError
 from ._filter_registry import WorkerServices
 from ._worker import ListenerBindError
+from ._xds_delta import DeltaAdsProtocol, decode_delta
 from ._xds_settings import AdsSettings
 from ._xds_update import Failure, Update, UpdateRefused, XdsState
 
@@ -85,7 +88,7 @@ class AdsProtocol:
             self._wire_names[type_url] = frozenset(names)
         return request
 
-    def connected(self) -> list[discovery_pb2.DiscoveryRequest]:
+    def connected(self, held: Any = None) -> list[discovery_pb2.DiscoveryRequest]:
         """The first requests of a (new) stream: every type we want, with the versions we hold."""
         self._node_sent = False
         self._wire_names = {}
@@ -182,7 +185,8 @@ class AdsTransport:
             reason = "the control plane ended the stream"
             try:
                 stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-                call = stub.StreamAggregatedResources(_drain(requests), metadata=self.settings.metadata or None)
+                method = stub.DeltaAggregatedResources if self.settings.delta else stub.StreamAggregatedResources
+                call = method(_drain(requests), metadata=self.settings.metadata or None)
                 with self._lock:
                     self._call = call
                 self.post("connected", stream_id, None)
@@ -256,10 +260,15 @@ class XdsSnapshot:
 
 @dataclass
 class _Pending:
+    """What arrived for one type since the last update."""
+
     version: str
     nonce: str
     resources: dict[str, XdsResource]
     errors: list[str]
+    removed: set[str] = field(default_factory=set)
+    # incremental xDS answers every response: (nonce, names it carried or removed, its problems)
+    responses: list[tuple[str, set[str], list[str]]] = field(default_factory=list)
 
 
 class XdsClient:
@@ -278,7 +287,9 @@ class XdsClient:
         self.target = target
         self.debounce = debounce
         self.max_delay = max_delay
-        self.protocol = AdsProtocol(node, wildcard, settings.node_on_first_message_only)
+        self.delta = settings.delta
+        self.protocol: Any = (DeltaAdsProtocol if self.delta else AdsProtocol)(
+            node, wildcard, settings.node_on_first_message_only)
         self.state = XdsState()
         self._pending: dict[str, _Pending] = {}
         self._seen: set[str] = set()  # wildcard types answered at least once
@@ -334,7 +345,7 @@ class XdsClient:
             self._connected = True
             self._pending.clear()
             log.info("xDS stream to %s open", self.settings.target)
-            self._send(self.protocol.connected())
+            self._send(self.protocol.connected(self.state.resources))
             self._publish()
         elif kind == "closed":
             if stream_id == self._stream:
@@ -345,8 +356,11 @@ class XdsClient:
         elif kind == "response" and stream_id == self._stream:
             self._on_response(payload)
 
-    def _on_response(self, response: discovery_pb2.DiscoveryResponse) -> None:
+    def _on_response(self, response: Any) -> None:
         self.responses += 1
+        if self.delta:
+            self._on_delta_response(response)
+            return
         type_url = response.type_url
         decoded, errors = decode_resources(type_url, response.version_info, response.resources)
         pending = self._pending.get(type_url)
@@ -358,6 +372,22 @@ class XdsClient:
             pending.errors.extend(errors)
         log.debug("xDS %s version %s: %d resources", SHORT_NAMES.get(type_url, type_url), response.version_info,
                   len(decoded))
+        self._schedule()
+
+    def _on_delta_response(self, response: Any) -> None:
+        type_url = response.type_url
+        decoded, removed, errors = decode_delta(response)
+        pending = self._pending.setdefault(type_url, _Pending(response.system_version_info, response.nonce, {}, []))
+        pending.version, pending.nonce = response.system_version_info, response.nonce
+        for name in removed:
+            pending.resources.pop(name, None)
+        pending.removed |= removed
+        pending.removed -= set(decoded)
+        pending.resources.update(decoded)
+        pending.errors.extend(errors)
+        pending.responses.append((response.nonce, set(decoded) | removed, errors))
+        log.debug("xDS %s (delta) %s: %d resources, %d removed", SHORT_NAMES.get(type_url, type_url),
+                  response.system_version_info, len(decoded), len(removed))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -394,9 +424,18 @@ class XdsClient:
 
     async def _apply(self, batch: dict[str, _Pending]) -> None:
         loop = asyncio.get_running_loop()
-        update = Update(self.static, self.state, {t: p.resources for t, p in batch.items()},
-                        {t: p.errors for t, p in batch.items()}, node=self.protocol.node,
-                        services=self.target.services)
+        received: dict[str, dict[str, XdsResource]] = {t: p.resources for t, p in batch.items()}
+        removed: dict[str, set[str]] = {}
+        if self.delta:
+            for type_url, pending in batch.items():
+                if type_url in WILDCARD:  # the whole set, as the state-of-the-world merge expects
+                    held = self.state.resources.get(type_url, {})
+                    received[type_url] = {**{n: r for n, r in held.items() if n not in pending.removed},
+                                          **pending.resources}
+                else:
+                    removed[type_url] = pending.removed
+        update = Update(self.static, self.state, received, {t: p.errors for t, p in batch.items()},
+                        removed=removed, node=self.protocol.node, services=self.target.services)
         refused = ""
         started = time.monotonic()
         try:
@@ -421,12 +460,15 @@ class XdsClient:
                 break
         finally:
             update.release()
+        if self.delta:
+            self._answer_delta(batch, update, refused, started)
+            return
         verdicts: dict[str, tuple[str, str, str]] = {}
         for type_url in set(batch) | set(update.nacks):
-            pending = batch.get(type_url)
-            version = pending.version if pending else self.protocol.accepted.get(type_url, "")
-            nonce = pending.nonce if pending else self.protocol.nonces.get(type_url, "")
-            error = "; ".join(update.nacks.get(type_url, [])) or (refused if pending else "")
+            answered = batch.get(type_url)
+            version = answered.version if answered else self.protocol.accepted.get(type_url, "")
+            nonce = answered.nonce if answered else self.protocol.nonces.get(type_url, "")
+            error = "; ".join(update.nacks.get(type_url, [])) or (refused if answered else "")
             verdicts[type_url] = (version, nonce, error)
             if error:
                 log.warning("xDS %s version %s rejected: %s", SHORT_NAMES.get(type_url, type_url), version, error)
@@ -445,6 +487,37 @@ class XdsClient:
         self._prune(wanted)
         log.info("xDS update applied in %.0f ms (%s)", (time.monotonic() - started) * 1000,
                  ", ".join(f"{SHORT_NAMES.get(t, t)} {v[0]}{' NACK' if v[2] else ''}" for t, v in verdicts.items()))
+        self._publish()
+
+    def _answer_delta(self, batch: dict[str, _Pending], update: Update, refused: str, started: float) -> None:
+        """Incremental xDS: ACK or NACK every response of the batch on its own nonce."""
+        verdicts: dict[str, list[tuple[str, str]]] = {}
+        refused_names = {key: failure.message for key, failure in update.refused.items()}
+        for type_url, pending in batch.items():
+            answers = verdicts.setdefault(type_url, [])
+            for nonce, names, errors in pending.responses:
+                problems = list(errors) + sorted({refused_names[(type_url, n)] for n in names
+                                                  if (type_url, n) in refused_names})
+                error = "; ".join(problems) or refused
+                answers.append((nonce, error))
+                if error:
+                    log.warning("xDS %s (delta) nonce %s rejected: %s", SHORT_NAMES.get(type_url, type_url), nonce,
+                                error)
+            if type_url in WILDCARD:
+                self._seen.add(type_url)
+            if not any(error for _, error in answers):
+                self.state.versions[type_url] = pending.version
+        if refused:
+            now = time.time()
+            for type_url, pending in batch.items():
+                for name, resource in pending.resources.items():
+                    self.state.failures[(type_url, name)] = Failure(refused, resource.version, now, resource.message)
+        wanted = subscriptions(self.static, self.state.resources, self.state.serving)
+        self._send(self.protocol.answer(verdicts, wanted))
+        self._prune(wanted)
+        log.info("xDS (delta) update applied in %.0f ms (%s)", (time.monotonic() - started) * 1000,
+                 ", ".join(f"{SHORT_NAMES.get(t, t)} x{len(a)}{' NACK' if any(e for _, e in a) else ''}"
+                           for t, a in verdicts.items()))
         self._publish()
 
     def _prune(self, wanted: Mapping[str, frozenset[str]]) -> None:

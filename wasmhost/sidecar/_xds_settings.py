@@ -17,7 +17,7 @@ from ._route_build import read_data_source
 
 _GRPC, _DELTA_GRPC = 2, 3  # ApiConfigSource.ApiType
 _V3 = 2  # ApiVersion
-DELTA_SUPPORTED = False
+DELTA_SUPPORTED = True
 
 
 @dataclass(frozen=True)

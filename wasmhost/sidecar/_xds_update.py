@@ -79,6 +79,7 @@ class Update:
     state: XdsState
     received: Mapping[str, Mapping[str, XdsResource]]  # type -> name -> resource, this batch
     errors: Mapping[str, list[str]] = field(default_factory=dict)  # type -> decode problems
+    removed: Mapping[str, set[str]] = field(default_factory=dict)  # type -> names removed (incremental xDS)
     node: Any = None
     services: WorkerServices | None = None
     candidate: dict[str, dict[str, XdsResource]] = field(init=False)
@@ -87,11 +88,11 @@ class Update:
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.candidate = merge(self.state.resources, self.received)
+        self.candidate = merge(self.state.resources, self.received, self.removed)
         self.changed = changed_keys(self.state.resources, self.candidate)
         self.nacks = {type_url: list(messages) for type_url, messages in self.errors.items() if messages}
         self.answered = {t: set(self.state.received.get(t, ())) | set(self.received.get(t, {})) for t in NAMED}
-        self._failed: dict[tuple[str, str], Failure] = {}
+        self.refused: dict[tuple[str, str], Failure] = {}  # what this update refused, by resource
 
     # --- refusing resources ---------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class Update:
         self.changed.discard((type_url, name))
         self.nacks.setdefault(type_url, []).append(message)
         if refused is not None:
-            self._failed[(type_url, name)] = Failure(message, refused.version, time.time(), refused.message)
+            self.refused[(type_url, name)] = Failure(message, refused.version, time.time(), refused.message)
 
     # --- validation of single resources (in a worker thread) ------------------------------------
 
@@ -232,11 +233,11 @@ class Update:
         state.received = self.answered
         for key in list(state.failures):
             type_url, name = key
-            if key in self._failed or type_url not in self.received:
+            if key in self.refused or type_url not in self.received:
                 continue
             if name in self.received[type_url] or type_url in WILDCARD:
                 del state.failures[key]  # a later version was accepted, or the control plane dropped it
-        state.failures.update(self._failed)
+        state.failures.update(self.refused)
 
     def release(self) -> None:
         """Drop what standalone validation acquired (the plan holds its own references by now)."""

@@ -1,4 +1,5 @@
-"""The ADS client's protocol core without a network: what the sidecar asks for and how it answers.
+"""The ADS client's protocol cores without a network: what the sidecar asks for and how it answers,
+in state of the world and in incremental (delta) xDS.
 
 The rules checked are Envoy's state-of-the-world ones: node only on the first request of a
 stream, wildcard LDS/CDS, named subscriptions for RDS/EDS/ECDS, every answer carrying the nonce
@@ -12,6 +13,7 @@ from envoy.config.core.v3 import base_pb2
 
 from wasmhost.sidecar._dynamic import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
 from wasmhost.sidecar._xds_client import INVALID_ARGUMENT, AdsProtocol
+from wasmhost.sidecar._xds_delta import DeltaAdsProtocol, decode_delta
 
 NODE = base_pb2.Node(id="sidecar~127.0.0.1~productpage.default~default.svc.cluster.local", cluster="productpage")
 
@@ -80,3 +82,52 @@ def test_a_new_stream_resubscribes_with_the_versions_held_and_no_nonce() -> None
     assert [(r.type_url, r.version_info, r.response_nonce, list(r.resource_names)) for r in requests] == [
         (CLUSTER, "c1", "", []), (LISTENER, "l1", "", []), (ROUTE, "r1", "", ["9080"])]
     assert requests[0].node.id == NODE.id
+
+
+# --- incremental xDS ------------------------------------------------------------------------------
+
+
+def test_delta_stream_starts_wildcard_with_the_versions_held() -> None:
+    from tests.wasmhost.sidecar._xds import decoded, listener, route_config
+
+    ads = DeltaAdsProtocol(NODE)
+    ads.names[ROUTE] = frozenset({"9080"})
+    held = {LISTENER: decoded(LISTENER, "l-7", listener("a", 1)), ROUTE: decoded(ROUTE, "r-3", route_config("9080", "c"),
+                                                                                  route_config("8080", "c"))}
+    cds, lds, rds = ads.connected(held)
+    assert (cds.type_url, lds.type_url, rds.type_url) == (CLUSTER, LISTENER, ROUTE)
+    assert cds.node.id == NODE.id and not lds.HasField("node")
+    assert not cds.resource_names_subscribe and dict(lds.initial_resource_versions) == {"a": "l-7"}
+    assert list(rds.resource_names_subscribe) == ["9080"] and dict(rds.initial_resource_versions) == {"9080": "r-3"}
+
+
+def test_delta_answers_every_nonce_and_carries_subscription_changes_once() -> None:
+    ads = DeltaAdsProtocol(NODE)
+    ads.connected({})
+    requests = ads.answer({LISTENER: [("1", ""), ("2", "Listener a: freebind: not supported")]},
+                          {ROUTE: frozenset({"9080"}), EXTENSION: frozenset()})
+    assert [(r.type_url, r.response_nonce, r.error_detail.message, list(r.resource_names_subscribe))
+            for r in requests] == [(LISTENER, "1", "", []), (LISTENER, "2", "Listener a: freebind: not supported", []),
+                                   (ROUTE, "", "", ["9080"])]
+    assert requests[1].error_detail.code == INVALID_ARGUMENT
+    [changed] = ads.answer({ROUTE: [("3", "")]}, {ROUTE: frozenset({"7070"})})
+    assert (changed.response_nonce, list(changed.resource_names_subscribe),
+            list(changed.resource_names_unsubscribe)) == ("3", ["7070"], ["9080"])
+    assert ads.answer({}, {ROUTE: frozenset({"7070"})}) == []
+
+
+def test_delta_responses_decode_with_per_resource_versions_and_removals() -> None:
+    from envoy.service.discovery.v3 import discovery_pb2
+    from google.protobuf import any_pb2
+
+    from tests.wasmhost.sidecar._xds import listener
+
+    packed = any_pb2.Any()
+    packed.Pack(listener("a", 1))
+    response = discovery_pb2.DeltaDiscoveryResponse(
+        type_url=LISTENER, nonce="4", system_version_info="sys", removed_resources=["gone"],
+        resources=[discovery_pb2.Resource(name="a", version="va", resource=packed),
+                   discovery_pb2.Resource(name="b", version="vb", resource=packed)])
+    resources, removed, errors = decode_delta(response)
+    assert {n: r.version for n, r in resources.items()} == {"a": "va"} and removed == {"gone"}
+    assert errors == ["resources[1]: named 'b' but the Listener is named 'a'"]
