@@ -159,7 +159,7 @@ class Plugin(PluginContext):
                 return -1
             bucket = decode_bucket(data, cas, now, self.interval_ns())
             if bucket.tokens <= 0:
-                return bucket.last_fill_ns + self.interval_ns() - now
+                return max(0, bucket.last_fill_ns + self.interval_ns() - now)  # 0: the tick is late
             bucket.tokens -= 1
             try:
                 proxywasm.set_shared_data(self.key(name), bucket.encode(), bucket.cas)

@@ -79,6 +79,17 @@ def test_a_bucket_written_by_someone_else_is_respected(plugin: PluginLoader) -> 
     assert statuses(host, 1) == [200]
 
 
+def test_an_empty_bucket_stays_empty_until_the_tick_refills_it(plugin: PluginLoader) -> None:
+    """A refill that is overdue (the tick is late) does not let requests through before it happens."""
+    host = plugin(plugin_config=config({"max_tokens": 2}))
+    assert statuses(host, 1) == [200]
+    host.set_shared_data(BUCKET, b"0 1")  # empty, last filled long ago
+    assert send(host) == (429, [("retry-after", "1")], b"rate limited\n")
+    assert send(host) == (429, [("retry-after", "1")], b"rate limited\n")
+    host.tick()
+    assert statuses(host, 3) == [200, 200, 429]
+
+
 def test_workers_share_one_bucket_and_refill_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two hosts mapping one shared-state file, as the sidecar's worker processes do."""
     monkeypatch.setenv("WASMESH_SHARED_STATE", str(tmp_path / "shared.state"))
