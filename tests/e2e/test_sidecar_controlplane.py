@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -436,3 +437,101 @@ def test_worker_processes_follow_the_control_plane_together(tmp_path: Path) -> N
             sidecar.stop()
         plane.stop()
         v1.stop()
+
+
+LOAD_S = 8.0
+PUSH_EVERY_S = 1.0
+CLIENTS = 4
+
+
+def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None:
+    """A bounded load through our sidecar while the control plane pushes a new pluginConfig every
+    second: no request fails, and the versions show up in the order they were pushed."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log").start()
+    app = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
+    sidecar: SidecarProcess | None = None
+
+    def plugin(version: int) -> None:
+        text = textwrap.dedent(f"""\
+            apiVersion: extensions.istio.io/v1alpha1
+            kind: WasmPlugin
+            metadata: {{name: versioned}}
+            spec:
+              selector: {{matchLabels: {{app: productpage}}}}
+              url: file://{plugin_path("as_add_header")}
+              pluginConfig: {{version: {version}}}
+            """)
+        (folder / "wasm.tmp").write_text(text)
+        (folder / "wasm.tmp").replace(folder / "wasm.yaml")
+
+    try:
+        (folder / "reviews.yaml").write_text(textwrap.dedent(f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: reviews}}
+            spec:
+              hosts: [reviews.default.svc.cluster.local]
+              ports: [{{number: 9080, name: http, protocol: HTTP}}]
+              resolution: STATIC
+              endpoints: [{{address: 127.0.0.1, ports: {{http: {app.port}}}}}]
+            """))
+        plugin(0)
+        port = free_port()
+        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
+                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
+        sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar").start()
+        wait_for(lambda: get(port)[1].get("x-as-config") == '{"version":0}', CONVERGE, what="version 0 serves")
+
+        failures: list[str] = []
+        seen: list[list[int]] = [[] for _ in range(CLIENTS)]
+        served = [0] * CLIENTS
+        stop = time.monotonic() + LOAD_S
+
+        def client(index: int) -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                while time.monotonic() < stop:
+                    try:
+                        connection.request("GET", f"/load/{index}", headers={"host": "reviews:9080"})
+                        reply = connection.getresponse()
+                        reply.read()
+                    except (OSError, http.client.HTTPException) as err:
+                        failures.append(f"client {index}: {type(err).__name__}: {err}")
+                        connection.close()
+                        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                        continue
+                    config = reply.getheader("x-as-config") or ""
+                    if reply.status != 200 or not config.startswith('{"version":'):
+                        failures.append(f"client {index}: {reply.status} {config!r}")
+                        continue
+                    served[index] += 1
+                    version = int(config.split(":")[1].rstrip("}"))
+                    if not seen[index] or seen[index][-1] != version:
+                        seen[index].append(version)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        pushed = 0
+        while time.monotonic() < stop - PUSH_EVERY_S:
+            time.sleep(PUSH_EVERY_S)
+            pushed += 1
+            plugin(pushed)
+        for thread in threads:
+            thread.join(LOAD_S + 15)
+        assert not failures, failures[:5]
+        assert pushed >= 5
+        for versions in seen:
+            assert versions == sorted(versions), versions  # never back to an older version
+            assert versions[-1] == pushed and len(versions) >= pushed - 1, versions  # saw (almost) every push
+        print(f"{pushed} pushes under load, {sum(served)} requests from {CLIENTS} keep-alive clients, none failed; "
+              f"versions seen: {seen[0]}")
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        plane.stop()
+        app.stop()
