@@ -46,18 +46,19 @@ Response = tuple[int, dict[str, str], bytes]
 class ControlPlaneProcess:
     """`wasmesh controlplane` on port 0; the banner says where xDS and the API listen."""
 
-    def __init__(self, folder: Path, log: Path) -> None:
+    def __init__(self, folder: Path, log: Path, xds_port: int = 0) -> None:
         self.folder = folder
         self.log = log
+        self.xds_port = xds_port
         self.process: subprocess.Popen[str] | None = None
         self.xds = self.api = ""
 
     def start(self) -> ControlPlaneProcess:
-        with open(self.log, "w") as log_file:
+        with open(self.log, "a") as log_file:
             self.process = subprocess.Popen(
-                [*WASMESH, "controlplane", "--config-dir", str(self.folder), "--xds-address", "127.0.0.1:0",
-                 "--monitoring-address", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file,
-                text=True, start_new_session=True)
+                [*WASMESH, "controlplane", "--config-dir", str(self.folder), "--xds-address",
+                 f"127.0.0.1:{self.xds_port}", "--monitoring-address", "127.0.0.1:0"], cwd=ROOT,
+                stdout=subprocess.PIPE, stderr=log_file, text=True, start_new_session=True)
         assert self.process.stdout is not None
         banner = self.process.stdout.readline()
         found = re.search(r"xDS (\S+), API (\S+)$", banner.strip())
@@ -535,3 +536,46 @@ def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None
             sidecar.stop()
         plane.stop()
         app.stop()
+
+
+def test_the_sidecar_rides_out_a_control_plane_restart(tmp_path: Path) -> None:
+    """The control plane goes away: traffic keeps its last configuration; a new control plane on
+    the same address gets the sidecar back (same node, versions it holds) and its changes apply."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log", xds_port=free_port()).start()
+    v1 = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
+    v2 = ScriptedUpstream(200, (("x-version", "v2"),), "v2").start()
+    sidecar: SidecarProcess | None = None
+    service = textwrap.dedent("""\
+        apiVersion: networking.istio.io/v1
+        kind: ServiceEntry
+        metadata: {name: reviews}
+        spec:
+          hosts: [reviews.default.svc.cluster.local]
+          ports: [{number: 9080, name: http, protocol: HTTP}]
+          resolution: STATIC
+          endpoints: [{address: 127.0.0.1, ports: {http: PORT}}]
+        """)
+    try:
+        (folder / "reviews.yaml").write_text(service.replace("PORT", str(v1.port)))
+        port = free_port()
+        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
+                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
+        sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar").start()
+        wait_for(lambda: version_of(get(port)) == "v1", CONVERGE, what="v1 serves")
+        plane.stop()
+        assert all(version_of(get(port)) == "v1" for _ in range(20))  # the last configuration keeps serving
+        (folder / "reviews.yaml").write_text(service.replace("PORT", str(v2.port)))
+        plane.start()
+        wait_for(lambda: version_of(get(port)) == "v2", 20, what="reconnected and updated")
+        wait_for(lambda: all(t["status"] == "SYNCED" for p in json.loads(plane.command(
+            "proxy-status", "-o", "json", "--control-plane", plane.api)) for t in p["types"].values()), CONVERGE,
+            what="SYNCED with the new control plane")
+        assert "xDS stream to" in sidecar.log_text() and "closed" in sidecar.log_text()
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+        plane.stop()
+        v1.stop()
+        v2.stop()
