@@ -84,6 +84,8 @@ def register_shared_queue(vm: WasmVM, name_ptr: int, name_len: int, ret_id: int)
     if root is None:
         return BAD_ARGUMENT
     qid = vm.runtime.shared.register_queue(vm.vm_id, name.decode("utf-8", "replace"), root)
+    if qid == 0:
+        return INTERNAL_FAILURE  # the cross-process queue table or heap is full
     vm.memory.write_u32(ret_id, qid)
     return OK
 

@@ -297,9 +297,6 @@ def test_shared_data_and_queues_span_workers_with_a_state_file(tmp_path: Path, u
     assert sorted(counts) == list(range(1, requests + 1))
 
 
-@pytest.mark.xfail(strict=True, reason="worker processes log nothing below WARNING: spawned workers get no log "
-                   "handler (wasmhost/sidecar/_supervisor.py worker_main; the handler is set up only in "
-                   "controlplane/cli/_sidecar.py), so the plugin's queue_ready lines cannot be seen")
 def test_shared_queue_items_from_every_worker_reach_the_owner(tmp_path: Path, upstream: ScriptedUpstream,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WASMESH_SHARED_STATE", str(tmp_path / "shared-state"))
@@ -310,8 +307,6 @@ def test_shared_queue_items_from_every_worker_reach_the_owner(tmp_path: Path, up
     assert delivered == {f"/req-{n}" for n in range(requests)}
 
 
-@pytest.mark.xfail(strict=True, reason="`wasmesh sidecar --concurrency N` does not yet give its workers a shared "
-                   "state file (wasmhost/sidecar/_supervisor.py should set WASMESH_SHARED_STATE before spawning)")
 def test_shared_data_spans_workers_by_default(tmp_path: Path, upstream: ScriptedUpstream,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WASMESH_SHARED_STATE", raising=False)

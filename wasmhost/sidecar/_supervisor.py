@@ -14,18 +14,23 @@ resources inlined) as its new configuration, so all workers serve the same versi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
+from .._shared import STATE_ENV
+from .._shared_mmap import create_state_file
 from ._admin import AdminServer
 from ._errors import ConfigError
 from ._plan import Plan
@@ -84,7 +89,13 @@ def worker_main(conn: Connection, text: str, source: str, version: int, ports: d
     """Entry point of one worker process."""
     import uvloop
 
-    logging.getLogger("wasmesh").setLevel(log_level)
+    # a spawned worker starts with no logging set up: give it the supervisor's format on stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[%(asctime)s][%(levelname)s][%(name)s][worker {index}] %(message)s"))
+    root = logging.getLogger("wasmesh")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     uvloop.run(_worker_loop(conn, text, source, version, ports, index))
 
@@ -167,6 +178,7 @@ class Supervisor:
         self.watch_interval = watch_interval
         self.state = "PRE_INITIALIZING"
         self._context = multiprocessing.get_context("spawn")
+        self._shared_state = ""  # the state file this supervisor created for its workers, if any
         self._workers: list[_WorkerHandle] = []
         self._plan: Plan | None = None
         self._text = ""
@@ -285,6 +297,11 @@ class Supervisor:
         plan = await loop.run_in_executor(None, load_plan, self._text, self.config_path, self._version)
         self._ports = _reserve_ports(plan, {}, self._held)
         self._plan = plan
+        if not os.environ.get(STATE_ENV):
+            # one vm_id = one store across the workers: proxy-wasm shared data and queues live
+            # in a state file every worker maps (workers inherit the variable when spawned)
+            self._shared_state = create_state_file()
+            os.environ[STATE_ENV] = self._shared_state
         try:
             for index in range(self.concurrency):
                 self._workers.append(await self._spawn(index))
@@ -404,6 +421,11 @@ class Supervisor:
             await asyncio.get_running_loop().run_in_executor(None, handle.process.join, remaining)
             if handle.process.is_alive():
                 handle.process.terminate()
+        if self._shared_state:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._shared_state)
+            os.environ.pop(STATE_ENV, None)
+            self._shared_state = ""
 
 
 def _recv_with_timeout(conn: Connection, timeout: float) -> Any:
