@@ -11,6 +11,12 @@ the edge (``_worker``). ``wasmesh sidecar -c envoy.yaml`` runs it
 (``Sidecar``; ``--concurrency N`` forks N workers sharing ports via SO_REUSEPORT),
 with Envoy's admin endpoint and live reload of the bootstrap file.
 
+A bootstrap with ``dynamic_resources`` is driven by a control plane over ADS
+(``_xds_client``, state of the world or incremental): LDS/CDS with RDS, EDS, ECDS
+and SDS are inlined into plans (``_dynamic``) under Envoy's warming rules, each
+update is built as a transaction (``_xds_update``) and a refused resource is
+NACKed with its name and field while its last good version keeps serving.
+
 Adding an HTTP filter (how the Wasm filter plugs in)::
 
     from wasmhost.sidecar import (FilterBuildContext, HttpFilter, HeadersStatus,
