@@ -250,7 +250,8 @@ class Http1ServerCodec:
     def encode_headers(self, headers: HeaderMap, end_stream: bool, close: bool) -> bytes:
         """Serialise response headers; chooses content-length, chunked or close-delimited framing."""
         status_value: bytes | None = None
-        lines: list[bytes] = []
+        parts: list[bytes] = [b""]  # the status line goes in front
+        extend = parts.extend
         has_length = False
         for name, value in headers.items():
             if name[0] == 58:  # a pseudo-header
@@ -261,25 +262,27 @@ class Http1ServerCodec:
                 continue
             if name == b"content-length":
                 has_length = True
-            lines.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         status = int(status_value) if status_value is not None and status_value.isdigit() else 502
+        append = parts.append
         self._chunked_response = False
         if not has_length and status >= 200 and status not in _NO_BODY_STATUS:
             if end_stream:
                 if not self._head:
-                    lines.append(b"content-length: 0\r\n")
+                    append(b"content-length: 0\r\n")
             elif self._http10:
                 close = True
             else:
-                lines.append(b"transfer-encoding: chunked\r\n")
+                append(b"transfer-encoding: chunked\r\n")
                 self._chunked_response = True
         if close or not self.keep_alive:
             self.keep_alive = False
-            lines.append(b"connection: close\r\n")
+            append(b"connection: close\r\n")
         elif self._http10:
-            lines.append(b"connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        return status_line(status) + b"".join(lines)
+            append(b"connection: keep-alive\r\n")
+        append(b"\r\n")
+        parts[0] = status_line(status)
+        return b"".join(parts)
 
     def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         if self._head:
@@ -335,7 +338,9 @@ class Http1ClientCodec:
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
         method = path = authority = None
-        lines: list[bytes] = []
+        # request line and host header first: filled in once the pseudo-headers are known
+        parts: list[bytes] = [b"", b" ", b"", b" HTTP/1.1\r\nhost: ", b"", b"\r\n"]
+        extend = parts.extend
         has_length = False
         for name, value in headers.items():
             if name[0] == 58:  # a pseudo-header: the first of each counts
@@ -353,20 +358,23 @@ class Http1ClientCodec:
                 continue
             if name == b"content-length":
                 has_length = True
-            lines.append(name + b": " + value + b"\r\n")
+            extend((name, b": ", value, b"\r\n"))
         method = method or b"GET"
         self._chunked = False
         if not has_length:
             if end_stream:
                 if method in (b"POST", b"PUT", b"PATCH"):
-                    lines.append(b"content-length: 0\r\n")
+                    parts.append(b"content-length: 0\r\n")
             else:
-                lines.append(b"transfer-encoding: chunked\r\n")
+                parts.append(b"transfer-encoding: chunked\r\n")
                 self._chunked = True
-        lines.append(b"\r\n")
+        parts.append(b"\r\n")
         self._head = method == b"HEAD"
         self._ended = False
-        return b"%s %s HTTP/1.1\r\nhost: %s\r\n%s" % (method, path or b"/", authority or b"", b"".join(lines))
+        parts[0] = method
+        parts[2] = path or b"/"
+        parts[4] = authority or b""
+        return b"".join(parts)
 
     def encode_data(self, data: bytes, end_stream: bool) -> bytes:
         if not self._chunked:
@@ -411,12 +419,6 @@ class Http1ClientCodec:
             return True
         return False
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._in_trailers = False
-        self._trailers = None
-        self._in_message = True
-
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_trailers:
             if self._trailers is None:
@@ -429,13 +431,16 @@ class Http1ClientCodec:
         parser = self._parser
         status = parser.get_status_code()
         self._status = status
-        self._in_trailers = True
+        headers = self._headers
+        self._headers = []
         if 100 <= status < 200:
-            return
+            return  # an informational response: its headers are dropped
+        self._in_trailers = True
+        self._in_message = True
         self.keep_alive = parser.should_keep_alive()
         length: bytes | None = None
         chunked = False
-        for name, value in self._headers:
+        for name, value in headers:
             if name == b"content-length":
                 length = value.strip()
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
@@ -444,7 +449,7 @@ class Http1ClientCodec:
         self._close_delimited = not no_body and length is None and not chunked
         if self._close_delimited:
             self.keep_alive = False
-        items = [(b":status", _STATUS_TEXT.get(status) or str(status).encode()), *self._headers]
+        items = [(b":status", _STATUS_TEXT.get(status) or str(status).encode()), *headers]
         self._ended = no_body
         sink = self.sink
         if no_body:
@@ -453,6 +458,7 @@ class Http1ClientCodec:
                 # llhttp does not know this answered a HEAD request; start afresh for the next one.
                 self._parser = httptools.HttpResponseParser(self)
                 self._feed = self._parser.feed_data
+                self._in_trailers = False
             if self.on_end is not None:
                 self.on_end()
         if sink is not None:
@@ -466,6 +472,10 @@ class Http1ClientCodec:
         self._body = body
 
     def on_message_complete(self) -> None:
+        # ready for the next message (this codec has no on_message_begin: one call less per response)
+        self._in_trailers = False
+        trailers = self._trailers
+        self._trailers = None
         if 100 <= self._status < 200:
             return
         self._in_message = False
@@ -477,7 +487,6 @@ class Http1ClientCodec:
         sink = self.sink
         if sink is None:
             return
-        trailers = self._trailers
         if trailers and body is not None:
             sink.on_response_data(body, False)
         if self.on_end is not None:

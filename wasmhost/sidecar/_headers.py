@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 
 Pair = tuple[bytes, bytes]
+_new_object = object.__new__
 
 
 class HeaderMap:
@@ -24,7 +25,7 @@ class HeaderMap:
     @classmethod
     def adopt(cls, items: list[Pair]) -> HeaderMap:
         """Wrap ``items`` without copying (the caller gives up ownership; names must be lower-case)."""
-        new = cls.__new__(cls)
+        new = _new_object(cls)
         new._items = items
         return new
 

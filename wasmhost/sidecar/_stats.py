@@ -26,6 +26,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+_bisect_left = bisect.bisect_left
+
 # Envoy's default histogram bucket bounds, in the unit of the histogram (usually milliseconds).
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000,
@@ -71,7 +73,7 @@ class Histogram:
         self.count = 0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.counts[_bisect_left(self.bounds, value)] += 1
         self.total += value
         self.count += 1
 

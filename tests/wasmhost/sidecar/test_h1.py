@@ -198,3 +198,26 @@ def test_interim_100_continue_is_skipped() -> None:
     codec = Http1ClientCodec(sink)
     codec.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert sink.events == [("headers", [(b":status", b"200"), (b"content-length", b"0")], True)]
+
+
+def test_headers_of_each_response_stay_apart() -> None:
+    """Interim responses, HEAD answers and trailers never leak into the next response's headers."""
+    sink = ClientEvents()
+    codec = Http1ClientCodec(sink)
+    get = HeaderMap([(b":method", b"GET"), (b":path", b"/"), (b":authority", b"h")])
+    codec.encode_request(get, True)
+    codec.feed(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n")
+    codec.encode_request(HeaderMap([(b":method", b"HEAD"), (b":path", b"/"), (b":authority", b"h")]), True)
+    codec.feed(b"HTTP/1.1 200 OK\r\nX-B: 2\r\nContent-Length: 5\r\n\r\n")
+    codec.encode_request(get, True)
+    codec.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-C: 3\r\n\r\n1\r\na\r\n0\r\nX-T: t\r\n\r\n")
+    codec.encode_request(get, True)
+    codec.feed(b"HTTP/1.1 200 OK\r\nX-D: 4\r\nContent-Length: 1\r\n\r\nb")
+    assert [event[1] for event in sink.events if event[0] == "headers"] == [
+        [(b":status", b"200"), (b"x-a", b"1"), (b"content-length", b"0")],
+        [(b":status", b"200"), (b"x-b", b"2"), (b"content-length", b"5")],
+        [(b":status", b"200"), (b"transfer-encoding", b"chunked"), (b"x-c", b"3")],
+        [(b":status", b"200"), (b"x-d", b"4"), (b"content-length", b"1")],
+    ]
+    assert [event for event in sink.events if event[0] == "trailers"] == [("trailers", [(b"x-t", b"t")])]
+    assert sink.events[-1] == ("data", b"b", True)
