@@ -47,6 +47,7 @@ _MESSAGES: dict[str, Any] = {
 }
 _WRAPPED = "type.googleapis.com/envoy.service.discovery.v3.Resource"
 SELF = "self"  # an Origin inside the resource being inlined
+DEFAULT_INITIAL_FETCH_TIMEOUT = 15.0
 HCM_TYPE_URL = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
                 "HttpConnectionManager")
 
@@ -237,6 +238,21 @@ class Inlined:
     origins: list[Origin] = field(default_factory=list)  # paths relative to the message
     missing: list[str] = field(default_factory=list)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (type, name, message) to refuse
+    waits: dict[tuple[str, str], float | None] = field(default_factory=dict)  # -> initial fetch timeout
+
+    def wait(self, type_url: str, name: str, source: Any) -> None:
+        """A dependency that has not arrived; ``source`` (its ConfigSource) says how long to wait."""
+        self.missing.append(f"{SHORT_NAMES[type_url]} {name}")
+        self.waits[(type_url, name)] = initial_fetch_timeout(source)
+
+
+def initial_fetch_timeout(source: Any) -> float | None:
+    """Seconds to wait for a first answer (Envoy's default is 15); None for 0s, which waits forever."""
+    if not source.HasField("initial_fetch_timeout"):
+        return DEFAULT_INITIAL_FETCH_TIMEOUT
+    timeout = source.initial_fetch_timeout
+    seconds = timeout.seconds + timeout.nanos / 1e9
+    return seconds if seconds > 0 else None
 
 
 def inline_listener(listener: Any, resources: Resources, received: Received = _NOTHING) -> Inlined:
@@ -269,7 +285,7 @@ def inline_listener(listener: Any, resources: Resources, received: Received = _N
                     hcm.route_config.validate_clusters.value = False
                     changed = True
                 elif route is None:
-                    result.missing.append(f"RouteConfiguration {name}")
+                    result.wait(ROUTE, name, hcm.rds.config_source)
                 else:
                     route_config = route_pb2.RouteConfiguration()
                     route_config.CopyFrom(route.message)
@@ -296,7 +312,7 @@ def inline_listener(listener: Any, resources: Resources, received: Received = _N
                     elif http_filter.name in received.get(EXTENSION, ()):
                         continue  # answered, never accepted: the filter fails requests
                     else:
-                        result.missing.append(f"TypedExtensionConfig {http_filter.name}")
+                        result.wait(EXTENSION, http_filter.name, discovery.config_source)
                         continue
                 else:
                     typed = extension.message.typed_config
@@ -334,7 +350,7 @@ def inline_cluster(cluster: Any, resources: Resources, received: Received = _NOT
         return result
     assignment = resources.get(ENDPOINT, {}).get(name)
     if assignment is None and name not in received.get(ENDPOINT, ()):
-        result.missing.append(f"ClusterLoadAssignment {name}")
+        result.wait(ENDPOINT, name, cluster.eds_cluster_config.eds_config)
         return result
     copy.ClearField("eds_cluster_config")
     copy.type = cluster_pb2.Cluster.STATIC
@@ -438,6 +454,7 @@ class Assembly:
     clusters: dict[str, XdsResource]
     warming: dict[tuple[str, str], str]  # (type, name) -> what it waits for
     problems: list[tuple[str, str, str]]
+    waits: dict[tuple[str, str], float | None] = field(default_factory=dict)  # dependency -> fetch timeout
 
 
 def _place(inlined: Inlined, prefix: str, type_url: str, name: str, inner: str, origins: list[Origin]) -> None:
@@ -467,10 +484,18 @@ def assemble(static: Any, resources: Resources, serving: Resources, received: Re
     def listener_of(message: Any, found: Resources) -> Inlined:
         return inline_listener(message, found, received)
 
+    waits: dict[tuple[str, str], float | None] = {}
+
+    def warm(key: tuple[str, str], pending: Inlined) -> None:
+        warming[key] = ", ".join(pending.missing)
+        for dependency, timeout in pending.waits.items():
+            known = waits.get(dependency, timeout)
+            waits[dependency] = timeout if known is None else known if timeout is None else min(known, timeout)
+
     for index, cluster in enumerate(static.static_resources.clusters):
         inlined = cluster_of(cluster, resources)
         if inlined.missing:
-            warming[("", cluster.name)] = ", ".join(inlined.missing)
+            warm(("", cluster.name), inlined)
             continue
         position = len(boot.static_resources.clusters)
         boot.static_resources.clusters.append(inlined.message)
@@ -479,7 +504,7 @@ def assemble(static: Any, resources: Resources, serving: Resources, received: Re
     for name, resource in sorted(resources.get(CLUSTER, {}).items()):
         chosen, ready = _ready(resource, serving.get(CLUSTER, {}).get(name), resources, cluster_of)
         if chosen is not resource:
-            warming[(CLUSTER, name)] = ", ".join(_missing(resource, resources, cluster_of))
+            warm((CLUSTER, name), cluster_of(resource.message, resources))
         if chosen is None or ready is None:
             continue
         position = len(boot.static_resources.clusters)
@@ -491,7 +516,7 @@ def assemble(static: Any, resources: Resources, serving: Resources, received: Re
         inlined = listener_of(listener, resources)
         problems.extend(inlined.problems)
         if inlined.missing:
-            warming[("", listener.name)] = ", ".join(inlined.missing)
+            warm(("", listener.name), inlined)
             continue
         position = len(boot.static_resources.listeners)
         boot.static_resources.listeners.append(inlined.message)
@@ -501,14 +526,14 @@ def assemble(static: Any, resources: Resources, serving: Resources, received: Re
         chosen, ready = _ready(resource, serving.get(LISTENER, {}).get(name), resources, listener_of)
         problems.extend(listener_of(resource.message, resources).problems)
         if chosen is not resource:
-            warming[(LISTENER, name)] = ", ".join(_missing(resource, resources, listener_of))
+            warm((LISTENER, name), listener_of(resource.message, resources))
         if chosen is None or ready is None:
             continue
         position = len(boot.static_resources.listeners)
         boot.static_resources.listeners.append(ready.message)
         _place(ready, f"static_resources.listeners[{position}]", LISTENER, name, "", origins)
         used_listeners[name] = chosen
-    return Assembly(boot, origins, used_listeners, used_clusters, warming, problems)
+    return Assembly(boot, origins, used_listeners, used_clusters, warming, problems, waits)
 
 
 def _ready(resource: XdsResource, serving: XdsResource | None, resources: Resources,
@@ -523,9 +548,6 @@ def _ready(resource: XdsResource, serving: XdsResource | None, resources: Resour
             return serving, previous
     return None, None
 
-
-def _missing(resource: XdsResource, resources: Resources, inline: Any) -> list[str]:
-    return list(inline(resource.message, resources).missing)
 
 
 # --- attribution ---------------------------------------------------------------------------------

@@ -301,6 +301,8 @@ class XdsClient:
         self._first_pending = 0.0
         self._cycle: asyncio.Task[None] | None = None
         self._last_error = ""
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_due = False
         self.updates = 0  # plan rebuilds done for xDS
         self.responses = 0
 
@@ -315,6 +317,8 @@ class XdsClient:
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._transport is not None:
             transport, self._transport = self._transport, None
             await asyncio.get_running_loop().run_in_executor(None, transport.stop)
@@ -412,15 +416,33 @@ class XdsClient:
 
     async def _update(self) -> None:
         batch, self._pending = self._pending, {}
+        expiry, self._expiry_due = self._expiry_due, False
         try:
-            if batch:
+            if batch or expiry:
                 await self._apply(batch)
         except Exception:  # noqa: BLE001 - a failed update must not stop the client
             log.exception("xDS update failed")
         finally:
             self._cycle = None
-            if self._pending:
+            if self._pending or self._expiry_due:
                 self._schedule()
+            self._arm_expiry()
+
+    def _arm_expiry(self) -> None:
+        """Rebuild when an initial fetch timeout runs out, so what waits for it serves without it."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        deadline = self.state.next_deadline()
+        if deadline is None or self._loop is None:
+            return
+        self._expiry = self._loop.call_later(max(0.0, deadline - time.monotonic()) + 0.01, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        log.info("xDS initial fetch timeout: serving what waited without the missing resources")
+        self._expiry_due = True
+        self._schedule()
 
     async def _apply(self, batch: dict[str, _Pending]) -> None:
         loop = asyncio.get_running_loop()

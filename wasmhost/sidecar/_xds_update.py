@@ -67,6 +67,13 @@ class XdsState:
     versions: dict[str, str] = field(default_factory=dict)  # per type: the version last ACKed
     # named types: names the control plane has answered for (accepted or not); ends warming
     received: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in NAMED})
+    # dependencies waited for: since when (monotonic seconds) and for how long (None: forever)
+    waiting: dict[tuple[str, str], tuple[float, float | None]] = field(default_factory=dict)
+
+    def next_deadline(self) -> float | None:
+        """When the first initial fetch timeout runs out (monotonic seconds), if any will."""
+        deadlines = [since + timeout for since, timeout in self.waiting.values() if timeout is not None]
+        return min(deadlines) if deadlines else None
 
 
 class UpdateRefused(Exception):
@@ -92,6 +99,10 @@ class Update:
         self.changed = changed_keys(self.state.resources, self.candidate)
         self.nacks = {type_url: list(messages) for type_url, messages in self.errors.items() if messages}
         self.answered = {t: set(self.state.received.get(t, ())) | set(self.received.get(t, {})) for t in NAMED}
+        self.now = time.monotonic()
+        for (type_url, name), (since, timeout) in self.state.waiting.items():
+            if timeout is not None and self.now - since >= timeout and type_url in self.answered:
+                self.answered[type_url].add(name)  # the initial fetch timed out: serve without it, as Envoy
         self.refused: dict[tuple[str, str], Failure] = {}  # what this update refused, by resource
 
     # --- refusing resources ---------------------------------------------------------------------
@@ -231,6 +242,8 @@ class Update:
         state.serving = {LISTENER: dict(assembly.listeners), CLUSTER: dict(assembly.clusters)}
         state.warming = dict(assembly.warming)
         state.received = self.answered
+        state.waiting = {key: (state.waiting.get(key, (self.now, timeout))[0], timeout)
+                         for key, timeout in assembly.waits.items()}
         for key in list(state.failures):
             type_url, name = key
             if key in self.refused or type_url not in self.received:

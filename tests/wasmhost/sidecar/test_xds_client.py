@@ -338,3 +338,26 @@ def test_tls_secrets_arrive_over_sds_and_rotate(ads: ScriptedAdsServer, sidecar:
     default = next(s for s in secrets["dynamic_active_secrets"] if s["name"] == "default")
     assert default["version_info"] == "s2"
     assert default["secret"]["tls_certificate"]["private_key"] == {"inline_string": "[redacted]"}
+
+
+def test_an_initial_fetch_timeout_ends_warming_but_0s_waits_for_ever(ads: ScriptedAdsServer,
+                                                                     sidecar: InProcessSidecar) -> None:
+    from envoy.config.listener.v3 import listener_pb2
+    from google.protobuf import json_format
+
+    impatient = json_format.MessageToDict(listener("impatient", 0, route="never"), preserving_proto_field_name=True)
+    hcm = impatient["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["rds"]["config_source"]["initial_fetch_timeout"] = "0.3s"
+    patient = listener("patient", 0, filters=[ecds_filter("default.never")])  # istiod's 0s: wait for ever
+    ads.wait_for(lambda: ads.of_type(LISTENER), what="the LDS subscription")
+    ads.send(response(LISTENER, "l1", "1", json_format.ParseDict(impatient, listener_pb2.Listener()), patient))
+    acked(ads, LISTENER, "1")
+    port = wait_for(lambda: sidecar.port("impatient"), 5, what="the listener serves after its timeout")
+    assert get(port)[0] == 404  # an empty route configuration, as Envoy serves after the timeout
+    worker = sidecar.sidecar.worker
+    assert worker is not None and "patient" not in sidecar.run(worker.bound_ports)
+    warming = sidecar.run(lambda: dict(sidecar.sidecar.xds.state.warming))  # type: ignore[union-attr]
+    assert warming == {(LISTENER, "patient"): "TypedExtensionConfig default.never"}
+    ads.send(response(ROUTE, "r1", "2", route_config("never", "nowhere")))
+    acked(ads, ROUTE, "2")
+    assert wait_for(lambda: get(sidecar.port("impatient"))[0] == 503, 5, what="the late route applies")  # NC
