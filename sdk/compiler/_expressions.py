@@ -295,6 +295,10 @@ class ExpressionCompiler(CodegenBase):
                 return left + right + ["call $rt_str_repeat"], lt
             if lt == INT and isinstance(rt, Text):
                 return right + left + ["call $rt_str_repeat"], rt
+            if isinstance(lt, ListT) and rt == INT:
+                return left + right + ["call $rt_list_repeat"], lt
+            if lt == INT and isinstance(rt, ListT):
+                return right + left + ["call $rt_list_repeat"], rt
         raise self.error(node, f"{type(op).__name__} is not defined for {lt} and {rt}")
 
     def int_binop(self, node: ast.AST, op: ast.operator, left: Code, right: Code) -> tuple[Code, Type]:

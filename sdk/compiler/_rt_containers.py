@@ -150,6 +150,17 @@ WAT = r"""
   (call $rt_list_extend (local.get $r) (local.get $b))
   (local.get $r))
 
+(func $rt_list_repeat (param $l i32) (param $k i64) (result i32)
+  (local $r i32)
+  (local.set $r (call $rt_list_new (i32.load offset=8 (local.get $l)) (i32.load8_u offset=5 (local.get $l))))
+  (block $done
+    (loop $next
+      (br_if $done (i64.le_s (local.get $k) (i64.const 0)))
+      (call $rt_list_extend (local.get $r) (local.get $l))
+      (local.set $k (i64.sub (local.get $k) (i64.const 1)))
+      (br $next)))
+  (local.get $r))
+
 (func $rt_slot_eq (param $x i64) (param $y i64) (param $kind i32) (result i32)
   (if (i32.eq (local.get $kind) (i32.const 1))
     (then (return (call $rt_str_eq (i32.wrap_i64 (local.get $x)) (i32.wrap_i64 (local.get $y))))))

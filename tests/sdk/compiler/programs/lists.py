@@ -72,3 +72,8 @@ def main() -> None:
     nothing: list[int] = []
     log_info(f"{sum([1, 2, 3])} {sum(nothing)} {any([0, 0, 3])} {all([1, 1, 0])} {any(nothing)} {all(nothing)}")
     log_info(f"{sum([x * x for x in range(10) if x % 2])} {all([w.islower() for w in ['a', 'b']])} {sum([True, True])}")
+    zeros = [0] * 4
+    zeros[1] = 7
+    grid2 = [[1, 2]] * 2
+    grid2[0].append(3)
+    log_info(f"{zeros} {3 * ['a', 'b']} {[1] * 0} {[1] * -2} {grid2} {len(nothing * 5)}")
