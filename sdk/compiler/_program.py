@@ -246,7 +246,7 @@ class Program:
         self.modules: dict[str, ModuleInfo] = {}
         self.classes: list[ClassInfo] = []
         self.builtins: dict[str, ClassInfo] = {}
-        self.plugin_dir = path.resolve().parent
+        self.plugin_dir = path.parent  # siblings are named like the plugin file in errors
         self._make_builtin_exceptions()
         text = source if source is not None else path.read_text(encoding="utf-8")
         self.main = self._load(path.stem, str(path), text, is_sdk=False)

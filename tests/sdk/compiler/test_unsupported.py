@@ -99,3 +99,15 @@ class _VM(VMContext):
 
 proxywasm.set_vm_context(_VM())
 '''
+
+
+def test_an_error_in_a_sibling_module_names_it_like_the_plugin_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "helper.py").write_text("def f() -> int:\n    return lambda: 1\n", encoding="utf-8")
+    (tmp_path / "plugin.py").write_text(HEADER + "import helper\n\nX = helper.f()\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path.parent)
+    relative = Path(tmp_path.name) / "plugin.py"
+    with pytest.raises(CompileError) as info:
+        compile_file(relative)
+    assert str(info.value).startswith(f"{Path(tmp_path.name) / 'helper.py'}:2:12: lambda is not supported")
