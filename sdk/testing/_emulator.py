@@ -161,6 +161,8 @@ class HostEmulator:
 
     def close(self) -> None:
         """Stop the runtime's background epoch thread; the emulator is unusable afterwards."""
+        if self.python is not None:
+            self.python.close()
         self.runtime.close()
 
     # -- plugin lifecycle -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ exception is logged like the compiled module logs it (``uncaught exception Name:
 and traps the VM, and its traceback is printed to stderr and kept in ``errors``.
 
 ``sdk.entrypoint`` keeps its contexts in module globals; each ``PythonPlugin`` keeps its
-own copy and swaps it in while it runs, so several emulators in CPython mode can coexist.
+own copy and swaps it in while it runs, so several emulators in CPython mode can coexist
+(driven from one thread at a time, as the emulator itself is).
 A FAIL_RELOAD rebuild (a new VM) imports the plugin afresh, as a new instance of the
 compiled module starts from fresh globals.
 """
@@ -299,6 +300,16 @@ class PythonPlugin:
         for name, value in self._state.items():
             setattr(entrypoint, name, value)
         _active_owner = self
+
+    def close(self) -> None:
+        """Forget this plugin's contexts (and let go of its VM) if it is the one installed."""
+        global _active_owner
+        if _active_owner is self:
+            for name, value in _fresh_state().items():
+                setattr(entrypoint, name, value)
+            _active_owner = None
+        self._state = _fresh_state()
+        self._vm = self._binding = None
 
     def _current_vm(self) -> WasmVM:
         if len(self.vms) != 1:
