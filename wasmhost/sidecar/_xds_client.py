@@ -1,226 +1,46 @@
-"""The sidecar's ADS client: one gRPC stream to the control plane, state of the world.
+"""The sidecar's xDS client: debounced updates over one ADS stream to the control plane.
 
-Three layers, I/O only at the edge:
-
-- ``AdsProtocol`` (sans-io) knows what to ask for and how to answer: the node on the first
-  request, wildcard LDS/CDS, the RDS/EDS/ECDS names the accepted resources need, and for every
-  response an ACK (its version) or a NACK (the last accepted version plus ``error_detail``), always
-  with the nonce of the response it answers, as Envoy does.
-- ``AdsTransport`` runs grpcio's blocking stream in a thread (so it works under any event loop)
-  and reconnects with backoff; it posts what arrives to the loop.
-- ``XdsClient`` debounces responses (a burst becomes one plan rebuild), runs an ``Update`` for the
-  batch, hands the plan to its ``XdsTarget`` (the single-process sidecar or the supervisor) and
-  sends the verdicts. A refused resource keeps its last good version serving.
-
-With ``api_type: DELTA_GRPC`` the stream is incremental (``_xds_delta``); everything else is shared.
+I/O only at the edge: ``_xds_sotw`` (state of the world) and ``_xds_delta`` (incremental) are
+the sans-io protocols, ``_xds_transport`` runs the gRPC stream in a thread. ``XdsClient`` ties
+them together: it debounces responses (a burst becomes one plan rebuild), runs an ``Update``
+for the batch, hands the plan to its ``XdsTarget`` (the single-process sidecar or the
+supervisor), sends the verdicts (ACK, or NACK naming the refused resource and field) and keeps
+the subscriptions in step. A refused resource keeps its last good version serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from envoy.service.discovery.v3 import discovery_pb2
-from google.rpc import status_pb2
 
-from ._dynamic import (
-    CLUSTER,
-    ENDPOINT,
-    EXTENSION,
-    LISTENER,
-    ROUTE,
-    SECRET,
-    SHORT_NAMES,
-    TYPE_ORDER,
-    WILDCARD,
-    XdsResource,
-    decode_resources,
-    describe,
-    subscriptions,
-)
+from ._dynamic import describe
 from ._errors import ConfigError
 from ._filter_registry import WorkerServices
 from ._worker import ListenerBindError
 from ._xds_delta import DeltaAdsProtocol, decode_delta
+from ._xds_resources import (
+    CLUSTER,
+    LISTENER,
+    SHORT_NAMES,
+    WILDCARD,
+    XdsResource,
+    decode_resources,
+    subscriptions,
+)
 from ._xds_settings import AdsSettings
+from ._xds_sotw import AdsProtocol
+from ._xds_transport import AdsTransport
 from ._xds_update import Failure, Update, UpdateRefused, XdsState
 
 log = logging.getLogger("wasmesh.config")
 
-INVALID_ARGUMENT = 3
 USER_AGENT = "wasmesh-sidecar"
-NAMED_TYPES = (ENDPOINT, ROUTE, EXTENSION, SECRET)
-
-
-# --- protocol (sans-io) --------------------------------------------------------------------------
-
-
-@dataclass
-class AdsProtocol:
-    """What the sidecar says on the ADS stream, given what it received and decided."""
-
-    node: Any
-    wildcard: tuple[str, ...] = (CLUSTER, LISTENER)
-    node_on_first_message_only: bool = True
-    names: dict[str, frozenset[str]] = field(default_factory=dict)  # named types: current subscription
-    accepted: dict[str, str] = field(default_factory=dict)  # type -> version last ACKed
-    nonces: dict[str, str] = field(default_factory=dict)  # type -> nonce of the last response answered
-    _wire_names: dict[str, frozenset[str]] = field(default_factory=dict)  # named types: as last sent
-    _node_sent: bool = False
-
-    def _request(self, type_url: str, error: str = "") -> discovery_pb2.DiscoveryRequest:
-        names = sorted(self.names.get(type_url, ())) if type_url not in WILDCARD else []
-        request = discovery_pb2.DiscoveryRequest(
-            type_url=type_url, version_info=self.accepted.get(type_url, ""),
-            response_nonce=self.nonces.get(type_url, ""), resource_names=names)
-        if error:
-            request.error_detail.CopyFrom(status_pb2.Status(code=INVALID_ARGUMENT, message=error))
-        if not self._node_sent or not self.node_on_first_message_only:
-            request.node.CopyFrom(self.node)
-            self._node_sent = True
-        if type_url not in WILDCARD:
-            self._wire_names[type_url] = frozenset(names)
-        return request
-
-    def connected(self, held: Any = None) -> list[discovery_pb2.DiscoveryRequest]:
-        """The first requests of a (new) stream: every type we want, with the versions we hold."""
-        self._node_sent = False
-        self._wire_names = {}
-        self.nonces = {}
-        requests = [self._request(type_url) for type_url in self.wildcard]
-        requests += [self._request(t) for t in NAMED_TYPES if self.names.get(t)]
-        return requests
-
-    def answer(self, verdicts: Mapping[str, tuple[str, str, str]],
-               wanted: Mapping[str, frozenset[str]]) -> list[discovery_pb2.DiscoveryRequest]:
-        """ACK/NACK each answered type (with the names wanted now) and follow subscription changes.
-
-        ``verdicts``: type -> (response version, response nonce, error message or "").
-        """
-        self.names.update(wanted)
-        requests = []
-        for type_url in TYPE_ORDER:
-            verdict = verdicts.get(type_url)
-            if verdict is not None:
-                version, nonce, error = verdict
-                self.nonces[type_url] = nonce
-                if not error:
-                    self.accepted[type_url] = version
-                requests.append(self._request(type_url, error))
-            elif type_url in NAMED_TYPES and self.names.get(type_url, frozenset()) != self._wire_names.get(
-                    type_url, frozenset()):
-                requests.append(self._request(type_url))
-        return requests
-
-
-# --- transport (a thread per stream) -------------------------------------------------------------
-
-
-class AdsTransport:
-    """grpcio's blocking ADS stream in a daemon thread, reconnecting with backoff."""
-
-    def __init__(self, settings: AdsSettings, post: Callable[..., None]) -> None:
-        self.settings = settings
-        self.post = post  # thread-safe: post(kind, stream_id, payload)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._requests: queue.SimpleQueue[Any] | None = None
-        self._stream_id = 0
-        self._call: Any = None
-        self._thread = threading.Thread(target=self._run, name="wasmesh-xds", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def send(self, stream_id: int, requests: list[discovery_pb2.DiscoveryRequest]) -> None:
-        with self._lock:
-            if stream_id != self._stream_id or self._requests is None:
-                return  # that stream is gone; the next one starts with fresh requests
-            for request in requests:
-                self._requests.put(request)
-
-    def stop(self) -> None:
-        self._stop.set()
-        with self._lock:
-            if self._requests is not None:
-                self._requests.put(None)
-            call = self._call
-        if call is not None:
-            call.cancel()
-        self._thread.join(5)
-
-    def _channel(self) -> Any:
-        import grpc
-
-        options: list[tuple[str, Any]] = [("grpc.keepalive_time_ms", 30000),
-                                          ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        tls = self.settings.tls
-        if tls is None:
-            return grpc.insecure_channel(self.settings.target, options=options)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=tls.trusted_ca, private_key=tls.private_key or None,
-            certificate_chain=tls.certificate_chain or None)
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-        return grpc.secure_channel(self.settings.target, credentials, options=options)
-
-    def _run(self) -> None:
-        import grpc
-        from envoy.service.discovery.v3 import ads_pb2_grpc
-
-        backoff = 0.25
-        while not self._stop.is_set():
-            requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-            with self._lock:
-                self._stream_id += 1
-                stream_id = self._stream_id
-                self._requests = requests
-            channel = self._channel()
-            reason = "the control plane ended the stream"
-            try:
-                stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
-                method = stub.DeltaAggregatedResources if self.settings.delta else stub.StreamAggregatedResources
-                call = method(_drain(requests), metadata=self.settings.metadata or None)
-                with self._lock:
-                    self._call = call
-                self.post("connected", stream_id, None)
-                for response in call:
-                    backoff = 0.25
-                    self.post("response", stream_id, response)
-            except grpc.RpcError as err:
-                code = err.code() if hasattr(err, "code") else None
-                reason = f"{getattr(code, 'name', code)}: {err.details() if hasattr(err, 'details') else err}"
-            except Exception as err:  # noqa: BLE001 - the stream thread must survive to reconnect
-                reason = f"{type(err).__name__}: {err}"
-            finally:
-                requests.put(None)
-                with self._lock:
-                    self._call = None
-                    if self._requests is requests:
-                        self._requests = None
-                channel.close()
-            if self._stop.is_set():
-                break
-            self.post("closed", stream_id, reason)
-            self._stop.wait(backoff)
-            backoff = min(backoff * 2, 5.0)
-
-
-def _drain(requests: queue.SimpleQueue[Any]) -> Iterator[Any]:
-    while True:
-        item = requests.get()
-        if item is None:
-            return
-        yield item
-
-
-# --- the client ----------------------------------------------------------------------------------
 
 
 class XdsTarget(Protocol):
@@ -566,4 +386,4 @@ class XdsClient:
             updates=self.updates, last_error=self._last_error))
 
 
-__all__ = ["AdsProtocol", "AdsTransport", "XdsClient", "XdsSnapshot", "XdsTarget"]
+__all__ = ["XdsClient", "XdsSnapshot", "XdsTarget"]

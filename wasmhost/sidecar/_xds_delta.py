@@ -17,22 +17,16 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
-from ._dynamic import (
+from ._xds_resources import (
     CLUSTER,
-    ENDPOINT,
-    EXTENSION,
     LISTENER,
-    ROUTE,
-    SECRET,
     SHORT_NAMES,
     TYPE_ORDER,
     WILDCARD,
     XdsResource,
     decode_resources,
 )
-
-INVALID_ARGUMENT = 3
-NAMED_TYPES = (ENDPOINT, ROUTE, EXTENSION, SECRET)
+from ._xds_sotw import INVALID_ARGUMENT, NAMED_TYPES
 
 
 def decode_delta(response: Any, now: float | None = None) -> tuple[dict[str, XdsResource], set[str], list[str]]:

@@ -14,7 +14,7 @@ from envoy.admin.v3 import config_dump_shared_pb2 as shared
 from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from ._dynamic import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, SECRET, XdsResource
+from ._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, SECRET, XdsResource
 
 
 def _pack(message: Message) -> Any:

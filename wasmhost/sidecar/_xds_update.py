@@ -20,7 +20,12 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 
 from ._config_support import check_supported, unpack_any
-from ._dynamic import (
+from ._dynamic import Assembly, assemble, attribute, describe, inline_cluster
+from ._errors import ConfigError
+from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_filter, type_name_of
+from ._plan_build import build_cluster
+from ._route_build import build_route_table
+from ._xds_resources import (
     CLUSTER,
     ENDPOINT,
     EXTENSION,
@@ -29,19 +34,10 @@ from ._dynamic import (
     SECRET,
     TYPE_ORDER,
     WILDCARD,
-    Assembly,
     XdsResource,
-    assemble,
-    attribute,
     changed_keys,
-    describe,
-    inline_cluster,
     merge,
 )
-from ._errors import ConfigError
-from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_filter, type_name_of
-from ._plan_build import build_cluster
-from ._route_build import build_route_table
 
 NAMED = (ENDPOINT, ROUTE, EXTENSION, SECRET)
 

@@ -20,7 +20,7 @@ from google.protobuf import any_pb2, json_format
 
 from tests.wasmhost.sidecar._bootstrap import HCM, ROUTER_FILTER
 from wasmhost.sidecar._config_load import parse_bootstrap_dict
-from wasmhost.sidecar._dynamic import XdsResource, decode_resources, resource_name
+from wasmhost.sidecar._xds_resources import XdsResource, decode_resources, resource_name
 
 ADS = {"ads": {}, "resource_api_version": "V3"}
 WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"

@@ -33,7 +33,7 @@ from tests.wasmhost.sidecar._xds import (
 from tests.wasmhost.sidecar._xds_peers import InProcessSidecar, ScriptedAdsServer
 from wasmhost.sidecar import _wasm as wasm_adapter
 from wasmhost.sidecar._admin import _config_dump
-from wasmhost.sidecar._dynamic import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
+from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
 
 
 @pytest.fixture(autouse=True)
@@ -300,7 +300,7 @@ def test_tls_secrets_arrive_over_sds_and_rotate(ads: ScriptedAdsServer, sidecar:
     from google.protobuf import json_format
 
     from tests.wasmhost.sidecar._certs import make_pki
-    from wasmhost.sidecar._dynamic import SECRET
+    from wasmhost.sidecar._xds_resources import SECRET
 
     first, second = make_pki(tmp_path / "pki1"), make_pki(tmp_path / "pki2")
     sds = {"sds_config": {"ads": {}, "resource_api_version": "V3"}}

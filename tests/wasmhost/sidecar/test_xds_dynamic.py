@@ -23,7 +23,9 @@ from tests.wasmhost.sidecar._xds import (
     wasm_extension,
 )
 from wasmhost.sidecar import ConfigError, load_plan
-from wasmhost.sidecar._dynamic import (
+from wasmhost.sidecar._dynamic import assemble, attribute
+from wasmhost.sidecar._plan_build import build_plan
+from wasmhost.sidecar._xds_resources import (
     CLUSTER,
     ENDPOINT,
     EXTENSION,
@@ -31,14 +33,11 @@ from wasmhost.sidecar._dynamic import (
     ROUTE,
     SECRET,
     XdsResource,
-    assemble,
-    attribute,
     changed_keys,
     decode_resources,
     merge,
     subscriptions,
 )
-from wasmhost.sidecar._plan_build import build_plan
 
 
 def resources(*groups: dict[str, dict[str, XdsResource]]) -> dict[str, dict[str, XdsResource]]:

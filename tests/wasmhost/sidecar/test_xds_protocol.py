@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 
-from wasmhost.sidecar._dynamic import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
-from wasmhost.sidecar._xds_client import INVALID_ARGUMENT, AdsProtocol
 from wasmhost.sidecar._xds_delta import DeltaAdsProtocol, decode_delta
+from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
+from wasmhost.sidecar._xds_sotw import INVALID_ARGUMENT, AdsProtocol
 
 NODE = base_pb2.Node(id="sidecar~127.0.0.1~productpage.default~default.svc.cluster.local", cluster="productpage")
 

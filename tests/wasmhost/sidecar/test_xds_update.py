@@ -25,9 +25,9 @@ from tests.wasmhost.sidecar._xds import (
     wasm_extension,
 )
 from wasmhost.sidecar import _wasm as wasm_adapter
-from wasmhost.sidecar._dynamic import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, XdsResource
 from wasmhost.sidecar._plan import Plan
 from wasmhost.sidecar._plan_build import build_plan
+from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, XdsResource
 from wasmhost.sidecar._xds_update import Update, UpdateRefused, XdsState
 
 
