@@ -53,8 +53,8 @@ class AdsTransport:
     def _channel(self) -> Any:
         import grpc
 
-        options: list[tuple[str, Any]] = [("grpc.keepalive_time_ms", 30000),
-                                          ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        # no keepalive pings: a gRPC server treats frequent ones on an idle stream as abuse and hangs up
+        options: list[tuple[str, Any]] = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
         tls = self.settings.tls
         if tls is None:
             return grpc.insecure_channel(self.settings.target, options=options)
