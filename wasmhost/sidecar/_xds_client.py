@@ -291,7 +291,7 @@ class XdsClient:
                     await self.target.activate(plan)
                 except ListenerBindError as err:
                     plan.retire()
-                    update.reject(LISTENER, err.name, describe(LISTENER, err.name, ConfigError("address", str(err))))
+                    update.reject(LISTENER, err.name, describe(LISTENER, err.name, ConfigError("address", err.strerror or str(err))))
                     continue
                 except OSError as err:
                     plan.retire()

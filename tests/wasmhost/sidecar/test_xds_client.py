@@ -361,3 +361,24 @@ def test_an_initial_fetch_timeout_ends_warming_but_0s_waits_for_ever(ads: Script
     ads.send(response(ROUTE, "r1", "2", route_config("never", "nowhere")))
     acked(ads, ROUTE, "2")
     assert wait_for(lambda: get(sidecar.port("impatient"))[0] == 503, 5, what="the late route applies")  # NC
+
+
+def test_a_listener_that_cannot_bind_is_nacked_and_the_others_serve(ads: ScriptedAdsServer,
+                                                                     sidecar: InProcessSidecar) -> None:
+    import socket
+
+    occupied = socket.socket()
+    occupied.bind(("127.0.0.1", 0))
+    occupied.listen()
+    try:
+        taken = occupied.getsockname()[1]
+        ads.wait_for(lambda: ads.of_type(LISTENER), what="the LDS subscription")
+        ads.send(response(LISTENER, "l1", "1", listener("good", 0), listener("taken", taken)))
+        nack = acked(ads, LISTENER, "1")
+        assert nack.version_info == "" and nack.error_detail.message.startswith(
+            f"Listener taken: address: listener 'taken' cannot bind 127.0.0.1:{taken}: ")
+        assert get(sidecar.port("good"))[0] == 200  # the direct response of the good listener
+        worker = sidecar.sidecar.worker
+        assert worker is not None and set(sidecar.run(worker.bound_ports)) == {"good"}
+    finally:
+        occupied.close()
