@@ -16,9 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import yaml
 
@@ -90,6 +92,7 @@ class DemoMesh:
         found = re.search(banner, line)
         if not found:
             raise DemoError(f"{name} did not start: {line.strip() or 'no output'}; see {self.logs / name}.log")
+        threading.Thread(target=_drain, args=(process.stdout, self.logs / f"{name}.log"), daemon=True).start()
         return found.group(1)
 
     def start_control_plane(self, trust_policy: Path) -> None:
@@ -183,9 +186,15 @@ class DemoMesh:
                 except ProcessLookupError:
                     pass
                 process.wait(timeout=5)
-            if process.stdout is not None:
-                process.stdout.close()
         self.children.clear()
+
+
+def _drain(stream: IO[bytes], log: Path) -> None:
+    """Copy a child's stdout after its banner into its log, so a full pipe never blocks it."""
+    with open(log, "ab") as out:
+        for line in stream:
+            out.write(line)
+            out.flush()
 
 
 def http_get(port: int, path: str = "/", headers: dict[str, str] | None = None,

@@ -59,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = DemoMesh(workdir)
     signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)  # also when started with SIGINT ignored (a background job)
     if args.duration:
         signal.signal(signal.SIGALRM, _on_alarm)
         signal.setitimer(signal.ITIMER_REAL, args.duration)
@@ -80,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         passed = False
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # stopping is bounded; let it finish
+            signal.signal(signum, signal.SIG_IGN)
         mesh.stop()
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -149,17 +152,24 @@ def _gate(folder: Path, result: Any) -> None:
 
 def _show_keep(mesh: Any, console: Any) -> None:
     pp = mesh.workload("productpage-v1").inbound_port
-    api = mesh.api
+    details = mesh.workload("details-v1").inbound_port
     console.print(f"""
-[bold]The mesh keeps running[/] (Ctrl-C stops it). Try:
+[bold]The mesh keeps running[/] (Ctrl-C stops it and every process it started). In another shell:
+  export WASMESH_CONTROL_PLANE={mesh.api} REGISTRY={mesh.registry}
   curl -s http://127.0.0.1:{pp}/productpage | python3 -m json.tool
   curl -s -H 'end-user: jason' http://127.0.0.1:{pp}/productpage
-  wasmesh apply -f examples/bookinfo/manifests/02-reviews-50-v3.yaml --control-plane {api}
-  wasmesh proxy-status --control-plane {api}
-  wasmesh proxy-config routes productpage-v1 --control-plane {api}
-  wasmesh get wasmplugin --control-plane {api}
-  console:  http://{api}/dashboard/
-  registry: {mesh.registry}   logs: {mesh.logs}   config folder: {mesh.config_dir}""", markup=True)
+  curl -si http://127.0.0.1:{details}/details/0 | grep x-demo-plugin
+  wasmesh apply -f examples/bookinfo/manifests/02-reviews-50-v3.yaml
+  sed "s/127.0.0.1:5000/$REGISTRY/" examples/bookinfo/manifests/06-plugin-v1.yaml | wasmesh apply -f -
+  wasmesh get wasmplugin
+  wasmesh proxy-status
+  wasmesh proxy-config routes productpage-v1
+console:  http://{mesh.api}/dashboard/
+signing key: {mesh.key}.key   logs: {mesh.logs}   config folder: {mesh.config_dir}
+the ports of every workload:""", soft_wrap=True)
+    for workload in mesh.workloads:
+        out = f", outbound {workload.outbound_port}" if workload.calls_out else ""
+        console.print(f"  {workload.name:15} app {workload.app_port}, sidecar inbound {workload.inbound_port}{out}")
 
 
 def main(argv: list[str] | None = None) -> int:
