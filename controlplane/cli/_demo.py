@@ -91,8 +91,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _start(mesh: Any) -> None:
+    from controlplane._demo_mesh import DemoError
     from controlplane._demo_story import MANIFESTS, page, until
 
+    if not (MANIFESTS / "00-bookinfo.yaml").exists():
+        raise DemoError(f"the demo runs from a source checkout: {MANIFESTS} is missing")
     (mesh.workdir / "keys").mkdir(parents=True, exist_ok=True)
     mesh.wasmesh("plugin", "keygen", "--output-prefix", str(mesh.key), "--force")
     mesh.start_registry()
