@@ -579,3 +579,38 @@ def test_the_sidecar_rides_out_a_control_plane_restart(tmp_path: Path) -> None:
         plane.stop()
         v1.stop()
         v2.stop()
+
+
+def test_ingress_gateways_route_alike(mesh: Mesh) -> None:
+    services(mesh, "v1", "v2")
+    mesh.write("gateway.yaml", """\
+        apiVersion: networking.istio.io/v1
+        kind: Gateway
+        metadata: {name: bookinfo-gateway}
+        spec:
+          selector: {istio: ingressgateway}
+          servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: VirtualService
+        metadata: {name: bookinfo}
+        spec:
+          hosts: ["*"]
+          gateways: [bookinfo-gateway]
+          http:
+          - match: [{uri: {prefix: /reviews}}]
+            route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
+        """)
+    mesh.ports = {"sidecar": free_port(), "envoy": free_port()}
+
+    def gateway(name: str, port: int) -> str:
+        return mesh.plane.command("bootstrap", "--name", name, "--labels", "istio=ingressgateway", "--router",
+                                  "--outbound", f"8080={port}", "--xds", mesh.plane.xds, "--admin-port", "0")
+
+    mesh.sidecar = SidecarProcess(gateway("ingress", mesh.ports["sidecar"]), workdir=mesh.workdir / "sidecar").start()
+    mesh.envoy = EnvoyProcess(gateway("ingress-envoy", mesh.ports["envoy"]), workdir=mesh.workdir / "envoy",
+                              binary=mesh.envoy_binary).start()
+    request = {"path": "/reviews/1", "headers": {"host": "bookinfo.example"}}
+    mesh.converge("gateway routes /reviews to v2", lambda r: version_of(r) == "v2", **request)
+    assert mesh.same_answers(**request)[2] == b"v2"
+    assert mesh.same_answers(path="/other", headers={"host": "bookinfo.example"})[0] == 404
