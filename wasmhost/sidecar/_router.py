@@ -10,6 +10,7 @@ to ``_Attempt`` objects, which are the ``UpstreamSink`` the edge talks to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -82,7 +83,7 @@ class _Attempt:
     def on_pool_ready(self, local_address: tuple[str, int] | None) -> None:
         router = self.router
         if router is not None and not self.shadow and router.attempt is self:
-            router.on_pool_ready(local_address)
+            router.stream.info.upstream_local_address = local_address
 
     def on_pool_failure(self, reason: str, transport_failure: str) -> None:
         self.done = True
@@ -583,8 +584,10 @@ class RouterFilter(HttpFilter):
     def on_upstream_data(self, data: bytes, end_stream: bool) -> None:
         if end_stream:
             self.stream.info.last_upstream_rx_at = self.worker.now
-            if self.global_timer is not None:
-                self._cancel_global_timer()
+            timer = self.global_timer
+            if timer is not None:
+                timer.cancel()
+                self.global_timer = None
         self.stream.encode_bytes(data, end_stream)
 
     def on_upstream_trailers(self, trailers: HeaderMap) -> None:
@@ -721,10 +724,8 @@ def build_router(config: Any, context: FilterBuildContext) -> Any:
 
     check_supported(config)
     router_config = RouterConfig(config.suppress_envoy_headers)
-
-    def create(callbacks: Any) -> RouterFilter:
-        return RouterFilter(callbacks, router_config)
-
+    # a partial, not a closure: one Python frame less for every stream
+    create = functools.partial(RouterFilter, config=router_config)
     create.filter_class = RouterFilter  # type: ignore[attr-defined]
     return create
 

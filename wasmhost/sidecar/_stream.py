@@ -638,11 +638,14 @@ class HttpStream:
         self._emit_bytes(data.to_bytes(), end_stream)
 
     def _emit_bytes(self, payload: bytes, end_stream: bool) -> None:
-        self.info.bytes_sent += len(payload)
+        info = self.info
+        info.bytes_sent += len(payload)
         if payload or end_stream:
             self.ctx.out.append(SendData(self, payload, end_stream))
         if end_stream:
-            self._response_done()
+            self.response_complete = True
+            info.last_downstream_tx_at = self.ctx.worker.now
+            self._finish()
 
     def _emit_trailers(self, trailers: HeaderMap) -> None:
         self.ctx.out.append(SendTrailers(self, trailers))
@@ -678,8 +681,13 @@ class HttpStream:
         stats.rq_active.value -= 1
         stats.rq_completed.value += 1
         stats.rq_time.observe((info.last_downstream_tx_at - info.start_monotonic) * 1000.0)
-        self.ctx.out.append(StreamEnded(self))
-        self.ctx.runtime.stream_finished()
+        ctx = self.ctx
+        ctx.out.append(StreamEnded(self))
+        runtime = ctx.runtime
+        if runtime.retired:
+            runtime.stream_finished()  # may be the last stream of a retired plan: its cleanups run then
+        else:
+            runtime.active_streams -= 1
 
     def release(self) -> None:
         """Drop references to the filters once the stream is logged (breaks cycles for prompt freeing)."""
