@@ -180,9 +180,16 @@ class HostEmulator:
 
     @property
     def trap(self) -> str | None:
-        """Why the plugin's VM failed (trap, CPU deadline, memory cap), or None."""
+        """Why the plugin's VM failed (trap, CPU deadline, memory cap), or None.
+
+        In CPython mode a trap caused by the plugin's code also names the Python exception.
+        """
         vm = self.plugin.vm
-        return vm.failed if vm is not None else None
+        reason = vm.failed if vm is not None else None
+        if reason is not None and self.python is not None and self.python.errors:
+            error = self.python.errors[-1]
+            reason += f" (Python: {type(error).__name__}: {error})"
+        return reason
 
     @property
     def root_deleted(self) -> bool:

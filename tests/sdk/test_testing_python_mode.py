@@ -300,6 +300,8 @@ def test_an_exception_traps_like_the_module_and_keeps_its_traceback(tmp_path: Pa
             outcomes.append((action, reply.status if reply else None, host.logs(), host.trap is not None))
             if mode == "python":
                 [error] = host.python_errors
+                assert host.trap is not None
+                assert host.trap.endswith("(Python: NotFoundError: proxy_get_header_map_value: NOT_FOUND)")
                 frames = traceback.extract_tb(error.__traceback__)
                 assert any(f.filename == str(source) and f.line and "x-needed" in f.line for f in frames)
         finally:
