@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -162,3 +163,10 @@ def test_selecting_tests_and_passing_pytest_arguments(tmp_path: Path, capfd: pyt
     project = init_project("greeter", "python", tmp_path)
     assert cli("test", str(project), "--mode", "wasm", "-k", "greeting", "--pytest-args", "-x -p no:cacheprovider") == 0
     assert "1 passed, 2 deselected" in capfd.readouterr().out
+
+
+def test_a_ready_plugin_is_tested_with_its_tests_from_tests_plugins(capfd: pytest.CaptureFixture[str]) -> None:
+    assert cli("test", str(ROOT / "plugins" / "cors"), "--mode", "python") == 0
+    out = capfd.readouterr().out
+    assert re.search(r"\b[1-9]\d* passed", out) and "failed" not in out
+    assert not (ROOT / "plugins" / "cors" / "build").exists()  # python mode builds nothing
