@@ -614,3 +614,33 @@ def test_ingress_gateways_route_alike(mesh: Mesh) -> None:
     mesh.converge("gateway routes /reviews to v2", lambda r: version_of(r) == "v2", **request)
     assert mesh.same_answers(**request)[2] == b"v2"
     assert mesh.same_answers(path="/other", headers={"host": "bookinfo.example"})[0] == 404
+
+
+@PROTOCOLS
+def test_envoy_filter_patches_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> None:
+    """An EnvoyFilter patches what the control plane generates, for our sidecar as for Envoy."""
+    mesh.protocol = protocol
+    services(mesh, "v1")
+    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.start_proxies()
+    mesh.converge("first configuration", lambda r: version_of(r) == "v1")
+    mesh.write("envoyfilter.yaml", """\
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: patched-routes}
+spec:
+  workloadSelector: {labels: {app: productpage}}
+  configPatches:
+  - applyTo: ROUTE_CONFIGURATION
+    match: {context: SIDECAR_OUTBOUND}
+    patch:
+      operation: MERGE
+      value:
+        response_headers_to_add:
+        - header: {key: x-patched, value: "by-envoyfilter"}
+""")
+    mesh.converge("EnvoyFilter route-configuration MERGE", lambda r: r[1].get("x-patched") == "by-envoyfilter")
+    assert mesh.same_answers(path="/patched")[1]["x-patched"] == "by-envoyfilter"
+    (mesh.folder / "envoyfilter.yaml").unlink()
+    mesh.converge("EnvoyFilter removed", lambda r: r[0] == 200 and "x-patched" not in r[1])
+    mesh.same_answers(path="/unpatched")
