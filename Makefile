@@ -43,6 +43,7 @@ setup: system-deps python-deps
 # Test and sample plugins, built from source by real toolchains (clang wasm32-wasi, AssemblyScript, WAT).
 plugins: setup
 	$(PY) -m sdk.toolchains build-tree --out $(BUILD)/plugins
+	$(PY) -m sdk.scaffold build-plugins --out $(BUILD)/plugins
 
 test: setup plugins
 	$(PY) -m ruff check .

@@ -21,6 +21,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "controlplane.cli._registry",
     "controlplane.cli._controlplane",
     "controlplane.cli._plugin_build",
+    "controlplane.cli._plugin_project",
 )
 
 
