@@ -8,6 +8,7 @@ deadline, for the push to reach the proxies before it counts.
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -185,8 +186,6 @@ class Load:
             thread.join(15)
 
     def _client(self) -> None:
-        import http.client
-
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         while not self._stop.is_set() and time.monotonic() < self._deadline:
             try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 SHOWN_WORKLOAD = "details-v1"
+GATE_TIMEOUT_S = 600.0
 
 
 class DurationElapsed(Exception):
@@ -144,12 +145,16 @@ def _story(mesh: Any, args: argparse.Namespace, console: Any, started: float) ->
 
 def _gate(folder: Path, result: Any) -> None:
     """Tell a watching script the step is done and wait for it to say go (bounded by --duration)."""
+    from controlplane._demo_mesh import DemoError
     from controlplane._demo_story import write_json
 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / f"{result.name}.json", {"name": result.name, "passed": result.passed})
     go = folder / f"{result.name}.go"
+    deadline = time.monotonic() + GATE_TIMEOUT_S
     while not go.exists():
+        if time.monotonic() > deadline:
+            raise DemoError(f"nobody opened {go} within {GATE_TIMEOUT_S:.0f} s")
         time.sleep(0.05)
 
 

@@ -182,6 +182,9 @@ def test_every_step_of_the_demo_holds_from_the_outside(demo: Demo) -> None:
     started = time.monotonic()
     state = demo.wait_up()
     assert state["dashboard"] == f"{state['api']}/dashboard/"
+    api_port = int(state["api"].rsplit(":", 1)[1])
+    status, headers, _ = get(api_port, "/dashboard/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
     for workload in state["workloads"].values():
         assert workload["app"] != workload["inbound"]  # traffic reaches each app through its sidecar
 
@@ -217,8 +220,8 @@ def test_every_step_of_the_demo_holds_from_the_outside(demo: Demo) -> None:
     demo.reached("plugin")
     assert plugin_header(demo, "details-v1") == "v1"
     assert [plugin_header(demo, w) for w in ("productpage-v1", "reviews-v1", "ratings-v1")] == [None] * 3
-    status = wasm_plugin_status(demo)
-    assert status["Verified"]["status"] == "True" and status["Verified"]["reason"] == "Signed"
+    conditions = wasm_plugin_status(demo)
+    assert conditions["Verified"]["status"] == "True" and conditions["Verified"]["reason"] == "Signed"
     load = Load(demo.port("details-v1"))
     demo.release("plugin")
 
