@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -36,7 +37,34 @@ class DemoError(Exception):
     """A part of the demo could not start or a step could not run; the message says which."""
 
 
+class ChildExited(DemoError):
+    """A process the demo started is gone."""
+
+
+_PICKED: set[int] = set()
+
+
+def _ephemeral_range() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port() -> int:
+    """A free port outside the kernel's ephemeral range, so no outgoing connection or port-0
+    listener (of this demo or anything else) takes it between now and the bind in a child."""
+    ephemeral = _ephemeral_range()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _PICKED]
+    for port in random.sample(candidates, min(200, len(candidates))):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -49,7 +77,7 @@ class Workload:
     app: str
     version: str
     calls_out: bool
-    app_port: int = field(default_factory=free_port)
+    app_port: int = 0  # the application binds port 0 and says which port it got
     inbound_port: int = field(default_factory=free_port)
     outbound_port: int = field(default_factory=free_port)
 
@@ -122,11 +150,10 @@ class DemoMesh:
 
     def start_workloads(self) -> None:
         for workload in self.workloads:
-            app = [sys.executable, str(BOOKINFO / "app.py"), workload.app, "--version", workload.version,
-                   "--port", str(workload.app_port)]
+            app = [sys.executable, str(BOOKINFO / "app.py"), workload.app, "--version", workload.version, "--port", "0"]
             if workload.calls_out:
                 app += ["--mesh-port", str(workload.outbound_port)]
-            self._spawn(workload.name, app)
+            workload.app_port = int(self._spawn(workload.name, app, banner=r"on 127\.0\.0\.1:(\d+)"))
             folder = self.workdir / "sidecars" / workload.name
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "bootstrap.yaml").write_text(yaml.safe_dump(self.bootstrap_of(workload), sort_keys=False))
@@ -137,7 +164,7 @@ class DemoMesh:
     def check_alive(self) -> None:
         for name, process in self.children.items():
             if process.poll() is not None:
-                raise DemoError(f"{name} exited with status {process.returncode}; see {self.logs / name}.log")
+                raise ChildExited(f"{name} exited with status {process.returncode}; see {self.logs / name}.log")
 
     # ---- using ---------------------------------------------------------------------------------
     def workload(self, name: str) -> Workload:
@@ -209,4 +236,4 @@ def http_get(port: int, path: str = "/", headers: dict[str, str] | None = None,
         connection.close()
 
 
-__all__ = ["BOOKINFO", "DemoError", "DemoMesh", "Workload", "free_port", "http_get"]
+__all__ = ["BOOKINFO", "ChildExited", "DemoError", "DemoMesh", "Workload", "free_port", "http_get"]

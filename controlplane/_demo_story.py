@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controlplane._demo_mesh import BOOKINFO, DemoError, DemoMesh, http_get
+from controlplane._demo_mesh import BOOKINFO, ChildExited, DemoError, DemoMesh, http_get
 
 MANIFESTS = BOOKINFO / "manifests"
 CONVERGE_S = 20.0
@@ -55,6 +55,8 @@ def until(condition: Callable[[], bool], what: str, timeout: float = CONVERGE_S)
         try:
             if condition():
                 return
+        except ChildExited:
+            raise
         except (OSError, ValueError, DemoError):
             pass
         time.sleep(0.1)

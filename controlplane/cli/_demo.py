@@ -107,8 +107,12 @@ def _start(mesh: Any) -> None:
     mesh.apply(MANIFESTS / "00-bookinfo.yaml")
     mesh.apply(MANIFESTS / "01-all-v1.yaml")
     mesh.start_workloads()
-    until(lambda: "author" in page(mesh).get("details", {}) and page(mesh)["reviews"].get("version") == "v1",
-          "bookinfo to answer through the sidecars", 60)
+
+    def answers() -> bool:
+        mesh.check_alive()
+        return "author" in page(mesh).get("details", {}) and page(mesh)["reviews"].get("version") == "v1"
+
+    until(answers, "bookinfo to answer through the sidecars", 60)
 
 
 def _story(mesh: Any, args: argparse.Namespace, console: Any, started: float) -> bool:
