@@ -5,6 +5,8 @@ Layout under the cache root::
     sha256/<hex>            module bytes, named by their sha256 (written atomically, checked on load)
     origins/<key>.json      where a module came from: an OCI manifest digest or a URL, its
                             module digest and who signed it
+    provenance/<hex>.txt    the signature material of a manifest digest, as sent to wasmesh
+                            sidecars (see `wasmhost.sidecar._module_provenance`)
 
 Only bytes that passed verification are ever written, so anything here may be served. The
 origin records let a restarted control plane answer `IfNotPresent` pulls and known manifest
@@ -124,6 +126,23 @@ class ModuleCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return origin if self.has(origin.module_sha256) else None
+
+
+    # ---- provenance -------------------------------------------------------------------------------
+    def _provenance_path(self, manifest_digest: str) -> Path:
+        return self.root / "provenance" / (hashlib.sha256(manifest_digest.encode()).hexdigest() + ".txt")
+
+    def put_provenance(self, manifest_digest: str, carrier: str) -> None:
+        _write_atomic(self._provenance_path(manifest_digest), carrier.encode())
+
+    def provenance(self, manifest_digest: str | None) -> str:
+        """The recorded carrier of `manifest_digest`'s signature material, or "" (the sidecar checks it)."""
+        if not manifest_digest:
+            return ""
+        try:
+            return self._provenance_path(manifest_digest).read_text()
+        except (OSError, UnicodeDecodeError):
+            return ""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

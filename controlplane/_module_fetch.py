@@ -34,17 +34,24 @@ from controlplane._module_cache import ModuleCache, Origin
 from registry import (
     CredentialsError,
     CredentialStore,
+    ModuleFormatError,
     Reference,
     RegistryError,
     Signer,
     TrustPolicy,
     VerificationError,
+    VerifiedModule,
     client_for,
+    find_bundles,
+    find_signatures,
     key_id,
+    parse_manifest,
     resolve,
     validate_module,
     verify_module,
 )
+from registry._wasm import pick_platform
+from wasmhost.sidecar._module_provenance import Provenance, encode
 
 RESOLVED, VERIFIED = "Resolved", "Verified"
 MAX_MODULE_SIZE = 256 * 1024 * 1024
@@ -80,6 +87,7 @@ class Fetched:
     signers: tuple[Signer, ...]
     verification: str  # for the Verified condition's message
     pulled: bool  # whether the bytes came from the source now (False: from the cache)
+    provenance: str = ""  # the signature material for wasmesh sidecars to re-verify (oci:// only)
 
 
 def is_oci(url: str) -> bool:
@@ -174,11 +182,17 @@ class Fetcher:
             condition = VERIFIED if err.code == "DIGEST_INVALID" else RESOLVED
             raise ModuleRefused(condition, "PullFailed", f"{ref}: {err}", retryable=_transient(err)) from None
         self.pulls += 1  # signatures are checked before the module is pulled: refusals cost no pull
+        try:
+            carrier = encode(provenance_of(client, ref, verified, policy))
+        except (RegistryError, ModuleFormatError) as err:
+            raise ModuleRefused(RESOLVED, "PullFailed", f"{ref}: cannot read its signature material: {err}",
+                                retryable=True) from None
         sha256 = self.cache.put(verified.module)
+        self.cache.put_provenance(str(verified.manifest_digest), carrier)
         origin = Origin(sha256, str(verified.manifest_digest), verified.signers, str(ref))
         self.cache.record(f"manifest:{verified.manifest_digest}", origin)
         return Fetched(sha256, len(verified.module), str(verified.manifest_digest), verified.signers,
-                       _verification(verified.signers), pulled=True)
+                       _verification(verified.signers), pulled=True, provenance=carrier)
 
     def _from_cache(self, origin: Origin) -> Fetched:
         data = self.cache.read(origin.module_sha256)
@@ -186,7 +200,8 @@ class Fetcher:
             raise ModuleRefused(RESOLVED, "CacheCorrupt", f"cached module {origin.module_sha256} is unreadable",
                                 retryable=True)
         return Fetched(origin.module_sha256, len(data), origin.manifest_digest, origin.signers,
-                       _verification(origin.signers), pulled=False)
+                       _verification(origin.signers), pulled=False,
+                       provenance=self.cache.provenance(origin.manifest_digest))
 
     # ---- http(s):// ----------------------------------------------------------------------------------
     def _http(self, request: FetchRequest) -> Fetched:
@@ -290,6 +305,28 @@ def unwrap(data: bytes, where: str) -> bytes:
         return validate_module(data, where)
     except RegistryError as err:
         raise ModuleRefused(VERIFIED, "InvalidModule", err.message) from None
+
+
+def provenance_of(client: Any, ref: Reference, verified: VerifiedModule, policy: TrustPolicy) -> Provenance:
+    """What a wasmesh sidecar needs to re-verify `verified` without the registry: the signed
+    manifest, every cosign signature (and Sigstore bundle) attached to it, and the layer when the
+    module is wrapped in a tar archive."""
+    digest = verified.manifest_digest
+    data, media_type, _ = client.get_manifest(ref.repository, str(digest))
+    platform = b""
+    manifest = parse_manifest(data, media_type)
+    if manifest.is_index:
+        chosen = pick_platform(manifest)
+        platform, platform_type, _ = client.get_manifest(ref.repository, str(chosen.digest))
+        manifest = parse_manifest(platform, platform_type)
+    layer = b""
+    if verified.variant in ("compat", "docker") and manifest.layers:
+        last = manifest.layers[-1]
+        layer = client.get_blob(ref.repository, last.digest, last.size)
+    signatures = tuple((c.payload, c.signature) for c in find_signatures(client, ref.repository, digest))
+    bundles = tuple(find_bundles(client, ref.repository, digest)) if policy.decide(ref).identities else ()
+    named = f"oci://{ref.registry}/{ref.repository}" + (f":{ref.tag}" if ref.tag else "")
+    return Provenance(named, data, media_type, signatures, bundles, platform, layer)
 
 
 def _verification(signers: tuple[Signer, ...]) -> str:

@@ -10,7 +10,9 @@ module reaches proxies without the registry pull secret, which no proxy needs an
 one of two deliveries: `inline` — the verified bytes themselves in `code.local.inline_bytes`
 (what Istio's agent achieves by rewriting to a local file; real Envoy hot-reloads it) — or
 `remote` — a `code.remote` on the control plane's module endpoint, fetched through the
-`wasmesh-modules` cluster with the sha256 of the verified bytes, which Envoy checks natively. A withheld module applies the plugin's fail strategy the way Istio's agent
+`wasmesh-modules` cluster with the sha256 of the verified bytes, which Envoy checks natively.
+Either way an `oci://` module carries its signature material for wasmesh sidecars to re-verify
+(a `host_env_keys` entry no host defines; see `wasmhost.sidecar._module_provenance`). A withheld module applies the plugin's fail strategy the way Istio's agent
 does: FAIL_CLOSE puts a deny-all RBAC filter in its place, FAIL_OPEN an RBAC filter without
 rules (the plugin is simply absent). A WasmPlugin still being resolved for the first time
 is left out of ECDS: a proxy keeps its current listener until the module arrives.
@@ -43,6 +45,7 @@ from controlplane._protos import (
 )
 from controlplane._resources import Resource, ResourceKey
 from controlplane._wasm import PULL_POLICY_ENV, PULL_SECRET_ENV, RESOURCE_VERSION_ENV, extension_name
+from wasmhost.sidecar._module_provenance import CARRIER as PROVENANCE_CARRIER
 
 MODULE_CLUSTER = "wasmesh-modules"
 MODULE_PATH = "/modules/sha256/"
@@ -91,6 +94,9 @@ class ModuleSlot:
 @dataclass(frozen=True)
 class Served:
     sha256: str
+    # the carrier of its signature material (`wasmhost.sidecar._module_provenance`); it vouches for
+    # these very bytes, so two placements of the same bytes are the same placement
+    provenance: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -204,7 +210,7 @@ class ModulePlacements:
             return rendered
         if isinstance(placement, Served):
             config = json.loads(json.dumps(rendered))
-            self._serve(config["typed_config"]["config"], placement.sha256)
+            self._serve(config["typed_config"]["config"], placement)
             return config
         if placement.pending:
             return None
@@ -230,7 +236,7 @@ class ModulePlacements:
         wasm = unpack(patch.value.typed_config)
         if isinstance(placement, Served):
             as_dict = to_dict(wasm)
-            self._serve(as_dict["config"], placement.sha256)
+            self._serve(as_dict["config"], placement)
             replacement = from_dict(type(wasm), as_dict)
         else:
             rbac = fallback_filter(name, network, _fails_open(config))
@@ -238,7 +244,8 @@ class ModulePlacements:
         value.typed_config.CopyFrom(pack(replacement))
         return replace(patch, value=value)
 
-    def _serve(self, plugin_config: dict[str, Any], sha256: str) -> None:
+    def _serve(self, plugin_config: dict[str, Any], served: Served) -> None:
+        sha256 = served.sha256
         vm_config = plugin_config["vm_config"]
         module = self.inline.get(sha256)
         if module is not None:
@@ -253,6 +260,13 @@ class ModulePlacements:
             env["key_values"] = values
         else:
             env.pop("key_values", None)
+        host_keys = [k for k in env.get("host_env_keys") or [] if not k.startswith(PROVENANCE_CARRIER)]
+        if served.provenance:
+            host_keys.append(served.provenance)  # a name no host defines: Envoy passes nothing to the module
+        if host_keys:
+            env["host_env_keys"] = host_keys
+        else:
+            env.pop("host_env_keys", None)
         if env:
             vm_config["environment_variables"] = env
         else:

@@ -57,7 +57,7 @@ class SlotState:
             return None
         good = self.current or self.last_good
         if good is not None:
-            return Served(good.module_sha256)
+            return Served(good.module_sha256, good.provenance)
         if self.error is None:
             return Withheld("resolving", pending=True)
         return Withheld(str(self.error))

@@ -634,6 +634,56 @@ def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name
     return Path(cached.path).read_bytes()
 
 
+# the carrier of `_module_provenance.CARRIER`, spelled here so that the registry package (and its
+# cryptography) loads only once a module actually carries provenance
+PROVENANCE_CARRIER = "WASMESH_MODULE_PROVENANCE:"
+_POLICY: tuple[Any, ...] | None = None
+
+
+def sidecar_trust_policy() -> Any:
+    """The sidecar's own trust policy (``WASMESH_TRUST_POLICY``), or None when it has none."""
+    global _POLICY
+    path = os.environ.get("WASMESH_TRUST_POLICY") or ""
+    if _POLICY is None or _POLICY[0] != path:
+        from registry import TrustPolicy, TrustPolicyError
+
+        try:
+            _POLICY = (path, TrustPolicy.load(path) if path else None)
+        except (TrustPolicyError, OSError) as err:
+            raise ConfigError("WASMESH_TRUST_POLICY", f"cannot load the trust policy {path}: {err}") from None
+    return _POLICY[1]
+
+
+def _check_provenance(entries: list[str], wasm: bytes, path: str, plugin_name: str) -> None:
+    """Re-verify a control-plane module against the sidecar's own trust policy; refuse it (NACK)
+    when the signature material does not vouch for these bytes. Without a policy of its own the
+    sidecar accepts the control plane's verdict and says so in ``MODULE_STATUS``."""
+    from ._module_provenance import ProvenanceError, decode, reverify
+
+    sha256 = hashlib.sha256(wasm).hexdigest()
+    status = MODULE_STATUS.get(plugin_name)
+    if status is None or status.get("module_sha256") != sha256:  # not what the module agent just fetched
+        status = MODULE_STATUS[plugin_name] = {"module_sha256": sha256}
+    try:
+        provenance = decode(entries[0])
+    except ProvenanceError as err:
+        status.update(ok=False, message=f"refused: {err}", reverified=False)
+        raise ConfigError(path, f"module refused: {err}") from None
+    status["url"] = status.get("url") or provenance.reference
+    policy = sidecar_trust_policy()
+    if policy is None:
+        status.update(ok=True, reverified=False, provenance=provenance.reference,
+                      message="verified by the control plane; not re-verified (no WASMESH_TRUST_POLICY)")
+        return
+    try:
+        signers = reverify(provenance, wasm, policy)
+    except ProvenanceError as err:
+        status.update(ok=False, reverified=False, provenance=provenance.reference, message=f"refused: {err}")
+        raise ConfigError(path, f"module refused by the sidecar's trust policy: {err}") from None
+    status.update(ok=True, reverified=True, provenance=provenance.reference, signers=[str(s) for s in signers],
+                  message="re-verified against the sidecar's trust policy")
+
+
 class _FetchFailedFilter(HttpFilter):
     """What Istio's agent puts in place of a plugin whose module it could not fetch:
     an RBAC deny-all (FAIL_CLOSE) — or nothing at all (FAIL_OPEN, see build_wasm_filter)."""
@@ -667,10 +717,14 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
         wasm = _fetch_remote(vm.code.remote, agent_env, f"{path}.vm_config.code.remote", config.name)
     else:
         wasm = _module_bytes(vm, f"{path}.vm_config")
+    provenance = [k for k in vm.environment_variables.host_env_keys if k.startswith(PROVENANCE_CARRIER)]
+    host_env_keys = [k for k in vm.environment_variables.host_env_keys if not k.startswith(PROVENANCE_CARRIER)]
+    if provenance:
+        _check_provenance(provenance, wasm, f"{path}.vm_config.environment_variables.host_env_keys", config.name)
     env: list[tuple[str, str]] = sorted(
         (k, v) for k, v in vm.environment_variables.key_values.items() if k not in _AGENT_ENV
     )
-    for key in vm.environment_variables.host_env_keys:
+    for key in host_env_keys:
         value = os.environ.get(key)
         if value is not None:
             env.append((key, value))
