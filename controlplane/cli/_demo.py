@@ -137,8 +137,8 @@ def _story(mesh: Any, args: argparse.Namespace, console: Any, started: float) ->
             _gate(Path(args.step_gate), result)
     console.rule(f"wasmesh proxy-status --control-plane {mesh.api}")
     console.print(mesh.wasmesh("proxy-status", "--control-plane", mesh.api), end="", markup=False, soft_wrap=True)
-    console.rule(f"wasmesh proxy-config listeners {SHOWN_WORKLOAD}")
-    console.print(mesh.wasmesh("proxy-config", "listeners", SHOWN_WORKLOAD, "--control-plane", mesh.api),
+    console.rule(f"wasmesh proxy-config all {SHOWN_WORKLOAD}")
+    console.print(mesh.wasmesh("proxy-config", "all", SHOWN_WORKLOAD, "--control-plane", mesh.api),
                   end="", markup=False, soft_wrap=True)
     console.rule()
     good = sum(r.passed for r in results)

@@ -248,8 +248,10 @@ def test_every_step_of_the_demo_holds_from_the_outside(demo: Demo) -> None:
     assert set(proxies) == {"productpage-v1", "details-v1", "reviews-v1", "reviews-v2", "reviews-v3", "ratings-v1"}
     assert all(t["status"] == "SYNCED" for p in proxies.values() for t in p["types"].values()), proxies
     assert "LastGoodVersion" in demo.wasmesh("proxy-status")
-    listeners = demo.wasmesh("proxy-config", "listeners", "details-v1")
-    assert "virtualInbound" in listeners
+    config = demo.wasmesh("proxy-config", "all", "details-v1").split("\n")
+    assert any(line.startswith("listener") and "virtualInbound" in line for line in config), config
+    assert any(line.startswith("ecd") and "default.demo-header" in line for line in config), config
+    assert not any("demo-header" in line for line in demo.wasmesh("proxy-config", "ecds", "ratings-v1").split("\n"))
     load.finish()
     assert not load.failures and set(load.counts) == {"v2"}, (load.failures[:5], load.counts)
     demo.release("refuse-sha256")
