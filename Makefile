@@ -59,12 +59,10 @@ lint: python-deps
 	$(PY) -m mypy wasmhost sdk registry controlplane
 	$(VENV)/bin/lint-imports
 
-# Until the full mesh demo lands, the demo runs real plugins (built from source above) through
-# `wasmesh plugin run`: a callout that enriches the request, and a plugin that denies locally.
+# The whole mesh on 127.0.0.1: control plane, registry, bookinfo with a wasmesh sidecar per
+# workload; routing, a signed plugin applied and hot-reloaded under load, refusals. ~30 s.
 demo: setup plugins
-	$(VENV)/bin/wasmesh plugin run $(BUILD)/plugins/http_call.wasm --config authz --callout authz=200:allowed -H 'x-user: demo'
-	$(VENV)/bin/wasmesh plugin run $(BUILD)/plugins/local_reply.wasm -H 'x-deny: yes'
-	$(VENV)/bin/wasmesh plugin run $(BUILD)/plugins/as_add_header.wasm --config 'greetings from AssemblyScript' --response-body 'hello' --log-level info
+	$(VENV)/bin/wasmesh demo
 
 bench: setup plugins
 	$(PY) benchmarks/hostcall_filter.py

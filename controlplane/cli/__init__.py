@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "controlplane.cli._controlplane",
     "controlplane.cli._plugin_build",
     "controlplane.cli._plugin_project",
+    "controlplane.cli._demo",
 )
 
 
