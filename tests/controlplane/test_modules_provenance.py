@@ -114,9 +114,11 @@ def inline_bytes(config: Any, data: bytes) -> Any:
 
 
 def sidecar_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: Keys, images: str = "*") -> None:
-    (tmp_path / "sidecar.pub").write_bytes(keys.public_pem)
-    (tmp_path / "sidecar-trust.yaml").write_text(f"rules:\n- images: ['{images}']\n  keys: [sidecar.pub]\n")
-    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+    folder = tmp_path / f"sidecar-{keys.id[7:19]}"
+    folder.mkdir()
+    (folder / "sidecar.pub").write_bytes(keys.public_pem)
+    (folder / "trust.yaml").write_text(f"rules:\n- images: ['{images}']\n  keys: [sidecar.pub]\n")
+    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(folder / "trust.yaml"))
 
 
 # ---- the control plane sends it ------------------------------------------------------------------
@@ -187,6 +189,13 @@ def test_a_signer_the_sidecar_does_not_trust_is_refused(registry: RunningRegistr
     assert "host_env_keys" in str(refused.value)
     status = wasm_adapter.MODULE_STATUS[slot.name]
     assert status["ok"] is False and "not signed by any trusted key" in str(status["message"])
+    note = status["last_refused"]
+    assert isinstance(note, dict) and "not signed by any trusted key" in note["message"]
+
+    sidecar_policy(tmp_path, monkeypatch, TRUSTED)  # once trusted, the same module is accepted: no refusal left
+    wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
+    assert wasm_adapter.MODULE_STATUS[slot.name]["ok"] is True
+    assert "last_refused" not in wasm_adapter.MODULE_STATUS[slot.name]
 
 
 def test_an_image_outside_the_sidecars_rules_is_refused(registry: RunningRegistry, tmp_path: Path,

@@ -1,5 +1,7 @@
 """A signed `oci://` module runs in a real Envoy sidecar and a wasmesh sidecar at the same time,
 both connected to one control plane; refused modules leave both serving the previous version.
+A wasmesh sidecar with a trust policy of its own re-verifies the signature material the control
+plane sends along, and refuses (NACKs) a module its policy does not accept while Envoy runs it.
 
 The world (registry, keys, control plane, upstream) is the one of `test_module_distribution`;
 here a wasmesh sidecar started from the same `wasmesh bootstrap` joins Envoy, once for each
@@ -20,11 +22,13 @@ from typing import Any
 
 import pytest
 
+from registry import Reference, RegistryClient, sign_image
 from registry.testing import running_registry
 from tests._tools import plugin_path
 from tests.controlplane._running import free_port, wait_for
-from tests.e2e.test_module_distribution import CONVERGE, World, plugin_runs, with_custom_section
+from tests.e2e.test_module_distribution import CONVERGE, World, get, plugin_runs, with_custom_section
 from tests.wasmhost.sidecar._process import SidecarProcess
+from wasmhost.sidecar._module_provenance import CARRIER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
 
@@ -63,7 +67,7 @@ def ecds_status(world: World) -> dict[str, str]:
 
 
 def sidecar_module_sha256(sidecar: SidecarProcess) -> str:
-    """The sha256 of the module the wasmesh sidecar's ECDS config carries (inline or remote)."""
+    """The sha256 of the module in the ECDS config the wasmesh sidecar accepted (inline or remote)."""
     found: list[str] = []
 
     def walk(node: Any) -> None:
@@ -79,7 +83,10 @@ def sidecar_module_sha256(sidecar: SidecarProcess) -> str:
             for value in node:
                 walk(value)
 
-    walk(json.loads(sidecar.admin_get("/config_dump")))
+    dump = json.loads(sidecar.admin_get("/config_dump"))
+    for config in dump["configs"]:
+        if config.get("@type", "").endswith("EcdsConfigDump"):
+            walk([entry.get("ecds_filter") for entry in config.get("ecds_filters", [])])  # not the error_state
     return ",".join(sorted(set(found)))
 
 
@@ -135,3 +142,72 @@ def test_both_sidecars_run_the_signed_module_and_keep_it_when_others_are_refused
         assert plugin_runs(envoy_port)
     # remote: Envoy 1.40 fetches `code.remote` only while a listener warms, so an update leaves it
     # without a module (see `controlplane._module_config`); the wasmesh sidecar fetches on every update
+
+
+def module_status(sidecar: SidecarProcess) -> dict[str, Any]:
+    return dict(json.loads(sidecar.admin_get("/config_dump")).get("module_status", {}).get("default.headers", {}))
+
+
+def ecds_nack(world: World, name: str) -> str:
+    proxies = world.plane.api("GET", "/api/v1/proxies")[1]["proxies"]
+    ecds = next(p["types"]["ECDS"] for p in proxies if p["name"] == name)
+    return str(ecds.get("nack", "")) if ecds.get("status") == "NACKED" else ""
+
+
+@pytest.mark.parametrize("world", ["inline"], indirect=True)
+def test_a_sidecar_with_its_own_policy_re_verifies_and_refuses_what_it_does_not_trust(
+        world: BothWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidecar trusts only its own key (one the control plane does not trust): v1 signed by
+    both keys runs everywhere; v2 signed by the mesh key alone runs in Envoy, while the wasmesh
+    sidecar NACKs it with the reason and keeps serving v1."""
+    (tmp_path / "sidecar.pub").write_bytes(world.untrusted.public_pem)
+    (tmp_path / "sidecar-trust.yaml").write_text(
+        f"rules:\n- images: ['{world.registry.host}/plugins/*']\n  keys: [sidecar.pub]\n")
+    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+    v1 = plugin_path("headers").read_bytes()
+    v1_sha = hashlib.sha256(v1).hexdigest()
+    url = world.push(v1, "v1", world.trusted)
+    with RegistryClient(world.registry.host) as client:
+        sign_image(client, Reference.parse(url), world.untrusted.private)
+    world.plugin(url)
+    envoy_port = world.envoy()
+    sidecar_port, sidecar = world.sidecar()
+    for port, who in ((envoy_port, "Envoy"), (sidecar_port, "the wasmesh sidecar")):
+        wait_for(functools.partial(plugin_runs, port), CONVERGE, what=f"v1 runs in {who}")
+    status = module_status(sidecar)
+    assert status["ok"] is True and status["reverified"] is True and status["module_sha256"] == v1_sha
+    assert status["signers"] == [f"key {world.untrusted.id}"]
+    [ecds] = world.plane.api("GET", "/api/v1/proxies/productpage/config/ecds")[1]["ecds"]
+    [carrier] = ecds["typed_config"]["config"]["vm_config"]["environment_variables"]["host_env_keys"]
+    assert carrier.startswith(CARRIER)
+
+    v2 = with_custom_section(v1, "variant", b"v2")
+    v2_sha = hashlib.sha256(v2).hexdigest()
+    world.plugin(world.push(v2, "v2", world.trusted))
+    wait_for(lambda: world.envoy_module_sha256(world.envoys[0]) == v2_sha, CONVERGE, what="Envoy runs v2")
+    nack = wait_for(lambda: ecds_nack(world, "productpage-wasmesh0"), CONVERGE, what="the sidecar NACKs v2")
+    assert "module refused by the sidecar's trust policy" in nack and "not signed by any trusted key" in nack
+    assert world.condition("Verified")["status"] == "True"  # the control plane's own verdict stands
+    assert plugin_runs(sidecar_port) and plugin_runs(envoy_port)
+    assert sidecar_module_sha256(sidecar) == v1_sha
+    status = module_status(sidecar)  # v1 serves on; the refusal of v2 is kept with its reason
+    assert status["module_sha256"] == v1_sha and status["last_refused"]["module_sha256"] == v2_sha
+    assert "not signed by any trusted key" in status["last_refused"]["message"]
+
+
+def wasi_runs(port: int) -> bool:
+    return "x-wasi-env-count" in get(port)[1]
+
+
+def test_the_provenance_reaches_no_modules_environment_in_either_proxy(world: BothWorld) -> None:
+    """The carrier is a `host_env_keys` entry no host defines: Envoy passes nothing into the VM."""
+    world.plugin(world.push(plugin_path("wasi").read_bytes(), "wasi", world.trusted))
+    envoy_port = world.envoy()
+    sidecar_port, _ = world.sidecar()
+    [ecds] = world.plane.api("GET", "/api/v1/proxies/productpage/config/ecds")[1]["ecds"]
+    [carrier] = ecds["typed_config"]["config"]["vm_config"]["environment_variables"]["host_env_keys"]
+    assert carrier.startswith(CARRIER)  # sent to both proxies ...
+    for port in (envoy_port, sidecar_port):  # ... and seen by neither module
+        wait_for(functools.partial(wasi_runs, port), CONVERGE, what="the wasi plugin runs")
+        headers = get(port)[1]
+        assert (headers["x-wasi-env"], headers["x-wasi-env-count"]) == ("<unset>", "0")

@@ -18,6 +18,7 @@ import concurrent.futures
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -641,47 +642,66 @@ _POLICY: tuple[Any, ...] | None = None
 
 
 def sidecar_trust_policy() -> Any:
-    """The sidecar's own trust policy (``WASMESH_TRUST_POLICY``), or None when it has none."""
+    """The sidecar's own trust policy (``WASMESH_TRUST_POLICY``), or None when it has none;
+    read again when the file changes, so an edited policy applies to the next module."""
     global _POLICY
     path = os.environ.get("WASMESH_TRUST_POLICY") or ""
-    if _POLICY is None or _POLICY[0] != path:
+    try:
+        stat = os.stat(path) if path else None
+    except OSError as err:
+        raise ConfigError("WASMESH_TRUST_POLICY", f"cannot read the trust policy {path}: {err.strerror}") from None
+    key = (path, stat.st_mtime_ns, stat.st_size) if stat is not None else (path,)
+    if _POLICY is None or _POLICY[0] != key:
         from registry import TrustPolicy, TrustPolicyError
 
         try:
-            _POLICY = (path, TrustPolicy.load(path) if path else None)
-        except (TrustPolicyError, OSError) as err:
-            raise ConfigError("WASMESH_TRUST_POLICY", f"cannot load the trust policy {path}: {err}") from None
+            _POLICY = (key, TrustPolicy.load(path) if path else None)
+        except TrustPolicyError as err:
+            raise ConfigError("WASMESH_TRUST_POLICY", str(err)) from None
     return _POLICY[1]
 
 
 def _check_provenance(entries: list[str], wasm: bytes, path: str, plugin_name: str) -> None:
     """Re-verify a control-plane module against the sidecar's own trust policy; refuse it (NACK)
     when the signature material does not vouch for these bytes. Without a policy of its own the
-    sidecar accepts the control plane's verdict and says so in ``MODULE_STATUS``."""
+    sidecar accepts the control plane's verdict and says so in ``MODULE_STATUS``, which also keeps
+    the last refusal while the previous version serves on."""
     from ._module_provenance import ProvenanceError, decode, reverify
 
     sha256 = hashlib.sha256(wasm).hexdigest()
-    status = MODULE_STATUS.get(plugin_name)
-    if status is None or status.get("module_sha256") != sha256:  # not what the module agent just fetched
-        status = MODULE_STATUS[plugin_name] = {"module_sha256": sha256}
+    previous = MODULE_STATUS.get(plugin_name) or {}
+    status: dict[str, object] = dict(previous) if previous.get("module_sha256") == sha256 else {"module_sha256": sha256}
+    status.pop("last_refused", None)
+    refusal = previous.get("last_refused")
+    if isinstance(refusal, dict) and refusal.get("module_sha256") != sha256:  # an older refusal, not of these bytes
+        status["last_refused"] = refusal
+
+    def refuse(reason: str, message: str) -> ConfigError:
+        status.update(ok=False, reverified=False, message=f"refused: {reason}")
+        status["last_refused"] = {"module_sha256": sha256, "message": reason,
+                                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        MODULE_STATUS[plugin_name] = status
+        return ConfigError(path, f"{message}: {reason}")
+
     try:
         provenance = decode(entries[0])
     except ProvenanceError as err:
-        status.update(ok=False, message=f"refused: {err}", reverified=False)
-        raise ConfigError(path, f"module refused: {err}") from None
+        raise refuse(str(err), "module refused") from None
     status["url"] = status.get("url") or provenance.reference
+    status["provenance"] = provenance.reference
     policy = sidecar_trust_policy()
     if policy is None:
-        status.update(ok=True, reverified=False, provenance=provenance.reference,
+        status.update(ok=True, reverified=False,
                       message="verified by the control plane; not re-verified (no WASMESH_TRUST_POLICY)")
+        MODULE_STATUS[plugin_name] = status
         return
     try:
         signers = reverify(provenance, wasm, policy)
     except ProvenanceError as err:
-        status.update(ok=False, reverified=False, provenance=provenance.reference, message=f"refused: {err}")
-        raise ConfigError(path, f"module refused by the sidecar's trust policy: {err}") from None
-    status.update(ok=True, reverified=True, provenance=provenance.reference, signers=[str(s) for s in signers],
+        raise refuse(str(err), "module refused by the sidecar's trust policy") from None
+    status.update(ok=True, reverified=True, signers=[str(s) for s in signers],
                   message="re-verified against the sidecar's trust policy")
+    MODULE_STATUS[plugin_name] = status
 
 
 class _FetchFailedFilter(HttpFilter):
