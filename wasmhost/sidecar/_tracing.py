@@ -9,11 +9,16 @@ filter placed first in the chain (``build_tracing_entry``):
   starts this hop's span (SERVER on an INBOUND listener, CLIENT otherwise) and injects it
   into the request the router forwards: ``traceparent`` for ``envoy.tracers.opentelemetry``,
   B3 for ``envoy.tracers.zipkin``.
-- ``on_log`` finishes the span with Istio's name (``<service>:<port>/*``) and tags
+- ``on_destroy`` (after every filter's ``on_log``) finishes the span with Istio's name (``<service>:<port>/*``) and tags
   (``http.url``, ``http.status_code``, ``response_flags``, ``upstream_cluster``,
   ``istio.canonical_service``, ``guid:x-request-id`` ...) and hands it to the worker's
   exporter, which batches spans and posts them through the collector's cluster off the
   request path.
+
+Wasm plugins see the active span as ``wasmesh.span.*`` properties and add tags with
+``proxy_set_property("wasmesh.span.tag.<name>")`` (``wasmhost.telemetry._plugin_span``): the
+span's ids are kept in the stream's filter state for the Wasm filter, which hands back the
+tags its plugin set when the plugin's stream ends.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 from envoy.config.trace.v3 import opentelemetry_pb2, zipkin_pb2  # noqa: F401  (tracer config types)
 
 from ..telemetry import WorkloadMetadata, destination_service
+from ..telemetry._plugin_span import ACTIVE_SPAN, plugin_span_tags, span_properties
 from ..telemetry._spans import CLIENT, SERVER, FinishedSpan, encode_otlp, encode_zipkin
 from ..telemetry._trace_context import (
     FORCE_TRACE,
@@ -39,7 +45,7 @@ from ..telemetry._trace_context import (
 )
 from ._config_support import unpack_any
 from ._errors import ConfigError
-from ._filter_api import FilterCallbacks, HeadersStatus, HttpCallResult, HttpFilter
+from ._filter_api import FilterCallbacks, HeadersStatus, HttpCallResult, HttpFilter, StreamInfo
 from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices
 from ._headers import HeaderMap
 from ._plan import FilterEntry
@@ -50,6 +56,7 @@ FLUSH_INTERVAL_S = 1.0
 MAX_BATCH = 256
 MAX_PENDING = 4096  # spans kept while the collector is slow; more are dropped (and counted)
 _INBOUND = 1
+PLUGIN_TAGS = "wasmesh.span.tags"  # filter-state key: tags Wasm plugins added to this stream's span
 
 
 @dataclass(frozen=True)
@@ -287,18 +294,20 @@ class TracingFilter(HttpFilter):
                            parent.tracestate if parent is not None else b"",
                            parent_span_id=parent.span_id if parent is not None else 0)
         self.parent, self.context, self.sampled = parent, span, sampled
+        self.callbacks.stream_info.filter_state[ACTIVE_SPAN] = span_properties(span, parent)
         if config.target.provider == "zipkin":
             inject_b3(span, headers.set, trace_id_128bit=config.target.trace_id_128bit)
         else:
             inject_w3c(span, headers.set)
         return HeadersStatus.Continue
 
-    def on_log(self) -> None:
+    def on_destroy(self) -> None:
+        """Finish the span after every filter's ``on_log``, so tags plugins add there are kept."""
         if not self.sampled or self.context is None:
             return
         config, callbacks = self.config, self.callbacks
         info = callbacks.stream_info
-        request, response = callbacks.request_headers, callbacks.response_headers
+        request = callbacks.request_headers
         end = info.last_downstream_tx_at if info.last_downstream_tx_at is not None else info.start_monotonic
         start_ns = int(info.start_time * 1e9)
         end_ns = start_ns + max(1000, int((end - info.start_monotonic) * 1e9))
@@ -308,6 +317,9 @@ class TracingFilter(HttpFilter):
             value = custom.value(request)
             if value is not None:
                 tags[custom.tag] = value
+        plugin_tags = info.filter_state.get(PLUGIN_TAGS)
+        if plugin_tags:
+            tags.update(plugin_tags)
         context = self.context
         config.record(FinishedSpan(
             trace_id=context.trace_id, span_id=context.span_id,
@@ -315,7 +327,22 @@ class TracingFilter(HttpFilter):
             name=_span_name(config, info, request), kind=config.kind, start_ns=start_ns, end_ns=end_ns, tags=tags,
             error=code >= 500 or code == 0, local_address=info.downstream_local_address,
             remote_address=info.downstream_remote_address if config.kind == SERVER else info.upstream_host))
-        del response
+
+
+def active_span_properties(info: StreamInfo) -> dict[str, object] | None:
+    """The ``wasmesh.span.*`` properties for plugins on this stream (None: the listener does not trace)."""
+    state = info._filter_state  # read without creating it: most streams have no filter state
+    return state.get(ACTIVE_SPAN) if state is not None else None
+
+
+def collect_plugin_span_tags(info: StreamInfo, plugin_state: dict[bytes, bytes]) -> None:
+    """Move the span tags one plugin set (``wasmesh.span.tag.<name>``) to the stream, for the tracing filter."""
+    state = info._filter_state
+    if state is None or ACTIVE_SPAN not in state:
+        return
+    tags = plugin_span_tags(plugin_state)
+    if tags:
+        state.setdefault(PLUGIN_TAGS, {}).update(tags)
 
 
 def _header(headers: HeaderMap | None, name: bytes) -> str:

@@ -68,6 +68,7 @@ from ._filter_api import (
 )
 from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices, register_http_filter
 from ._headers import HeaderMap
+from ._tracing import active_span_properties, collect_plugin_span_tags
 
 _LOG = logging.getLogger("wasmesh.wasm")
 _T = TypeVar("_T")
@@ -480,6 +481,9 @@ class WasmHttpFilter(HttpFilter):
             return
         self._sync()
         self.stream.finish()
+        ctx = self.stream.ctx
+        if ctx is not None:
+            collect_plugin_span_tags(self.callbacks.stream_info, ctx.filter_state)
         self.host.drain()
 
     def on_destroy(self) -> None:
@@ -521,6 +525,9 @@ def _fill_info(info: PluginStreamInfo, cb: FilterCallbacks) -> None:
         info.start_time_ns = int(source.start_time * 1e9)
     if source.upstream_host is not None:
         info.upstream_address, info.upstream_port = source.upstream_host
+    span = active_span_properties(source)
+    if span is not None:
+        info.extra.update(span)
 
 
 # -- configuration ------------------------------------------------------------------------------------
@@ -628,9 +635,11 @@ def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name
     except FetchError as err:
         MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
         raise ModuleFetchFailed(path, f"cannot fetch {url}: {err}") from None
+    refusal = (MODULE_STATUS.get(plugin_name) or {}).get("last_refused")
     MODULE_STATUS[plugin_name] = {
         "url": url, "ok": True, "message": "stale cache (source down)" if cached.stale else "ok",
         "checksum": cached.checksum, "module_sha256": cached.module_sha256, "signers": list(cached.signers),
+        **({"last_refused": refusal} if refusal else {}),  # the provenance check below decides whether it stays
     }
     return Path(cached.path).read_bytes()
 
