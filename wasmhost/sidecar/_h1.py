@@ -29,6 +29,7 @@ _STATUS_TEXT: dict[int, bytes] = {code: b"%d" % code for code in range(100, 600)
 _NO_BODY_STATUS = frozenset({204, 304})
 _FRAMING_OR_HOST = frozenset({b"host", b"content-length", b"transfer-encoding"})
 _SKIP_ON_WIRE = frozenset({b"transfer-encoding", b"connection", b"keep-alive", b"proxy-connection"})
+_FRAMING_ON_WIRE = _SKIP_ON_WIRE | {b"content-length"}
 
 
 def status_line(status: int, version: bytes = b"1.1") -> bytes:
@@ -258,9 +259,9 @@ class Http1ServerCodec:
                 if status_value is None and name == b":status":
                     status_value = value
                 continue
-            if name in _SKIP_ON_WIRE:
-                continue
-            if name == b"content-length":
+            if name in _FRAMING_ON_WIRE:
+                if name != b"content-length":
+                    continue  # hop-by-hop: the codec frames the message itself
                 has_length = True
             extend((name, b": ", value, b"\r\n"))
         status = int(status_value) if status_value is not None and status_value.isdigit() else 502
@@ -354,9 +355,9 @@ class Http1ClientCodec:
                     if authority is None:
                         authority = value
                 continue
-            if name in _SKIP_ON_WIRE:
-                continue
-            if name == b"content-length":
+            if name in _FRAMING_ON_WIRE:
+                if name != b"content-length":
+                    continue  # hop-by-hop: the codec frames the message itself
                 has_length = True
             extend((name, b": ", value, b"\r\n"))
         method = method or b"GET"

@@ -223,6 +223,9 @@ def original_client(headers: HeaderMap, hcm: HcmPlan, xff_before_append: bytes |
     return entries[index].decode("latin-1")
 
 
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"date", b"server"}
+
+
 def finalize_response(headers: HeaderMap, hcm: HcmPlan, date: bytes, request_id: bytes | None) -> None:
     """Mutate response headers on their way to the client, after the encoder filters."""
     overwrite_server = hcm.server_header == "OVERWRITE"
@@ -232,6 +235,9 @@ def finalize_response(headers: HeaderMap, hcm: HcmPlan, date: bytes, request_id:
     have_server = False
     for pair in headers.items():
         name = pair[0]
+        if name not in _RESPONSE_SPECIAL:
+            kept.append(pair)
+            continue
         if name in HOP_BY_HOP:
             continue
         if name == b"date":

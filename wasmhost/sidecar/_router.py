@@ -261,7 +261,12 @@ class RouterFilter(HttpFilter):
         if not self.config.suppress_envoy_headers:
             expected = route.expected_timeout_ms
             if expected is not None:
-                headers.set(b"x-envoy-expected-rq-timeout-ms", expected)
+                if self.cb.dec is not None and self.cb.dec.index == 0:
+                    # no filter ran before the router and prepare_request strips this header from
+                    # every client: it is absent, so append it (a regular header) without a search
+                    headers.items().append((b"x-envoy-expected-rq-timeout-ms", expected))
+                else:
+                    headers.set(b"x-envoy-expected-rq-timeout-ms", expected)
         if action.hash_policies and cluster.plan.lb_policy == "RING_HASH":
             self.hash_key = self._hash_key(action, headers)
         if end_stream:
