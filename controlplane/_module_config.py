@@ -22,6 +22,8 @@ Delivery is `inline` by default because real Envoy fetches `code.remote` only wh
 warms: an ECDS update that names a new remote module leaves Envoy 1.40 running the filter without
 any module (it warns "Wasm remote code fetch is unstable"), so hot reload needs the bytes in-band.
 `remote` suits wasmesh sidecars (their module agent fetches on every update) and keeps ECDS small.
+Either way `oci://` modules carry their signature material, which a wasmesh sidecar with a trust
+policy of its own (`WASMESH_TRUST_POLICY`) re-verifies; see docs/modules.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 - `oci://` (or no scheme): resolve the tag to a manifest digest, check the `sha256` pin, and
   reuse the cached module of that digest while its signers are still trusted; otherwise
   `registry.verify_module` checks the signatures against the namespace's trust policy and pulls
-  by digest. Concurrent fetches of one digest share a single registry pull.
+  by digest. Concurrent fetches of one digest share a single registry pull. The signed manifest
+  and its signatures are kept as the module's provenance, which wasmesh sidecars re-verify
+  (`wasmhost.sidecar._module_provenance`, docs/modules.md).
 - `https://` / `http://`: GET with redirects (never from https to http), a deadline, a size cap
   and a truncation check; gzip and tar wrappers are peeled off; `sha256` pins the downloaded
   bytes as Istio's agent does. There is no signature scheme for plain URLs.
