@@ -89,7 +89,7 @@ def normalize_path(path: bytes, merge_slashes: bool, remove_dots: bool) -> bytes
 
 
 _REQUEST_SPECIAL = HOP_BY_HOP | EXTERNAL_STRIP | EDGE_STRIP | {b"te", b"x-forwarded-proto", b"x-request-id",
-                                                                 b"x-forwarded-for"}
+                                                                 b"x-forwarded-for", b":scheme"}
 
 
 def host_address() -> str:
@@ -135,9 +135,13 @@ def prepare_request(
     has_forwarded_for = False
     needs_filter = False
     te_ok = True
+    scheme: bytes | None = None
     for name, value in items:
         if name in _REQUEST_SPECIAL:
-            if name == b"x-forwarded-proto":
+            if name == b":scheme":
+                if scheme is None:
+                    scheme = value
+            elif name == b"x-forwarded-proto":
                 has_forwarded_proto = True
             elif name == b"x-request-id":
                 if request_id is None:
@@ -165,8 +169,8 @@ def prepare_request(
         items = headers.items()
         if request_id is not None and b"x-request-id" in drop:
             request_id = None
+    scheme = scheme or b"http"
     if hcm.use_remote_address:
-        scheme = headers.get(b":scheme") or b"http"
         if not hcm.skip_xff_append:
             existing = headers.get(b"x-forwarded-for")
             # Envoy appends the host's own address for a loopback peer
@@ -176,7 +180,7 @@ def prepare_request(
             headers.set(b"x-forwarded-proto", scheme)  # trusted hops may set it; an edge proxy does
         headers.set(b"x-envoy-external-address", remote_ip.encode())
     elif not has_forwarded_proto:
-        items.append((b"x-forwarded-proto", headers.get(b":scheme") or b"http"))
+        items.append((b"x-forwarded-proto", scheme))
     if hcm.generate_request_id:
         if request_id is None:
             request_id = new_request_id(rng)
