@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._envoy import EnvoyProcess
 from tests.e2e._mesh_security import NAMESPACE, SecureMesh, cli, request
+from tests.e2e.test_mesh_security_authz import ISSUER, Issuer, bearer
 from tests.wasmhost.sidecar._process import SidecarProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
@@ -113,3 +115,51 @@ def test_authorization_policy_allow_and_deny_alike_envoy(mesh: BothMesh) -> None
     # removing the DENY policy opens the path on both, without a restart
     mesh.write("authz.yaml", (mesh.folder / "authz.yaml").read_text().split("---")[0])
     wait_for(lambda: set(statuses(ports, "/public/secret").values()) == {200}, CONVERGE, what="DENY removed")
+
+
+def test_request_authentication_alike_envoy(mesh: BothMesh) -> None:
+    issuer = Issuer()
+    try:
+        mesh.write("jwt.yaml", f"""\
+            apiVersion: security.istio.io/v1
+            kind: RequestAuthentication
+            metadata: {{name: jwt, namespace: {NAMESPACE}}}
+            spec:
+              selector: {{matchLabels: {{app: server}}}}
+              jwtRules:
+              - issuer: {ISSUER}
+                audiences: [shop]
+                jwksUri: {issuer.jwks_uri}
+                outputPayloadToHeader: x-jwt-payload
+            """)
+        ports = mesh.servers()
+        valid = bearer(issuer.token())
+        wait_for(lambda: set(statuses(ports, "/", headers=valid).values()) == {200}, CONVERGE, what="valid token")
+        seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+        assert "authorization" not in seen and "x-jwt-payload" in seen
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cases = {
+            "expired": (bearer(issuer.token(expires_in=-120)), 401),
+            "wrong issuer": (bearer(issuer.token(issuer="https://other.test")), 401),
+            "bad signature": (bearer(issuer.token(key=other_key)), 401),
+            "malformed": (bearer("not.a.jwt"), 401),
+            "missing, no policy requires one": ({}, 200),
+        }
+        for case, (headers, expected) in cases.items():
+            assert statuses(ports, "/", headers=headers) == {"envoy": expected, "wasmesh": expected}, case
+        mesh.write("authz.yaml", f"""\
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {{name: require-jwt, namespace: {NAMESPACE}}}
+            spec:
+              selector: {{matchLabels: {{app: server}}}}
+              rules:
+              - from: [{{source: {{requestPrincipals: ["{ISSUER}/alice"]}}}}]
+                when: [{{key: "request.auth.claims[group]", values: [staff]}}]
+            """)
+        wait_for(lambda: set(statuses(ports, "/").values()) == {403}, CONVERGE, what="policy requires a token")
+        assert statuses(ports, "/", headers=bearer(issuer.token())) == {"envoy": 200, "wasmesh": 200}
+        assert statuses(ports, "/", headers=bearer(issuer.token(sub="bob"))) == {"envoy": 403, "wasmesh": 403}
+        assert statuses(ports, "/", headers=bearer(issuer.token(expires_in=-120))) == {"envoy": 401, "wasmesh": 401}
+    finally:
+        issuer.server.stop()

@@ -75,6 +75,7 @@ from ._stats import StatsStore
 # Built-in filters register themselves on import.
 from . import _cors as _cors  # noqa: E402,F401  isort: skip
 from . import _fault as _fault  # noqa: E402,F401  isort: skip
+from . import _jwt_authn as _jwt_authn  # noqa: E402,F401  isort: skip
 from . import _rbac as _rbac  # noqa: E402,F401  isort: skip
 from . import _istio_stats as _istio_stats  # noqa: E402,F401  isort: skip
 from . import _peer_metadata as _peer_metadata  # noqa: E402,F401  isort: skip
