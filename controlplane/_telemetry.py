@@ -16,7 +16,9 @@ Each listener of a proxy that any Telemetry applies to gets (see `telemetry_filt
   (`opentelemetry` or `zipkin`) names the collector service, which becomes the
   `outbound|PORT||HOST` cluster; `randomSamplingPercentage` and `customTags` carry over;
 - HCM `access_log` for `envoyFileAccessLog` providers unless `disabled`, with Envoy's CEL
-  extension filter for `filter.expression`.
+  extension filter for `filter.expression`. Both Envoy and the wasmesh sidecar run it; the
+  expression is checked here (`validate_telemetry`) against the same CEL subset the sidecar
+  compiles, so a Telemetry the control plane accepts never becomes a sidecar NACK.
 """
 
 from __future__ import annotations

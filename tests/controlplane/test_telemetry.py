@@ -32,7 +32,7 @@ def mesh_of(*documents: str, providers: list[dict[str, Any]] | None = None) -> M
     assert not analysis.has_errors, [d.render() for d in analysis.diagnostics]
     resources: list[Resource] = list(analysis.resources)
     config = parse_mesh_config({"extensionProviders": providers or []})
-    return Mesh(resources, root_namespace="istio-system", config=config)  # type: ignore[call-arg]
+    return Mesh(resources, root_namespace="istio-system", config=config)
 
 
 REVIEWS = Proxy(id="sidecar~127.0.0.1~reviews-v1-1.default~default.svc.cluster.local", name="reviews-v1-1",

@@ -97,6 +97,7 @@ class AccessLogPlan:
 
     target: str
     formatter: Any  # Formatter | JsonFormatter
+    filter: Any = None  # a compiled wasmhost.telemetry Expression: log only when true
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,9 @@ class ListenerPlan:
     tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the filter chain has a TLS transport socket
     tls_fingerprint: bytes = b""
     bind: bool = True  # False: configured (bind_to_port: false) but not listening, as Envoy
+    # several filter chains or a filter_chain_match: chosen per connection (``_filter_chains``)
+    chains: tuple[Any, ...] = field(default=(), compare=False)
+    inspect_timeout: float = 15.0  # listener_filters_timeout
 
 
 @dataclass(frozen=True, slots=True)

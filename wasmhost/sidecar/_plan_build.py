@@ -8,6 +8,7 @@ cluster references, and per-filter validation by the registered factories.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Callable
@@ -15,8 +16,17 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from ._access_log import access_log_filter
 from ._config_support import check_supported, unpack_any
 from ._errors import ConfigError
+from ._filter_chains import (
+    DEFAULT_INSPECT_TIMEOUT,
+    ChainMatch,
+    FilterChain,
+    chain_fingerprint,
+    check_listener_filters,
+    parse_chain_match,
+)
 from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_filter, type_name_of
 from ._format import DEFAULT_ACCESS_LOG_FORMAT, Formatter, JsonFormatter
 from ._plan import (
@@ -250,7 +260,7 @@ def _access_logs(logs: Any, path: str) -> tuple[AccessLogPlan, ...]:
             formatter = JsonFormatter(json_template, f"{cfg_path}.log_format.json_format")
         else:
             formatter = Formatter(text, f"{cfg_path}.log_format")
-        plans.append(AccessLogPlan(target, formatter))
+        plans.append(AccessLogPlan(target, formatter, access_log_filter(log, where)))
     return tuple(plans)
 
 
@@ -455,20 +465,8 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
             raise ConfigError(f"{path}.address", f"another listener already uses {host}:{port}")
         if bind:
             seen_addresses.add((host, port))
-        if len(listener.filter_chains) != 1:
-            raise ConfigError(f"{path}.filter_chains", "exactly one filter chain is supported")
-        chain = listener.filter_chains[0]
-        chain_path = f"{path}.filter_chains[0]"
-        if len(chain.filters) != 1:
-            raise ConfigError(f"{chain_path}.filters", "exactly one network filter (the HTTP connection manager) "
-                                                       "is supported")
-        network_filter = chain.filters[0]
-        filter_path = f"{chain_path}.filters[0]"
-        if type_name_of(network_filter.typed_config.type_url) != HCM_TYPE:
-            raise ConfigError(f"{filter_path}.typed_config",
-                              f"unsupported network filter type {type_name_of(network_filter.typed_config.type_url)}")
-        hcm = unpack_any(network_filter.typed_config, f"{filter_path}.typed_config")
-        check_supported(hcm, f"{filter_path}.typed_config")
+        if not listener.filter_chains:
+            raise ConfigError(f"{path}.filter_chains", "at least one filter chain is required")
         context_base = {
             "node": bootstrap.node,
             "cluster_names": names,
@@ -478,14 +476,14 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
             "services": services,
             "on_retire": cleanups.append,
         }
-        hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base,
+        built = [_build_chain(chain, f"{path}.filter_chains[{c_index}]", names, context_base,
                               bootstrap.HasField("dynamic_resources"))
-        tls = None
-        if chain.HasField("transport_socket"):
-            tls = build_tls(chain.transport_socket, f"{chain_path}.transport_socket", server=True)
+                 for c_index, chain in enumerate(listener.filter_chains)]
+        hcm_plan, tls = built[0]
+        chain = listener.filter_chains[0]
         stat_prefix = listener.stat_prefix  # empty: named after the bound address (known once bound)
         listeners.append(
-            ListenerPlan(
+            _with_chains(ListenerPlan(
                 name=name,
                 address=host,
                 port=port,
@@ -500,7 +498,7 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
                 tls_fingerprint=chain.transport_socket.SerializeToString(deterministic=True)
                 if chain.HasField("transport_socket") else b"",
                 bind=bind,
-            )
+            ), listener, built, path)
         )
     return Plan(
         version=version,
@@ -512,6 +510,48 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
         clusters=clusters,
         cleanups=cleanups,
     )
+
+
+def _build_chain(chain: Any, chain_path: str, names: frozenset[str], context_base: dict[str, Any],
+                 dynamic: bool) -> tuple[HcmPlan, Any]:
+    """One filter chain: its HTTP connection manager plan and its TLS plan (None for plaintext)."""
+    if len(chain.filters) != 1:
+        raise ConfigError(f"{chain_path}.filters", "exactly one network filter (the HTTP connection manager) "
+                                                   "is supported")
+    network_filter = chain.filters[0]
+    filter_path = f"{chain_path}.filters[0]"
+    if type_name_of(network_filter.typed_config.type_url) != HCM_TYPE:
+        raise ConfigError(f"{filter_path}.typed_config",
+                          f"unsupported network filter type {type_name_of(network_filter.typed_config.type_url)}")
+    hcm = unpack_any(network_filter.typed_config, f"{filter_path}.typed_config")
+    check_supported(hcm, f"{filter_path}.typed_config")
+    hcm_plan = _build_hcm(hcm, f"{filter_path}.typed_config", names, context_base, dynamic)
+    tls = None
+    if chain.HasField("transport_socket"):
+        tls = build_tls(chain.transport_socket, f"{chain_path}.transport_socket", server=True)
+    return hcm_plan, tls
+
+
+def _with_chains(plan: ListenerPlan, listener: Any, built: list[tuple[HcmPlan, Any]], path: str) -> ListenerPlan:
+    """A listener whose chain is chosen per connection (several chains, a match or listener filters)."""
+    single = len(listener.filter_chains) == 1 and not listener.filter_chains[0].HasField("filter_chain_match")
+    check_listener_filters(listener.listener_filters, f"{path}.listener_filters")
+    if single and not listener.listener_filters:
+        return plan
+    chains = []
+    seen: dict[ChainMatch, int] = {}
+    for index, (chain, (hcm_plan, tls)) in enumerate(zip(listener.filter_chains, built, strict=True)):
+        at = f"{path}.filter_chains[{index}]"
+        match = parse_chain_match(chain.filter_chain_match, f"{at}.filter_chain_match")
+        if match in seen:
+            raise ConfigError(f"{at}.filter_chain_match",
+                              f"multiple filter chains with the same matching rules (also filter_chains[{seen[match]}])")
+        seen[match] = index
+        chains.append(FilterChain(chain.name, match, dataclasses.replace(plan, hcm=hcm_plan, tls=tls)))
+    timeout = seconds(listener.listener_filters_timeout) if listener.HasField("listener_filters_timeout") \
+        else DEFAULT_INSPECT_TIMEOUT
+    return dataclasses.replace(plan, tls=None, chains=tuple(chains), inspect_timeout=timeout,
+                               tls_fingerprint=chain_fingerprint(listener.filter_chains))
 
 
 def bootstrap_json(bootstrap: Any) -> dict[str, Any]:
