@@ -8,6 +8,21 @@ context propagation (W3C ``traceparent``, B3), sampling, span building with Isti
 and span exporters (OTLP over HTTP through the OpenTelemetry SDK exporter, Zipkin v2 JSON).
 Importing this package registers Istio's ``stats.PluginConfig`` and
 ``io.istio.http.peer_metadata.Config`` message types in the protobuf pool.
+
+Wasm plugins and traces (a wasmesh extension; Envoy's attributes have no trace ids): on a
+listener with HCM ``tracing`` a plugin reads ``wasmesh.span.trace_id``, ``span_id``,
+``parent_span_id`` and ``sampled`` with ``proxy_get_property`` and adds a tag to this hop's
+span with ``proxy_set_property("wasmesh.span.tag.<name>", value)``, in any callback up to
+``proxy_on_log`` (``_plugin_span``; at most 64 tags of 4 KiB each). Without tracing these
+properties are NOT_FOUND.
+
+Access-log filters: a ``Telemetry`` ``accessLogging[].filter.expression`` reaches the
+sidecar as Envoy's CEL extension filter; the sidecar compiles it with the same CEL subset
+(``_expr``) the control plane validates against and writes a line only when it is true.
+
+Not built: ``istio_tcp_*`` metrics, because the sidecar has no TCP proxy
+(``envoy.filters.network.tcp_proxy``) to count them on; Envoy's native access-log filter
+types (status code, duration, runtime ...) are refused by name.
 """
 
 from ._expr import Attributes, Expression, ExpressionError, compile_expression
