@@ -59,9 +59,17 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "traffic_direction",
             "enable_reuse_port",
             "bind_to_port",
+            "listener_filters",
+            "listener_filters_timeout",
+            "continue_on_listener_filters_timeout",
         }
     ),
-    "envoy.config.listener.v3.FilterChain": frozenset({"filters", "name", "metadata", "transport_socket"}),
+    "envoy.config.listener.v3.FilterChain": frozenset(
+        {"filters", "name", "metadata", "transport_socket", "filter_chain_match"}
+    ),
+    "envoy.config.listener.v3.FilterChainMatch": ALL,  # fields checked by _filter_chains.parse_chain_match
+    "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config"}),
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": frozenset(),
     "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset(
         {"common_tls_context", "require_client_certificate"}

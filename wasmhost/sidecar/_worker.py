@@ -36,6 +36,7 @@ from ._commands import (
 from ._context import ListenerContext, PlanRuntime, WorkerRuntime
 from ._downstream import DownstreamConnection
 from ._filter_api import HttpCallCallback, UnknownClusterError
+from ._filter_chains import ChainAcceptor
 from ._hcm_headers import host_address
 from ._headers import Pair
 from ._plan import ListenerPlan, Plan
@@ -361,6 +362,9 @@ class Worker:
         sock.bind((plan.address, plan.port))
         sock.setblocking(False)
         state.port = sock.getsockname()[1]
+        if plan.chains:  # the chain (and its TLS context) is chosen per connection
+            state.server = ChainAcceptor(self, state, sock, DownstreamConnection)  # type: ignore[assignment]
+            return
         tls = plan.tls
         state.server = await self.loop.create_server(
             lambda: DownstreamConnection(self, state), sock=sock, backlog=4096,
