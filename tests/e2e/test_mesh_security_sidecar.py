@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._envoy import EnvoyProcess
-from tests.e2e._mesh_security import NAMESPACE, SecureMesh, cli, request
+from tests.e2e._mesh_security import NAMESPACE, SERVICE_PORT, SecureMesh, cli, plaintext_refused, request
 from tests.e2e.test_mesh_security_authz import ISSUER, Issuer, bearer
 from tests.wasmhost.sidecar._process import SidecarProcess
 
@@ -29,10 +29,10 @@ class BothMesh(SecureMesh):
         super().__init__(root, envoy_binary)
         self.sidecars: list[SidecarProcess] = []
 
-    def servers(self, *, token: bool = False) -> dict[str, int]:
-        """Start both server proxies; their inbound ports by kind ('envoy', 'wasmesh')."""
+    def servers(self, *, token: bool = False, kinds: tuple[str, ...] = ("envoy", "wasmesh")) -> dict[str, int]:
+        """Start the server proxies; their inbound ports by kind ('envoy', 'wasmesh')."""
         ports = {}
-        for kind in ("envoy", "wasmesh"):
+        for kind in kinds:
             port = free_port()
             name = f"server-{kind}"
             security = ["--token-file", str(self.token("server")), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
@@ -163,3 +163,41 @@ def test_request_authentication_alike_envoy(mesh: BothMesh) -> None:
         assert statuses(ports, "/", headers=bearer(issuer.token(expires_in=-120))) == {"envoy": 401, "wasmesh": 401}
     finally:
         issuer.server.stop()
+
+
+def test_strict_and_permissive_inbound_on_a_wasmesh_sidecar(mesh: BothMesh) -> None:
+    """An Envoy client reaches the wasmesh server over mesh mTLS (secrets from the control plane's SDS);
+    the server's RBAC sees the client's SPIFFE identity; plaintext is refused under STRICT only."""
+    mesh.write("peer.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {{name: default, namespace: {NAMESPACE}}}
+        spec: {{mtls: {{mode: STRICT}}}}
+        """)
+    mesh.write("authz.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {{name: allow-client, namespace: {NAMESPACE}}}
+        spec:
+          selector: {{matchLabels: {{app: server}}}}
+          rules:
+          - from: [{{source: {{principals: ["cluster.local/ns/{NAMESPACE}/sa/client"]}}}}]
+        """)
+    port = mesh.servers(token=True, kinds=("wasmesh",))["wasmesh"]
+    mesh.client()
+    other_port = free_port()
+    mesh.envoy("other", "--outbound", f"{SERVICE_PORT}={other_port}")
+    wait_for(lambda: status(mesh.outbound_port) == 200, CONVERGE, what="client over mTLS")
+    assert request(mesh.outbound_port)[1] == b"hello from server"
+    seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+    assert f"URI=spiffe://cluster.local/ns/{NAMESPACE}/sa/client" in seen["x-forwarded-client-cert"]
+    wait_for(lambda: status(other_port) == 403, CONVERGE, what="another identity refused by RBAC")
+    assert plaintext_refused(port)
+    mesh.write("peer.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {{name: default, namespace: {NAMESPACE}}}
+        spec: {{mtls: {{mode: PERMISSIVE}}}}
+        """)
+    wait_for(lambda: status(port, host="server") == 403, CONVERGE, what="plaintext accepted (no principal)")
+    assert status(mesh.outbound_port) == 200  # mTLS still served

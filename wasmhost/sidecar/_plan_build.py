@@ -43,6 +43,7 @@ from ._plan import (
 )
 from ._route_build import DEFAULT_BUFFER_LIMIT, build_route_table, read_data_source, seconds
 from ._tls import build_tls
+from ._xfcc import build_xfcc_entry
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _DISCOVERY = {0: "STATIC", 1: "STRICT_DNS", 2: "LOGICAL_DNS"}
@@ -358,6 +359,10 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         tracing_context = FilterBuildContext(path=f"{path}.tracing", filter_name="envoy.tracing",
                                              **{**context_base, "stat_prefix": hcm.stat_prefix})
         filters = (build_tracing_entry(hcm.tracing, f"{path}.tracing", tracing_context), *filters)
+    if hcm.forward_client_cert_details or hcm.HasField("set_current_client_cert_details"):
+        xfcc = build_xfcc_entry(hcm, path)
+        if xfcc is not None:
+            filters = (xfcc, *filters)
     common = hcm.common_http_protocol_options
     http1 = hcm.http_protocol_options
     h2_options = _http2_options(hcm.http2_protocol_options if hcm.HasField("http2_protocol_options") else None)

@@ -16,6 +16,7 @@ import yaml
 from tests.e2e._upstream import ScriptedUpstream
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
 from tests.wasmhost.sidecar._certs import Pki, downstream_tls, make_pki
+from tests.wasmhost.sidecar._core import get_request, make_runtime, new_stream
 from tests.wasmhost.sidecar._process import SidecarProcess
 from wasmhost.sidecar import ConfigError, load_plan
 from wasmhost.sidecar._filter_chains import ChainMatch, FilterChain, Hello, client_hello, select_chain
@@ -100,6 +101,26 @@ def test_unsupported_chain_configs_are_refused_by_path(config: dict[str, Any], f
     with pytest.raises(ConfigError) as caught:
         load_plan(yaml.safe_dump(config), "test", 1)
     assert field in str(caught.value)
+
+
+@pytest.mark.parametrize(("mode", "mtls", "incoming", "expected"), [
+    ("APPEND_FORWARD", True, b"Hash=aa", b"Hash=aa,Hash=ff;URI=spiffe://test/ns/default/sa/client"),
+    ("SANITIZE_SET", True, b"Hash=aa", b"Hash=ff;URI=spiffe://test/ns/default/sa/client"),
+    ("FORWARD_ONLY", True, b"Hash=aa", b"Hash=aa"),
+    ("SANITIZE", True, b"Hash=aa", None),
+    ("APPEND_FORWARD", False, b"Hash=aa", None),  # no client certificate: removed
+    ("ALWAYS_FORWARD_ONLY", False, b"Hash=aa", b"Hash=aa"),
+])
+def test_forwarded_client_cert(mode: str, mtls: bool, incoming: bytes, expected: bytes | None) -> None:
+    config = bootstrap(hcm_extra={"forward_client_cert_details": mode, "set_current_client_cert_details": {"uri": True}})
+    _, ctx, _ = make_runtime(config)
+    stream = new_stream(ctx)
+    if mtls:
+        stream.info.downstream_tls = {"peer_certificate_presented": True, "sha256_peer_certificate_digest": "ff",
+                                      "uri_san_peer_certificate": [CLIENT_ID]}
+    request = get_request(extra=[(b"x-forwarded-client-cert", incoming)])
+    stream.on_request_headers(request, True)
+    assert request.get(b"x-forwarded-client-cert") == expected
 
 
 # ---- a running sidecar ----------------------------------------------------------------------------
