@@ -138,12 +138,21 @@ def _connection(a: StreamAttributes, rest: tuple[str, ...]) -> Any:
         return a.info.connection_id
     if tls is None:
         return None
-    if field == "uri_san_peer_certificate":
-        sans = tls.get("uri_san_peer_certificate") or []
+    if field in ("uri_san_peer_certificate", "dns_san_peer_certificate"):
+        sans = tls.get(field) or []
         return sans[0] if sans else None
+    if field in ("subject_peer_certificate", "sha256_peer_certificate_digest"):
+        return tls.get(field) or None
     if field in ("tls_version", "requested_server_name"):
         return tls.get("version" if field == "tls_version" else "sni")
     return None
+
+
+def _source_principal(a: StreamAttributes) -> Any:
+    """Istio's ``source.principal``: the peer certificate's first URI SAN (its SPIFFE id) on mTLS."""
+    tls = a.info.downstream_tls
+    sans = (tls.get("uri_san_peer_certificate") or []) if tls and tls.get("peer_certificate_presented") else []
+    return sans[0] if sans else None
 
 
 def _xds(a: StreamAttributes, rest: tuple[str, ...]) -> Any:
@@ -170,7 +179,8 @@ def _node(a: StreamAttributes, rest: tuple[str, ...]) -> Any:
 _ROOTS: dict[str, Callable[[StreamAttributes, tuple[str, ...]], Any]] = {
     "request": _request,
     "response": _response,
-    "source": lambda a, rest: _address(a.info.downstream_remote_address, rest),
+    "source": lambda a, rest: _source_principal(a) if rest == ("principal",)
+    else _address(a.info.downstream_remote_address, rest),
     "destination": lambda a, rest: _address(a.info.downstream_local_address, rest),
     "upstream": lambda a, rest: _address(a.info.upstream_host, rest),
     "connection": _connection,

@@ -525,6 +525,20 @@ def _fill_info(info: PluginStreamInfo, cb: FilterCallbacks) -> None:
         info.start_time_ns = int(source.start_time * 1e9)
     if source.upstream_host is not None:
         info.upstream_address, info.upstream_port = source.upstream_host
+    tls = source.downstream_tls
+    if tls is not None:  # the connection's TLS facts: connection.* and Istio's source.principal
+        info.mtls = bool(tls.get("peer_certificate_presented"))
+        info.tls_version = tls.get("version") or ""
+        info.requested_server_name = tls.get("sni") or ""
+        sans = tls.get("uri_san_peer_certificate") or []
+        info.peer_principal = sans[0] if sans else ""
+        if info.peer_principal:
+            info.extra["source.principal"] = info.peer_principal
+        for name in ("subject_peer_certificate", "sha256_peer_certificate_digest"):
+            if tls.get(name):
+                info.extra[f"connection.{name}"] = tls[name]
+        if tls.get("dns_san_peer_certificate"):
+            info.extra["connection.dns_san_peer_certificate"] = tls["dns_san_peer_certificate"][0]
     span = active_span_properties(source)
     if span is not None:
         info.extra.update(span)
