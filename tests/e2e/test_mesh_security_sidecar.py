@@ -51,6 +51,18 @@ class BothMesh(SecureMesh):
             ports[kind] = port
         return ports
 
+    def wasmesh_client(self, name: str = "client") -> int:
+        """A wasmesh sidecar for workload `name` with mesh identity; its outbound port to the service."""
+        port = free_port()
+        text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", name,
+                   "--labels", f"app={name}", "--admin-port", "0", "--outbound", f"{SERVICE_PORT}={port}",
+                   "--token-file", str(self.token(name)), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
+                   "--xds", self.plane.secure_address)
+        sidecar = SidecarProcess(text, workdir=self.root / f"{name}-wasmesh")
+        self.sidecars.append(sidecar)
+        sidecar.start()
+        return port
+
     def close(self) -> None:
         for sidecar in self.sidecars:
             sidecar.stop()
@@ -201,3 +213,30 @@ def test_strict_and_permissive_inbound_on_a_wasmesh_sidecar(mesh: BothMesh) -> N
         """)
     wait_for(lambda: status(port, host="server") == 403, CONVERGE, what="plaintext accepted (no principal)")
     assert status(mesh.outbound_port) == 200  # mTLS still served
+
+
+def test_wasmesh_client_sends_mesh_mtls_to_an_envoy_server(mesh: BothMesh) -> None:
+    """Auto-mTLS outbound (transport_socket_matches with the SDS secrets): a wasmesh client passes an
+    Envoy server's STRICT mode, and its SPIFFE identity is what the server's RBAC admits."""
+    mesh.write("peer.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: PeerAuthentication
+        metadata: {{name: default, namespace: {NAMESPACE}}}
+        spec: {{mtls: {{mode: STRICT}}}}
+        """)
+    mesh.write("authz.yaml", f"""\
+        apiVersion: security.istio.io/v1
+        kind: AuthorizationPolicy
+        metadata: {{name: allow-client, namespace: {NAMESPACE}}}
+        spec:
+          selector: {{matchLabels: {{app: server}}}}
+          rules:
+          - from: [{{source: {{principals: ["cluster.local/ns/{NAMESPACE}/sa/client"]}}}}]
+        """)
+    mesh.server()
+    client_port = mesh.wasmesh_client("client")
+    other_port = mesh.wasmesh_client("other")
+    wait_for(lambda: status(client_port) == 200, CONVERGE, what="wasmesh client over mTLS")
+    assert request(client_port)[1] == b"hello from server"
+    wait_for(lambda: status(other_port) == 403, CONVERGE, what="another wasmesh identity refused")
+    assert plaintext_refused(mesh.inbound_port)

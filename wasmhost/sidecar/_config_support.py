@@ -71,6 +71,8 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "envoy.config.listener.v3.ListenerFilter": frozenset({"name", "typed_config"}),
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector": frozenset(),
     "envoy.config.core.v3.TransportSocket": frozenset({"name", "typed_config"}),
+    "envoy.config.cluster.v3.Cluster.TransportSocketMatch": frozenset({"name", "match", "transport_socket"}),
+    "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer": frozenset(),
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext": frozenset(
         {"common_tls_context", "require_client_certificate"}
     ),
@@ -259,6 +261,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "per_connection_buffer_limit_bytes",
             "http2_protocol_options",
             "transport_socket",
+            "transport_socket_matches",
             "metadata",
             "eds_cluster_config",
         }

@@ -177,6 +177,8 @@ def inline_cluster(cluster: Any, resources: Resources, received: Received = NOTH
     result = Inlined(copy)
     if copy.HasField("transport_socket"):
         _inline_tls(copy.transport_socket, "transport_socket", resources, result)
+    for index, match in enumerate(copy.transport_socket_matches):
+        _inline_tls(match.transport_socket, f"transport_socket_matches[{index}].transport_socket", resources, result)
     name = eds_name(cluster)
     if name is None:
         return result

@@ -72,6 +72,8 @@ class ClusterPlan:
     buffer_limit: int = 1024 * 1024
     http2: bool = False  # talk HTTP/2 to the endpoints (h2c, or h2 over TLS)
     tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the cluster has a TLS transport socket
+    # transport_socket_matches: ((wanted endpoint labels, TlsPlan or None for raw_buffer), ...)
+    tls_matches: tuple[Any, ...] = field(default=(), compare=False)
     h2_max_concurrent_streams: int = 2147483647
     h2_initial_stream_window: int = 268435456
     h2_initial_connection_window: int = 268435456

@@ -42,7 +42,7 @@ from ._plan import (
     Thresholds,
 )
 from ._route_build import DEFAULT_BUFFER_LIMIT, build_route_table, read_data_source, seconds
-from ._tls import build_tls
+from ._tls import build_socket_matches, build_tls
 from ._xfcc import build_xfcc_entry
 
 HCM_TYPE = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -213,6 +213,8 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         http2=http2 is not None,
         tls=build_tls(config.transport_socket, f"{path}.transport_socket", server=False, http2=http2 is not None)
         if config.HasField("transport_socket") else None,
+        tls_matches=build_socket_matches(config.transport_socket_matches, f"{path}.transport_socket_matches",
+                                         http2 is not None),
         h2_max_concurrent_streams=http2[0] if http2 else 2147483647,
         h2_initial_stream_window=http2[1] if http2 else 268435456,
         h2_initial_connection_window=http2[2] if http2 else 268435456,

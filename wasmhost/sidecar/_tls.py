@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2 as _raw_buffer_pb2  # noqa: F401
+from google.protobuf import json_format
+
 from ._config_support import check_supported, unpack_any
 from ._errors import ConfigError
 from ._route_build import compile_string_matcher, read_data_source
@@ -201,3 +204,34 @@ def peer_tls_info(ssl_object: Any) -> dict[str, Any]:
         info["uri_san_peer_certificate"] = [v for k, v in sans if k == "URI"]
         info["dns_san_peer_certificate"] = [v for k, v in sans if k == "DNS"]
     return info
+
+
+RAW_BUFFER = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+SOCKET_MATCH_KEY = "envoy.transport_socket_match"
+
+
+def build_socket_matches(matches: Any, path: str, http2: bool) -> tuple[tuple[dict[str, Any], TlsPlan | None], ...]:
+    """``transport_socket_matches``: (labels an endpoint must carry, its TLS plan or None for raw_buffer)."""
+    out: list[tuple[dict[str, Any], TlsPlan | None]] = []
+    for index, match in enumerate(matches):
+        at = f"{path}[{index}].transport_socket"
+        socket = match.transport_socket
+        if not match.HasField("transport_socket") or socket.typed_config.type_url.rsplit("/", 1)[-1] == RAW_BUFFER:
+            out.append((json_format.MessageToDict(match.match), None))
+        else:
+            out.append((json_format.MessageToDict(match.match), build_tls(socket, at, server=False, http2=http2)))
+    return tuple(out)
+
+
+def tls_for_host(cluster: Any, metadata: Any) -> TlsPlan | None:
+    """The TLS plan for one endpoint: the first socket match whose labels it carries, else the cluster's."""
+    matches = cluster.tls_matches
+    if not matches:
+        return cluster.tls
+    labels: dict[str, Any] = {}
+    if metadata is not None and SOCKET_MATCH_KEY in metadata.filter_metadata:
+        labels = json_format.MessageToDict(metadata.filter_metadata[SOCKET_MATCH_KEY])
+    for wanted, plan in matches:
+        if all(labels.get(key) == value for key, value in wanted.items()):
+            return plan
+    return cluster.tls

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._cluster import Cluster, Host
 from ._h1 import Http1ClientCodec
 from ._headers import HeaderMap
-from ._tls import check_peer
+from ._tls import check_peer, tls_for_host
 from ._upstream_sink import (
     CONNECTION_FAILURE,
     CONNECTION_TERMINATION,
@@ -294,7 +294,7 @@ class HostPool:
         cluster = self.cluster
         host = self.host
         try:
-            tls = cluster.plan.tls
+            tls = tls_for_host(cluster.plan, host.metadata)
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self), host.address, host.port,
                                        ssl=tls.context if tls is not None else None,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._cluster import Cluster, Host
 from ._h2 import Http2Codec
 from ._headers import HeaderMap
-from ._tls import check_peer
+from ._tls import check_peer, tls_for_host
 from ._upstream import _Waiting
 from ._upstream_sink import CONNECTION_FAILURE, CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW
 
@@ -242,7 +242,7 @@ class Http2HostPool:
         cluster = self.cluster
         host = self.host
         try:
-            tls = cluster.plan.tls
+            tls = tls_for_host(cluster.plan, host.metadata)
             _, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: Http2UpstreamConnection(self), host.address, host.port,
                                        ssl=tls.context if tls is not None else None,

@@ -198,6 +198,8 @@ def subscriptions(static: Any, resources: Resources, serving: Resources) -> dict
             endpoints.add(name)
         if cluster.HasField("transport_socket"):
             secrets |= secret_references(cluster.transport_socket)
+        for match in cluster.transport_socket_matches:
+            secrets |= secret_references(match.transport_socket)
     for listener in listeners:
         for chain in listener.filter_chains:
             if chain.HasField("transport_socket"):

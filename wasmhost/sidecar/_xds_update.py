@@ -37,6 +37,8 @@ from ._xds_resources import (
     XdsResource,
     changed_keys,
     merge,
+    sds_configs,
+    tls_context,
 )
 
 NAMED = (ENDPOINT, ROUTE, EXTENSION, SECRET)
@@ -159,7 +161,10 @@ class Update:
             except ConfigError as err:
                 raise ConfigError(err.path.removeprefix(".load_assignment").lstrip("."), err.reason) from None
         elif resource.type_url == CLUSTER:
-            inlined = inline_cluster(message, self.candidate).message
+            pending = inline_cluster(message, self.candidate)
+            inlined = pending.message
+            if pending.missing:  # sockets waiting for secrets are checked once the secrets are inlined
+                _drop_sockets_awaiting_secrets(inlined)
             if inlined.type == cluster_pb2.Cluster.EDS:  # endpoints not here yet: check the rest
                 inlined.ClearField("eds_cluster_config")
                 inlined.type = cluster_pb2.Cluster.STATIC
@@ -256,3 +261,16 @@ class Update:
 
 
 __all__ = ["Failure", "Update", "UpdateRefused", "XdsState"]
+
+
+def _drop_sockets_awaiting_secrets(cluster: Any) -> None:
+    """Remove the cluster's TLS sockets that still name SDS secrets (for checking the rest alone)."""
+    def awaiting(socket: Any) -> bool:
+        context = tls_context(socket)
+        return context is not None and bool(sds_configs(context.common_tls_context))
+
+    if cluster.HasField("transport_socket") and awaiting(cluster.transport_socket):
+        cluster.ClearField("transport_socket")
+    for match in cluster.transport_socket_matches:
+        if awaiting(match.transport_socket):
+            match.ClearField("transport_socket")

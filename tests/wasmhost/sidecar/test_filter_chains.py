@@ -222,3 +222,22 @@ def test_peer_identity_reaches_plugin_properties_and_attributes() -> None:
     assert attributes.lookup(("connection", "uri_san_peer_certificate")) == CLIENT_ID
     stream.info.downstream_tls = None
     assert StreamAttributes(stream.info, None, None, None, None).lookup(("source", "principal")) is None
+
+
+def test_transport_socket_matches_pick_tls_per_endpoint(pki: Pki) -> None:
+    from tests.wasmhost.sidecar._certs import upstream_tls
+    from wasmhost.sidecar._tls import tls_for_host
+
+    backend = cluster("backend", 9, 10)
+    endpoints = backend["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    endpoints[0]["metadata"] = {"filter_metadata": {"envoy.transport_socket_match": {"tlsMode": "istio"}}}
+    backend["transport_socket_matches"] = [
+        {"name": "tlsMode-istio", "match": {"tlsMode": "istio"}, "transport_socket": upstream_tls(pki, sni="s")},
+        {"name": "tlsMode-disabled", "match": {}, "transport_socket": {
+            "name": "envoy.transport_sockets.raw_buffer", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"}}}]
+    plan = load_plan(yaml.safe_dump(bootstrap(clusters=[backend])), "test", 1).clusters["backend"]
+    meshed, plain = plan.endpoints
+    chosen = tls_for_host(plan, meshed.metadata)
+    assert chosen is not None and chosen.sni == "s"
+    assert tls_for_host(plan, plain.metadata) is None  # raw_buffer
