@@ -240,3 +240,16 @@ def test_wasmesh_client_sends_mesh_mtls_to_an_envoy_server(mesh: BothMesh) -> No
     assert request(client_port)[1] == b"hello from server"
     wait_for(lambda: status(other_port) == 403, CONVERGE, what="another wasmesh identity refused")
     assert plaintext_refused(mesh.inbound_port)
+
+
+def test_wasmesh_to_wasmesh_mtls_under_permissive(mesh: BothMesh) -> None:
+    """Both sides ours: the client's mesh ALPN selects the server's mTLS chain (the app sees the caller
+    in XFCC, which the plaintext chain never sets), while plaintext still reaches the plaintext chain."""
+    port = mesh.servers(token=True, kinds=("wasmesh",))["wasmesh"]
+    client_port = mesh.wasmesh_client("client")
+    wait_for(lambda: status(client_port) == 200, CONVERGE, what="wasmesh client to wasmesh server")
+    seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+    assert f"URI=spiffe://cluster.local/ns/{NAMESPACE}/sa/client" in seen["x-forwarded-client-cert"]
+    assert status(port, host="server") == 200
+    seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+    assert "x-forwarded-client-cert" not in seen
