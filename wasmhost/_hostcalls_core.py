@@ -8,6 +8,7 @@ status that SDK tolerates and say so.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from ._abi import BufferType, LogLevel, MapType, Pairs, Status, StreamType, decode_pairs, encode_pairs
@@ -192,7 +193,7 @@ def get_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, 
 
 
 def _check_value(vm: WasmVM, target: Pairs, extra: int) -> bool:
-    return sum(len(k) + len(v) for k, v in target) + extra <= vm.limits.max_header_map_bytes
+    return sum(map(len, chain.from_iterable(target))) + extra <= vm.limits.max_header_map_bytes
 
 
 def _set_value(

@@ -104,30 +104,39 @@ def _headers_bytes(headers: list[tuple[bytes, bytes]] | None) -> Int | None:
     return Int(sum(len(k) + len(v) for k, v in headers))
 
 
+def _path(ctx: HttpContext) -> bytes:
+    return _header(ctx.request_headers, b":path") or b""
+
+
+def _query(ctx: HttpContext) -> bytes:
+    path = _path(ctx)
+    return path.split(b"?", 1)[1] if b"?" in path else b""
+
+
+# request.<field> → how to read it (one table, built once: property reads are on the request path)
+_REQUEST_FIELDS: dict[str, Callable[[HttpContext], Any]] = {
+    "path": _path,
+    "url_path": lambda ctx: _path(ctx).split(b"?", 1)[0],
+    "host": lambda ctx: _header(ctx.request_headers, b":authority") or _header(ctx.request_headers, b"host"),
+    "scheme": lambda ctx: _header(ctx.request_headers, b":scheme") or ctx.info.scheme,
+    "method": lambda ctx: _header(ctx.request_headers, b":method"),
+    "headers": lambda ctx: _header_map(ctx.request_headers),
+    "headers_bytes": lambda ctx: _headers_bytes(ctx.request_headers),
+    "referer": lambda ctx: _header(ctx.request_headers, b"referer"),
+    "useragent": lambda ctx: _header(ctx.request_headers, b"user-agent"),
+    "time": lambda ctx: Timestamp(ctx.info.start_time_ns) if ctx.info.start_time_ns else None,
+    "id": lambda ctx: _header(ctx.request_headers, b"x-request-id"),
+    "protocol": lambda ctx: ctx.info.protocol,
+    "query": _query,
+    "size": lambda ctx: _size(ctx.request_headers, ctx.request_body_size),
+    "total_size": lambda ctx: Int(ctx.request_body_size + (_headers_bytes(ctx.request_headers) or 0)),
+    "duration": lambda ctx: ctx.info.extra.get("request.duration"),
+}
+
+
 def _request(ctx: HttpContext, field: str) -> Any:
-    headers = ctx.request_headers
-    info = ctx.info
-    path = _header(headers, b":path") or b""
-    simple: dict[str, Callable[[], Any]] = {
-        "path": lambda: path,
-        "url_path": lambda: path.split(b"?", 1)[0],
-        "host": lambda: _header(headers, b":authority") or _header(headers, b"host"),
-        "scheme": lambda: _header(headers, b":scheme") or info.scheme,
-        "method": lambda: _header(headers, b":method"),
-        "headers": lambda: _header_map(headers),
-        "headers_bytes": lambda: _headers_bytes(headers),
-        "referer": lambda: _header(headers, b"referer"),
-        "useragent": lambda: _header(headers, b"user-agent"),
-        "time": lambda: Timestamp(info.start_time_ns) if info.start_time_ns else None,
-        "id": lambda: _header(headers, b"x-request-id"),
-        "protocol": lambda: info.protocol,
-        "query": lambda: path.split(b"?", 1)[1] if b"?" in path else b"",
-        "size": lambda: _size(headers, ctx.request_body_size),
-        "total_size": lambda: Int(ctx.request_body_size + (_headers_bytes(headers) or 0)),
-        "duration": lambda: info.extra.get("request.duration"),
-    }
-    getter = simple.get(field)
-    return getter() if getter is not None else None
+    getter = _REQUEST_FIELDS.get(field)
+    return getter(ctx) if getter is not None else None
 
 
 def _size(headers: list[tuple[bytes, bytes]] | None, seen: int) -> Int:
