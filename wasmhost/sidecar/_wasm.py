@@ -393,8 +393,9 @@ class WasmHttpFilter(HttpFilter):
         return not self.decoded
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _sync(self) -> None:
-        """Point the plugin's view at the chain's live maps and refresh stream facts."""
+    def _sync(self, *, info: bool = True) -> None:
+        """Point the plugin's view at the chain's live maps and (at headers and log time, when
+        they can have changed) refresh the stream facts properties read."""
         stream = self.stream
         ctx = stream.ctx
         cb = self.callbacks
@@ -412,7 +413,8 @@ class WasmHttpFilter(HttpFilter):
         trailers = cb.response_trailers
         if trailers is not None:
             ctx.response_trailers = trailers.items()
-        _fill_info(ctx.info, cb)
+        if info:
+            _fill_info(ctx.info, cb)
 
     def _after(self) -> None:
         ctx = self.stream.ctx
@@ -433,7 +435,7 @@ class WasmHttpFilter(HttpFilter):
         return HeadersStatus(status)
 
     def decode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
-        self._sync()
+        self._sync(info=False)
         verdict = self.stream.on_request_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
@@ -442,7 +444,7 @@ class WasmHttpFilter(HttpFilter):
         return DataStatus.StopIterationNoBuffer
 
     def decode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
-        self._sync()
+        self._sync(info=False)
         status = self.stream.on_request_trailers(trailers.items())
         self._after()
         return TrailersStatus(status)
@@ -459,7 +461,7 @@ class WasmHttpFilter(HttpFilter):
     def encode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
         if self._bypass_encoder():
             return DataStatus.Continue
-        self._sync()
+        self._sync(info=False)
         verdict = self.stream.on_response_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
@@ -470,7 +472,7 @@ class WasmHttpFilter(HttpFilter):
     def encode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
         if self._bypass_encoder():
             return TrailersStatus.Continue
-        self._sync()
+        self._sync(info=False)
         status = self.stream.on_response_trailers(trailers.items())
         self._after()
         return TrailersStatus(status)
