@@ -218,6 +218,7 @@ class ChainAcceptor:
         self.make_connection = make_connection
         self.loop = worker.loop
         self._contexts: tuple[PlanRuntime | None, dict[int, ListenerContext]] = (None, {})
+        sock.listen(4096)  # listening before apply() returns, as with create_server
         self._task = worker.spawn(self._accept())
         self._closed = False
 
@@ -227,7 +228,6 @@ class ChainAcceptor:
         self.sock.close()
 
     async def _accept(self) -> None:
-        self.sock.listen(4096)
         while not self._closed:
             try:
                 client, _ = await self.loop.sock_accept(self.sock)

@@ -362,9 +362,7 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
                                              **{**context_base, "stat_prefix": hcm.stat_prefix})
         filters = (build_tracing_entry(hcm.tracing, f"{path}.tracing", tracing_context), *filters)
     if hcm.forward_client_cert_details or hcm.HasField("set_current_client_cert_details"):
-        xfcc = build_xfcc_entry(hcm, path)
-        if xfcc is not None:
-            filters = (xfcc, *filters)
+        filters = (build_xfcc_entry(hcm, path), *filters)
     common = hcm.common_http_protocol_options
     http1 = hcm.http_protocol_options
     h2_options = _http2_options(hcm.http2_protocol_options if hcm.HasField("http2_protocol_options") else None)

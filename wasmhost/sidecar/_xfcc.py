@@ -61,8 +61,8 @@ class XfccFilter(HttpFilter):
         return HeadersStatus.Continue
 
 
-def build_xfcc_entry(hcm: Any, path: str) -> FilterEntry | None:
-    """The XFCC step for one HCM (first in its chain), or None when it only sanitizes plain connections."""
+def build_xfcc_entry(hcm: Any, path: str) -> FilterEntry:
+    """The XFCC step for one HCM (first in its chain)."""
     mode = int(hcm.forward_client_cert_details)
     if mode not in range(5):
         raise ConfigError(f"{path}.forward_client_cert_details", f"unknown mode {mode}")
