@@ -12,6 +12,7 @@ implement (CEL conditions, the generic matcher API) is refused with its field pa
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable
@@ -320,6 +321,8 @@ class RbacConfig:
     enforced: RbacEngine | None  # None: no ``rules`` field, nothing is enforced
     shadow: RbacEngine | None
     shadow_prefix: str
+    rules_prefix: str = ""
+    stat_root: str = "http.rbac."  # ``http.<hcm stat_prefix>.rbac.``, set when the filter is built
 
 
 def parse_rbac(config: Any, path: str = "") -> RbacConfig:
@@ -331,7 +334,7 @@ def parse_rbac(config: Any, path: str = "") -> RbacConfig:
     prefix = f"{path}." if path else ""
     enforced = compile_rbac(config.rules, f"{prefix}rules") if config.HasField("rules") else None
     shadow = compile_rbac(config.shadow_rules, f"{prefix}shadow_rules") if config.HasField("shadow_rules") else None
-    return RbacConfig(enforced, shadow, config.shadow_rules_stat_prefix)
+    return RbacConfig(enforced, shadow, config.shadow_rules_stat_prefix, config.rules_stat_prefix)
 
 
 class RbacFilter(HttpFilter):
@@ -343,6 +346,12 @@ class RbacFilter(HttpFilter):
         self.config = config
         self.callbacks = callbacks
 
+    def _count(self, name: str) -> None:
+        """Envoy's ``http.<prefix>.rbac.*`` counters, in the worker's stats store (when the stream has one)."""
+        stream = getattr(self.callbacks, "stream", None)
+        if stream is not None:
+            stream.ctx.worker.stats.counter(self.config.stat_root + name).inc()
+
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
         info = self.callbacks.stream_info
         view = RequestView(headers, info)
@@ -353,6 +362,7 @@ class RbacFilter(HttpFilter):
             if policy is not None:
                 record[f"{config.shadow_prefix}shadow_effective_policy_id"] = policy
             record[f"{config.shadow_prefix}shadow_engine_result"] = "allowed" if allowed else "denied"
+            self._count(f"{config.shadow_prefix}shadow_{'allowed' if allowed else 'denied'}")
         if config.enforced is None:
             return HeadersStatus.Continue
         allowed, policy = config.enforced.allows(view)
@@ -360,6 +370,7 @@ class RbacFilter(HttpFilter):
             if policy is not None:
                 info.dynamic_metadata.setdefault(RBAC_FILTER_NAME, {})["access_log_hint"] = True
             return HeadersStatus.Continue
+        self._count(f"{config.rules_prefix}{'allowed' if allowed else 'denied'}")
         if allowed:
             return HeadersStatus.Continue
         self.callbacks.send_local_reply(403, DENIED_BODY, (),
@@ -369,7 +380,7 @@ class RbacFilter(HttpFilter):
 
 def build_rbac(config: Any, context: FilterBuildContext) -> Any:
     """Config factory for ``envoy.extensions.filters.http.rbac.v3.RBAC``."""
-    parsed = parse_rbac(config)
+    parsed = dataclasses.replace(parse_rbac(config), stat_root=f"http.{context.stat_prefix}.rbac.")
 
     def create(callbacks: FilterCallbacks) -> RbacFilter:
         return RbacFilter(parsed, callbacks)

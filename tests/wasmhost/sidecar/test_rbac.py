@@ -63,6 +63,9 @@ def test_allow_lets_through_only_what_a_policy_matches() -> None:
     status, stream = decide(allow, "/private")
     assert status == 403
     assert stream.info.response_code_details == "rbac_access_denied_matched_policy[none]"
+    stats = stream.ctx.worker.stats
+    assert stats.counter("http.ingress_http.rbac.denied").value == 1
+    assert stats.counter("http.ingress_http.rbac.allowed").value == 0  # each decide() has its own runtime
 
 
 def test_deny_refuses_what_a_policy_matches_and_names_it() -> None:
@@ -155,6 +158,7 @@ def test_log_action_never_denies_and_shadow_rules_only_record() -> None:
                            "shadow_rules_stat_prefix": "istio_dry_run_allow_"})]
     status, stream = decide(shadow)
     assert status == 200
+    assert stream.ctx.worker.stats.counter("http.ingress_http.rbac.istio_dry_run_allow_shadow_denied").value == 1
     assert stream.info.dynamic_metadata["envoy.filters.http.rbac"]["istio_dry_run_allow_shadow_engine_result"] \
         == "denied"
 
