@@ -74,6 +74,7 @@ from ._stats import StatsStore
 
 # Built-in filters register themselves on import.
 from . import _cors as _cors  # noqa: E402,F401  isort: skip
+from . import _ext_authz as _ext_authz  # noqa: E402,F401  isort: skip
 from . import _fault as _fault  # noqa: E402,F401  isort: skip
 from . import _jwt_authn as _jwt_authn  # noqa: E402,F401  isort: skip
 from . import _rbac as _rbac  # noqa: E402,F401  isort: skip

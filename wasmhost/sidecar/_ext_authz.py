@@ -1,0 +1,242 @@
+"""``envoy.filters.http.ext_authz`` (HTTP service): asks an authorization server before routing.
+
+Istio's CUSTOM AuthorizationPolicy becomes a shadow RBAC filter that marks matching requests in
+dynamic metadata, then this filter with ``filter_enabled_metadata`` reading that mark, so only
+marked requests are checked. The check is an HTTP callout to ``server_uri.cluster`` with the
+request's method, ``path_prefix`` + path, the allowed headers and no body. As in Envoy's HTTP
+client: a 200 continues (the allowed upstream headers from the answer are set on the request); a
+5xx, a reset or a timeout is an error (``status_on_error``, 403 by default, unless
+``failure_mode_allow``); any other status is a denial answered with the server's status, body and
+allowed client headers. The gRPC service and body forwarding are refused by field path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2 as _ext_authz_pb2  # noqa: F401  (message types)
+
+from ._errors import ConfigError
+from ._filter_api import FilterCallbacks, HeadersStatus, HttpCallResult, HttpFilter, UnknownClusterError
+from ._filter_registry import FilterBuildContext, register_http_filter
+from ._headers import HeaderMap, Pair
+from ._rbac import compile_value_matcher
+from ._route_build import compile_string_matcher, seconds
+
+EXT_AUTHZ_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+EXT_AUTHZ_FILTER_NAME = "envoy.filters.http.ext_authz"
+# Always in the check request, whatever ``allowed_headers`` says (Envoy's defaults).
+DEFAULT_CHECK_HEADERS = (b":authority", b"authorization", b"content-length")
+# Always passed to the client on a denial when ``allowed_client_headers`` is set.
+DEFAULT_CLIENT_HEADERS = (b"www-authenticate", b"location", b"content-length")
+# Never copied from the server's answer: hop-by-hop or the answer's own framing.
+NOT_COPIED = {b":status", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"}
+
+_TOP_LEVEL = {"http_service", "transport_api_version", "failure_mode_allow", "status_on_error",
+              "filter_enabled_metadata", "stat_prefix"}
+_HTTP_SERVICE = {"server_uri", "path_prefix", "authorization_request", "authorization_response"}
+_SERVER_URI = {"uri", "cluster", "timeout"}
+_REQUEST = {"allowed_headers", "headers_to_add"}
+_RESPONSE = {"allowed_upstream_headers", "allowed_client_headers"}
+
+HeaderPredicate = Callable[[bytes], bool]
+
+
+def _refuse_others(message: Any, supported: set[str], path: str) -> None:
+    """Refuse every set field we do not implement, naming it."""
+    for descriptor, _ in message.ListFields():
+        if descriptor.name not in supported:
+            where = f"{path}.{descriptor.name}" if path else descriptor.name
+            raise ConfigError(where, "not supported by the wasmesh sidecar")
+
+
+def _patterns(message: Any, path: str) -> HeaderPredicate | None:
+    """A ``ListStringMatcher`` over lower-case header names (None when unset)."""
+    checks = [compile_string_matcher(p, f"{path}.patterns[{i}]") for i, p in enumerate(message.patterns)]
+    if not checks:
+        return None
+    return lambda name: any(check(name) for check in checks)
+
+
+@dataclass(frozen=True)
+class ExtAuthzConfig:
+    cluster: str
+    authority: bytes
+    path_prefix: bytes
+    timeout: float
+    allowed_headers: HeaderPredicate | None
+    headers_to_add: tuple[Pair, ...]
+    upstream_headers: HeaderPredicate | None
+    client_headers: HeaderPredicate | None
+    failure_mode_allow: bool
+    status_on_error: int
+    enabled: Callable[[dict[str, Any]], bool] | None
+
+
+def _enabled_by(matcher: Any, path: str) -> Callable[[dict[str, Any]], bool]:
+    """``filter_enabled_metadata``: a MetadataMatcher over the stream's dynamic metadata."""
+    if not matcher.filter:
+        raise ConfigError(f"{path}.filter", "must name the metadata namespace")
+    keys = [segment.key for segment in matcher.path]
+    if not keys or not all(keys):
+        raise ConfigError(f"{path}.path", "needs at least one non-empty key")
+    check = compile_value_matcher(matcher.value, f"{path}.value")
+    namespace, invert = matcher.filter, matcher.invert
+
+    def enabled(metadata: dict[str, Any]) -> bool:
+        value: Any = metadata.get(namespace)
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return check(value) != invert
+
+    return enabled
+
+
+def parse_ext_authz(config: Any) -> ExtAuthzConfig:
+    if config.HasField("grpc_service"):
+        raise ConfigError("grpc_service", "the gRPC authorization service is not supported by the wasmesh sidecar; "
+                                          "use http_service")
+    _refuse_others(config, _TOP_LEVEL, "")
+    if not config.HasField("http_service"):
+        raise ConfigError("http_service", "needs http_service")
+    service = config.http_service
+    _refuse_others(service, _HTTP_SERVICE, "http_service")
+    uri = service.server_uri
+    _refuse_others(uri, _SERVER_URI, "http_service.server_uri")
+    if not uri.cluster:
+        raise ConfigError("http_service.server_uri.cluster", "must name the authorization server's cluster")
+    if not uri.HasField("timeout"):
+        raise ConfigError("http_service.server_uri.timeout", "is required")
+    authority = uri.uri.split("://", 1)[-1].split("/", 1)[0]
+    request, response = service.authorization_request, service.authorization_response
+    _refuse_others(request, _REQUEST, "http_service.authorization_request")
+    _refuse_others(response, _RESPONSE, "http_service.authorization_response")
+    added = []
+    for index, header in enumerate(request.headers_to_add):
+        if not header.key:
+            raise ConfigError(f"http_service.authorization_request.headers_to_add[{index}].key", "must not be empty")
+        added.append((header.key.lower().encode(), header.value.encode()))
+    status = config.status_on_error.code if config.HasField("status_on_error") else 403
+    if status and not 200 <= status <= 599:
+        raise ConfigError("status_on_error.code", f"{status} is not an HTTP status")
+    return ExtAuthzConfig(
+        uri.cluster, authority.encode(), service.path_prefix.encode(), seconds(uri.timeout),
+        _patterns(request.allowed_headers, "http_service.authorization_request.allowed_headers"), tuple(added),
+        _patterns(response.allowed_upstream_headers, "http_service.authorization_response.allowed_upstream_headers"),
+        _patterns(response.allowed_client_headers, "http_service.authorization_response.allowed_client_headers"),
+        config.failure_mode_allow, status or 403,
+        _enabled_by(config.filter_enabled_metadata, "filter_enabled_metadata")
+        if config.HasField("filter_enabled_metadata") else None)
+
+
+def check_request(config: ExtAuthzConfig, headers: HeaderMap) -> list[Pair]:
+    """The headers of the check request for a client request (no body)."""
+    out: list[Pair] = [(b":method", headers.get(b":method") or b"GET"),
+                       (b":path", config.path_prefix + (headers.get(b":path") or b"/")),
+                       (b":scheme", b"http"), (b":authority", headers.get(b":authority") or config.authority)]
+    for name, value in headers:
+        if name.startswith(b":") or name in (b"host", b"content-length"):
+            continue
+        if name in DEFAULT_CHECK_HEADERS or (config.allowed_headers is not None and config.allowed_headers(name)):
+            out.append((name, value))
+    out.extend(config.headers_to_add)
+    out.append((b"content-length", b"0"))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``kind``: ok, denied or error."""
+
+    kind: str
+    status: int = 200
+    headers: tuple[Pair, ...] = ()
+    body: bytes = b""
+
+
+def judge(config: ExtAuthzConfig, result: HttpCallResult) -> Verdict:
+    """Envoy's reading of the server's answer."""
+    raw = result.headers.get(b":status") if result.headers is not None else None
+    try:
+        status = int(raw or b"")
+    except ValueError:
+        status = 0
+    if result.failure or result.headers is None or status < 100 or status >= 500:
+        return Verdict("error")
+    answer = [(k, v) for k, v in result.headers if k not in NOT_COPIED]
+    if status == 200:
+        wanted = config.upstream_headers
+        return Verdict("ok", 200, tuple((k, v) for k, v in answer
+                                        if wanted is not None and not k.startswith(b":") and wanted(k)))
+    client = config.client_headers
+    kept = tuple((k, v) for k, v in answer if not k.startswith(b":") and k not in (b"content-length", b"host") and (
+        client is None or k in DEFAULT_CLIENT_HEADERS or client(k)))
+    return Verdict("denied", status, kept, result.body)
+
+
+class ExtAuthzFilter(HttpFilter):
+    """Holds the request until the authorization server has answered."""
+
+    encodes = False
+
+    def __init__(self, config: ExtAuthzConfig, callbacks: FilterCallbacks) -> None:
+        self.config = config
+        self.callbacks = callbacks
+        self.headers: HeaderMap | None = None
+        self.token = 0
+        self.waiting = False
+
+    def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
+        config = self.config
+        if config.enabled is not None and not config.enabled(self.callbacks.stream_info.dynamic_metadata):
+            return HeadersStatus.Continue
+        self.headers = headers
+        try:
+            self.token = self.callbacks.dispatch_http_call(
+                config.cluster, check_request(config, headers), b"", (), config.timeout, self._on_result)
+        except UnknownClusterError:
+            return self._apply(Verdict("error"))
+        self.waiting = True
+        return HeadersStatus.StopAllIterationAndWatermark
+
+    def _on_result(self, result: HttpCallResult) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
+        if self._apply(judge(self.config, result)) == HeadersStatus.Continue:
+            self.callbacks.continue_decoding()
+
+    def _apply(self, verdict: Verdict) -> HeadersStatus:
+        if verdict.kind == "error":
+            if self.config.failure_mode_allow:
+                return HeadersStatus.Continue
+            self.callbacks.send_local_reply(self.config.status_on_error, b"", (), "ext_authz_error")
+            return HeadersStatus.StopIteration
+        if verdict.kind == "denied":
+            self.callbacks.send_local_reply(verdict.status, verdict.body, verdict.headers, "ext_authz_denied")
+            return HeadersStatus.StopIteration
+        if self.headers is not None:
+            for name, value in verdict.headers:
+                self.headers.set(name, value)
+        return HeadersStatus.Continue
+
+    def on_destroy(self) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.callbacks.cancel_http_call(self.token)
+
+
+def build_ext_authz(config: Any, context: FilterBuildContext) -> Any:
+    """Config factory for ``envoy.extensions.filters.http.ext_authz.v3.ExtAuthz``."""
+    parsed = parse_ext_authz(config)  # an unknown cluster is an error at request time, as in Envoy
+
+    def create(callbacks: FilterCallbacks) -> ExtAuthzFilter:
+        return ExtAuthzFilter(parsed, callbacks)
+
+    create.filter_class = ExtAuthzFilter  # type: ignore[attr-defined]
+    return create
+
+
+register_http_filter(EXT_AUTHZ_TYPE, build_ext_authz)
