@@ -127,6 +127,8 @@ class PluginBinding:
 
     key: tuple[str, PluginSpec]
     plugin: Plugin
+    #: whether the module exports any response callback (else its filter skips the response path)
+    encodes: bool = True
     users: int = 0
     tick: Cancellable | None = None
     tick_period_ms: int = 0
@@ -183,7 +185,7 @@ class WasmHost:
         if binding is None or binding.plugin.failed is not None and spec.failure_policy is not FailurePolicy.FAIL_RELOAD:
             plugin = Plugin(self.runtime, compiled, spec, shared_vms=self.shared_vms)
             plugin.start()
-            binding = PluginBinding(key, plugin)
+            binding = PluginBinding(key, plugin, encodes=_has_response_callbacks(compiled))
             self.pool[key] = binding
         binding.users += 1
         root = binding.plugin.root
@@ -357,6 +359,16 @@ class WasmHost:
         binding.tick = services.call_later(period / 1000.0, fire)
 
 
+_RESPONSE_CALLBACKS = (
+    "proxy_on_response_headers", "proxy_on_response_body", "proxy_on_response_trailers",
+    "proxy_on_response_metadata",
+)
+
+
+def _has_response_callbacks(compiled: CompiledModule) -> bool:
+    return any(name in compiled.exports for name in _RESPONSE_CALLBACKS)
+
+
 _HOST: WasmHost | None = None
 
 
@@ -387,6 +399,8 @@ class WasmHttpFilter(HttpFilter):
         self.host = host
         self.stream = binding.plugin.new_http_stream(PluginStreamInfo())
         self.decoded = False
+        if not binding.encodes:
+            self.encodes = False  # the module has no response callbacks: stay off the response path
 
     def _bypass_encoder(self) -> bool:
         """The filter never saw the request (an earlier filter answered): leave the response alone."""
