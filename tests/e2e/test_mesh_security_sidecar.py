@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from controlplane._meshconfig import MeshConfig, parse_mesh_config
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._envoy import EnvoyProcess
 from tests.e2e._mesh_security import NAMESPACE, SERVICE_PORT, SecureMesh, cli, plaintext_refused, request
+from tests.e2e._upstream import ScriptedUpstream
 from tests.e2e.test_mesh_security_authz import ISSUER, Issuer, bearer
 from tests.wasmhost.sidecar._process import SidecarProcess
 
@@ -25,8 +27,8 @@ CONVERGE = 20.0
 class BothMesh(SecureMesh):
     """`SecureMesh` whose server workload runs behind Envoy and behind a wasmesh sidecar."""
 
-    def __init__(self, root: Path, envoy_binary: str) -> None:
-        super().__init__(root, envoy_binary)
+    def __init__(self, root: Path, envoy_binary: str, mesh_config: MeshConfig | None = None) -> None:
+        super().__init__(root, envoy_binary, mesh_config=mesh_config)
         self.sidecars: list[SidecarProcess] = []
 
     def servers(self, *, token: bool = False, kinds: tuple[str, ...] = ("envoy", "wasmesh")) -> dict[str, int]:
@@ -253,3 +255,60 @@ def test_wasmesh_to_wasmesh_mtls_under_permissive(mesh: BothMesh) -> None:
     assert status(port, host="server") == 200
     seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
     assert "x-forwarded-client-cert" not in seen
+
+
+def test_custom_policy_ext_authz_alike_envoy(tmp_path: Path, envoy_binary: str) -> None:
+    """CUSTOM through the control plane: both proxies ask the same HTTP ext_authz server and answer alike."""
+    authorizer = ScriptedUpstream(403, (("x-reason", "denied by test"), ("x-hidden", "h")), "no").start()
+    mesh: BothMesh | None = None
+    try:
+        mesh_config = parse_mesh_config({"extensionProviders": [{"name": "checker", "envoyExtAuthzHttp": {
+            "service": f"checker.{NAMESPACE}.svc.cluster.local", "port": 9191, "pathPrefix": "/check",
+            "includeRequestHeadersInCheck": ["x-ext-authz"], "headersToUpstreamOnAllow": ["x-user"],
+            "headersToDownstreamOnDeny": ["x-reason"]}}]})
+        mesh = BothMesh(tmp_path, envoy_binary, mesh_config)
+        mesh.write("checker.yaml", f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: checker, namespace: {NAMESPACE}}}
+            spec:
+              hosts: [checker.{NAMESPACE}.svc.cluster.local]
+              location: MESH_EXTERNAL
+              resolution: STATIC
+              ports: [{{number: 9191, name: http, protocol: HTTP}}]
+              endpoints: [{{address: 127.0.0.1, ports: {{http: {authorizer.port}}}}}]
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {{name: ext, namespace: {NAMESPACE}}}
+            spec:
+              selector: {{matchLabels: {{app: server}}}}
+              action: CUSTOM
+              provider: {{name: checker}}
+              rules: [{{to: [{{operation: {{paths: ["/admin/*"]}}}}]}}]
+            """)
+        ports = mesh.servers()
+        wait_for(lambda: all(request(port, "/admin/users") == (403, b"no") for port in ports.values()), CONVERGE,
+                 what="the provider's denial on both")
+        checked = len(authorizer.requests)
+        for kind in ("envoy", "wasmesh"):
+            assert request(ports[kind], "/admin/users", headers={"x-ext-authz": "deny", "x-other": "o"}) == (403, b"no")
+            check = authorizer.requests[-1]
+            sent = {k.lower(): v for k, v in check.headers}
+            assert check.path == "/check/admin/users" and check.method == "GET", kind
+            assert sent.get("x-ext-authz") == "deny" and "x-other" not in sent, kind
+        assert statuses(ports, "/public") == {"envoy": 200, "wasmesh": 200}  # not marked: never checked
+        assert len(authorizer.requests) == checked + 2
+        authorizer.set_response(200, (("x-user", "alice"), ("x-hidden", "h")), "")
+        for kind in ("envoy", "wasmesh"):
+            assert status(ports[kind], "/admin/users") == 200, kind
+            seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+            assert seen.get("x-user") == "alice" and "x-hidden" not in seen, kind
+        authorizer.set_response(500, (), "broken")  # a server error is a failure: 403 (no failOpen)
+        assert statuses(ports, "/admin/users") == {"envoy": 403, "wasmesh": 403}
+        authorizer.set_response(401, (), "who?")
+        assert statuses(ports, "/admin/users") == {"envoy": 401, "wasmesh": 401}
+    finally:
+        if mesh is not None:
+            mesh.close()
+        authorizer.stop()
