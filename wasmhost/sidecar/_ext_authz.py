@@ -7,7 +7,10 @@ request's method, ``path_prefix`` + path, the allowed headers and no body. As in
 client: a 200 continues (the allowed upstream headers from the answer are set on the request); a
 5xx, a reset or a timeout is an error (``status_on_error``, 403 by default, unless
 ``failure_mode_allow``); any other status is a denial answered with the server's status, body and
-allowed client headers. The gRPC service and body forwarding are refused by field path.
+allowed client headers. The gRPC service (``envoy_grpc``) sends ``envoy.service.auth.v3``
+``CheckRequest`` as a unary call over the cluster (HTTP/2); an OK status continues with the
+``ok_response`` header changes, a ``denied_response`` is answered as given (403 by default), and a
+failed call is an error. Body forwarding is refused by field path.
 """
 
 from __future__ import annotations
@@ -16,13 +19,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from envoy.config.core.v3 import address_pb2
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2 as _ext_authz_pb2  # noqa: F401  (message types)
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from google.protobuf.message import DecodeError
 
 from ._errors import ConfigError
-from ._filter_api import FilterCallbacks, HeadersStatus, HttpCallResult, HttpFilter, UnknownClusterError
+from ._filter_api import (
+    FilterCallbacks,
+    HeadersStatus,
+    HttpCallResult,
+    HttpFilter,
+    StreamInfo,
+    UnknownClusterError,
+)
 from ._filter_registry import FilterBuildContext, register_http_filter
 from ._headers import HeaderMap, Pair
-from ._rbac import compile_value_matcher
+from ._rbac import compile_value_matcher, peer_principals
 from ._route_build import compile_string_matcher, seconds
 
 EXT_AUTHZ_TYPE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
@@ -34,8 +47,11 @@ DEFAULT_CLIENT_HEADERS = (b"www-authenticate", b"location", b"content-length")
 # Never copied from the server's answer: hop-by-hop or the answer's own framing.
 NOT_COPIED = {b":status", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"}
 
-_TOP_LEVEL = {"http_service", "transport_api_version", "failure_mode_allow", "status_on_error",
-              "filter_enabled_metadata", "stat_prefix"}
+_TOP_LEVEL = {"http_service", "grpc_service", "transport_api_version", "failure_mode_allow", "status_on_error",
+              "filter_enabled_metadata", "stat_prefix", "include_peer_certificate"}
+_GRPC_SERVICE = {"envoy_grpc", "timeout"}
+_ENVOY_GRPC = {"cluster_name", "authority"}
+CHECK_PATH = b"/envoy.service.auth.v3.Authorization/Check"
 _HTTP_SERVICE = {"server_uri", "path_prefix", "authorization_request", "authorization_response"}
 _SERVER_URI = {"uri", "cluster", "timeout"}
 _REQUEST = {"allowed_headers", "headers_to_add"}
@@ -73,6 +89,7 @@ class ExtAuthzConfig:
     failure_mode_allow: bool
     status_on_error: int
     enabled: Callable[[dict[str, Any]], bool] | None
+    grpc: bool = False
 
 
 def _enabled_by(matcher: Any, path: str) -> Callable[[dict[str, Any]], bool]:
@@ -94,13 +111,38 @@ def _enabled_by(matcher: Any, path: str) -> Callable[[dict[str, Any]], bool]:
     return enabled
 
 
+def _status_on_error(config: Any) -> int:
+    status = config.status_on_error.code if config.HasField("status_on_error") else 403
+    if status and not 200 <= status <= 599:
+        raise ConfigError("status_on_error.code", f"{status} is not an HTTP status")
+    return status or 403
+
+
+def _parse_grpc(config: Any) -> ExtAuthzConfig:
+    service = config.grpc_service
+    _refuse_others(service, _GRPC_SERVICE, "grpc_service")
+    if not service.HasField("envoy_grpc"):
+        raise ConfigError("grpc_service.envoy_grpc", "only envoy_grpc (a named cluster) is supported")
+    target = service.envoy_grpc
+    _refuse_others(target, _ENVOY_GRPC, "grpc_service.envoy_grpc")
+    if not target.cluster_name:
+        raise ConfigError("grpc_service.envoy_grpc.cluster_name", "must name the authorization server's cluster")
+    timeout = seconds(service.timeout) if service.HasField("timeout") else 0.2  # Envoy's default
+    return ExtAuthzConfig(
+        target.cluster_name, (target.authority or target.cluster_name).encode(), b"", timeout, None, (), None, None,
+        config.failure_mode_allow, _status_on_error(config),
+        _enabled_by(config.filter_enabled_metadata, "filter_enabled_metadata")
+        if config.HasField("filter_enabled_metadata") else None, grpc=True)
+
+
 def parse_ext_authz(config: Any) -> ExtAuthzConfig:
-    if config.HasField("grpc_service"):
-        raise ConfigError("grpc_service", "the gRPC authorization service is not supported by the wasmesh sidecar; "
-                                          "use http_service")
     _refuse_others(config, _TOP_LEVEL, "")
+    if config.transport_api_version not in (0, 2):  # AUTO (means V3) or V3
+        raise ConfigError("transport_api_version", "only V3 is supported")
+    if config.HasField("grpc_service"):
+        return _parse_grpc(config)
     if not config.HasField("http_service"):
-        raise ConfigError("http_service", "needs http_service")
+        raise ConfigError("http_service", "needs http_service or grpc_service")
     service = config.http_service
     _refuse_others(service, _HTTP_SERVICE, "http_service")
     uri = service.server_uri
@@ -118,15 +160,12 @@ def parse_ext_authz(config: Any) -> ExtAuthzConfig:
         if not header.key:
             raise ConfigError(f"http_service.authorization_request.headers_to_add[{index}].key", "must not be empty")
         added.append((header.key.lower().encode(), header.value.encode()))
-    status = config.status_on_error.code if config.HasField("status_on_error") else 403
-    if status and not 200 <= status <= 599:
-        raise ConfigError("status_on_error.code", f"{status} is not an HTTP status")
     return ExtAuthzConfig(
         uri.cluster, authority.encode(), service.path_prefix.encode(), seconds(uri.timeout),
         _patterns(request.allowed_headers, "http_service.authorization_request.allowed_headers"), tuple(added),
         _patterns(response.allowed_upstream_headers, "http_service.authorization_response.allowed_upstream_headers"),
         _patterns(response.allowed_client_headers, "http_service.authorization_response.allowed_client_headers"),
-        config.failure_mode_allow, status or 403,
+        config.failure_mode_allow, _status_on_error(config),
         _enabled_by(config.filter_enabled_metadata, "filter_enabled_metadata")
         if config.HasField("filter_enabled_metadata") else None)
 
@@ -146,6 +185,35 @@ def check_request(config: ExtAuthzConfig, headers: HeaderMap) -> list[Pair]:
     return out
 
 
+def grpc_check_call(config: ExtAuthzConfig, headers: HeaderMap, info: StreamInfo) -> tuple[list[Pair], bytes]:
+    """The unary ``Check`` call for a client request: HTTP/2 headers and the framed ``CheckRequest``."""
+    context = attribute_context_pb2.AttributeContext
+    raw_path = (headers.get(b":path") or b"/").decode("latin-1")
+    fields: dict[str, str] = {}
+    for name, value in headers:
+        key = name.decode("latin-1")
+        fields[key] = f"{fields[key]},{value.decode('latin-1')}" if key in fields else value.decode("latin-1")
+    source, destination = info.downstream_remote_address, info.downstream_local_address
+    principals = peer_principals(info)
+    message = external_auth_pb2.CheckRequest(attributes=context(
+        source=context.Peer(address=_address(source), principal=principals[0] if principals else ""),
+        destination=context.Peer(address=_address(destination)),
+        request=context.Request(http=context.HttpRequest(
+            method=(headers.get(b":method") or b"GET").decode("latin-1"), path=raw_path,
+            host=(headers.get(b":authority") or b"").decode("latin-1"),
+            scheme=(headers.get(b":scheme") or b"http").decode("latin-1"),
+            protocol=info.protocol, headers=fields, id=(headers.get(b"x-request-id") or b"").decode("latin-1")))))
+    payload = message.SerializeToString()
+    call = [(b":method", b"POST"), (b":path", CHECK_PATH), (b":scheme", b"http"), (b":authority", config.authority),
+            (b"content-type", b"application/grpc"), (b"te", b"trailers"),
+            (b"grpc-timeout", f"{max(1, int(config.timeout * 1000))}m".encode())]
+    return call, b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def _address(pair: tuple[str, int]) -> Any:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=pair[0], port_value=pair[1]))
+
+
 @dataclass(frozen=True)
 class Verdict:
     """``kind``: ok, denied or error."""
@@ -154,6 +222,8 @@ class Verdict:
     status: int = 200
     headers: tuple[Pair, ...] = ()
     body: bytes = b""
+    appended: tuple[Pair, ...] = ()
+    removed: tuple[bytes, ...] = ()
 
 
 def judge(config: ExtAuthzConfig, result: HttpCallResult) -> Verdict:
@@ -176,6 +246,32 @@ def judge(config: ExtAuthzConfig, result: HttpCallResult) -> Verdict:
     return Verdict("denied", status, kept, result.body)
 
 
+def judge_grpc(result: HttpCallResult) -> Verdict:
+    """Envoy's reading of a ``Check`` answer: a failed call is an error, else the ``CheckResponse``."""
+    if result.failure or result.headers is None or result.headers.get(b":status") != b"200":
+        return Verdict("error")
+    grpc_status = (result.trailers.get(b"grpc-status") if result.trailers is not None else None) \
+        or result.headers.get(b"grpc-status")
+    body = result.body
+    if grpc_status != b"0" or len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+        return Verdict("error")
+    reply = external_auth_pb2.CheckResponse()
+    try:
+        reply.ParseFromString(body[5:])
+    except DecodeError:
+        return Verdict("error")
+    if reply.status.code == 0:
+        ok = reply.ok_response
+        replaced = tuple((h.header.key.lower().encode(), h.header.value.encode()) for h in ok.headers
+                         if not (h.HasField("append") and h.append.value))
+        appended = tuple((h.header.key.lower().encode(), h.header.value.encode()) for h in ok.headers
+                         if h.HasField("append") and h.append.value)
+        return Verdict("ok", 200, replaced, b"", appended, tuple(n.lower().encode() for n in ok.headers_to_remove))
+    denied = reply.denied_response
+    headers = tuple((h.header.key.lower().encode(), h.header.value.encode()) for h in denied.headers)
+    return Verdict("denied", denied.status.code or 403, headers, denied.body.encode())
+
+
 class ExtAuthzFilter(HttpFilter):
     """Holds the request until the authorization server has answered."""
 
@@ -193,9 +289,13 @@ class ExtAuthzFilter(HttpFilter):
         if config.enabled is not None and not config.enabled(self.callbacks.stream_info.dynamic_metadata):
             return HeadersStatus.Continue
         self.headers = headers
+        if config.grpc:
+            call, body = grpc_check_call(config, headers, self.callbacks.stream_info)
+        else:
+            call, body = check_request(config, headers), b""
         try:
             self.token = self.callbacks.dispatch_http_call(
-                config.cluster, check_request(config, headers), b"", (), config.timeout, self._on_result)
+                config.cluster, call, body, (), config.timeout, self._on_result)
         except UnknownClusterError:
             return self._apply(Verdict("error"))
         self.waiting = True
@@ -205,7 +305,7 @@ class ExtAuthzFilter(HttpFilter):
         if not self.waiting:
             return
         self.waiting = False
-        if self._apply(judge(self.config, result)) == HeadersStatus.Continue:
+        if self._apply(judge_grpc(result) if self.config.grpc else judge(self.config, result)) == HeadersStatus.Continue:
             self.callbacks.continue_decoding()
 
     def _apply(self, verdict: Verdict) -> HeadersStatus:
@@ -220,6 +320,11 @@ class ExtAuthzFilter(HttpFilter):
         if self.headers is not None:
             for name, value in verdict.headers:
                 self.headers.set(name, value)
+            for name, value in verdict.appended:
+                self.headers.add(name, value)
+            for name in verdict.removed:
+                if not name.startswith(b":") and name != b"host":
+                    self.headers.remove(name)
         return HeadersStatus.Continue
 
     def on_destroy(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2
+from envoy.service.auth.v3 import external_auth_pb2
 from google.protobuf import json_format
 
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
@@ -43,12 +44,13 @@ class FakeCallbacks:
         self.stream_info = StreamInfo(0.0, 0.0, 1, ("10.0.0.1", 1), ("127.0.0.1", 2))
         self.calls: list[tuple[str, list[Any], float, Callable[[HttpCallResult], None]]] = []
         self.cancelled: list[int] = []
+        self.bodies: list[bytes] = []
         self.replies: list[tuple[int, bytes, list[Any], str]] = []
         self.continued = 0
 
     def dispatch_http_call(self, cluster: str, headers: Any, body: bytes, trailers: Any, timeout: float,
                            on_result: Callable[[HttpCallResult], None]) -> int:
-        assert body == b""
+        self.bodies.append(body)
         self.calls.append((cluster, list(headers), timeout, on_result))
         return len(self.calls)
 
@@ -88,7 +90,7 @@ def test_check_request_carries_method_prefixed_path_and_only_allowed_headers() -
     assert headers[b":method"] == b"POST" and headers[b":path"] == b"/check/items?x=1"
     assert headers[b":authority"] == b"shop.test"
     assert headers[b"authorization"] == b"Bearer t" and headers[b"x-ext-authz"] == b"allow"
-    assert b"x-other" not in headers and headers[b"content-length"] == b"0"
+    assert b"x-other" not in headers and headers[b"content-length"] == b"0" and callbacks.bodies == [b""]
 
 
 def test_200_continues_with_only_the_allowed_upstream_headers() -> None:
@@ -199,7 +201,10 @@ def test_marking_rbac_then_ext_authz_in_a_real_plan() -> None:
 
 
 @pytest.mark.parametrize(("extra", "field"), [
-    ({"grpc_service": {"envoy_grpc": {"cluster_name": "authz"}}}, "grpc_service"),
+    ({"grpc_service": {"google_grpc": {"target_uri": "authz:9000", "stat_prefix": "a"}}}, "grpc_service.google_grpc"),
+    ({"grpc_service": {"envoy_grpc": {"cluster_name": "authz", "retry_policy": {}}}},
+     "grpc_service.envoy_grpc.retry_policy"),
+    ({"transport_api_version": "V2"}, "transport_api_version"),
     ({"with_request_body": {"max_request_bytes": 100}}, "with_request_body"),
     ({"clear_route_cache": True}, "clear_route_cache"),
     ({"filter_enabled": {"default_value": {"numerator": 50}}}, "filter_enabled"),
@@ -230,3 +235,74 @@ def test_http_service_fields_are_refused_by_path(change: Callable[[dict[str, Any
     with pytest.raises(ConfigError) as caught:
         parse_ext_authz(json_format.ParseDict(config, ext_authz_pb2.ExtAuthz()))
     assert field in str(caught.value)
+
+
+GRPC_CONFIG = {"transport_api_version": "V3", "grpc_service": {
+    "envoy_grpc": {"cluster_name": AUTHZ_CLUSTER, "authority": "authz.test"}, "timeout": "0.5s"}}
+
+
+def grpc_answer(reply: external_auth_pb2.CheckResponse, grpc_status: bytes = b"0") -> HttpCallResult:
+    payload = reply.SerializeToString()
+    return HttpCallResult(HeaderMap([(b":status", b"200"), (b"content-type", b"application/grpc")]),
+                          b"\x00" + len(payload).to_bytes(4, "big") + payload,
+                          HeaderMap([(b"grpc-status", grpc_status)]))
+
+
+def test_grpc_check_is_a_unary_call_carrying_the_request_attributes() -> None:
+    item, callbacks = make(GRPC_CONFIG)
+    assert item.decode_headers(request(), True) == HeadersStatus.StopAllIterationAndWatermark
+    cluster_name, sent, timeout, _ = callbacks.calls[0]
+    headers = dict(sent)
+    assert cluster_name == AUTHZ_CLUSTER and timeout == pytest.approx(0.5)
+    assert headers[b":method"] == b"POST" and headers[b":path"] == b"/envoy.service.auth.v3.Authorization/Check"
+    assert headers[b":authority"] == b"authz.test" and headers[b"content-type"] == b"application/grpc"
+    body = callbacks.bodies[0]
+    assert body[0] == 0 and int.from_bytes(body[1:5], "big") == len(body) - 5
+    check = external_auth_pb2.CheckRequest.FromString(body[5:])
+    http = check.attributes.request.http
+    assert (http.method, http.path, http.host) == ("POST", "/items?x=1", "shop.test")
+    assert http.headers["x-other"] == "secret" and http.headers["authorization"] == "Bearer t"
+    assert check.attributes.source.address.socket_address.address == "10.0.0.1"
+
+
+def test_grpc_ok_applies_header_changes_and_denied_answers_as_given() -> None:
+    item, callbacks = make(GRPC_CONFIG)
+    headers = request()
+    item.decode_headers(headers, True)
+    reply = external_auth_pb2.CheckResponse()
+    reply.ok_response.headers.add(header={"key": "x-user", "value": "alice"})
+    reply.ok_response.headers.add(header={"key": "x-ext-authz", "value": "more"}, append={"value": True})
+    reply.ok_response.headers_to_remove.append("x-other")
+    callbacks.calls[0][3](grpc_answer(reply))
+    assert callbacks.continued == 1 and callbacks.replies == []
+    assert headers.get(b"x-user") == b"alice" and headers.get(b"x-other") is None
+    assert headers.get_all(b"x-ext-authz") == [b"allow", b"more"]
+
+    item, callbacks = make(GRPC_CONFIG)
+    item.decode_headers(request(), True)
+    denied = external_auth_pb2.CheckResponse()
+    denied.status.code = 7  # PERMISSION_DENIED
+    denied.denied_response.status.code = 401
+    denied.denied_response.body = "go away"
+    denied.denied_response.headers.add(header={"key": "x-reason", "value": "no"})
+    callbacks.calls[0][3](grpc_answer(denied))
+    assert callbacks.replies == [(401, b"go away", [(b"x-reason", b"no")], "ext_authz_denied")]
+
+    item, callbacks = make(GRPC_CONFIG)
+    item.decode_headers(request(), True)
+    denied.ClearField("denied_response")
+    callbacks.calls[0][3](grpc_answer(denied))
+    assert callbacks.replies[0][0] == 403  # denied without a denied_response
+
+
+@pytest.mark.parametrize("result", [
+    HttpCallResult(None, b"", None, failure="reset"),
+    grpc_answer(external_auth_pb2.CheckResponse(), grpc_status=b"14"),  # UNAVAILABLE
+    HttpCallResult(HeaderMap([(b":status", b"503")]), b"no healthy upstream", None),
+    HttpCallResult(HeaderMap([(b":status", b"200")]), b"\x00\x00\x00\x00\x09short", HeaderMap([(b"grpc-status", b"0")])),
+])
+def test_grpc_failures_are_errors(result: HttpCallResult) -> None:
+    item, callbacks = make({**GRPC_CONFIG, "status_on_error": {"code": 503}})
+    item.decode_headers(request(), True)
+    callbacks.calls[0][3](result)
+    assert [r[0] for r in callbacks.replies] == [503]
