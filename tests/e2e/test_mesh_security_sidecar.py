@@ -7,10 +7,14 @@ a wasmesh sidecar started from the same `wasmesh bootstrap`, and sends both the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
 from controlplane._meshconfig import MeshConfig, parse_mesh_config
 from tests.controlplane._running import free_port, wait_for
@@ -312,3 +316,75 @@ def test_custom_policy_ext_authz_alike_envoy(tmp_path: Path, envoy_binary: str) 
         if mesh is not None:
             mesh.close()
         authorizer.stop()
+
+
+class HeaderAuthorizer(external_auth_pb2_grpc.AuthorizationServicer):
+    """A real gRPC Authorization service: allows requests with ``x-ext-authz: allow``."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def Check(self, request: external_auth_pb2.CheckRequest, context: Any) -> external_auth_pb2.CheckResponse:  # noqa: N802
+        http = request.attributes.request.http
+        self.paths.append(http.path)
+        reply = external_auth_pb2.CheckResponse()
+        if http.headers.get("x-ext-authz") == "allow":
+            reply.ok_response.headers.add(header={"key": "x-user", "value": "alice"})
+            return reply
+        reply.status.code = 7  # PERMISSION_DENIED
+        reply.denied_response.status.code = 401
+        reply.denied_response.body = "not allowed"
+        reply.denied_response.headers.add(header={"key": "x-reason", "value": "grpc says no"})
+        return reply
+
+
+def test_custom_policy_grpc_ext_authz_alike_envoy(tmp_path: Path, envoy_binary: str) -> None:
+    """An `envoyExtAuthzGrpc` provider: both proxies call the same gRPC Authorization service."""
+    servicer = HeaderAuthorizer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    grpc_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    mesh: BothMesh | None = None
+    try:
+        mesh_config = parse_mesh_config({"extensionProviders": [{"name": "checker", "envoyExtAuthzGrpc": {
+            "service": f"checker.{NAMESPACE}.svc.cluster.local", "port": 9000, "timeout": "2s"}}]})
+        mesh = BothMesh(tmp_path, envoy_binary, mesh_config)
+        mesh.write("checker.yaml", f"""\
+            apiVersion: networking.istio.io/v1
+            kind: ServiceEntry
+            metadata: {{name: checker, namespace: {NAMESPACE}}}
+            spec:
+              hosts: [checker.{NAMESPACE}.svc.cluster.local]
+              location: MESH_EXTERNAL
+              resolution: STATIC
+              ports: [{{number: 9000, name: grpc, protocol: GRPC}}]
+              endpoints: [{{address: 127.0.0.1, ports: {{grpc: {grpc_port}}}}}]
+            ---
+            apiVersion: security.istio.io/v1
+            kind: AuthorizationPolicy
+            metadata: {{name: ext, namespace: {NAMESPACE}}}
+            spec:
+              selector: {{matchLabels: {{app: server}}}}
+              action: CUSTOM
+              provider: {{name: checker}}
+              rules: [{{to: [{{operation: {{paths: ["/admin/*"]}}}}]}}]
+            """)
+        ports = mesh.servers()
+        wait_for(lambda: all(request(port, "/admin/users") == (401, b"not allowed") for port in ports.values()),
+                 CONVERGE, what="the gRPC provider's denial on both")
+        assert servicer.paths[-1] == "/admin/users"
+        allow = {"x-ext-authz": "allow"}
+        for kind in ("envoy", "wasmesh"):
+            assert status(ports[kind], "/admin/users", headers=allow) == 200, kind
+            seen = {k.lower(): v for k, v in mesh.app.requests[-1].headers}
+            assert seen.get("x-user") == "alice", kind
+        checked = len(servicer.paths)
+        assert statuses(ports, "/public") == {"envoy": 200, "wasmesh": 200}
+        assert len(servicer.paths) == checked
+        server.stop(0).wait()  # the service is gone: an error, 403 without failOpen
+        assert statuses(ports, "/admin/users", headers=allow) == {"envoy": 403, "wasmesh": 403}
+    finally:
+        if mesh is not None:
+            mesh.close()
+        server.stop(0).wait()
