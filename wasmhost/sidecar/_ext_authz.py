@@ -10,11 +10,13 @@ client: a 200 continues (the allowed upstream headers from the answer are set on
 allowed client headers. The gRPC service (``envoy_grpc``) sends ``envoy.service.auth.v3``
 ``CheckRequest`` as a unary call over the cluster (HTTP/2); an OK status continues with the
 ``ok_response`` header changes, a ``denied_response`` is answered as given (403 by default), and a
-failed call is an error. Body forwarding is refused by field path.
+failed call is an error. ``with_request_body`` buffers the body (up to ``max_request_bytes``; more
+is a 413 unless ``allow_partial_message``) and sends it with the check.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +26,16 @@ from envoy.extensions.filters.http.ext_authz.v3 import ext_authz_pb2 as _ext_aut
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from google.protobuf.message import DecodeError
 
+from ._buffer import Buffer
 from ._errors import ConfigError
 from ._filter_api import (
+    DataStatus,
     FilterCallbacks,
     HeadersStatus,
     HttpCallResult,
     HttpFilter,
     StreamInfo,
+    TrailersStatus,
     UnknownClusterError,
 )
 from ._filter_registry import FilterBuildContext, register_http_filter
@@ -47,7 +52,7 @@ DEFAULT_CLIENT_HEADERS = (b"www-authenticate", b"location", b"content-length")
 # Never copied from the server's answer: hop-by-hop or the answer's own framing.
 NOT_COPIED = {b":status", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"}
 
-_TOP_LEVEL = {"http_service", "grpc_service", "transport_api_version", "failure_mode_allow", "status_on_error",
+_TOP_LEVEL = {"http_service", "grpc_service", "with_request_body", "transport_api_version", "failure_mode_allow", "status_on_error",
               "filter_enabled_metadata", "stat_prefix", "include_peer_certificate"}
 _GRPC_SERVICE = {"envoy_grpc", "timeout"}
 _ENVOY_GRPC = {"cluster_name", "authority"}
@@ -90,6 +95,9 @@ class ExtAuthzConfig:
     status_on_error: int
     enabled: Callable[[dict[str, Any]], bool] | None
     grpc: bool = False
+    body_limit: int | None = None  # with_request_body.max_request_bytes; None: no body in the check
+    allow_partial: bool = False
+    pack_as_bytes: bool = False
 
 
 def _enabled_by(matcher: Any, path: str) -> Callable[[dict[str, Any]], bool]:
@@ -139,8 +147,19 @@ def parse_ext_authz(config: Any) -> ExtAuthzConfig:
     _refuse_others(config, _TOP_LEVEL, "")
     if config.transport_api_version not in (0, 2):  # AUTO (means V3) or V3
         raise ConfigError("transport_api_version", "only V3 is supported")
-    if config.HasField("grpc_service"):
-        return _parse_grpc(config)
+    parsed = _parse_grpc(config) if config.HasField("grpc_service") else _parse_http(config)
+    if not config.HasField("with_request_body"):
+        return parsed
+    body = config.with_request_body
+    if body.max_request_bytes == 0:
+        raise ConfigError("with_request_body.max_request_bytes", "must be greater than 0")
+    if body.pack_as_bytes and not parsed.grpc:
+        raise ConfigError("with_request_body.pack_as_bytes", "applies to grpc_service only")
+    return dataclasses.replace(parsed, body_limit=body.max_request_bytes, allow_partial=body.allow_partial_message,
+                               pack_as_bytes=body.pack_as_bytes)
+
+
+def _parse_http(config: Any) -> ExtAuthzConfig:
     if not config.HasField("http_service"):
         raise ConfigError("http_service", "needs http_service or grpc_service")
     service = config.http_service
@@ -170,8 +189,9 @@ def parse_ext_authz(config: Any) -> ExtAuthzConfig:
         if config.HasField("filter_enabled_metadata") else None)
 
 
-def check_request(config: ExtAuthzConfig, headers: HeaderMap) -> list[Pair]:
-    """The headers of the check request for a client request (no body)."""
+def check_request(config: ExtAuthzConfig, headers: HeaderMap, body: bytes = b"", partial: bool = False
+                  ) -> list[Pair]:
+    """The headers of the check request for a client request (``body`` goes with it)."""
     out: list[Pair] = [(b":method", headers.get(b":method") or b"GET"),
                        (b":path", config.path_prefix + (headers.get(b":path") or b"/")),
                        (b":scheme", b"http"), (b":authority", headers.get(b":authority") or config.authority)]
@@ -181,11 +201,14 @@ def check_request(config: ExtAuthzConfig, headers: HeaderMap) -> list[Pair]:
         if name in DEFAULT_CHECK_HEADERS or (config.allowed_headers is not None and config.allowed_headers(name)):
             out.append((name, value))
     out.extend(config.headers_to_add)
-    out.append((b"content-length", b"0"))
+    if config.body_limit is not None:
+        out.append((b"x-envoy-auth-partial-body", b"true" if partial else b"false"))
+    out.append((b"content-length", str(len(body)).encode()))
     return out
 
 
-def grpc_check_call(config: ExtAuthzConfig, headers: HeaderMap, info: StreamInfo) -> tuple[list[Pair], bytes]:
+def grpc_check_call(config: ExtAuthzConfig, headers: HeaderMap, info: StreamInfo, body: bytes = b""
+                    ) -> tuple[list[Pair], bytes]:
     """The unary ``Check`` call for a client request: HTTP/2 headers and the framed ``CheckRequest``."""
     context = attribute_context_pb2.AttributeContext
     raw_path = (headers.get(b":path") or b"/").decode("latin-1")
@@ -202,12 +225,22 @@ def grpc_check_call(config: ExtAuthzConfig, headers: HeaderMap, info: StreamInfo
             method=(headers.get(b":method") or b"GET").decode("latin-1"), path=raw_path,
             host=(headers.get(b":authority") or b"").decode("latin-1"),
             scheme=(headers.get(b":scheme") or b"http").decode("latin-1"),
-            protocol=info.protocol, headers=fields, id=(headers.get(b"x-request-id") or b"").decode("latin-1")))))
+            protocol=info.protocol, headers=fields, id=(headers.get(b"x-request-id") or b"").decode("latin-1"),
+            **_body_fields(config, body)))))
     payload = message.SerializeToString()
     call = [(b":method", b"POST"), (b":path", CHECK_PATH), (b":scheme", b"http"), (b":authority", config.authority),
             (b"content-type", b"application/grpc"), (b"te", b"trailers"),
             (b"grpc-timeout", f"{max(1, int(config.timeout * 1000))}m".encode())]
     return call, b"\x00" + len(payload).to_bytes(4, "big") + payload
+
+
+def _body_fields(config: ExtAuthzConfig, body: bytes) -> dict[str, Any]:
+    """``HttpRequest`` body fields, set only under ``with_request_body``."""
+    if config.body_limit is None:
+        return {}
+    if config.pack_as_bytes:
+        return {"raw_body": body, "size": len(body)}
+    return {"body": body.decode("utf-8", "replace"), "size": len(body)}
 
 
 def _address(pair: tuple[str, int]) -> Any:
@@ -283,19 +316,61 @@ class ExtAuthzFilter(HttpFilter):
         self.headers: HeaderMap | None = None
         self.token = 0
         self.waiting = False
+        self.buffering = False  # collecting the body before the check is sent
 
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
         config = self.config
         if config.enabled is not None and not config.enabled(self.callbacks.stream_info.dynamic_metadata):
             return HeadersStatus.Continue
         self.headers = headers
+        if config.body_limit is not None and not end_stream:
+            self.buffering = True
+            return HeadersStatus.StopIteration
+        return self._check(b"", False)
+
+    def decode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
+        if self.waiting:
+            return DataStatus.StopIterationAndBuffer
+        if not self.buffering:
+            return DataStatus.Continue
+        limit = self.config.body_limit
+        assert limit is not None
+        held = self.callbacks.decoding_buffer()
+        body = (held.to_bytes() if held is not None else b"") + data.to_bytes()
+        if len(body) > limit and not self.config.allow_partial:
+            self.buffering = False
+            self.callbacks.send_local_reply(413, b"Payload Too Large", (), "request_payload_too_large")
+            return DataStatus.StopIterationNoBuffer
+        if not end_stream and len(body) < limit:
+            return DataStatus.StopIterationAndBuffer
+        self.buffering = False
+        if self._check(body[:limit], len(body) > limit or (len(body) == limit and not end_stream)) \
+                == HeadersStatus.Continue:
+            return DataStatus.Continue
+        return DataStatus.StopIterationAndBuffer if self.waiting else DataStatus.StopIterationNoBuffer
+
+    def decode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
+        if self.waiting:
+            return TrailersStatus.StopIteration
+        if not self.buffering:
+            return TrailersStatus.Continue
+        self.buffering = False
+        held = self.callbacks.decoding_buffer()
+        body = held.to_bytes() if held is not None else b""
+        if self._check(body, False) == HeadersStatus.Continue:
+            return TrailersStatus.Continue
+        return TrailersStatus.StopIteration
+
+    def _check(self, body: bytes, partial: bool) -> HeadersStatus:
+        config = self.config
+        assert self.headers is not None
         if config.grpc:
-            call, body = grpc_check_call(config, headers, self.callbacks.stream_info)
+            call, payload = grpc_check_call(config, self.headers, self.callbacks.stream_info, body)
         else:
-            call, body = check_request(config, headers), b""
+            call, payload = check_request(config, self.headers, body, partial), body
         try:
             self.token = self.callbacks.dispatch_http_call(
-                config.cluster, call, body, (), config.timeout, self._on_result)
+                config.cluster, call, payload, (), config.timeout, self._on_result)
         except UnknownClusterError:
             return self._apply(Verdict("error"))
         self.waiting = True

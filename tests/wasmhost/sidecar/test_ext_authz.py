@@ -16,9 +16,10 @@ from google.protobuf import json_format
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
 from tests.wasmhost.sidecar._core import get_request, make_runtime, new_stream, take
 from wasmhost.sidecar import ConfigError, HeaderMap, load_plan
-from wasmhost.sidecar._commands import StartUpstream
+from wasmhost.sidecar._buffer import Buffer
+from wasmhost.sidecar._commands import SendUpstreamData, StartUpstream
 from wasmhost.sidecar._ext_authz import ExtAuthzFilter, parse_ext_authz
-from wasmhost.sidecar._filter_api import HeadersStatus, HttpCallResult, StreamInfo
+from wasmhost.sidecar._filter_api import DataStatus, HeadersStatus, HttpCallResult, StreamInfo, TrailersStatus
 
 EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -47,6 +48,10 @@ class FakeCallbacks:
         self.bodies: list[bytes] = []
         self.replies: list[tuple[int, bytes, list[Any], str]] = []
         self.continued = 0
+        self.buffer: Buffer | None = None  # what the test buffered after StopIterationAndBuffer
+
+    def decoding_buffer(self) -> Buffer | None:
+        return self.buffer
 
     def dispatch_http_call(self, cluster: str, headers: Any, body: bytes, trailers: Any, timeout: float,
                            on_result: Callable[[HttpCallResult], None]) -> int:
@@ -205,7 +210,8 @@ def test_marking_rbac_then_ext_authz_in_a_real_plan() -> None:
     ({"grpc_service": {"envoy_grpc": {"cluster_name": "authz", "retry_policy": {}}}},
      "grpc_service.envoy_grpc.retry_policy"),
     ({"transport_api_version": "V2"}, "transport_api_version"),
-    ({"with_request_body": {"max_request_bytes": 100}}, "with_request_body"),
+    ({"with_request_body": {"max_request_bytes": 0}}, "with_request_body.max_request_bytes"),
+    ({"with_request_body": {"max_request_bytes": 9, "pack_as_bytes": True}}, "with_request_body.pack_as_bytes"),
     ({"clear_route_cache": True}, "clear_route_cache"),
     ({"filter_enabled": {"default_value": {"numerator": 50}}}, "filter_enabled"),
     ({"status_on_error": {"code": 700}}, "status_on_error.code"),
@@ -306,3 +312,83 @@ def test_grpc_failures_are_errors(result: HttpCallResult) -> None:
     item.decode_headers(request(), True)
     callbacks.calls[0][3](result)
     assert [r[0] for r in callbacks.replies] == [503]
+
+
+def feed(item: ExtAuthzFilter, callbacks: FakeCallbacks, chunks: list[bytes], end: bool = True) -> list[DataStatus]:
+    """Send body chunks as a stream would, buffering what the filter asks to buffer."""
+    out = []
+    for index, chunk in enumerate(chunks):
+        status = item.decode_data(Buffer(chunk), end and index == len(chunks) - 1)
+        if status == DataStatus.StopIterationAndBuffer:
+            callbacks.buffer = callbacks.buffer or Buffer()
+            callbacks.buffer.append(chunk)
+        out.append(status)
+    return out
+
+
+def test_with_request_body_sends_the_buffered_body_with_the_check() -> None:
+    item, callbacks = make(istio_config(with_request_body={"max_request_bytes": 100}))
+    assert item.decode_headers(request(), False) == HeadersStatus.StopIteration
+    assert callbacks.calls == []
+    assert feed(item, callbacks, [b"hello ", b"world"]) == [DataStatus.StopIterationAndBuffer] * 2
+    headers = dict(callbacks.calls[0][1])
+    assert callbacks.bodies == [b"hello world"] and headers[b"content-length"] == b"11"
+    assert headers[b"x-envoy-auth-partial-body"] == b"false"
+    callbacks.calls[0][3](answer(200))
+    assert callbacks.continued == 1
+
+
+def test_a_body_over_the_limit_is_413_unless_partial_messages_are_allowed() -> None:
+    item, callbacks = make(istio_config(with_request_body={"max_request_bytes": 4}))
+    item.decode_headers(request(), False)
+    assert feed(item, callbacks, [b"abc", b"defg"]) == [DataStatus.StopIterationAndBuffer,
+                                                       DataStatus.StopIterationNoBuffer]
+    assert callbacks.calls == [] and callbacks.replies[0][0] == 413
+
+    item, callbacks = make(istio_config(with_request_body={"max_request_bytes": 4, "allow_partial_message": True}))
+    item.decode_headers(request(), False)
+    feed(item, callbacks, [b"abc", b"defg", b"more"], end=False)
+    assert callbacks.bodies == [b"abcd"]
+    assert dict(callbacks.calls[0][1])[b"x-envoy-auth-partial-body"] == b"true"
+
+
+def test_with_request_body_checks_at_the_trailers_and_without_a_body() -> None:
+    item, callbacks = make(istio_config(with_request_body={"max_request_bytes": 100}))
+    item.decode_headers(request(), False)
+    feed(item, callbacks, [b"data"], end=False)
+    assert callbacks.calls == []
+    assert item.decode_trailers(HeaderMap([(b"x-t", b"1")])) == TrailersStatus.StopIteration
+    assert callbacks.bodies == [b"data"]
+
+    item, callbacks = make(istio_config(with_request_body={"max_request_bytes": 100}))
+    assert item.decode_headers(request(), True) == HeadersStatus.StopAllIterationAndWatermark
+    assert callbacks.bodies == [b""]
+
+
+def test_grpc_with_request_body_puts_it_in_the_check_request() -> None:
+    for packed in (False, True):
+        item, callbacks = make({**GRPC_CONFIG, "with_request_body": {"max_request_bytes": 50, "pack_as_bytes": packed}})
+        item.decode_headers(request(), False)
+        feed(item, callbacks, [b"{\"a\": 1}"])
+        http = external_auth_pb2.CheckRequest.FromString(callbacks.bodies[0][5:]).attributes.request.http
+        assert (http.raw_body, http.body) == ((b'{"a": 1}', "") if packed else (b"", '{"a": 1}'))
+
+
+def test_body_check_in_a_real_stream_releases_headers_and_body_after_the_answer() -> None:
+    filters = [{"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": EXT_AUTHZ, **istio_config(with_request_body={"max_request_bytes": 100})}}, ROUTER_FILTER]
+    config = bootstrap(http_filters=filters, clusters=[cluster("backend", 9), cluster(AUTHZ_CLUSTER, 10)])
+    _, ctx, _ = make_runtime(config)
+    stream = new_stream(ctx)
+    stream.on_request_headers(get_request("/upload", method="POST", extra=[(b"content-length", b"10")]), False)
+    assert take(ctx) == []
+    stream.on_request_data(b"0123456789", True)
+    commands = take(ctx)
+    check = next(c for c in commands if isinstance(c, StartUpstream))
+    assert check.sink.cluster.name == AUTHZ_CLUSTER
+    assert [c.data for c in commands if isinstance(c, SendUpstreamData)] == [b"0123456789"]
+    check.sink.on_response_headers(HeaderMap([(b":status", b"200"), (b"x-user", b"bob")]), True)
+    commands = take(ctx)
+    routed = next(c for c in commands if isinstance(c, StartUpstream))
+    assert routed.sink.cluster.name == "backend" and routed.sink.headers.get(b"x-user") == b"bob"
+    assert b"".join(c.data for c in commands if isinstance(c, SendUpstreamData)) == b"0123456789"
