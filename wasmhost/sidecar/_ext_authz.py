@@ -53,7 +53,7 @@ DEFAULT_CLIENT_HEADERS = (b"www-authenticate", b"location", b"content-length")
 NOT_COPIED = {b":status", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"}
 
 _TOP_LEVEL = {"http_service", "grpc_service", "with_request_body", "transport_api_version", "failure_mode_allow", "status_on_error",
-              "filter_enabled_metadata", "stat_prefix", "include_peer_certificate"}
+              "filter_enabled_metadata", "stat_prefix"}  # stat_prefix: the filter emits no stats yet
 _GRPC_SERVICE = {"envoy_grpc", "timeout"}
 _ENVOY_GRPC = {"cluster_name", "authority"}
 CHECK_PATH = b"/envoy.service.auth.v3.Authorization/Check"
@@ -83,6 +83,8 @@ def _patterns(message: Any, path: str) -> HeaderPredicate | None:
 
 @dataclass(frozen=True)
 class ExtAuthzConfig:
+    """One parsed filter config, shared by every stream of a plan."""
+
     cluster: str
     authority: bytes
     path_prefix: bytes
