@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._cluster import Cluster, Host
@@ -235,28 +236,24 @@ class UpstreamConnection(asyncio.Protocol):
             transport.abort()
 
 
-class HostPool:
-    """Keep-alive HTTP/1.1 connections to one upstream host of one cluster."""
+class PoolBase:
+    """What the HTTP/1.1 and HTTP/2 pools share: the pending queue with its circuit-breaker
+    accounting, and dialling one connection with Envoy's failure reasons."""
 
     def __init__(self, worker: Worker, cluster: Cluster, host: Host) -> None:
         self.worker = worker
         self.cluster = cluster
         self.host = host
-        self.idle: list[UpstreamConnection] = []
-        self.busy: set[UpstreamConnection] = set()
         self.pending: deque[tuple[Any, _Waiting]] = deque()
         self.connecting = 0
 
-    def request(self, sink: Any) -> None:
+    def _wants_connection(self) -> bool:
+        """Whether a newly queued request should start a connection attempt."""
+        raise NotImplementedError
+
+    def _enqueue(self, sink: Any) -> None:
+        """No connection can take ``sink`` now: queue it (or refuse it past max_pending_requests)."""
         cluster = self.cluster
-        idle = self.idle
-        while idle:
-            conn = idle.pop()
-            if conn.closed:
-                continue
-            self.busy.add(conn)
-            conn.bind(sink, None)
-            return
         if cluster.rq_pending >= cluster.thresholds.max_pending_requests:
             cluster.stats.rq_pending_overflow.value += 1
             sink.on_pool_failure(OVERFLOW, "")
@@ -267,7 +264,7 @@ class HostPool:
         cluster.rq_pending += 1
         cluster.stats.rq_pending_total.value += 1
         cluster.stats.rq_pending_active.value += 1
-        if self.connecting < len(self.pending):
+        if self._wants_connection():
             if cluster.cx_active + cluster.cx_connecting < cluster.thresholds.max_connections:
                 self._connect()
             else:
@@ -290,41 +287,69 @@ class HostPool:
         self.worker.spawn(self._open())
 
     async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _dial(self, protocol: Callable[[], asyncio.Protocol]) -> asyncio.BaseProtocol | tuple[str, str]:
+        """Open one connection to the host: the protocol object, or (reason, transport failure)."""
         loop = asyncio.get_running_loop()
         cluster = self.cluster
         host = self.host
+        failure: tuple[str, str] | None = None
         try:
             tls = tls_for_host(cluster.plan, host.metadata)
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), host.address, host.port,
+                loop.create_connection(protocol, host.address, host.port,
                                        ssl=tls.context if tls is not None else None,
                                        server_hostname=(tls.sni or None) if tls is not None else None),
                 timeout=cluster.plan.connect_timeout,
             )
             check_peer(conn, tls)
         except TimeoutError:
-            self.worker.runtime.tick()
-            self.connecting -= 1
-            cluster.cx_connecting -= 1
-            cluster.stats.cx_connect_fail.value += 1
-            self._connect_failed(CONNECTION_TIMEOUT, "")
-            return
+            failure = (CONNECTION_TIMEOUT, "")
         except OSError as err:
-            self.worker.runtime.tick()
-            self.connecting -= 1
-            cluster.cx_connecting -= 1
-            cluster.stats.cx_connect_fail.value += 1
-            self._connect_failed(CONNECTION_FAILURE, "" if err.errno == 111 else (err.strerror or str(err)))
-            return
+            failure = (CONNECTION_FAILURE, "" if err.errno == 111 else (err.strerror or str(err)))
         self.worker.runtime.tick()
         self.connecting -= 1
         cluster.cx_connecting -= 1
+        if failure is not None:
+            cluster.stats.cx_connect_fail.value += 1
+            return failure
         cluster.cx_active += 1
         host.cx_active += 1
         cluster.stats.cx_total.value += 1
         cluster.stats.cx_active.value += 1
+        return conn
+
+
+class HostPool(PoolBase):
+    """Keep-alive HTTP/1.1 connections to one upstream host of one cluster."""
+
+    def __init__(self, worker: Worker, cluster: Cluster, host: Host) -> None:
+        super().__init__(worker, cluster, host)
+        self.idle: list[UpstreamConnection] = []
+        self.busy: set[UpstreamConnection] = set()
+
+    def request(self, sink: Any) -> None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.closed:
+                continue
+            self.busy.add(conn)
+            conn.bind(sink, None)
+            return
+        self._enqueue(sink)
+
+    def _wants_connection(self) -> bool:
+        return self.connecting < len(self.pending)
+
+    async def _open(self) -> None:
+        conn = await self._dial(lambda: UpstreamConnection(self))
+        if isinstance(conn, tuple):
+            self._connect_failed(*conn)
+            return
         assert isinstance(conn, UpstreamConnection)
-        conn.last_used = loop.time()
+        conn.last_used = asyncio.get_running_loop().time()
         self.release(conn)
         self.worker.drain()
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ._cluster import Cluster, Host
 from ._h2 import Http2Codec
 from ._headers import HeaderMap
-from ._tls import check_peer, tls_for_host
-from ._upstream import _Waiting
-from ._upstream_sink import CONNECTION_FAILURE, CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW
+from ._upstream import PoolBase, _Waiting
+from ._upstream_sink import CONNECTION_TERMINATION
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -184,16 +182,12 @@ class Http2UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-class Http2HostPool:
+class Http2HostPool(PoolBase):
     """HTTP/2 connections to one host of one cluster."""
 
     def __init__(self, worker: Worker, cluster: Cluster, host: Host) -> None:
-        self.worker = worker
-        self.cluster = cluster
-        self.host = host
+        super().__init__(worker, cluster, host)
         self.ready: list[Http2UpstreamConnection] = []
-        self.pending: deque[tuple[Any, _Waiting]] = deque()
-        self.connecting = 0
 
     @property
     def busy(self) -> list[Http2UpstreamConnection]:
@@ -204,62 +198,15 @@ class Http2HostPool:
             if conn.has_capacity:
                 conn.start(sink, None)
                 return
-        cluster = self.cluster
-        if cluster.rq_pending >= cluster.thresholds.max_pending_requests:
-            cluster.stats.rq_pending_overflow.value += 1
-            sink.on_pool_failure(OVERFLOW, "")
-            return
-        waiting = _Waiting(self)
-        sink.edge = waiting
-        self.pending.append((sink, waiting))
-        cluster.rq_pending += 1
-        cluster.stats.rq_pending_total.value += 1
-        cluster.stats.rq_pending_active.value += 1
-        if self.connecting == 0:
-            if cluster.cx_active + cluster.cx_connecting < cluster.thresholds.max_connections:
-                self._connect()
-            else:
-                cluster.stats.cx_overflow.value += 1
+        self._enqueue(sink)
 
-    def cancel(self, sink: Any) -> None:
-        for index, (queued, _) in enumerate(self.pending):
-            if queued is sink:
-                del self.pending[index]
-                self._pending_done()
-                return
-
-    def _pending_done(self) -> None:
-        self.cluster.rq_pending -= 1
-        self.cluster.stats.rq_pending_active.value -= 1
-
-    def _connect(self) -> None:
-        self.connecting += 1
-        self.cluster.cx_connecting += 1
-        self.worker.spawn(self._open())
+    def _wants_connection(self) -> bool:
+        return self.connecting == 0  # one connection multiplexes every waiting request
 
     async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
-        cluster = self.cluster
-        host = self.host
-        try:
-            tls = tls_for_host(cluster.plan, host.metadata)
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: Http2UpstreamConnection(self), host.address, host.port,
-                                       ssl=tls.context if tls is not None else None,
-                                       server_hostname=(tls.sni or None) if tls is not None else None),
-                timeout=cluster.plan.connect_timeout,
-            )
-            check_peer(conn, tls)
-        except (TimeoutError, OSError) as err:
-            self.worker.runtime.tick()
-            self.connecting -= 1
-            cluster.cx_connecting -= 1
-            cluster.stats.cx_connect_fail.value += 1
-            if isinstance(err, TimeoutError):
-                reason, detail = CONNECTION_TIMEOUT, ""
-            else:
-                reason = CONNECTION_FAILURE
-                detail = "" if getattr(err, "errno", None) == 111 else (getattr(err, "strerror", "") or str(err))
+        conn = await self._dial(lambda: Http2UpstreamConnection(self))
+        if isinstance(conn, tuple):
+            reason, detail = conn
             while self.pending and self.connecting == 0:
                 sink, _ = self.pending.popleft()
                 self._pending_done()
@@ -267,13 +214,6 @@ class Http2HostPool:
                 sink.on_pool_failure(reason, detail)
             self.worker.drain()
             return
-        self.worker.runtime.tick()
-        self.connecting -= 1
-        cluster.cx_connecting -= 1
-        cluster.cx_active += 1
-        host.cx_active += 1
-        cluster.stats.cx_total.value += 1
-        cluster.stats.cx_active.value += 1
         self.ready.append(cast(Http2UpstreamConnection, conn))
         self.capacity_changed()
         self.worker.drain()
