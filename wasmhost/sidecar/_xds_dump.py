@@ -93,55 +93,39 @@ def listeners_dump(snapshot: Any, static_listeners: Iterable[Message]) -> Any:
     return dump
 
 
-def routes_dump(snapshot: Any) -> Any:
-    dump = shared.RoutesConfigDump()
-    accepted = snapshot.resources.get(ROUTE, {})
-    for name in _names(snapshot, ROUTE, accepted):
-        entry = shared.RoutesConfigDump.DynamicRouteConfig()
+def _dynamic_dump(snapshot: Any, type_url: str, dump: Any, entry_type: Any, field: str, entries: Any) -> Any:
+    """One entry per named resource: the accepted version (if any) and the last refusal (if any)."""
+    accepted = snapshot.resources.get(type_url, {})
+    for name in _names(snapshot, type_url, accepted):
+        entry = entry_type()
         resource = accepted.get(name)
         if resource is not None:
             entry.version_info = resource.version
-            entry.route_config.CopyFrom(_pack(resource.message))
+            getattr(entry, field).CopyFrom(_pack(resource.message))
             entry.last_updated.CopyFrom(_stamp(resource.updated))
-        error = _failure(snapshot, ROUTE, name)
+        error = _failure(snapshot, type_url, name)
         if error is not None:
             entry.error_state.CopyFrom(error)
-        dump.dynamic_route_configs.append(entry)
+        entries.append(entry)
     return dump
+
+
+def routes_dump(snapshot: Any) -> Any:
+    dump = shared.RoutesConfigDump()
+    return _dynamic_dump(snapshot, ROUTE, dump, shared.RoutesConfigDump.DynamicRouteConfig, "route_config",
+                         dump.dynamic_route_configs)
 
 
 def ecds_dump(snapshot: Any) -> Any:
     dump = shared.EcdsConfigDump()
-    accepted = snapshot.resources.get(EXTENSION, {})
-    for name in _names(snapshot, EXTENSION, accepted):
-        entry = shared.EcdsConfigDump.EcdsFilterConfig()
-        resource = accepted.get(name)
-        if resource is not None:
-            entry.version_info = resource.version
-            entry.ecds_filter.CopyFrom(_pack(resource.message))
-            entry.last_updated.CopyFrom(_stamp(resource.updated))
-        error = _failure(snapshot, EXTENSION, name)
-        if error is not None:
-            entry.error_state.CopyFrom(error)
-        dump.ecds_filters.append(entry)
-    return dump
+    return _dynamic_dump(snapshot, EXTENSION, dump, shared.EcdsConfigDump.EcdsFilterConfig, "ecds_filter",
+                         dump.ecds_filters)
 
 
 def endpoints_dump(snapshot: Any) -> Any:
     dump = shared.EndpointsConfigDump()
-    accepted = snapshot.resources.get(ENDPOINT, {})
-    for name in _names(snapshot, ENDPOINT, accepted):
-        entry = shared.EndpointsConfigDump.DynamicEndpointConfig()
-        resource = accepted.get(name)
-        if resource is not None:
-            entry.version_info = resource.version
-            entry.endpoint_config.CopyFrom(_pack(resource.message))
-            entry.last_updated.CopyFrom(_stamp(resource.updated))
-        error = _failure(snapshot, ENDPOINT, name)
-        if error is not None:
-            entry.error_state.CopyFrom(error)
-        dump.dynamic_endpoint_configs.append(entry)
-    return dump
+    return _dynamic_dump(snapshot, ENDPOINT, dump, shared.EndpointsConfigDump.DynamicEndpointConfig,
+                         "endpoint_config", dump.dynamic_endpoint_configs)
 
 
 def _redacted(secret: Any) -> Any:
