@@ -328,6 +328,4 @@ def local_reply_headers(reply: SendLocalReply) -> Pairs:
 
 def _detached_root(plugin: Plugin) -> RootContext:
     """A placeholder root for failure replies when the plugin never started."""
-    from ._vm import WasmVM as _VM  # noqa: F401 - typing only
-
     return RootContext(id=0, vm=plugin.vm, spec=plugin.spec)  # type: ignore[arg-type]
