@@ -44,7 +44,13 @@ from controlplane._protos import (
     unpack,
 )
 from controlplane._resources import Resource, ResourceKey
-from controlplane._wasm import PULL_POLICY_ENV, PULL_SECRET_ENV, RESOURCE_VERSION_ENV, extension_name
+from controlplane._wasm import (
+    PULL_POLICY_ENV,
+    PULL_SECRET_ENV,
+    RESOURCE_VERSION_ENV,
+    extension_config,
+    extension_name,
+)
 from wasmhost.sidecar._module_provenance import CARRIER as PROVENANCE_CARRIER
 
 MODULE_CLUSTER = "wasmesh-modules"
@@ -67,6 +73,9 @@ class ModuleSlot:
     pull_secret: str | None = None
     resource_version: str = ""
     fail_open: bool = False
+    # the PluginConfig as proxies would get it apart from the module (JSON text, `paired_config`):
+    # a module and the configuration it was verified with reach proxies together
+    config: str = field(default="", compare=False)
 
     @property
     def namespace(self) -> str:
@@ -97,6 +106,9 @@ class Served:
     # the carrier of its signature material (`wasmhost.sidecar._module_provenance`); it vouches for
     # these very bytes, so two placements of the same bytes are the same placement
     provenance: str = field(default="", compare=False)
+    # the PluginConfig (`ModuleSlot.config`) that goes with these bytes: a last good module keeps
+    # the configuration it ran with, never the configuration of a module that was refused
+    config: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -128,9 +140,23 @@ def _plugin_slot(plugin: Resource, secrets: Mapping[str, str]) -> ModuleSlot | N
         return None
     secret_name = plugin.spec.get("imagePullSecret")
     secret = secrets.get(f"{plugin.namespace}/{secret_name}") if secret_name else None
+    rendered = extension_config(plugin)
+    config = paired_config(rendered["typed_config"]["config"]) if rendered is not None else ""
     return ModuleSlot(plugin_slot_key(plugin), plugin.key, extension_name(plugin), url,
                       str(plugin.spec.get("sha256") or "") or None, str(plugin.spec.get("imagePullPolicy") or ""),
-                      secret or None, plugin.resource_version, plugin.spec.get("failStrategy") == "FAIL_OPEN")
+                      secret or None, plugin.resource_version, plugin.spec.get("failStrategy") == "FAIL_OPEN",
+                      config)
+
+
+def paired_config(plugin_config: Mapping[str, Any]) -> str:
+    """A PluginConfig without its module and the pull settings only the agent reads, as JSON text."""
+    config = json.loads(json.dumps(plugin_config))
+    vm_config = config.get("vm_config") or {}
+    vm_config.pop("code", None)
+    values = (vm_config.get("environment_variables") or {}).get("key_values") or {}
+    for name in AGENT_ENV:
+        values.pop(name, None)
+    return json.dumps(config, separators=(",", ":"), sort_keys=True)
 
 
 def _filter_slots(envoy_filter: Resource) -> Iterable[ModuleSlot]:
@@ -150,7 +176,8 @@ def _filter_slots(envoy_filter: Resource) -> Iterable[ModuleSlot]:
         name = str(getattr(message, "name", ""))
         yield ModuleSlot(f"{envoy_filter.key}/{name}", envoy_filter.key, name, remote.http_uri.uri,
                          remote.sha256 if remote.sha256 not in ("", "nil") else None,
-                         fail_open=_fails_open(config), resource_version=envoy_filter.resource_version)
+                         fail_open=_fails_open(config), resource_version=envoy_filter.resource_version,
+                         config=paired_config(to_dict(config)))
 
 
 def _remote_wasm(value: Message) -> tuple[Any, bool] | None:
@@ -246,6 +273,11 @@ class ModulePlacements:
 
     def _serve(self, plugin_config: dict[str, Any], served: Served) -> None:
         sha256 = served.sha256
+        if served.config:
+            code = (plugin_config.get("vm_config") or {}).get("code")
+            plugin_config.clear()
+            plugin_config.update(json.loads(served.config))
+            plugin_config.setdefault("vm_config", {})["code"] = code
         vm_config = plugin_config["vm_config"]
         module = self.inline.get(sha256)
         if module is not None:
@@ -285,4 +317,4 @@ def fallback_filter(name: str, network: bool, fail_open: bool) -> dict[str, Any]
 
 
 __all__ = ["AGENT_ENV", "MODULE_CLUSTER", "MODULE_PATH", "ModulePlacements", "ModuleSlot", "Placement", "Served",
-           "Withheld", "fallback_filter", "module_slots", "plugin_slot_key"]
+           "Withheld", "fallback_filter", "module_slots", "paired_config", "plugin_slot_key"]

@@ -5,7 +5,9 @@ resolver fetches and verifies the module (`_module_fetch`, in a worker thread, n
 push path) into the content-addressed cache, and records the outcome as status conditions:
 Resolved, Verified, Distributed — each with the digest, signer or exact reason. Resolutions
 of the same module share one fetch. A slot keeps its last good module when a newer one is
-refused; when nothing good exists the plugin's fail strategy applies. Whenever what proxies
+refused, together with the PluginConfig it ran with (a proxy never runs old code with the
+configuration written for the refused code); when nothing good exists the plugin's fail
+strategy applies. Whenever what proxies
 should get changes (first module, new digest, first refusal), the control plane is asked to
 push. Slots that always pull (`Always`, `:latest`) and slots that failed are resolved again
 every `refresh_interval`, and a changed WasmPlugin manifest re-resolves at once.
@@ -49,6 +51,7 @@ class SlotState:
     current: Fetched | None = None  # the verified module for the slot as it is now
     error: ModuleRefused | None = None  # why the slot as it is now has none
     last_good: Fetched | None = None  # what proxies keep when a newer module is refused
+    good_config: str = ""  # the slot's PluginConfig when `last_good` was current: they travel together
     task: asyncio.Task[None] | None = None
     conditions: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -57,7 +60,7 @@ class SlotState:
             return None
         good = self.current or self.last_good
         if good is not None:
-            return Served(good.module_sha256, good.provenance)
+            return Served(good.module_sha256, good.provenance, self.good_config)
         if self.error is None:
             return Withheld("resolving", pending=True)
         return Withheld(str(self.error))
@@ -98,6 +101,8 @@ class ModuleResolver:
                 self._start(state, refresh=slot.always)
             else:
                 state.slot = slot
+                if state.current is not None:
+                    state.good_config = slot.config  # a new pluginConfig for the module proxies run now
             self._update_conditions(state)
         for key in set(self.states) - seen:
             state = self.states.pop(key)
@@ -146,7 +151,7 @@ class ModuleResolver:
         state.pending = False
         state.current, state.error = fetched, error
         if fetched is not None:
-            state.last_good = fetched
+            state.last_good, state.good_config = fetched, state.slot.config
             log.info("%s: %s verified as sha256:%s", slot.key, slot.url, fetched.module_sha256)
         else:
             log.warning("%s: %s refused: %s", slot.key, slot.url, error)
@@ -283,7 +288,8 @@ def _conditions(state: SlotState, policy_source: str, delivery: str) -> list[tup
         out.append((DISTRIBUTED, "True", "ControlPlane", f"proxies get sha256:{current.module_sha256} {how}"))
     elif good is not None:
         why = "the new module is still resolving" if state.pending else "the new module was refused"
-        out.append((DISTRIBUTED, "True", "LastGoodVersion", f"proxies keep sha256:{good.module_sha256}: {why}"))
+        out.append((DISTRIBUTED, "True", "LastGoodVersion",
+                    f"proxies keep sha256:{good.module_sha256} with the pluginConfig it ran with: {why}"))
     elif state.pending:
         out.append((DISTRIBUTED, "False", "Pending", "waiting for the first verified module; proxies keep their "
                                                      "current listeners until it arrives"))

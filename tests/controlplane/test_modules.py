@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,6 @@ def test_many_plugins_naming_one_module_cost_one_registry_pull(registry: Registr
 
 
 def module_sha(version: str) -> str:
-    import hashlib
-
     return hashlib.sha256(module(version)).hexdigest()
 
 
@@ -355,3 +354,42 @@ def test_envoy_filter_wasm_with_a_remote_module_is_placed_too() -> None:
     assert http_filter(withheld, "acme.auth")["typed_config"]["rules"] == {}
     untouched = generate(mesh, sidecar())
     assert "oci://" in str(http_filter(untouched, "acme.auth"))
+
+
+def configured_plugin(url: str, greeting: str) -> str:
+    return f"""
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: greeter}}
+spec:
+  url: {url}
+  pluginConfig: {{greeting: {greeting}}}
+  vmConfig: {{env: [{{name: GREETING, value: {greeting}}}]}}
+"""
+
+
+def served_config(resolver: ModuleResolver, mesh_text: str) -> tuple[str, str, dict[str, str]]:
+    """(module sha256, pluginConfig JSON, VM env) the proxies get for the plugin after resolution."""
+    mesh = mesh_of(SERVICE, mesh_text)
+    run(resolver, *module_slots(mesh, {}))
+    extension = ecds(generate(mesh, sidecar(), modules=resolver.placements()), "default.greeter")
+    assert extension is not None
+    config = extension["typed_config"]["config"]
+    code = base64.b64decode(config["vm_config"]["code"]["local"]["inline_bytes"])
+    return (hashlib.sha256(code).hexdigest(), config["configuration"]["value"],
+            config["vm_config"]["environment_variables"]["key_values"])
+
+
+def test_a_refused_module_keeps_its_new_plugin_config_from_proxies(registry: Registry, tmp_path: Path) -> None:
+    resolver = resolver_for(tmp_path)
+    good, unsigned = registry.push(module("v1"), "v1"), registry.push(module("v2"), "v2", None)
+    assert served_config(resolver, configured_plugin(good, "hello")) == (
+        module_sha("v1"), '{"greeting":"hello"}', {"GREETING": "hello"})
+    # module and configuration change together and the module is refused: old code keeps its old config
+    assert served_config(resolver, configured_plugin(unsigned, "bonjour")) == (
+        module_sha("v1"), '{"greeting":"hello"}', {"GREETING": "hello"})
+    status = resolver.status_of(ResourceKey("WasmPlugin", "default", "greeter"))
+    assert status is not None and "with the pluginConfig it ran with" in status["conditions"][-1]["message"]
+    # back on the good module, a new configuration reaches proxies at once
+    assert served_config(resolver, configured_plugin(good, "hallo")) == (
+        module_sha("v1"), '{"greeting":"hallo"}', {"GREETING": "hallo"})
