@@ -38,6 +38,7 @@ from registry import (
 from registry.testing import RunningRegistry, running_registry
 from tests.registry._tools import build_wat
 from wasmhost.sidecar import ConfigError
+from wasmhost.sidecar import _module_trust as module_trust
 from wasmhost.sidecar import _wasm as wasm_adapter
 from wasmhost.sidecar._module_provenance import CARRIER, ProvenanceError, decode, reverify
 
@@ -64,9 +65,11 @@ def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_sidecar_state(monkeypatch: pytest.MonkeyPatch) -> None:
+def fresh_sidecar_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("WASMESH_TRUST_POLICY", raising=False)
-    monkeypatch.setattr(wasm_adapter, "_POLICY", None)
+    monkeypatch.setattr(module_trust, "_LOADED", None)
+    monkeypatch.setattr(wasm_adapter, "_AGENT", None)
+    monkeypatch.setenv("WASMESH_CACHE_DIR", str(tmp_path / "sidecar-cache"))
     monkeypatch.setattr(wasm_adapter, "MODULE_STATUS", {})
 
 
@@ -113,11 +116,12 @@ def inline_bytes(config: Any, data: bytes) -> Any:
     return config
 
 
-def sidecar_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: Keys, images: str = "*") -> None:
+def sidecar_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keys: Keys, images: str = "*",
+                   extra: str = "") -> None:
     folder = tmp_path / f"sidecar-{keys.id[7:19]}"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "sidecar.pub").write_bytes(keys.public_pem)
-    (folder / "trust.yaml").write_text(f"rules:\n- images: ['{images}']\n  keys: [sidecar.pub]\n")
+    (folder / "trust.yaml").write_text(f"rules:\n- images: ['{images}']\n  keys: [sidecar.pub]\n{extra}")
     monkeypatch.setenv("WASMESH_TRUST_POLICY", str(folder / "trust.yaml"))
 
 
@@ -236,3 +240,63 @@ def test_a_malformed_carrier_is_refused_with_the_field(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match="vm_config.environment_variables.host_env_keys.*expected a JSON object"):
         wasm_adapter.plugin_spec_from_proto(config)
     assert wasm_adapter.PROVENANCE_CARRIER == CARRIER
+
+
+# ---- stripped provenance ----------------------------------------------------------------------------
+def stripped(config: Any) -> Any:
+    """The PluginConfig with its provenance carrier removed, as a tampering hop would send it."""
+    keys = [k for k in config.vm_config.environment_variables.host_env_keys if not k.startswith(CARRIER)]
+    del config.vm_config.environment_variables.host_env_keys[:]
+    config.vm_config.environment_variables.host_env_keys.extend(keys)
+    return config
+
+
+def test_a_sidecar_with_a_policy_refuses_a_module_whose_provenance_was_stripped(
+        registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    v1, v2 = module("v1"), module("v2")
+    resolver, slot, _ = served(tmp_path, push(registry, v1, "v1"))
+    resolver_v2, slot_v2, _ = served(tmp_path / "v2", push(registry, v2, "v2"))
+    good = ecds_config(resolver, slot)
+    assert wasm_adapter.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))[1] == v2  # no policy
+    sidecar_policy(tmp_path, monkeypatch, TRUSTED)
+    assert wasm_adapter.plugin_spec_from_proto(good)[1] == v1
+    with pytest.raises(ConfigError, match=r"vm_config\.code.*'default\.p' .*carries no provenance.*unsignedModules"):
+        wasm_adapter.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))
+    status = wasm_adapter.MODULE_STATUS[slot.name]
+    assert status["ok"] is False and "carries no provenance" in str(status["message"])
+    # the sidecar NACKs the update and rebuilds the previous version, which keeps the refusal on record
+    assert wasm_adapter.plugin_spec_from_proto(good)[1] == v1
+    status = wasm_adapter.MODULE_STATUS[slot.name]
+    assert status["ok"] is True and status["module_sha256"] == hashlib.sha256(v1).hexdigest()
+    note = status["last_refused"]
+    assert isinstance(note, dict) and note["module_sha256"] == hashlib.sha256(v2).hexdigest()
+    assert "carries no provenance" in note["message"]
+
+
+def test_a_stripped_module_fetched_from_the_module_endpoint_is_refused_too(
+        registry: RunningRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, httpserver: Any) -> None:
+    v1 = module("v1")
+    resolver, slot, placement = served(tmp_path, push(registry, v1, "v1"), REMOTE)
+    httpserver.expect_request(f"/modules/sha256/{placement.sha256}").respond_with_data(v1)
+    config = stripped(ecds_config(resolver, slot))
+    config.vm_config.code.remote.http_uri.uri = httpserver.url_for(f"/modules/sha256/{placement.sha256}")
+    sidecar_policy(tmp_path, monkeypatch, TRUSTED)
+    with pytest.raises(ConfigError, match="carries no provenance"):
+        wasm_adapter.plugin_spec_from_proto(config)
+
+
+def test_unsigned_modules_run_only_when_the_policy_names_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from envoy.extensions.wasm.v3 import wasm_pb2
+
+    config = wasm_pb2.PluginConfig(name="tools.echo")
+    config.vm_config.runtime = "envoy.wasm.runtime.v8"
+    config.vm_config.code.local.inline_bytes = module("v1")
+    sidecar_policy(tmp_path, monkeypatch, TRUSTED, extra="unsignedModules: ['tools.*']\n")
+    assert wasm_adapter.plugin_spec_from_proto(config)[1] == module("v1")
+    assert "allowed by unsignedModules" in str(wasm_adapter.MODULE_STATUS["tools.echo"]["message"])
+    config.name = "default.echo"
+    with pytest.raises(ConfigError, match="carries no provenance"):
+        wasm_adapter.plugin_spec_from_proto(config)
+    sidecar_policy(tmp_path, monkeypatch, TRUSTED, extra="unsignedModules: tools.*\n")
+    with pytest.raises(ConfigError, match="WASMESH_TRUST_POLICY.*unsignedModules: expected a list"):
+        wasm_adapter.plugin_spec_from_proto(config)

@@ -18,7 +18,6 @@ import concurrent.futures
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +68,7 @@ from ._filter_api import (
 from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices, register_http_filter
 from ._headers import HeaderMap
 from ._tracing import active_span_properties, collect_plugin_span_tags
+from ._wasm_grpc import WasmGrpcCalls
 
 _LOG = logging.getLogger("wasmesh.wasm")
 _T = TypeVar("_T")
@@ -177,6 +177,10 @@ class WasmHost:
     metrics: PluginMetricsMirror = field(default_factory=PluginMetricsMirror)
     metrics_timer: Cancellable | None = None
     queue_timer: Cancellable | None = None
+    grpc: WasmGrpcCalls = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grpc = WasmGrpcCalls(self._run, self._soon)
 
     # -- plugins ---------------------------------------------------------------------------
     def acquire(self, compiled: CompiledModule, spec: PluginSpec) -> PluginBinding:
@@ -209,8 +213,10 @@ class WasmHost:
         if binding.tick is not None:
             binding.tick.cancel()
             binding.tick = None
-        binding.plugin.shutdown()
         root = binding.plugin.root
+        if root is not None:
+            self.grpc.forget_root(root)
+        binding.plugin.shutdown()
         if root is not None and not root.pending_done:
             self.by_root.pop(id(root), None)
         self.drain()
@@ -268,9 +274,11 @@ class WasmHost:
         elif isinstance(command, DispatchHttpCall):
             self._dispatch_http_call(command)
         elif isinstance(command, DispatchGrpcCall):
-            self._refuse_grpc(command)
-        elif isinstance(command, SendGrpcMessage | CancelGrpc):
-            pass  # calls are refused at dispatch, so there is nothing to send on or cancel
+            self._dispatch_grpc(command)
+        elif isinstance(command, SendGrpcMessage):
+            self.grpc.send(command)
+        elif isinstance(command, CancelGrpc):
+            self.grpc.cancel(command)
         elif isinstance(command, SetTickPeriod):
             self._set_tick(command.root, command.period_ms)
         elif isinstance(command, NotifyQueueReady):
@@ -324,15 +332,10 @@ class WasmHost:
         except UnknownClusterError:
             self._soon(lambda: on_result(HttpCallResult(None, b"", None, "unknown cluster")))
 
-    def _refuse_grpc(self, command: DispatchGrpcCall) -> None:
+    def _dispatch_grpc(self, command: DispatchGrpcCall) -> None:
         binding = self.binding_for(command.root)
-        if binding is None:
-            return
-        plugin, token = binding.plugin, command.token
-        message = b"gRPC callouts are not supported by this sidecar yet"
-        if plugin.vm is not None:
-            plugin.vm.log(LogLevel.WARN, message.decode())
-        self._soon(lambda: self._run(lambda: plugin.on_grpc_close(token, 14, message)))
+        if binding is not None:
+            self.grpc.dispatch(self.services, binding.plugin, command)
 
     def _set_tick(self, root: RootContext, period_ms: int) -> None:
         binding = self.binding_for(root)
@@ -624,9 +627,10 @@ def module_agent() -> Any:
         from registry import TrustPolicy
 
         from ..agent import ModuleAgent, ModuleStore
+        from ._module_trust import load_trust
 
         policy_path = os.environ.get("WASMESH_TRUST_POLICY")
-        policy = TrustPolicy.load(policy_path) if policy_path else TrustPolicy()
+        policy = load_trust(policy_path).policy if policy_path else TrustPolicy()
         root = Path(os.environ.get("WASMESH_CACHE_DIR") or Path.home() / ".cache" / "wasmesh") / "modules"
         _AGENT = ModuleAgent(ModuleStore(root), policy)
     return _AGENT
@@ -677,70 +681,6 @@ def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name
 # the carrier of `_module_provenance.CARRIER`, spelled here so that the registry package (and its
 # cryptography) loads only once a module actually carries provenance
 PROVENANCE_CARRIER = "WASMESH_MODULE_PROVENANCE:"
-_POLICY: tuple[Any, ...] | None = None
-
-
-def sidecar_trust_policy() -> Any:
-    """The sidecar's own trust policy (``WASMESH_TRUST_POLICY``), or None when it has none;
-    read again when the file changes, so an edited policy applies to the next module."""
-    global _POLICY
-    path = os.environ.get("WASMESH_TRUST_POLICY") or ""
-    try:
-        stat = os.stat(path) if path else None
-    except OSError as err:
-        raise ConfigError("WASMESH_TRUST_POLICY", f"cannot read the trust policy {path}: {err.strerror}") from None
-    key = (path, stat.st_mtime_ns, stat.st_size) if stat is not None else (path,)
-    if _POLICY is None or _POLICY[0] != key:
-        from registry import TrustPolicy, TrustPolicyError
-
-        try:
-            _POLICY = (key, TrustPolicy.load(path) if path else None)
-        except TrustPolicyError as err:
-            raise ConfigError("WASMESH_TRUST_POLICY", str(err)) from None
-    return _POLICY[1]
-
-
-def _check_provenance(entries: list[str], wasm: bytes, path: str, plugin_name: str) -> None:
-    """Re-verify a control-plane module against the sidecar's own trust policy; refuse it (NACK)
-    when the signature material does not vouch for these bytes. Without a policy of its own the
-    sidecar accepts the control plane's verdict and says so in ``MODULE_STATUS``, which also keeps
-    the last refusal while the previous version serves on."""
-    from ._module_provenance import ProvenanceError, decode, reverify
-
-    sha256 = hashlib.sha256(wasm).hexdigest()
-    previous = MODULE_STATUS.get(plugin_name) or {}
-    status: dict[str, object] = dict(previous) if previous.get("module_sha256") == sha256 else {"module_sha256": sha256}
-    status.pop("last_refused", None)
-    refusal = previous.get("last_refused")
-    if isinstance(refusal, dict) and refusal.get("module_sha256") != sha256:  # an older refusal, not of these bytes
-        status["last_refused"] = refusal
-
-    def refuse(reason: str, message: str) -> ConfigError:
-        status.update(ok=False, reverified=False, message=f"refused: {reason}")
-        status["last_refused"] = {"module_sha256": sha256, "message": reason,
-                                  "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        MODULE_STATUS[plugin_name] = status
-        return ConfigError(path, f"{message}: {reason}")
-
-    try:
-        provenance = decode(entries[0])
-    except ProvenanceError as err:
-        raise refuse(str(err), "module refused") from None
-    status["url"] = status.get("url") or provenance.reference
-    status["provenance"] = provenance.reference
-    policy = sidecar_trust_policy()
-    if policy is None:
-        status.update(ok=True, reverified=False,
-                      message="verified by the control plane; not re-verified (no WASMESH_TRUST_POLICY)")
-        MODULE_STATUS[plugin_name] = status
-        return
-    try:
-        signers = reverify(provenance, wasm, policy)
-    except ProvenanceError as err:
-        raise refuse(str(err), "module refused by the sidecar's trust policy") from None
-    status.update(ok=True, reverified=True, signers=[str(s) for s in signers],
-                  message="re-verified against the sidecar's trust policy")
-    MODULE_STATUS[plugin_name] = status
 
 
 class _FetchFailedFilter(HttpFilter):
@@ -779,7 +719,15 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
     provenance = [k for k in vm.environment_variables.host_env_keys if k.startswith(PROVENANCE_CARRIER)]
     host_env_keys = [k for k in vm.environment_variables.host_env_keys if not k.startswith(PROVENANCE_CARRIER)]
     if provenance:
-        _check_provenance(provenance, wasm, f"{path}.vm_config.environment_variables.host_env_keys", config.name)
+        from ._module_trust import check_provenance
+
+        check_provenance(MODULE_STATUS, provenance, wasm, f"{path}.vm_config.environment_variables.host_env_keys",
+                         config.name)
+    elif os.environ.get("WASMESH_TRUST_POLICY"):  # stripped provenance looks like none: see _module_trust
+        from ._module_trust import check_unsigned
+
+        agent_verified = vm.code.WhichOneof("specifier") == "remote" and vm.code.remote.http_uri.uri.startswith("oci://")
+        check_unsigned(MODULE_STATUS, wasm, f"{path}.vm_config.code", config.name, agent_verified)
     env: list[tuple[str, str]] = sorted(
         (k, v) for k, v in vm.environment_variables.key_values.items() if k not in _AGENT_ENV
     )
