@@ -177,10 +177,7 @@ class WasmHost:
     metrics: PluginMetricsMirror = field(default_factory=PluginMetricsMirror)
     metrics_timer: Cancellable | None = None
     queue_timer: Cancellable | None = None
-    grpc: WasmGrpcCalls = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.grpc = WasmGrpcCalls(self._run, self._soon)
+    grpc: WasmGrpcCalls = field(default_factory=WasmGrpcCalls)
 
     # -- plugins ---------------------------------------------------------------------------
     def acquire(self, compiled: CompiledModule, spec: PluginSpec) -> PluginBinding:
@@ -335,7 +332,7 @@ class WasmHost:
     def _dispatch_grpc(self, command: DispatchGrpcCall) -> None:
         binding = self.binding_for(command.root)
         if binding is not None:
-            self.grpc.dispatch(self.services, binding.plugin, command)
+            self.grpc.dispatch(self.services, binding.plugin, command, self._run, self._soon)
 
     def _set_tick(self, root: RootContext, period_ms: int) -> None:
         binding = self.binding_for(root)

@@ -17,6 +17,11 @@ from ._grpc_callout import UNAVAILABLE, GrpcCallout, GrpcEvents, UnaryCollector,
 from ._headers import Pair
 
 _Key = tuple[int, int]  # (id(root context), token)
+_Runner = Callable[[Callable[[], None]], None]
+
+
+def _run_now(action: Callable[[], None]) -> None:
+    action()
 
 
 class _StreamEvents:
@@ -46,19 +51,20 @@ class _StreamEvents:
 class WasmGrpcCalls:
     """Open gRPC callouts of every plugin on one worker."""
 
-    def __init__(self, run: Callable[[Callable[[], None]], None], soon: Callable[[Callable[[], None]], None]) -> None:
-        self.run = run
-        self._soon = soon
+    def __init__(self) -> None:
         self._calls: dict[_Key, GrpcCallout] = {}
         self.services: Any = None
+        self.run: _Runner = _run_now
+
 
     def _flush(self) -> None:
         """Have the worker carry out the upstream commands just queued."""
         if self.services is not None:
             self.services.call_soon(lambda: None)
 
-    def dispatch(self, services: Any, plugin: Plugin, command: DispatchGrpcCall) -> None:
-        self.services = services
+    def dispatch(self, services: Any, plugin: Plugin, command: DispatchGrpcCall, run: _Runner, soon: _Runner) -> None:
+        """Start the call; ``run`` calls into the plugin (and carries out what it asks), ``soon`` defers."""
+        self.services, self.run = services, run
         key = (id(command.root), command.token)
         token = command.token
         events: GrpcEvents
@@ -81,7 +87,7 @@ class WasmGrpcCalls:
         current = getattr(services, "current", None)
         cluster = current.clusters.get(command.cluster) if current is not None else None
         if cluster is None:
-            self._soon(lambda: events.on_close(UNAVAILABLE, b"cluster not found: " + command.cluster.encode()))
+            soon(lambda: events.on_close(UNAVAILABLE, b"cluster not found: " + command.cluster.encode()))
             return
         self._calls[key] = start_grpc_callout(
             services.runtime, cluster, command.service, command.method, list(command.initial_metadata),
