@@ -8,7 +8,8 @@ after every event the whole Kubernetes slice is rebuilt and handed to the store,
 versions stable for unchanged objects. CRD objects are validated like manifests from a
 folder (a bad one is reported and its last good version kept). A Service with its Endpoints
 becomes a ServiceEntry-equivalent resource (STATIC, one endpoint per ready address, labelled
-with its Pod's labels), so the registry and translation see one model.
+with its Pod's labels), so the registry and translation see one model. The one write is
+`patch_status`: module status conditions onto a WasmPlugin's `status` subresource.
 """
 
 from __future__ import annotations
@@ -164,6 +165,28 @@ class KubernetesSource:
             else:
                 return  # BOOKMARK / ERROR carry no object change
         self._rebuild()
+
+    # ---- status written back ---------------------------------------------------------------------------
+    def patch_status(self, key: ResourceKey, status: Mapping[str, Any]) -> None:
+        """Merge-patch the `status` subresource of a watched CRD object (`_module_status.StatusWriter`
+        calls this from its thread); raises StatusTargetGone when the cluster does not hold it."""
+        from kubernetes.client.exceptions import ApiException
+
+        from controlplane._module_status import StatusTargetGone
+
+        kind = next((c.kind for c in self.collections if c.kind is not None and c.kind.kind == key.kind), None)
+        with self._lock:
+            held = kind is not None and f"{key.namespace}/{key.name}" in self._objects[kind.plural]
+        if kind is None or not held:
+            raise StatusTargetGone(f"{key} is not a Kubernetes object")
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                kind.group, kind.versions[0], key.namespace, kind.plural, key.name, {"status": dict(status)},
+                _content_type="application/merge-patch+json")
+        except ApiException as err:
+            if err.status == 404:
+                raise StatusTargetGone(f"{key}: {err.reason}") from None
+            raise
 
     # ---- objects -> resources ---------------------------------------------------------------------------
     def _rebuild(self) -> None:

@@ -78,6 +78,8 @@ class ModuleResolver:
         self.attempts = attempts
         self.backoff = backoff
         self.on_change: Callable[[], None] = lambda: None
+        # told an owner's new status whenever its conditions change (`_module_status` writes it back)
+        self.on_status: Callable[[ResourceKey, dict[str, Any] | None], None] = lambda owner, status: None
         self.host, self.port = "127.0.0.1", 0  # the module endpoint, set once it is bound
         self.states: dict[str, SlotState] = {}
         self.published: set[str] = set()  # digests proxies were told about; the endpoint serves only these
@@ -228,11 +230,17 @@ class ModuleResolver:
     def _update_conditions(self, state: SlotState) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         policy_source = self.config.for_namespace(state.slot.namespace).policy_source
+        before = dict(state.conditions)
         for kind, status, reason, message in _conditions(state, policy_source, self.config.delivery):
             previous = state.conditions.get(kind)
             since = previous["lastTransitionTime"] if previous and previous["status"] == status else now
             state.conditions[kind] = {"type": kind, "status": status, "reason": reason, "message": message,
                                       "lastTransitionTime": since}
+        if state.conditions != before:
+            try:
+                self.on_status(state.slot.owner, self.status_of(state.slot.owner))
+            except Exception:  # noqa: BLE001 - reporting a status must never break resolution
+                log.exception("reporting the status of %s failed", state.slot.owner)
 
     def status_of(self, owner: ResourceKey) -> dict[str, Any] | None:
         """The `status` of a WasmPlugin (conditions + module) or EnvoyFilter (one entry per module)."""

@@ -3,8 +3,11 @@
 It implements only what the Kubernetes source uses, the way the real server answers it:
 cluster-wide LIST of a collection (items plus the list's resourceVersion) and WATCH from a
 resourceVersion (chunked JSON lines of ADDED/MODIFIED/DELETED events, ending after
-timeoutSeconds; 410 Gone when the version is older than the history kept). Tests change
-objects with `put` / `delete`, as a controller or kubectl would.
+timeoutSeconds; 410 Gone when the version is older than the history kept), and a JSON merge
+PATCH of a custom object's `status` subresource — answered 404 for kinds whose CRD in `crds/`
+declares no status subresource, as the real server does; the write is a MODIFIED event.
+Tests change objects with `put` / `delete`, as a controller or kubectl would, and can make the
+next status writes fail (`fail_status_writes`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,43 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import yaml
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+def status_subresources(crd_dir: Path = CRD_DIR) -> frozenset[str]:
+    """`group/plural` of every CRD whose served versions declare the status subresource."""
+    out = set()
+    for path in crd_dir.glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = crd["spec"]
+        if all("status" in (v.get("subresources") or {}) for v in spec["versions"]):
+            out.add(f"{spec['group']}/{spec['names']['plural']}")
+    return frozenset(out)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
 
 class FakeKubeApiServer:
-    def __init__(self, history: int = 1000) -> None:
+    def __init__(self, history: int = 1000, with_status: Iterable[str] | None = None) -> None:
         self._lock = threading.Condition()
         self._objects: dict[str, dict[str, dict[str, Any]]] = {}
         self._events: list[tuple[int, str, str, dict[str, Any]]] = []
@@ -30,6 +62,9 @@ class FakeKubeApiServer:
         self._epoch = 0
         self.gone = 0
         self.requests: list[str] = []
+        self.with_status = frozenset(with_status) if with_status is not None else status_subresources()
+        self.status_writes: list[tuple[str, dict[str, Any]]] = []  # (namespace/name, patch) accepted
+        self._failures: list[int] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-kube-apiserver")
@@ -75,6 +110,42 @@ class FakeKubeApiServer:
             self._version += 1
             obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self._version)}}
             self._record(collection, "DELETED", obj)
+
+    def fail_status_writes(self, *codes: int) -> None:
+        """Answer the next status writes with these HTTP statuses (409 conflict, 500, ...)."""
+        with self._lock:
+            self._failures.extend(codes)
+
+    def status_of(self, collection: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get(collection, {}).get(f"{namespace}/{name}")
+            return json.loads(json.dumps(obj["status"])) if obj is not None and "status" in obj else None
+
+    def _patch_status(self, path: str, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        parts = path.strip("/").split("/")  # apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME/status
+        if len(parts) != 8 or parts[0] != "apis" or parts[3] != "namespaces" or parts[7] != "status":
+            return 404, _status(404, "NotFound", f"no route {path}")
+        _, group, version, _, namespace, plural, name, _ = parts
+        if f"{group}/{plural}" not in self.with_status:
+            return 404, _status(404, "NotFound", f"the server could not find the requested resource ({plural}/status)")
+        if content_type.split(";")[0].strip() != "application/merge-patch+json":
+            return 415, _status(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+        collection = f"/apis/{group}/{version}/{plural}"
+        with self._lock:
+            if self._failures:
+                code = self._failures.pop(0)
+                return code, _status(code, "Conflict" if code == 409 else "InternalError", "injected failure")
+            obj = self._objects.get(collection, {}).get(f"{namespace}/{name}")
+            if obj is None:
+                return 404, _status(404, "NotFound", f'{plural} "{name}" not found')
+            patch = json.loads(body)
+            status = merge_patch(obj.get("status"), patch.get("status"))
+            self._version += 1
+            obj = {**obj, "status": status, "metadata": {**obj["metadata"], "resourceVersion": str(self._version)}}
+            self._objects[collection][f"{namespace}/{name}"] = obj
+            self._record(collection, "MODIFIED", obj)
+            self.status_writes.append((f"{namespace}/{name}", patch))
+            return 200, obj
 
     def compact(self) -> None:
         """Forget history as etcd compaction does: open watches end, older versions get 410."""
@@ -141,6 +212,11 @@ class FakeKubeApiServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_PATCH(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                fake.requests.append(f"{urlparse(self.path).path} patch")
+                self._json(*fake._patch_status(urlparse(self.path).path, self.headers.get("content-type", ""), body))
+
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 url = urlparse(self.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -169,3 +245,8 @@ class FakeKubeApiServer:
                     pass
 
         return Handler
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code,
+            "message": message}

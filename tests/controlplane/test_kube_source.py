@@ -5,18 +5,33 @@ the only difference from a cluster."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from controlplane._generate import generate
 from controlplane._mesh import Mesh
+from controlplane._module_config import ModulesConfig
+from controlplane._module_status import StatusTargetGone, StatusWriter, attach_status_writer
 from controlplane._protos import ENDPOINT, ROUTE, to_dict
 from controlplane._resources import ResourceKey
 from controlplane._store import ConfigStore
+from registry import (
+    Reference,
+    RegistryClient,
+    TrustPolicy,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    push_module,
+    sign_image,
+)
+from registry.testing import running_registry
 from tests._tools import require_tool
 from tests.controlplane._fake_kube import FakeKubeApiServer
 from tests.controlplane._fixtures import sidecar
-from tests.controlplane._running import wait_for
+from tests.controlplane._running import RunningControlPlane, wait_for
+from tests.registry._tools import build_wat
 
 try:
     import kubernetes
@@ -133,3 +148,95 @@ def test_pull_secrets_are_read_from_the_cluster(cluster: tuple[FakeKubeApiServer
                                  "metadata": {"name": "pull-creds", "namespace": "shop"},
                                  "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}})
     assert wait_for(lambda: pull_secrets(store.resources()), what="secret seen") == {"shop/pull-creds": config}
+
+
+# ---- WasmPlugin status written back ----------------------------------------------------------------------
+WASM_PATH = "/apis/extensions.istio.io/v1alpha1/wasmplugins"
+
+
+def wasm_plugin(url: str) -> dict[str, object]:
+    return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+            "metadata": {"name": "headers", "namespace": "default"}, "spec": {"url": url}}
+
+
+def conditions_of(fake: FakeKubeApiServer) -> dict[str, tuple[str, str]]:
+    status = fake.status_of(WASM_PATH, "default", "headers") or {}
+    return {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
+
+
+def test_wasm_plugin_status_is_written_to_its_status_subresource_and_retried(
+        cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource], tmp_path: Path) -> None:
+    fake, _, _ = cluster
+    private_pem, public_pem = generate_keypair()
+    with running_registry(tmp_path / "registry") as registry, RunningControlPlane(None) as running:
+        running.settings.module_cache_dir = tmp_path / "cache"
+        assert running.plane is not None
+        running.plane.modules.config = ModulesConfig(policy=TrustPolicy.with_keys([load_public_key(public_pem)]))
+        source = KubernetesSource(running.plane.store, cluster[2].api_client, watch_timeout=2, relist_backoff=0.1)
+
+        def push(tag: str, data: bytes, signed: bool) -> str:
+            ref = Reference.parse(f"{registry.host}/plugins/headers:{tag}")
+            with RegistryClient(registry.host) as client:
+                push_module(client, ref, data)
+                if signed:
+                    sign_image(client, ref, load_private_key(private_pem))
+            return str(ref)
+
+        good = push("v1", build_wat('(module (func (export "proxy_abi_version_0_2_1")))'), True)
+        fake.put(WASM_PATH, wasm_plugin(good))
+        writer = running.run(lambda: attach_status_writer(running.plane.modules, source.patch_status, backoff=0.05))
+        try:
+            source.start()
+            wait_for(lambda: conditions_of(fake).get("Distributed") == ("True", "ControlPlane"), what="status written")
+            status = fake.status_of(WASM_PATH, "default", "headers")
+            assert status is not None and status["module"]["digest"].startswith("sha256:")
+            assert status["module"]["signers"] and conditions_of(fake)["Verified"] == ("True", "Signed")
+            [(_, patch)] = [w for w in fake.status_writes if w[1]["status"] == status][:1]
+            assert set(patch) == {"status"}  # spec and metadata are never written
+            assert fake.status_of(VS_PATH, "default", "reviews") is None
+
+            fake.fail_status_writes(409, 500)  # a conflict, then a server error: retried with backoff
+            unsigned = push("v2", build_wat('(module (memory 1) (func (export "proxy_abi_version_0_2_1")))'), False)
+            fake.put(WASM_PATH, wasm_plugin(unsigned))
+            wait_for(lambda: conditions_of(fake).get("Verified") == ("False", "SignatureRejected"),
+                     what="the refusal written after the retries")
+            assert conditions_of(fake)["Distributed"] == ("True", "LastGoodVersion") and writer.failures >= 2
+            wait_for(writer.idle, what="nothing left to write")
+            writes = len(fake.status_writes)
+            running.run(running.plane.push_all)  # a push with unchanged conditions writes nothing
+            running.run(running.plane.modules.refresh)  # nor does re-resolving to the same verdict
+            running.call(running.plane.modules.settled())
+            wait_for(writer.idle, what="nothing left to write")
+            assert len(fake.status_writes) == writes
+        finally:
+            writer.stop()
+            source.stop()
+
+
+def test_a_kind_without_a_status_subresource_is_never_retried(
+        cluster: tuple[FakeKubeApiServer, ConfigStore, KubernetesSource]) -> None:
+    """The API server answers 404 for a status write to a CRD without the subresource: dropped."""
+    bare = FakeKubeApiServer(with_status=()).start()
+    configuration = kubernetes.client.Configuration()
+    configuration.host = bare.url
+    configuration.connection_pool_maxsize = 32
+    source = KubernetesSource(ConfigStore(), kubernetes.client.ApiClient(configuration), watch_timeout=2,
+                              relist_backoff=0.1)
+    writer = StatusWriter(source.patch_status, backoff=0.05).start()
+    try:
+        bare.put(WASM_PATH, wasm_plugin("oci://r.example/p:v1"))
+        source.start()
+        assert source.synced.wait(10)
+        with pytest.raises(StatusTargetGone, match="Not Found"):
+            source.patch_status(ResourceKey("WasmPlugin", "default", "headers"), {"conditions": []})
+        with pytest.raises(StatusTargetGone, match="not a Kubernetes object"):
+            source.patch_status(ResourceKey("WasmPlugin", "default", "elsewhere"), {"conditions": []})
+        writer.submit(ResourceKey("WasmPlugin", "default", "headers"), {"conditions": []})
+        wait_for(writer.idle, what="the write dropped")
+        assert bare.status_writes == [] and writer.failures == 0 and writer.written == {}
+        assert bare.requests.count(f"{WASM_PATH.replace('wasmplugins', 'namespaces/default/wasmplugins')}"
+                                   "/headers/status patch") == 2
+    finally:
+        writer.stop()
+        bare.stop()
+        source.stop()
