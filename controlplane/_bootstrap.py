@@ -6,6 +6,10 @@ With a bootstrap token the proxy joins mesh mTLS: the token travels as the ADS s
 `authorization: Bearer` metadata, only over TLS to the secure port (the control plane's
 certificate is checked against `xds_ca`, the CA's trust bundle), and the workload gets the
 label `security.istio.io/tlsMode: istio`, as Istio's injector labels pods with a sidecar.
+A real Envoy is then sent a key and certificate the control plane minted for it over SDS. A
+wasmesh sidecar can hold its own key instead (`identity_agent`): node metadata
+`IDENTITY_AGENT: "true"` and `TRUST_DOMAIN` tell it to run its identity agent and tell the
+control plane to point its secrets at the agent (`sds-grpc`, as istio-agent's) and mint nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class BootstrapOptions:
     token: str = ""  # bootstrap token: the proxy's credential on the ADS stream
     xds_ca: str = ""  # PEM roots to verify the control plane with (TLS to the secure port)
     xds_server_name: str = "istiod.istio-system.svc"
+    identity_agent: bool = False  # a wasmesh sidecar that generates its key and asks the CA itself
+    trust_domain: str = "cluster.local"
 
 
 def parse_address(text: str, allow_any_port: bool = False) -> tuple[str, int]:
@@ -55,6 +61,8 @@ def node_id(options: BootstrapOptions) -> str:
 
 
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
+IDENTITY_AGENT_METADATA = "IDENTITY_AGENT"
+TRUST_DOMAIN_METADATA = "TRUST_DOMAIN"
 
 
 def node_metadata(options: BootstrapOptions) -> dict[str, Any]:
@@ -74,6 +82,9 @@ def node_metadata(options: BootstrapOptions) -> dict[str, Any]:
         metadata["OUTBOUND_PORTS"] = json.dumps({str(k): v for k, v in options.outbound_ports.items()})
     if options.inbound_ports:
         metadata["INBOUND_PORTS"] = json.dumps({str(k): v for k, v in options.inbound_ports.items()})
+    if options.identity_agent:
+        metadata[IDENTITY_AGENT_METADATA] = "true"
+        metadata[TRUST_DOMAIN_METADATA] = options.trust_domain
     metadata.update(options.extra_metadata)
     return metadata
 
@@ -102,6 +113,8 @@ def bootstrap(options: BootstrapOptions) -> dict[str, Any]:
     """An Envoy v3 Bootstrap (JSON shape) pointing at the control plane."""
     if options.token and not options.xds_ca:
         raise ValueError("a bootstrap token is sent only over TLS: give the control plane's CA (xds_ca)")
+    if options.identity_agent and not options.token:
+        raise ValueError("the identity agent authenticates to the CA with the bootstrap token: give one")
     ads = {"ads": {}, "resource_api_version": "V3"}
     return {
         "node": {"id": node_id(options), "cluster": f"{options.name}.{options.namespace}",
@@ -149,4 +162,4 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-__all__ = ["XDS_CLUSTER", "BootstrapOptions", "bootstrap", "grpc_bootstrap", "node_id", "parse_address"]
+__all__ = ["IDENTITY_AGENT_METADATA", "TRUST_DOMAIN_METADATA", "XDS_CLUSTER", "BootstrapOptions", "bootstrap", "grpc_bootstrap", "node_id", "parse_address"]

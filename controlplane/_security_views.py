@@ -1,7 +1,8 @@
 """What `wasmesh proxy-config secret` and `wasmesh authz check` show, as JSON-ready dicts.
 
 `secret_view`: the certificate and trust bundle the control plane minted for a connected
-proxy and sent over SDS (identity, serials, validity, next renewal), never the private key.
+proxy and sent over SDS (identity, serials, validity, next renewal), never the private key; a
+proxy running its own identity agent was minted nothing, and the view says where to look.
 `authz_view`: which security policies apply to a proxy's workload (via
 `AuthorizationPolicy.applies_to`), with each policy's action and rule count, the
 RequestAuthentications and their issuers, and the mTLS mode of each inbound port.
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from controlplane._jwt_authn import selected_request_authentications
 from controlplane._mesh import Mesh
-from controlplane._mtls import has_identity, inbound_mode
+from controlplane._mtls import has_identity, inbound_mode, runs_identity_agent
 from controlplane._protos import SECRET
 from controlplane._proxies import Proxy
 from wasmhost.security.authz import PolicyError, parse_policy
@@ -28,6 +29,10 @@ def secret_view(plane: ControlPlane, connection: Connection) -> dict[str, Any]:
     if plane.security is None:
         return {**out, "secrets": [], "reason": "the control plane runs without a CA (start it with --ca-dir)"}
     issued = plane.security.certificates.get(connection.id)
+    if issued is None and runs_identity_agent(connection.proxy):
+        return {**out, "secrets": [], "reason": "the proxy's identity agent keeps its key and asks the CA itself: "
+                                               "its certificates are in the proxy's admin /config_dump "
+                                               "(wasmesh proxy-config secret --admin HOST:PORT)"}
     if issued is None:
         return {**out, "secrets": [], "reason": "the proxy presented no bootstrap token on the secure port"}
     return {**out, **issued.status()}

@@ -32,6 +32,7 @@ from controlplane._module_cache import ModuleCache
 from controlplane._module_config import ModulesConfig
 from controlplane._module_placement import module_slots
 from controlplane._modules import ModuleResolver
+from controlplane._mtls import runs_identity_agent
 from controlplane._protos import EXTENSION_CONFIG, TYPE_SHORT_NAMES
 from controlplane._proxies import Proxy, labels_match
 from controlplane._sds import private_types
@@ -252,8 +253,8 @@ class ControlPlane:
             proxy = connection.proxy
             connection.identity = self.security.identify(connection.metadata, connection.secure, proxy.namespace,
                                                          proxy.service_account)
-            if connection.identity is not None:
-                self.security.certificates.issue(connection.id, connection.identity)
+            if connection.identity is not None and not runs_identity_agent(proxy):
+                self.security.certificates.issue(connection.id, connection.identity)  # its agent keeps its own key
         self.connections[connection.id] = connection
         self.metrics.proxies.set(len(self.connections))
         log.info("proxy %s connected (%s/%s)", connection.proxy.id, connection.proxy.namespace, connection.proxy.name)

@@ -200,7 +200,10 @@ def _bootstrap(args: argparse.Namespace) -> int:
         ports=[int(p) for p in args.port], xds_host=host, xds_port=port, ip=args.ip,
         service_account=args.service_account, outbound_ports=_port_pairs(args.outbound, "--outbound"),
         inbound_ports=_port_pairs(args.inbound, "--inbound"), admin_port=args.admin_port,
-        proxy_type="router" if args.router else "sidecar", delta=args.delta)
+        proxy_type="router" if args.router else "sidecar", delta=args.delta,
+        identity_agent=args.identity_agent, trust_domain=args.trust_domain)
+    if args.identity_agent and not args.token_file:
+        raise UsageError("--identity-agent needs --token-file: the agent authenticates to the CA with it")
     if args.token_file:
         options.token = _read_secret_file(args.token_file, "--token-file")
         if not args.xds_ca:
@@ -464,6 +467,10 @@ def register(commands: Any) -> None:
     boot.add_argument("--token-file", metavar="FILE", help="bootstrap token (wasmesh token): join mesh mTLS")
     boot.add_argument("--xds-ca", metavar="FILE", help="roots that sign the control plane's certificate "
                                                       "(<ca-dir>/trust-bundle.pem); connects with TLS")
+    boot.add_argument("--identity-agent", action="store_true",
+                      help="for a wasmesh sidecar: it generates its own key and gets its certificate from the CA "
+                           "(the control plane mints none); not for Envoy")
+    boot.add_argument("--trust-domain", default="cluster.local", help="the mesh's trust domain (the agent's SPIFFE ID)")
     boot.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
     boot.set_defaults(handler=_bootstrap)
 

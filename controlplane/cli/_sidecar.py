@@ -22,6 +22,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--concurrency", type=int, default=1, help="worker processes sharing the listen ports")
     parser.add_argument("--admin-address-path", default="", help="write the admin host:port to this file")
     parser.add_argument("--validate", action="store_true", help="only check the bootstrap and exit")
+    agent = parser.add_argument_group(
+        "identity agent", "for a bootstrap written with `wasmesh bootstrap --identity-agent`: the sidecar generates "
+                          "its key itself and gets its certificate from the CA (defaults come from the ADS connection)")
+    agent.add_argument("--ca-address", default="", metavar="HOST:PORT", help="the CA's CSR service")
+    agent.add_argument("--ca-root-cert", default="", metavar="FILE", help="roots the CA's serving certificate chains to")
+    agent.add_argument("--identity-token-file", default="", metavar="FILE",
+                       help="bootstrap token to authenticate to the CA with (read again for every request)")
+    agent.add_argument("--secret-ttl", type=float, default=0.0, metavar="SECONDS",
+                       help="certificate lifetime to ask for (default: the CA's)")
     parser.set_defaults(handler=_run)
 
 
@@ -52,7 +61,12 @@ def _run(args: argparse.Namespace) -> int:
             return 1
         print(f"{args.config_path}: OK")
         return 0
-    options = {"log_level": args.log_level, "concurrency": args.concurrency}
+    if args.secret_ttl < 0:
+        raise UsageError("--secret-ttl must not be negative")
+    options: dict[str, Any] = {"log_level": args.log_level, "concurrency": args.concurrency}
+    for flag in ("ca_address", "ca_root_cert", "identity_token_file", "secret_ttl"):
+        if getattr(args, flag):
+            options[flag] = getattr(args, flag)
     if args.concurrency > 1:
         from wasmhost.sidecar._supervisor import run_supervisor
 

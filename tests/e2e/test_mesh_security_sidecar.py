@@ -1,7 +1,9 @@
 """The mesh security config the control plane emits, enforced by a wasmesh sidecar alike real Envoy.
 
 Each test runs the same workload twice behind one control plane: once behind Envoy, once behind
-a wasmesh sidecar started from the same `wasmesh bootstrap`, and sends both the same requests.
+a wasmesh sidecar started from the same `wasmesh bootstrap` (plus `--identity-agent` where mTLS is
+involved: the wasmesh sidecar generates its own key, the Envoy is sent one), and sends both the
+same requests. The mTLS tests are the mixed mesh: Envoy and agent-holding wasmesh sidecars, both ways.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class BothMesh(SecureMesh):
             name = f"server-{kind}"
             security = ["--token-file", str(self.token("server")), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
                         "--xds", self.plane.secure_address] if token else ["--xds", self.plane.xds_address]
+            if token and kind == "wasmesh":
+                security.append("--identity-agent")  # our sidecar keeps its key; Envoy is sent one
             text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", "server",
                        "--labels", "app=server", "--admin-port", "0", "--port", str(self.app_port),
                        "--inbound", f"{self.app_port}={port}", *security)
@@ -63,7 +67,7 @@ class BothMesh(SecureMesh):
         text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", name,
                    "--labels", f"app={name}", "--admin-port", "0", "--outbound", f"{SERVICE_PORT}={port}",
                    "--token-file", str(self.token(name)), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
-                   "--xds", self.plane.secure_address)
+                   "--xds", self.plane.secure_address, "--identity-agent")
         sidecar = SidecarProcess(text, workdir=self.root / f"{name}-wasmesh")
         self.sidecars.append(sidecar)
         sidecar.start()

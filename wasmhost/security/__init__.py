@@ -62,6 +62,7 @@ from ._tls import (
     client_context_for,
     peer_certificate,
     peer_identity,
+    private_pem_file,
     server_context_for,
 )
 from ._upstream_tls import DestinationTlsError, UpstreamTls, auto_mtls, parse_upstream_tls, upstream_context
@@ -73,7 +74,7 @@ __all__ = [
     "InboundSecurity", "InboundVerdict", "IstioCertificateResponse", "PeerAuthentication", "PeerAuthenticationError", "PeerAuthenticationMode", "PeerInfo", "PeerVerificationError", "RenewalPolicy",
     "SdsServer", "SdsStream", "SecretSnapshot", "SecureListener", "SignedChain", "SigningError", "SpiffeId", "SpiffeIdError", "TlsContexts", "UpstreamTls", "WorkloadSvid",
     "auto_mtls", "build_csr", "check_inbound", "certificate_secret", "certificates_pem", "client_context_for", "effective_mode", "generate_key",
-    "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "parse_peer_authentication", "parse_upstream_tls", "peer_certificate", "peer_identity",
+    "load_pem_certificates", "looks_like_tls", "open_mtls_connection", "parse_peer_authentication", "parse_upstream_tls", "peer_certificate", "peer_identity", "private_pem_file",
     "sds_secrets", "secret_as_dict", "server_context_for", "snapshot_of", "sniff_tls", "spiffe_id_of", "trust_bundle_secret",
     "upstream_context", "uri_sans", "verify_peer_chain",
 ]

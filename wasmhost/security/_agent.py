@@ -102,10 +102,15 @@ class IdentityAgent:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, *, timeout: float | None = 30.0) -> WorkloadSvid:
-        """Start renewing in the background and wait for the first certificate."""
+    def launch(self) -> None:
+        """Start renewing in the background without waiting (subscribers hear of each SVID)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"identity-agent {self.identity}")
+
+    async def start(self, *, timeout: float | None = 30.0) -> WorkloadSvid:
+        """Start renewing in the background and wait for the first certificate."""
+        self.launch()
+        assert self._task is not None
         waiter = asyncio.ensure_future(self._ready.wait())
         done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:

@@ -32,8 +32,11 @@ _CIPHERS_TLS12 = "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256:EC
 
 
 @contextlib.contextmanager
-def _private_file(data: bytes) -> Iterator[str]:
-    """A path OpenSSL can read ``data`` from without it touching disk (memfd on Linux)."""
+def private_pem_file(data: bytes) -> Iterator[str]:
+    """A path OpenSSL can read key material from without it touching disk (memfd on Linux).
+
+    Elsewhere a private temporary file (0600) is the fallback, removed on exit.
+    """
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("wasmesh-svid", getattr(os, "MFD_CLOEXEC", 0))
         try:
@@ -55,7 +58,7 @@ def _base_context(purpose: ssl.Purpose, svid: WorkloadSvid, *, require_peer_cert
     context.set_ciphers(_CIPHERS_TLS12)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED if require_peer_cert else ssl.CERT_OPTIONAL
-    with _private_file(svid.key_pem() + svid.chain_pem()) as path:
+    with private_pem_file(svid.key_pem() + svid.chain_pem()) as path:
         context.load_cert_chain(path)
     context.load_verify_locations(cadata=svid.bundle_pem().decode())
     return context

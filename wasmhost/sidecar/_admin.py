@@ -97,7 +97,9 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
         dump.configs.append(pack(ecds_dump(snapshot)))
         dump.configs.append(pack(listeners_dump(snapshot, bootstrap.static_resources.listeners)))
         dump.configs.append(pack(routes_dump(snapshot)))
-        if snapshot.resources.get(SECRET_TYPE):
+        from ._dynamic import AGENT_SECRETS
+
+        if snapshot.resources.get(SECRET_TYPE) or snapshot.resources.get(AGENT_SECRETS):
             dump.configs.append(pack(secrets_dump(snapshot)))
         result: dict[str, Any] = json_format.MessageToDict(dump, preserving_proto_field_name=True)
         return _with_module_status(result)

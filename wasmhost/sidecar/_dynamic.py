@@ -39,7 +39,6 @@ from ._xds_resources import (
     eds_name,
     hcm_of,
     is_ads,
-    sds_configs,
     tls_context,
 )
 
@@ -198,47 +197,105 @@ def inline_cluster(cluster: Any, resources: Resources, received: Received = NOTH
 
 # --- SDS: secrets inlined into TLS contexts --------------------------------------------------------
 
+#: The cluster istio-agent's SDS is reached through (a Unix socket next to Envoy). In the wasmesh
+#: sidecar the identity agent runs in the process itself, so an SDS config naming this cluster is
+#: answered from the agent's secrets, held under ``AGENT_SECRETS``, and never leaves the sidecar.
+AGENT_SDS_CLUSTER = "sds-grpc"
+AGENT_SECRETS = "wasmesh.sidecar/identity-agent.Secret"
+_GRPC = 2  # ApiConfigSource.ApiType
+
+
+def from_identity_agent(source: Any) -> bool:
+    """Whether a ConfigSource is istio-agent's SDS (gRPC to the ``sds-grpc`` cluster)."""
+    if source.WhichOneof("config_source_specifier") != "api_config_source":
+        return False
+    api = source.api_config_source
+    if api.api_type != _GRPC or len(api.grpc_services) != 1:
+        return False
+    service = api.grpc_services[0]
+    return bool(service.WhichOneof("target_specifier") == "envoy_grpc"
+                and service.envoy_grpc.cluster_name == AGENT_SDS_CLUSTER)
+
+
+def _table_of(config: Any) -> str | None:
+    """Where the secret an SdsSecretConfig names is held: SECRET (ADS), AGENT_SECRETS, or None."""
+    if not config.name or not config.HasField("sds_config"):
+        return None
+    if is_ads(config.sds_config):
+        return SECRET
+    return AGENT_SECRETS if from_identity_agent(config.sds_config) else None
+
+
+def _validation_reference(common: Any) -> Any | None:
+    which = common.WhichOneof("validation_context_type")
+    if which == "validation_context_sds_secret_config":
+        return common.validation_context_sds_secret_config
+    if which == "combined_validation_context":
+        return common.combined_validation_context.validation_context_sds_secret_config
+    return None
+
+
+def secret_sources(common: Any) -> list[tuple[Any, str]]:
+    """(SdsSecretConfig, table) of every secret a CommonTlsContext fetches: ``SECRET`` over ADS,
+    ``AGENT_SECRETS`` from the sidecar's identity agent."""
+    configs = list(common.tls_certificate_sds_secret_configs)
+    reference = _validation_reference(common)
+    if reference is not None:
+        configs.append(reference)
+    return [(config, table) for config in configs if (table := _table_of(config)) is not None]
+
+
+def awaits_secrets(transport_socket: Any) -> bool:
+    """Whether a TLS transport socket still names SDS secrets (none inlined yet)."""
+    context = tls_context(transport_socket)
+    return context is not None and bool(secret_sources(context.common_tls_context))
+
 
 def _inline_tls(transport_socket: Any, path: str, resources: Resources, result: Inlined) -> None:
-    """Replace SDS references (over ADS) in a TLS transport socket with the secrets themselves."""
+    """Replace SDS references (over ADS or to the identity agent) in a TLS transport socket with the secrets."""
     context = tls_context(transport_socket)
     if context is None:
         return
     common = context.common_tls_context
-    wanted = sds_configs(common)
+    wanted = secret_sources(common)
     if not wanted:
         return
-    secrets = resources.get(SECRET, {})
-    missing = [f"Secret {config.name}" for _, config in wanted if config.name not in secrets]
+    missing = []
+    for config, source in wanted:
+        if config.name in resources.get(source, {}):
+            continue
+        if source == AGENT_SECRETS and source not in resources:
+            missing.append(f"Secret {config.name} (from {AGENT_SDS_CLUSTER}, but no identity agent runs here)")
+        else:
+            missing.append(f"Secret {config.name}")
     if missing:
         result.missing.extend(missing)
         return
     common_path = f"{path}.typed_config.common_tls_context"
-    certificates = [c for c in common.tls_certificate_sds_secret_configs
-                    if c.name and c.HasField("sds_config") and is_ads(c.sds_config)]
-    if certificates:
-        keep = [c for c in common.tls_certificate_sds_secret_configs if c not in certificates]
+    configs = list(common.tls_certificate_sds_secret_configs)
+    fetched = [(config.name, found) for config in configs if (found := _table_of(config)) is not None]
+    if fetched:
+        keep = [config for config in configs if _table_of(config) is None]
         del common.tls_certificate_sds_secret_configs[:]
         common.tls_certificate_sds_secret_configs.extend(keep)
-        for config in certificates:
-            secret = secrets[config.name].message
+        for name, source in fetched:
+            secret = resources[source][name].message
             result.origins.append(Origin(f"{common_path}.tls_certificates[{len(common.tls_certificates)}]",
-                                         SECRET, config.name, "tls_certificate"))
+                                         source, name, "tls_certificate"))
             common.tls_certificates.append(secret.tls_certificate)
-    which = common.WhichOneof("validation_context_type")
-    if which in ("validation_context_sds_secret_config", "combined_validation_context"):
-        if which == "combined_validation_context":
-            combined = common.combined_validation_context
-            name = combined.validation_context_sds_secret_config.name
+    reference = _validation_reference(common)
+    table = _table_of(reference) if reference is not None else None
+    if reference is not None and table is not None:
+        name = reference.name
+        validation = resources[table][name].message.validation_context
+        if common.WhichOneof("validation_context_type") == "combined_validation_context":
             merged = common_pb2.CertificateValidationContext()
-            merged.CopyFrom(combined.default_validation_context)
-            merged.MergeFrom(secrets[name].message.validation_context)  # Envoy merges the secret over the default
+            merged.CopyFrom(common.combined_validation_context.default_validation_context)
+            merged.MergeFrom(validation)  # Envoy merges the secret over the default
         else:
-            name = common.validation_context_sds_secret_config.name
-            merged = secrets[name].message.validation_context
-        if name in secrets:
-            common.validation_context.CopyFrom(merged)  # replaces the one-of
-            result.origins.append(Origin(f"{common_path}.validation_context", SECRET, name, "validation_context"))
+            merged = validation
+        common.validation_context.CopyFrom(merged)  # replaces the one-of
+        result.origins.append(Origin(f"{common_path}.validation_context", table, name, "validation_context"))
     transport_socket.typed_config.Pack(context)
 
 
@@ -378,6 +435,7 @@ def attribute(assembly: Assembly, error: ConfigError) -> tuple[str, str, str] | 
 
 
 __all__ = [
-    "DEFAULT_INITIAL_FETCH_TIMEOUT", "Assembly", "Inlined", "Origin", "assemble", "attribute", "describe",
-    "inline_cluster", "inline_listener", "initial_fetch_timeout",
+    "AGENT_SDS_CLUSTER", "AGENT_SECRETS", "DEFAULT_INITIAL_FETCH_TIMEOUT", "Assembly", "Inlined", "Origin", "assemble", "attribute", "describe",
+    "awaits_secrets", "from_identity_agent", "inline_cluster", "inline_listener", "initial_fetch_timeout",
+    "secret_sources",
 ]

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._admin import AdminServer
 from ._errors import ConfigError
+from ._identity import start_identity
 from ._plan import Plan
 from ._plan_build import build_plan
 from ._reload import FileWatcher, digest, load_plan, read_config
@@ -28,6 +29,7 @@ from ._xds_settings import ads_settings
 
 if TYPE_CHECKING:
     from ._filter_registry import WorkerServices
+    from ._identity import SidecarIdentity
     from ._xds_client import XdsClient, XdsSnapshot
 
 log = logging.getLogger("wasmesh.main")
@@ -118,6 +120,7 @@ class Sidecar:
         self._started = time.time()
         self._stopped: asyncio.Event | None = None
         self.xds: XdsClient | None = None
+        self.identity: SidecarIdentity | None = None
         self._bootstrap: Any = None
         self._snapshot: XdsSnapshot | None = None
         self._plan_versions = itertools.count(2)
@@ -177,10 +180,16 @@ class Sidecar:
             from ._xds_client import XdsClient
 
             self.xds = XdsClient(plan.bootstrap, settings, self)
+        self.identity = start_identity(plan.bootstrap, settings, self.options, self._local_secrets)
+        if self.xds is not None:
             self.xds.start()
         freeze_startup_objects()
         log.info("serving %s (listeners: %s)", self.config_path,
                  ", ".join(f"{n}={p}" for n, p in self.worker.bound_ports().items()))
+
+    def _local_secrets(self, type_url: str, secrets: dict[str, Any]) -> None:
+        assert self.xds is not None
+        self.xds.set_local(type_url, secrets)
 
     # --- XdsTarget --------------------------------------------------------------------------------
 
@@ -249,6 +258,8 @@ class Sidecar:
         self.state = "DRAINING"
         if self.watcher is not None:
             self.watcher.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         if self.xds is not None:
             await self.xds.stop()
         if self.admin is not None:

@@ -33,6 +33,7 @@ from .._shared import STATE_ENV
 from .._shared_mmap import create_state_file
 from ._admin import AdminServer
 from ._errors import ConfigError
+from ._identity import start_identity
 from ._plan import Plan
 from ._plan_build import build_plan
 from ._reload import FileWatcher, digest, load_plan, read_config
@@ -47,6 +48,7 @@ from ._stats import StatSample, merge_snapshots
 from ._xds_settings import ads_settings
 
 if TYPE_CHECKING:
+    from ._identity import SidecarIdentity
     from ._xds_client import XdsClient, XdsSnapshot
 
 log = logging.getLogger("wasmesh.main")
@@ -193,6 +195,7 @@ class Supervisor:
         self._watcher: FileWatcher | None = None
         self._log_level = logging.getLogger("wasmesh").getEffectiveLevel()
         self.xds: XdsClient | None = None
+        self.identity: SidecarIdentity | None = None
         self._bootstrap: Any = None
         self._snapshot: XdsSnapshot | None = None
         self._plan_versions = itertools.count(2)
@@ -325,9 +328,16 @@ class Supervisor:
             from ._xds_client import XdsClient
 
             self.xds = XdsClient(plan.bootstrap, settings, self)
+        # one agent for all workers: they get its secrets inlined in what they serve, over their pipes
+        self.identity = start_identity(plan.bootstrap, settings, self.options, self._local_secrets)
+        if self.xds is not None:
             self.xds.start()
         log.info("serving %s with %d workers (listeners: %s)", self.config_path, self.concurrency,
                  ", ".join(f"{n}={p}" for n, p in self._ports.items()))
+
+    def _local_secrets(self, type_url: str, secrets: dict[str, Any]) -> None:
+        assert self.xds is not None
+        self.xds.set_local(type_url, secrets)
 
     # --- XdsTarget --------------------------------------------------------------------------------
 
@@ -406,6 +416,8 @@ class Supervisor:
         self.state = "DRAINING"
         if self._watcher is not None:
             self._watcher.stop()
+        if self.identity is not None:
+            await self.identity.stop()
         if self.xds is not None:
             await self.xds.stop()
         if self._admin is not None:

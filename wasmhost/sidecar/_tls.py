@@ -10,9 +10,7 @@ a connection (version, SANs, subject, certificate digest).
 from __future__ import annotations
 
 import hashlib
-import os
 import ssl
-import tempfile
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,17 +77,12 @@ def certificate_sans(der: bytes) -> list[tuple[str, str]]:
 
 
 def _load_chain(context: ssl.SSLContext, cert: bytes, key: bytes, path: str) -> None:
-    # the ssl module loads key material from files only; inline material goes through private temp files
-    with tempfile.TemporaryDirectory(prefix="wasmesh-tls-") as directory:
-        cert_file = os.path.join(directory, "cert.pem")
-        key_file = os.path.join(directory, "key.pem")
-        with open(cert_file, "wb") as handle:
-            handle.write(cert)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
+    # the ssl module loads key material from files only: hand it an in-memory one, never the disk
+    from wasmhost.security import private_pem_file
+
+    with private_pem_file(key.rstrip(b"\n") + b"\n" + cert) as material:
         try:
-            context.load_cert_chain(cert_file, key_file)
+            context.load_cert_chain(material)
         except (ssl.SSLError, ValueError) as err:
             raise ConfigError(path, f"cannot load certificate and private key: {err}") from None
 

@@ -125,6 +125,8 @@ class XdsClient:
         self._expiry_due = False
         self.updates = 0  # plan rebuilds done for xDS
         self.responses = 0
+        self._local: dict[str, dict[str, XdsResource]] = {}  # resources from inside the sidecar, by type
+        self._local_due = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -144,6 +146,15 @@ class XdsClient:
             await asyncio.get_running_loop().run_in_executor(None, transport.stop)
         if self._cycle is not None:
             self._cycle.cancel()
+
+    def set_local(self, type_url: str, resources: Mapping[str, XdsResource]) -> None:
+        """Resources held inside the sidecar (the identity agent's secrets) changed: build with them.
+
+        They take part in every update like accepted resources, but are never ACKed or NACKed.
+        """
+        self._local[type_url] = dict(resources)
+        self._local_due = True
+        self._schedule()
 
     @property
     def initialized(self) -> bool:
@@ -237,14 +248,15 @@ class XdsClient:
     async def _update(self) -> None:
         batch, self._pending = self._pending, {}
         expiry, self._expiry_due = self._expiry_due, False
+        local, self._local_due = self._local_due, False
         try:
-            if batch or expiry:
+            if batch or expiry or local:
                 await self._apply(batch)
         except Exception:  # noqa: BLE001 - a failed update must not stop the client
             log.exception("xDS update failed")
         finally:
             self._cycle = None
-            if self._pending or self._expiry_due:
+            if self._pending or self._expiry_due or self._local_due:
                 self._schedule()
             self._arm_expiry()
 
@@ -276,6 +288,7 @@ class XdsClient:
                                           **pending.resources}
                 else:
                     removed[type_url] = pending.removed
+        received.update((type_url, dict(found)) for type_url, found in self._local.items())
         update = Update(self.static, self.state, received, {t: p.errors for t, p in batch.items()},
                         removed=removed, node=self.protocol.node, services=self.target.services)
         refused = ""
@@ -306,7 +319,7 @@ class XdsClient:
             self._answer_delta(batch, update, refused, started)
             return
         verdicts: dict[str, tuple[str, str, str]] = {}
-        for type_url in set(batch) | set(update.nacks):
+        for type_url in (set(batch) | set(update.nacks)) - set(self._local):
             answered = batch.get(type_url)
             version = answered.version if answered else self.protocol.accepted.get(type_url, "")
             nonce = answered.nonce if answered else self.protocol.nonces.get(type_url, "")

@@ -138,19 +138,22 @@ def _redacted(secret: Any) -> Any:
 
 
 def secrets_dump(snapshot: Any) -> Any:
-    """SDS secrets with their private keys redacted, as Envoy shows them."""
+    """SDS secrets (over ADS, then the identity agent's) with private keys redacted, as Envoy shows them."""
     from envoy.admin.v3 import config_dump_pb2
 
+    from ._dynamic import AGENT_SECRETS
+
     dump = config_dump_pb2.SecretsConfigDump()
-    accepted = snapshot.resources.get(SECRET, {})
-    for name in _names(snapshot, SECRET, accepted):
-        entry = config_dump_pb2.SecretsConfigDump.DynamicSecret(name=name)
-        resource = accepted.get(name)
-        if resource is not None:
-            entry.version_info = resource.version
-            entry.secret.CopyFrom(_pack(_redacted(resource.message)))
-            entry.last_updated.CopyFrom(_stamp(resource.updated))
-        dump.dynamic_active_secrets.append(entry)
+    for table in (SECRET, AGENT_SECRETS):
+        accepted = snapshot.resources.get(table, {})
+        for name in _names(snapshot, table, accepted):
+            entry = config_dump_pb2.SecretsConfigDump.DynamicSecret(name=name)
+            resource = accepted.get(name)
+            if resource is not None:
+                entry.version_info = resource.version
+                entry.secret.CopyFrom(_pack(_redacted(resource.message)))
+                entry.last_updated.CopyFrom(_stamp(resource.updated))
+            dump.dynamic_active_secrets.append(entry)
     return dump
 
 

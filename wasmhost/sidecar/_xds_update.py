@@ -20,7 +20,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_pb2
 
 from ._config_support import check_supported, unpack_any
-from ._dynamic import Assembly, assemble, attribute, describe, inline_cluster
+from ._dynamic import Assembly, assemble, attribute, awaits_secrets, describe, inline_cluster
 from ._errors import ConfigError
 from ._filter_registry import FilterBuildContext, WorkerServices, lookup_http_filter, type_name_of
 from ._plan_build import build_cluster
@@ -37,8 +37,6 @@ from ._xds_resources import (
     XdsResource,
     changed_keys,
     merge,
-    sds_configs,
-    tls_context,
 )
 
 NAMED = (ENDPOINT, ROUTE, EXTENSION, SECRET)
@@ -129,7 +127,8 @@ class Update:
     def validate(self) -> None:
         """Check every changed route, assignment, cluster and extension config on its own."""
         clusters = self._cluster_names()
-        for type_url, name in sorted(self.changed, key=lambda key: TYPE_ORDER.index(key[0])):
+        from_xds = [key for key in self.changed if key[0] in TYPE_ORDER]  # not the sidecar's own (the agent's)
+        for type_url, name in sorted(from_xds, key=lambda key: TYPE_ORDER.index(key[0])):
             resource = self.candidate.get(type_url, {}).get(name)
             if resource is None or type_url == LISTENER:
                 continue
@@ -265,12 +264,8 @@ __all__ = ["Failure", "Update", "UpdateRefused", "XdsState"]
 
 def _drop_sockets_awaiting_secrets(cluster: Any) -> None:
     """Remove the cluster's TLS sockets that still name SDS secrets (for checking the rest alone)."""
-    def awaiting(socket: Any) -> bool:
-        context = tls_context(socket)
-        return context is not None and bool(sds_configs(context.common_tls_context))
-
-    if cluster.HasField("transport_socket") and awaiting(cluster.transport_socket):
+    if cluster.HasField("transport_socket") and awaits_secrets(cluster.transport_socket):
         cluster.ClearField("transport_socket")
     for match in cluster.transport_socket_matches:
-        if awaiting(match.transport_socket):
+        if awaits_secrets(match.transport_socket):
             match.ClearField("transport_socket")

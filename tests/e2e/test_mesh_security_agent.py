@@ -1,0 +1,220 @@
+"""wasmesh sidecars that hold their own identity: the identity agent inside `wasmesh sidecar`.
+
+Sidecars started from `wasmesh bootstrap --identity-agent` generate their key themselves, send
+only a CSR to the control plane's CA (15012, bootstrap token) and serve the certificate to their
+listeners and clusters as the SDS secrets `default`/`ROOTCA` named through `sds-grpc`. The
+control plane mints nothing for them. (The mixed mesh of agent sidecars and real Envoy, whose
+keys the control plane still mints, is `test_mesh_security_sidecar.py`.)
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tests.controlplane._running import wait_for
+from tests.e2e._mesh_security import (
+    NAMESPACE,
+    SERVICE_HOST,
+    SERVICE_PORT,
+    SecureMesh,
+    cli,
+    plaintext_refused,
+    request,
+)
+from tests.wasmhost.sidecar._process import SidecarProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
+CONVERGE = 20.0
+LIFETIME = 20.0  # seconds: the agents renew every ~10 s
+LOAD_SECONDS = 26.0
+
+
+class AgentMesh(SecureMesh):
+    """`SecureMesh` with wasmesh sidecars that run the identity agent."""
+
+    def __init__(self, root: Path, envoy_binary: str, *, lifetime: float = 3600.0) -> None:
+        super().__init__(root, envoy_binary, lifetime=lifetime)
+        self.sidecars: list[SidecarProcess] = []
+        self.write("peer.yaml", f"""\
+            apiVersion: security.istio.io/v1
+            kind: PeerAuthentication
+            metadata: {{name: default, namespace: {NAMESPACE}}}
+            spec: {{mtls: {{mode: STRICT}}}}
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: DestinationRule
+            metadata: {{name: server, namespace: {NAMESPACE}}}
+            spec:
+              host: {SERVICE_HOST}
+              trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 5}}}}}}
+            """)
+
+    def sidecar(self, name: str, *args: str, concurrency: int = 1) -> SidecarProcess:
+        text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", name,
+                   "--labels", f"app={name}", "--admin-port", "0", "--identity-agent",
+                   "--token-file", str(self.token(name)), "--xds-ca", str(self.ca_dir / "trust-bundle.pem"),
+                   "--xds", self.plane.secure_address, *args)
+        sidecar = SidecarProcess(text, workdir=self.root / f"{name}-wasmesh", concurrency=concurrency)
+        self.sidecars.append(sidecar)
+        return sidecar.start()
+
+    def wasmesh_server(self, concurrency: int = 1) -> SidecarProcess:
+        return self.sidecar("server", "--port", str(self.app_port), "--inbound",
+                            f"{self.app_port}={self.inbound_port}", concurrency=concurrency)
+
+    def wasmesh_client(self) -> SidecarProcess:
+        return self.sidecar("client", "--outbound", f"{SERVICE_PORT}={self.outbound_port}")
+
+    def security(self) -> Any:
+        assert self.plane.plane is not None and self.plane.plane.security is not None
+        return self.plane.plane.security
+
+    def close(self) -> None:
+        for sidecar in self.sidecars:
+            sidecar.stop()
+        super().close()
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, envoy_binary: str) -> Iterator[AgentMesh]:
+    running = AgentMesh(tmp_path, envoy_binary)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def served(port: int) -> bool:
+    try:
+        status, body = request(port)
+    except (OSError, http.client.HTTPException):
+        return False
+    return status == 200 and body == b"hello from server"
+
+
+def presented_certificate(port: int) -> x509.Certificate:
+    """The certificate a TLS listener presents (TLS 1.3: seen before it asks for ours)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def agent_secrets(sidecar: SidecarProcess) -> dict[str, dict[str, Any]]:
+    """The SDS secrets in a sidecar's /config_dump, by name."""
+    dump = json.loads(sidecar.admin_get("/config_dump"))
+    found: dict[str, dict[str, Any]] = {}
+    for config in dump["configs"]:
+        if config["@type"].endswith("SecretsConfigDump"):
+            for entry in config.get("dynamic_active_secrets", []):
+                found[entry["name"]] = entry["secret"]
+    return found
+
+
+def dumped_leaf(sidecar: SidecarProcess) -> x509.Certificate | None:
+    secret = agent_secrets(sidecar).get("default")
+    if secret is None:
+        return None
+    chain = base64.b64decode(secret["tls_certificate"]["certificate_chain"]["inline_bytes"])
+    return x509.load_pem_x509_certificates(chain)[0]
+
+
+def public_der(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_the_sidecar_generates_its_key_and_gets_its_certificate_by_csr(mesh: AgentMesh) -> None:
+    server = mesh.wasmesh_server()
+    mesh.wasmesh_client()
+    wait_for(lambda: served(mesh.outbound_port), CONVERGE, what="wasmesh client reaches the wasmesh server over mTLS")
+    assert plaintext_refused(mesh.inbound_port)
+    forwarded = [dict((k.lower(), v) for k, v in r.headers).get("x-forwarded-client-cert", "")
+                 for r in mesh.app.requests]
+    assert any(f"URI=spiffe://cluster.local/ns/{NAMESPACE}/sa/client" in value for value in forwarded), forwarded
+
+    security = mesh.security()
+    minted, issued_by_csr = mesh.plane.run(lambda: (security.certificates.minted, security.csr_service.issued))
+    assert minted == 0  # the control plane generated no key for either sidecar
+    assert issued_by_csr >= 2  # both asked the CA with a CSR
+
+    # the certificate the server presents is the one its agent holds (dumped without the key) ...
+    presented = presented_certificate(mesh.inbound_port)
+    dumped = dumped_leaf(server)
+    assert dumped is not None and dumped == presented
+    assert x509.UniformResourceIdentifier(f"spiffe://cluster.local/ns/{NAMESPACE}/sa/server") in \
+        presented.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    secrets = agent_secrets(server)
+    assert secrets["default"]["tls_certificate"]["private_key"] == {"inline_string": "[redacted]"}
+    assert "trusted_ca" in secrets["ROOTCA"]["validation_context"]
+    assert "PRIVATE KEY" not in server.admin_get("/config_dump")
+    # ... and the control plane holds no key for that certificate: it never had one
+    held = mesh.plane.run(lambda: [i.svid.leaf for i in security.certificates.snapshots().values()])
+    assert all(public_der(cert) != public_der(presented) for cert in held)
+
+    # the operator is told where the certificate is, not handed a control-plane copy
+    answer = json.loads(cli("proxy-config", "secret", f"server.{NAMESPACE}", "-o", "json",
+                            "--control-plane", mesh.plane.api_address))
+    assert answer["secrets"] == [] and "identity agent" in answer["reason"]
+    assert answer["sent"] == []  # no SDS secret went over its ADS stream
+
+
+def test_rotation_between_agent_sidecars_under_load_fails_no_request(tmp_path: Path, envoy_binary: str) -> None:
+    mesh = AgentMesh(tmp_path, envoy_binary, lifetime=LIFETIME)
+    try:
+        server = mesh.wasmesh_server(concurrency=2)  # one agent in the supervisor, its secrets in both workers
+        mesh.wasmesh_client()
+        wait_for(lambda: served(mesh.outbound_port), CONVERGE, what="mTLS path up")
+        first = dumped_leaf(server)
+        assert first is not None
+        serials = {first.serial_number}
+        sent = failed = 0
+        errors: list[str] = []
+        deadline = time.monotonic() + LOAD_SECONDS
+        connection = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=5)
+        try:
+            while time.monotonic() < deadline:
+                sent += 1
+                try:
+                    connection.request("GET", "/", headers={"host": SERVICE_HOST})
+                    reply = connection.getresponse()
+                    body = reply.read()
+                    if reply.status != 200 or body != b"hello from server":
+                        failed += 1
+                        errors.append(f"{reply.status} {body[:80]!r}")
+                except (OSError, http.client.HTTPException) as err:
+                    failed += 1
+                    errors.append(repr(err))
+                    connection.close()
+                    connection = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=5)
+                if sent % 50 == 0:
+                    leaf = dumped_leaf(server)
+                    if leaf is not None:
+                        serials.add(leaf.serial_number)
+                time.sleep(0.005)
+        finally:
+            connection.close()
+        assert failed == 0, f"{failed} of {sent} requests failed: {errors[:5]}"
+        assert sent > 200
+        assert len(serials) >= 2, serials  # the server renewed while serving
+        assert presented_certificate(mesh.inbound_port).serial_number != first.serial_number
+        security = mesh.security()
+        minted, issued = mesh.plane.run(lambda: (security.certificates.minted, security.csr_service.issued))
+        assert minted == 0 and issued >= 4  # both renewed at least once, by CSR only
+    finally:
+        mesh.close()
