@@ -9,9 +9,20 @@ status that SDK tolerates and say so.
 from __future__ import annotations
 
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from ._abi import BufferType, LogLevel, MapType, Pairs, Status, StreamType, decode_pairs, encode_pairs
+from ._abi import (
+    AbiVersion,
+    BufferType,
+    LogLevel,
+    MapType,
+    Pairs,
+    Status,
+    StreamType,
+    decode_pairs,
+    encode_pairs,
+)
 from ._capi import GuestTrap
 from ._commands import (
     ClearRouteCache,
@@ -32,6 +43,7 @@ NOT_FOUND = int(Status.NOT_FOUND)
 BAD_ARGUMENT = int(Status.BAD_ARGUMENT)
 INVALID_MEMORY_ACCESS = int(Status.INVALID_MEMORY_ACCESS)
 _U32_MAX = 0xFFFFFFFF
+_name_of = itemgetter(0)
 
 
 def _ctx(vm: WasmVM) -> RootContext | HttpContext | TcpContext | None:
@@ -100,19 +112,24 @@ def _add_header(target: Pairs, map_type: int, key: bytes, value: bytes) -> None:
     target.append((key, value))
 
 
+_REQUEST_HEADERS = int(MapType.HTTP_REQUEST_HEADERS)
+_RESPONSE_HEADERS = int(MapType.HTTP_RESPONSE_HEADERS)
+_REQUEST_TRAILERS = int(MapType.HTTP_REQUEST_TRAILERS)
+
+
 def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
     """The map the effective context can see now, or None when it is not available."""
-    ctx = _ctx(vm)
+    ctx = vm.effective or vm.current
     if ctx is None:
         return None
     if map_type <= 3:
         if not isinstance(ctx, HttpContext):
             return None
-        if map_type == MapType.HTTP_REQUEST_HEADERS:
+        if map_type == _REQUEST_HEADERS:
             return ctx.request_headers
-        if map_type == MapType.HTTP_RESPONSE_HEADERS:
+        if map_type == _RESPONSE_HEADERS:
             return ctx.response_headers
-        if map_type == MapType.HTTP_REQUEST_TRAILERS:
+        if map_type == _REQUEST_TRAILERS:
             if ctx.request_trailers is None and ctx.request_trailers_writable:
                 ctx.request_trailers = []
             return ctx.request_trailers
@@ -132,7 +149,7 @@ def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
 def _writable_map(vm: WasmVM, map_type: int) -> Pairs | None:
     if map_type > 3:
         return None  # callout and gRPC maps are read-only
-    ctx = _ctx(vm)
+    ctx = vm.effective or vm.current
     if isinstance(ctx, HttpContext) and ctx.in_log:
         return None
     return _get_map(vm, map_type)
@@ -178,7 +195,7 @@ def set_header_map_pairs(vm: WasmVM, map_type: int, data_ptr: int, data_len: int
 def get_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, ret_ptr: int, ret_size: int) -> int:
     if map_type > 7:
         return BAD_ARGUMENT
-    key = vm.read(key_ptr, key_len)
+    key = vm.memory.read(key_ptr, key_len)
     if key is None:
         return INVALID_MEMORY_ACCESS
     pairs = _get_map(vm, map_type)
@@ -187,7 +204,7 @@ def get_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, 
         for name, value in pairs:
             if name == key:
                 return vm.return_bytes(value, ret_ptr, ret_size)
-    if vm.abi.value == "proxy_abi_version_0_1_0":
+    if vm.abi is AbiVersion.V0_1_0:
         return vm.return_bytes(b"", ret_ptr, ret_size)
     return NOT_FOUND
 
@@ -202,15 +219,16 @@ def _set_value(
     """add (keep existing values) or replace (Envoy's setCopy: remove every value, then add)."""
     if map_type > 7:
         return BAD_ARGUMENT
-    key = vm.read(key_ptr, key_len)
-    value = vm.read(val_ptr, val_len)
+    memory = vm.memory
+    key = memory.read(key_ptr, key_len)
+    value = memory.read(val_ptr, val_len)
     if key is None or value is None:
         return INVALID_MEMORY_ACCESS
     target = _writable_map(vm, map_type)
     if target is None or not _check_value(vm, target, len(key) + len(value)):
         return BAD_ARGUMENT
     key = key.lower()
-    if replace:
+    if replace and key in map(_name_of, target):  # the scan runs in C; most replaced headers are new
         target[:] = [p for p in target if p[0] != key]
     _add_header(target, map_type, key, value)
     return OK
@@ -336,7 +354,7 @@ def log(vm: WasmVM, level: int, msg_ptr: int, msg_len: int) -> int:
         return BAD_ARGUMENT
     if msg_len > vm.limits.max_log_message:
         msg_len = vm.limits.max_log_message
-    data = vm.read(msg_ptr, msg_len)
+    data = vm.memory.read(msg_ptr, msg_len)
     if data is None:
         return INVALID_MEMORY_ACCESS
     if level >= vm.environment.log_level:

@@ -29,24 +29,28 @@ if TYPE_CHECKING:
 
 
 class HttpStream:
-    """One HTTP stream through one plugin; the embedder feeds events in Envoy's order."""
+    """One HTTP stream through one plugin; the embedder feeds events in Envoy's order.
 
-    __slots__ = (
-        "plugin", "info", "ctx", "_vm", "_passthrough", "_skip_plugin", "_v01", "_replied_before",
-        "request_headers", "response_headers",
-    )
+    Defaults live on the class (no ``__slots__``): opening a stream stores only the
+    plugin and the stream facts, which is most of what a request through a plugin costs
+    outside the guest.
+    """
+
+    ctx: HttpContext | None = None
+    _vm: WasmVM | None = None
+    _passthrough = False
+    _skip_plugin = False  # FAIL_OPEN: this stream started after the VM failed
+    _replied_before = False
+    request_headers: Pairs | None = None
+    response_headers: Pairs | None = None
 
     def __init__(self, plugin: Plugin, info: StreamInfo) -> None:
         self.plugin = plugin
         self.info = info
-        self.ctx: HttpContext | None = None
-        self._vm: WasmVM | None = None
-        self._passthrough = False
-        self._skip_plugin = False  # FAIL_OPEN: this stream started after the VM failed
-        self._v01 = plugin.compiled.abi is AbiVersion.V0_1_0
-        self._replied_before = False
-        self.request_headers: Pairs | None = None
-        self.response_headers: Pairs | None = None
+
+    @property
+    def _v01(self) -> bool:
+        return self.plugin.compiled.abi is AbiVersion.V0_1_0
 
     # -- plumbing -----------------------------------------------------------------------------
     def _context(self) -> HttpContext | None:
@@ -57,21 +61,24 @@ class HttpStream:
         if self._passthrough:
             return None
         plugin = self.plugin
-        if not plugin.healthy():
-            self._apply_failure(None)
-            return None
         vm, root = plugin.vm, plugin.root
+        if vm is None or vm.failed is not None:
+            if not plugin.healthy():
+                self._apply_failure(None)
+                return None
+            vm, root = plugin.vm, plugin.root
         assert vm is not None and root is not None
-        ctx = HttpContext(id=vm.next_context_id(), root=root, info=self.info)
+        ctx = HttpContext(vm.next_context_id(), root, self.info)
         vm.contexts[ctx.id] = ctx
         vm.active_streams += 1
         self.ctx, self._vm = ctx, vm
-        try:
-            vm.call(ctx, "proxy_on_context_create", ctx.id, root.id)
-            ctx.created = True
-        except VmFailed:
-            self._apply_failure(ctx)
-            return None
+        if "proxy_on_context_create" in plugin.compiled.exports:
+            try:
+                vm.call(ctx, "proxy_on_context_create", ctx.id, root.id)
+            except VmFailed:
+                self._apply_failure(ctx)
+                return None
+        ctx.created = True
         return ctx
 
     def _apply_failure(self, ctx: HttpContext | None) -> None:
@@ -208,20 +215,24 @@ class HttpStream:
 
     # -- end of stream ---------------------------------------------------------------------------
     def finish(self) -> None:
-        """Access-log hook then destruction: ``on_log``, ``on_done``, ``on_delete``."""
+        """Access-log hook then destruction: ``on_log``, ``on_done``, ``on_delete`` (those the module exports)."""
         ctx, vm = self.ctx, self._vm
         if ctx is None or vm is None or ctx.done or not ctx.created:
             return
         ctx.done = True
         try:
             if vm.failed is None:
-                ctx.in_log = True
-                try:
-                    vm.call(ctx, "proxy_on_log", ctx.id)
-                finally:
-                    ctx.in_log = False
-                vm.call(ctx, "proxy_on_done", ctx.id)
-                vm.call(ctx, "proxy_on_delete", ctx.id)
+                exports = self.plugin.compiled.exports
+                if "proxy_on_log" in exports:
+                    ctx.in_log = True
+                    try:
+                        vm.call(ctx, "proxy_on_log", ctx.id)
+                    finally:
+                        ctx.in_log = False
+                if "proxy_on_done" in exports:
+                    vm.call(ctx, "proxy_on_done", ctx.id)
+                if "proxy_on_delete" in exports:
+                    vm.call(ctx, "proxy_on_delete", ctx.id)
         except VmFailed:
             pass
         finally:
@@ -245,7 +256,7 @@ class HttpStream:
             if self.plugin.spec.allow_on_headers_stop_iteration:
                 return HEADERS_STOP_ITERATION
             return HEADERS_STOP_ALL_WATERMARK
-        return result if result <= 4 else HEADERS_STOP_ALL_WATERMARK
+        return result if 0 < result <= 4 else HEADERS_STOP_ALL_WATERMARK  # an i32 < 0 is a huge u32
 
     def _trailers_status(self, ctx: HttpContext, result: int | None) -> int:
         if self._replied_now(ctx) or (result or 0) >= 1:

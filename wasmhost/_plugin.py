@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 from ._abi import AbiVersion, FailurePolicy, Pairs
 from ._commands import DeleteRootContext
 from ._context import CalloutResponse, RootContext, StreamInfo
+from ._http_stream import HttpStream
 from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
 
 if TYPE_CHECKING:
-    from ._http_stream import HttpStream
     from ._tcp_stream import TcpStream
 
 
@@ -214,9 +214,7 @@ class Plugin:
 
     # -- streams ------------------------------------------------------------------------------
     def new_http_stream(self, info: StreamInfo | None = None) -> HttpStream:
-        from ._http_stream import HttpStream
-
-        return HttpStream(self, info or StreamInfo())
+        return HttpStream(self, info if info is not None else StreamInfo())
 
     def new_tcp_stream(self, info: StreamInfo | None = None) -> TcpStream:
         from ._tcp_stream import TcpStream
