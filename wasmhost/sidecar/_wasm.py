@@ -53,6 +53,7 @@ from .. import (
     SetTickPeriod,
     StreamType,
 )
+from .. import HttpStream as PluginHttpStream
 from .. import StreamInfo as PluginStreamInfo
 from ._buffer import Buffer
 from ._errors import ConfigError
@@ -129,6 +130,8 @@ class PluginBinding:
     plugin: Plugin
     #: whether the module exports any response callback (else its filter skips the response path)
     encodes: bool = True
+    #: whether the module exports a callback that runs at log time (else the maps need no refresh then)
+    logs: bool = True
     users: int = 0
     tick: Cancellable | None = None
     tick_period_ms: int = 0
@@ -186,7 +189,8 @@ class WasmHost:
         if binding is None or binding.plugin.failed is not None and spec.failure_policy is not FailurePolicy.FAIL_RELOAD:
             plugin = Plugin(self.runtime, compiled, spec, shared_vms=self.shared_vms)
             plugin.start()
-            binding = PluginBinding(key, plugin, encodes=_has_response_callbacks(compiled))
+            binding = PluginBinding(key, plugin, encodes=_has_response_callbacks(compiled),
+                                    logs=not _LOG_CALLBACKS.isdisjoint(compiled.exports))
             self.pool[key] = binding
         binding.users += 1
         root = binding.plugin.root
@@ -248,6 +252,8 @@ class WasmHost:
     # -- commands ---------------------------------------------------------------------------
     def drain(self) -> None:
         """Carry out every command the plugins produced (never re-entrantly into a plugin)."""
+        if not self.runtime.commands:  # checked after every callback: most produce nothing
+            return
         for command in self.runtime.take_commands():
             self._execute(command)
 
@@ -365,6 +371,9 @@ _RESPONSE_CALLBACKS = (
 )
 
 
+_LOG_CALLBACKS = frozenset(("proxy_on_log", "proxy_on_done", "proxy_on_delete"))
+
+
 def _has_response_callbacks(compiled: CompiledModule) -> bool:
     return any(name in compiled.exports for name in _RESPONSE_CALLBACKS)
 
@@ -392,13 +401,14 @@ class WasmHttpFilter(HttpFilter):
     once the VM has failed, the 503 it answered with passes this filter's encoder side.
     """
 
-    __slots__ = ("callbacks", "stream", "host", "decoded")
+    __slots__ = ("callbacks", "stream", "host", "decoded", "logs")
 
     def __init__(self, callbacks: FilterCallbacks, binding: PluginBinding, host: WasmHost) -> None:
         self.callbacks = callbacks
         self.host = host
-        self.stream = binding.plugin.new_http_stream(PluginStreamInfo())
+        self.stream = PluginHttpStream(binding.plugin, PluginStreamInfo())
         self.decoded = False
+        self.logs = binding.logs
         if not binding.encodes:
             self.encodes = False  # the module has no response callbacks: stay off the response path
 
@@ -446,7 +456,7 @@ class WasmHttpFilter(HttpFilter):
             self._sync()
         status = stream.on_request_headers(headers.items(), end_stream)
         self._after()
-        return HeadersStatus(status)
+        return _HEADERS_STATUS[status]
 
     def decode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
         self._sync(info=False)
@@ -461,7 +471,7 @@ class WasmHttpFilter(HttpFilter):
         self._sync(info=False)
         status = self.stream.on_request_trailers(trailers.items())
         self._after()
-        return TrailersStatus(status)
+        return _TRAILERS_STATUS[status]
 
     # -- response --------------------------------------------------------------------------------
     def encode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
@@ -470,7 +480,7 @@ class WasmHttpFilter(HttpFilter):
         self._sync()
         status = self.stream.on_response_headers(headers.items(), end_stream)
         self._after()
-        return HeadersStatus(status)
+        return _HEADERS_STATUS[status]
 
     def encode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
         if self._bypass_encoder():
@@ -489,16 +499,18 @@ class WasmHttpFilter(HttpFilter):
         self._sync(info=False)
         status = self.stream.on_response_trailers(trailers.items())
         self._after()
-        return TrailersStatus(status)
+        return _TRAILERS_STATUS[status]
 
     # -- end -----------------------------------------------------------------------------------------
     def on_log(self) -> None:
         if not self.decoded:
             return
-        self._sync()
-        self.stream.finish()
-        ctx = self.stream.ctx
+        stream = self.stream
+        ctx = stream.ctx
         if ctx is not None:
+            if self.logs:  # a log-time callback may read the maps and properties: refresh them
+                self._sync()
+            stream.finish()
             collect_plugin_span_tags(self.callbacks.stream_info, ctx.filter_state)
         self.host.drain()
 
@@ -524,6 +536,10 @@ class WasmHttpFilter(HttpFilter):
             if held:
                 self.callbacks.add_encoded_data(held)
             self.callbacks.continue_encoding()
+
+
+_HEADERS_STATUS = tuple(HeadersStatus)  # indexed by the core's status: cheaper than the enum's constructor
+_TRAILERS_STATUS = tuple(TrailersStatus)
 
 
 def _fill_info(info: PluginStreamInfo, cb: FilterCallbacks) -> None:
@@ -825,6 +841,7 @@ def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[Fil
     def create(callbacks: FilterCallbacks) -> HttpFilter:
         return WasmHttpFilter(callbacks, binding, host)
 
+    create.filter_class = WasmHttpFilter  # type: ignore[attr-defined]
     return create
 
 
