@@ -10,6 +10,8 @@ A mesh config file (YAML; keys other than `modules` belong to other parts of the
       refreshInterval: 60s         # how often tags that always pull are re-resolved
       fetchTimeout: 30s            # per registry / https request
       caFile: ca.pem               # extra CA bundle for https:// module URLs
+      httpsPort: 15013             # the module endpoint's HTTPS port once the mesh has a CA
+                                   # (default: the secure port + 1; see controlplane/_module_tls.py)
       namespaces:
         legacy: {distribution: direct}
         payments: {trustPolicy: payments-trust.yaml}
@@ -75,6 +77,7 @@ class ModulesConfig:
     refresh_interval: float = 60.0
     fetch_timeout: float = 30.0
     ca_file: Path | None = None
+    https_port: int | None = None
     namespaces: Mapping[str, _Override] = field(default_factory=dict)
 
     def for_namespace(self, namespace: str) -> NamespaceModules:
@@ -110,7 +113,7 @@ class ModulesConfig:
         raw = doc.get("modules") or {}
         where = f"{source}: modules"
         _mapping(raw, where, {"distribution", "delivery", "trustPolicy", "refreshInterval", "fetchTimeout", "caFile",
-                              "namespaces"})
+                              "httpsPort", "namespaces"})
         config = cls()
         config.distribution = _distribution(raw.get("distribution", CONTROLPLANE), f"{where}.distribution")
         config.delivery = raw.get("delivery", INLINE)
@@ -124,6 +127,11 @@ class ModulesConfig:
             if not isinstance(raw["caFile"], str):
                 raise MeshConfigError(f"{where}.caFile: expected a file path")
             config.ca_file = base_dir / raw["caFile"]
+        if raw.get("httpsPort") is not None:
+            port = raw["httpsPort"]
+            if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+                raise MeshConfigError(f"{where}.httpsPort: expected a port number (0 for any free port)")
+            config.https_port = port
         namespaces = raw.get("namespaces") or {}
         _mapping(namespaces, f"{where}.namespaces", None)
         overrides = {}

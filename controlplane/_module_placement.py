@@ -11,6 +11,7 @@ one of two deliveries: `inline` — the verified bytes themselves in `code.local
 (what Istio's agent achieves by rewriting to a local file; real Envoy hot-reloads it) — or
 `remote` — a `code.remote` on the control plane's module endpoint, fetched through the
 `wasmesh-modules` cluster with the sha256 of the verified bytes, which Envoy checks natively.
+Over HTTPS (once the mesh has a CA) that cluster validates the endpoint's mesh certificate.
 Either way an `oci://` module carries its signature material for wasmesh sidecars to re-verify
 (a `host_env_keys` entry no host defines; see `wasmhost.sidecar._module_provenance`). A withheld module applies the plugin's fail strategy the way Istio's agent
 does: FAIL_CLOSE puts a deny-all RBAC filter in its place, FAIL_OPEN an RBAC filter without
@@ -31,6 +32,7 @@ from google.protobuf.message import Message
 
 from controlplane._envoyfilter import VALUE_TYPES, Patch, check_patch
 from controlplane._mesh import Mesh
+from controlplane._module_tls import ModuleTls
 from controlplane._protos import (
     RBAC_HTTP_TYPE,
     RBAC_NETWORK_TYPE,
@@ -212,6 +214,7 @@ class ModulePlacements:
     slots: Mapping[str, Placement]
     fetch_timeout: str = "30s"
     inline: Mapping[str, bytes] = field(default_factory=dict)  # sha256 -> bytes, for inline delivery
+    tls: ModuleTls | None = None  # the endpoint speaks HTTPS with a mesh CA certificate (`_module_tls`)
 
     @property
     def serves_any(self) -> bool:
@@ -220,14 +223,18 @@ class ModulePlacements:
 
     def url(self, sha256: str) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{MODULE_PATH}{sha256}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}{MODULE_PATH}{sha256}"
 
     def cluster(self) -> dict[str, Any]:
         """The cluster through which proxies fetch modules from the control plane."""
         kind = "STATIC" if self.host.replace(".", "").isdigit() or ":" in self.host else "STRICT_DNS"
-        return {"name": MODULE_CLUSTER, "type": kind, "connect_timeout": "1s",
-                "load_assignment": {"cluster_name": MODULE_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": self.host, "port_value": self.port}}}}]}]}}
+        cluster = {"name": MODULE_CLUSTER, "type": kind, "connect_timeout": "1s",
+                   "load_assignment": {"cluster_name": MODULE_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                       "address": {"socket_address": {"address": self.host, "port_value": self.port}}}}]}]}}
+        if self.tls is not None:
+            cluster["transport_socket"] = self.tls.transport_socket()
+        return cluster
 
     def extension(self, slot_key: str, rendered: dict[str, Any], network: bool, fail_open: bool,
                   ) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controlplane._module_cache import ModuleCache
 from controlplane._module_config import CONTROLPLANE, INLINE, ModulesConfig
@@ -34,7 +34,12 @@ from controlplane._module_fetch import (
     ModuleRefused,
 )
 from controlplane._module_placement import ModulePlacements, ModuleSlot, Placement, Served, Withheld
+from controlplane._module_server import ModuleTlsEndpoint
+from controlplane._module_tls import ModuleTls, https_port
 from controlplane._resources import ResourceKey
+
+if TYPE_CHECKING:
+    from controlplane._security import MeshSecurity
 
 log = logging.getLogger("wasmesh.controlplane.modules")
 DISTRIBUTED = "Distributed"
@@ -81,10 +86,13 @@ class ModuleResolver:
         # told an owner's new status whenever its conditions change (`_module_status` writes it back)
         self.on_status: Callable[[ResourceKey, dict[str, Any] | None], None] = lambda owner, status: None
         self.host, self.port = "127.0.0.1", 0  # the module endpoint, set once it is bound
+        self.tls: ModuleTls | None = None  # set while the endpoint is served over HTTPS (`serve_tls`)
+        self._tls_endpoint: ModuleTlsEndpoint | None = None
         self.states: dict[str, SlotState] = {}
         self.published: set[str] = set()  # digests proxies were told about; the endpoint serves only these
         self._inflight: dict[tuple[Any, ...], asyncio.Task[Fetched]] = {}
         self._refresher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # ---- tracking the mesh ------------------------------------------------------------------------
     def track(self, slots: Iterable[ModuleSlot]) -> None:
@@ -120,7 +128,7 @@ class ModuleResolver:
                 module = self.cache.read(placement.sha256) if self.config.delivery == INLINE else None
                 if module is not None:
                     inline[placement.sha256] = module
-        return ModulePlacements(self.host, self.port, slots, f"{self.config.fetch_timeout:g}s", inline)
+        return ModulePlacements(self.host, self.port, slots, f"{self.config.fetch_timeout:g}s", inline, self.tls)
 
     def module_bytes(self, sha256: str) -> bytes | None:
         """A module the endpoint may serve: published to proxies and intact in the cache."""
@@ -207,9 +215,37 @@ class ModuleResolver:
     def start(self) -> None:
         self._refresher = asyncio.get_running_loop().create_task(self.refresh_forever())
 
+    async def serve_tls(self, security: MeshSecurity, host: str | None = None, port: int | None = None) -> int:
+        """Serve the module endpoint over HTTPS with a mesh CA certificate (`_module_tls`) and tell
+        proxies to fetch from it from now on; returns the bound port."""
+        endpoint = ModuleTlsEndpoint(security, self.module_bytes)
+        self.port = await endpoint.start(host or self.host,
+                                         https_port(port if port is not None else self.config.https_port,
+                                                    security.settings.secure_port))
+        self._tls_endpoint, self.tls = endpoint, endpoint.tls
+        self._tasks.append(asyncio.get_running_loop().create_task(self._renew_tls_forever(endpoint)))
+        self.on_change()
+        return self.port
+
+    async def _renew_tls_forever(self, endpoint: ModuleTlsEndpoint, interval: float = 1.0) -> None:
+        """A new certificate, or a new trust bundle, reaches proxies with the next push."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                renewed = endpoint.renew_if_due()
+            except Exception:  # noqa: BLE001 - retried on the next tick
+                log.exception("renewing the module endpoint's certificate failed")
+                continue
+            if renewed and endpoint.tls != self.tls:
+                self.tls = endpoint.tls
+                self.on_change()
+
     async def stop(self) -> None:
+        if self._tls_endpoint is not None:
+            await self._tls_endpoint.close()
         tasks: list[asyncio.Task[Any]] = [s.task for s in self.states.values() if s.task is not None]
         tasks += list(self._inflight.values()) + ([self._refresher] if self._refresher is not None else [])
+        tasks += self._tasks
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -31,6 +31,8 @@ import yaml
 
 from controlplane._module_config import ModulesConfig
 from controlplane._module_placement import MODULE_CLUSTER
+from controlplane._module_tls import SERVER_NAME
+from controlplane._security import SecuritySettings
 from registry import (
     Reference,
     RegistryClient,
@@ -76,7 +78,8 @@ class Keys:
 class World:
     """Registry, trusted and untrusted keys, a control plane that distributes modules, upstreams, proxies."""
 
-    def __init__(self, tmp: Path, registry: RunningRegistry, envoy_binary: str, delivery: str) -> None:
+    def __init__(self, tmp: Path, registry: RunningRegistry, envoy_binary: str, delivery: str,
+                 secure: bool = False) -> None:
         self.tmp = tmp
         self.registry = registry
         self.envoy_binary = envoy_binary
@@ -97,7 +100,12 @@ class World:
         self.plane = RunningControlPlane(self.folder)
         self.plane.settings.modules = ModulesConfig(delivery=delivery).with_trust_policy(tmp / "trust.yaml")
         self.plane.settings.module_cache_dir = tmp / "module-cache"
+        if secure:  # a mesh CA: the module endpoint speaks HTTPS with a certificate from it
+            self.plane.settings.security = SecuritySettings(tmp / "ca", secure_port=0)
         self.plane.start()
+        plane = self.plane.plane
+        if secure and plane is not None and plane.security is not None:
+            self.plane.call(plane.modules.serve_tls(plane.security))
         self.upstream = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
         self.envoys: list[EnvoyProcess] = []
         self.write("reviews.yaml", f"""\
@@ -197,8 +205,10 @@ spec:
 
 @pytest.fixture(params=["inline"])
 def world(tmp_path: Path, envoy_binary: str, request: pytest.FixtureRequest) -> Iterator[World]:
+    """A world with `inline` or `remote` delivery; `remote-https` adds a mesh CA."""
     with running_registry(tmp_path / "registry") as registry:
-        running = World(tmp_path, registry, envoy_binary, request.param)
+        delivery, _, secure = str(request.param).partition("-")
+        running = World(tmp_path, registry, envoy_binary, delivery, secure=secure == "https")
         try:
             yield running
         finally:
@@ -314,3 +324,28 @@ def test_remote_delivery_envoy_and_wasmesh_sidecar_fetch_from_the_control_plane(
         status, headers, _ = http_request(listener, "GET", "/probe", [("Host", "reviews")])
         assert status == 200 and dict(headers)["x-echo-path"] == "/probe"
     assert len([p for p in world.blob_pulls if p.endswith(v1_sha)]) == 1
+
+
+@pytest.mark.parametrize("world", ["remote-https"], indirect=True)
+def test_with_a_mesh_ca_envoy_fetches_the_module_over_https_through_the_module_cluster(world: World) -> None:
+    """Envoy fetches `code.remote` from `https://` natively, through the module cluster's TLS socket:
+    it validates the endpoint's mesh-CA certificate (inline trust bundle, SNI and DNS SAN)."""
+    v1 = plugin_path("headers").read_bytes()
+    v1_sha = hashlib.sha256(v1).hexdigest()
+    world.plugin(world.push(v1, "v1", world.trusted))
+    port = world.envoy()
+    wait_for(lambda: plugin_runs(port), CONVERGE, what="the module fetched over HTTPS runs in Envoy")
+    [envoy] = world.envoys
+    assert world.envoy_module_sha256(envoy) == v1_sha
+    [ecds] = world.plane.api("GET", "/api/v1/proxies/productpage/config/ecds")[1]["ecds"]
+    uri = ecds["typed_config"]["config"]["vm_config"]["code"]["remote"]["http_uri"]["uri"]
+    assert uri.startswith("https://127.0.0.1:") and uri.endswith(v1_sha)
+    assert world.plane.plane is not None and f":{world.plane.plane.modules.port}/" in uri
+    clusters = world.plane.api("GET", "/api/v1/proxies/productpage/config/clusters")[1]["clusters"]
+    [module_cluster] = [c for c in clusters if c["name"] == MODULE_CLUSTER]
+    tls = module_cluster["transport_socket"]["typed_config"]
+    assert tls["sni"] == SERVER_NAME and "BEGIN CERTIFICATE" in str(tls)
+    stats = envoy.admin_get("/stats?filter=^cluster.wasmesh-modules.ssl")
+    handshakes = {line.split(": ")[0]: int(line.split(": ")[1]) for line in stats.splitlines() if ": " in line}
+    assert handshakes.get(f"cluster.{MODULE_CLUSTER}.ssl.handshake", 0) >= 1, stats
+    assert handshakes.get(f"cluster.{MODULE_CLUSTER}.ssl.fail_verify_san", 0) == 0
