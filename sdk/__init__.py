@@ -2,7 +2,8 @@
 
 Authoring (mirrors proxy-wasm-go-sdk): ``sdk.types`` (the contexts a plugin implements and
 ``Action``), ``sdk.proxywasm`` (host calls), ``sdk.errors`` (one exception per status code),
-``sdk.jsonvalue`` (typed JSON for configuration). ``sdk.entrypoint`` routes the host's
+``sdk.jsonvalue`` (typed JSON for configuration), ``sdk.config`` (the configuration read at
+start: fields checked, errors logged). ``sdk.entrypoint`` routes the host's
 ``proxy_on_*`` callbacks to the contexts. These modules are written in the compilable subset
 and run both in CPython (over a host binding, see ``sdk.proxywasm.set_host``) and compiled by
 ``sdk.compiler`` into a standalone proxy-wasm module. ``sdk.testing`` runs any module without a

@@ -22,16 +22,14 @@ matching — a VirtualService or route matching on that header — sees the new 
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError, ProxyWasmError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "ab_routing"
+FIELDS = ["header", "rules", "split", "default"]
 MATCHERS = ["exact", "prefix", "contains", "present"]
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
 
 
 class Rule:
@@ -152,12 +150,6 @@ class Plugin(PluginContext):
         return (self.default, "default")
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["header", "rules", "split", "default"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         if config.has("header"):
             self.header = header_name("header", config.get("header"))
         rules = config.get("rules")
@@ -186,16 +178,7 @@ class Plugin(PluginContext):
             self.default = default.as_str()
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        data = proxywasm.get_plugin_configuration()
-        try:
-            self.configure(parse_json(data if data.strip() != b"" else b"{}"))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -19,15 +19,13 @@ everything. Paths are matched without the query string. A method outside
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "access_list"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
+FIELDS = ["allow_methods", "deny_methods", "allow_paths", "deny_paths", "deny_status", "deny_body"]
 
 
 class PathRule:
@@ -131,12 +129,6 @@ class Plugin(PluginContext):
         self.deny_body = "access denied\n"
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["allow_methods", "deny_methods", "allow_paths", "deny_paths", "deny_status", "deny_body"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         self.allow_methods = read_methods("allow_methods", config.get("allow_methods"))
         self.deny_methods = read_methods("deny_methods", config.get("deny_methods"))
         self.allow_paths = read_paths("allow_paths", config.get("allow_paths"))
@@ -153,16 +145,7 @@ class Plugin(PluginContext):
             self.deny_body = body.as_str()
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        data = proxywasm.get_plugin_configuration()
-        try:
-            self.configure(parse_json(data if data.strip() != b"" else b"{}"))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

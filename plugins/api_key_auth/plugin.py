@@ -18,16 +18,14 @@ is removed from the request before it goes upstream.
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "api_key_auth"
+FIELDS = ["keys", "header", "query_param", "forward_client_header", "hide_credentials"]
 HEX = "0123456789abcdef"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
 
 
 def percent_decode(text: str) -> str:
@@ -128,12 +126,6 @@ class Plugin(PluginContext):
         self.hide_credentials = False
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["keys", "header", "query_param", "forward_client_header", "hide_credentials"]
-        for name in config.keys():
-            if name not in known:
-                raise ConfigError(f"{name}: unknown field (use {', '.join(known)})")
         keys = config.get("keys")
         if keys.kind != "array" or keys.size() == 0:
             raise ConfigError("keys: expected a non-empty list of {\"client\", \"key\"} objects")
@@ -167,15 +159,7 @@ class Plugin(PluginContext):
         self.hide_credentials = config.get("hide_credentials").as_bool(False)
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        try:
-            self.configure(parse_json(proxywasm.get_plugin_configuration()))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure, empty_is_defaults=False)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -23,16 +23,14 @@ from __future__ import annotations
 from sha256 import sha256_hex
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.encoding import b64decode
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "basic_auth"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
+FIELDS = ["realm", "users", "exempt_paths", "forward_username_header", "strip_authorization"]
 
 
 class User:
@@ -147,12 +145,6 @@ class Plugin(PluginContext):
         self.strip_authorization = False
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["realm", "users", "exempt_paths", "forward_username_header", "strip_authorization"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         realm = config.get("realm")
         if not realm.is_null():
             self.realm = realm.as_str()
@@ -179,15 +171,7 @@ class Plugin(PluginContext):
         self.strip_authorization = config.get("strip_authorization").as_bool(False)
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        try:
-            self.configure(parse_json(proxywasm.get_plugin_configuration()))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure, empty_is_defaults=False)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -19,15 +19,13 @@ itself (chunked on HTTP/1.1).
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "body_rewrite"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
+FIELDS = ["request", "response", "content_types", "max_body_bytes"]
 
 
 class Rule:
@@ -160,12 +158,6 @@ class Plugin(PluginContext):
         return False
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["request", "response", "content_types", "max_body_bytes"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         self.request_rules = read_rules(config, "request")
         self.response_rules = read_rules(config, "response")
         types = config.get("content_types")
@@ -181,16 +173,7 @@ class Plugin(PluginContext):
                 raise ConfigError("max_body_bytes: expected a positive integer")
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        data = proxywasm.get_plugin_configuration()
-        try:
-            self.configure(parse_json(data if data.strip() != b"" else b"{}"))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -20,15 +20,13 @@ credentials and expose headers when configured) plus ``vary: origin``.
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "cors"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
+FIELDS = ["allow_origins", "allow_methods", "allow_headers", "expose_headers", "max_age", "allow_credentials"]
 
 
 def request_header(name: str) -> str:
@@ -129,12 +127,6 @@ class Plugin(PluginContext):
         return origin
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["allow_origins", "allow_methods", "allow_headers", "expose_headers", "max_age", "allow_credentials"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         origins = config.get("allow_origins")
         if origins.kind != "array" or origins.size() == 0 or len(origins.as_str_list()) != origins.size():
             raise ConfigError("allow_origins: expected a non-empty list of origins")
@@ -154,15 +146,7 @@ class Plugin(PluginContext):
         self.allow_credentials = config.get("allow_credentials").as_bool(False)
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        try:
-            self.configure(parse_json(proxywasm.get_plugin_configuration()))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure, empty_is_defaults=False)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -17,14 +17,12 @@ the field.
 from __future__ import annotations
 
 from sdk import proxywasm
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.config import ConfigError, start_with_config
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "header_rewrite"
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
+FIELDS = ["request", "response"]
 
 
 class Rules:
@@ -173,24 +171,12 @@ class Plugin(PluginContext):
         self.request = Rules()
         self.response = Rules()
 
+    def configure(self, config: JsonValue) -> None:
+        self.request = read_rules("request", config.get("request"))
+        self.response = read_rules("response", config.get("response"))
+
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        data = proxywasm.get_plugin_configuration()
-        try:
-            config = parse_json(data) if data.strip() != b"" else parse_json(b"{}")
-            if config.kind != "object":
-                raise ConfigError("configuration: expected a JSON object")
-            for key in config.keys():
-                if key not in ["request", "response"]:
-                    raise ConfigError(f"{key}: unknown field (use request or response)")
-            self.request = read_rules("request", config.get("request"))
-            self.response = read_rules("response", config.get("response"))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

@@ -22,17 +22,15 @@ counted from the bucket's own last fill, so several workers ticking refill it on
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import CasMismatchError, NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "rate_limit"
+FIELDS = ["max_tokens", "tokens_per_fill", "fill_interval_ms", "key_header", "max_keys", "domain", "status", "body"]
 CAS_ATTEMPTS = 16
 OVERFLOW = "*"  # the shared bucket of keys beyond max_keys
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
 
 
 class Bucket:
@@ -194,13 +192,6 @@ class Plugin(PluginContext):
             self.refill(name, now)
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        known = ["max_tokens", "tokens_per_fill", "fill_interval_ms", "key_header", "max_keys", "domain",
-                 "status", "body"]
-        for key in config.keys():
-            if key not in known:
-                raise ConfigError(f"{key}: unknown field (use {', '.join(known)})")
         self.max_tokens = positive(config, "max_tokens", 100)
         self.tokens_per_fill = positive(config, "tokens_per_fill", self.max_tokens)
         self.fill_interval_ms = positive(config, "fill_interval_ms", 1000)
@@ -225,14 +216,7 @@ class Plugin(PluginContext):
             self.body = body.as_str()
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        data = proxywasm.get_plugin_configuration()
-        try:
-            self.configure(parse_json(data if data.strip() != b"" else b"{}"))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
+        if not start_with_config(NAME, FIELDS, self.configure):
             return False
         self.started_ns = proxywasm.get_current_time_nanoseconds()
         proxywasm.set_tick_period_milliseconds(self.fill_interval_ms)

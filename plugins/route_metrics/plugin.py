@@ -22,16 +22,14 @@ the proxy exports them with its own metrics.
 from __future__ import annotations
 
 from sdk import proxywasm
+from sdk.config import ConfigError, start_with_config
 from sdk.errors import NotFoundError
-from sdk.jsonvalue import JsonError, JsonValue, parse_json
+from sdk.jsonvalue import JsonValue
 from sdk.types import Action, HttpContext, PluginContext, VMContext
 
 NAME = "route_metrics"
+FIELDS = ["prefix", "routes", "default_route"]
 CLASSES = ["1xx", "2xx", "3xx", "4xx", "5xx"]
-
-
-class ConfigError(Exception):
-    """The configuration names a field that is wrong, and why."""
 
 
 def valid_name(text: str) -> bool:
@@ -157,11 +155,6 @@ class Plugin(PluginContext):
         return self.fallback
 
     def configure(self, config: JsonValue) -> None:
-        if config.kind != "object":
-            raise ConfigError("configuration: expected a JSON object")
-        for key in config.keys():
-            if key not in ["prefix", "routes", "default_route"]:
-                raise ConfigError(f"{key}: unknown field (use prefix, routes, default_route)")
         if config.has("prefix"):
             self.prefix = config.get("prefix").as_str()
             if not valid_name(self.prefix):
@@ -191,15 +184,7 @@ class Plugin(PluginContext):
             self.fallback = route
 
     def on_plugin_start(self, plugin_configuration_size: int) -> bool:
-        try:
-            self.configure(parse_json(proxywasm.get_plugin_configuration()))
-        except JsonError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        except ConfigError as err:
-            proxywasm.log_error(f"{NAME}: {err}")
-            return False
-        return True
+        return start_with_config(NAME, FIELDS, self.configure, empty_is_defaults=False)
 
     def new_http_context(self, context_id: int) -> HttpContext:
         return Http(self)

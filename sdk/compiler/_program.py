@@ -2,7 +2,7 @@
 
 The plugin file is loaded first; every module it imports is loaded the same way. The SDK's
 own modules (``sdk.types``, ``sdk.proxywasm``, ``sdk.errors``, ``sdk.entrypoint``,
-``sdk.jsonvalue``) are written in the subset and compiled from their source, so CPython and
+``sdk.jsonvalue``, ``sdk.encoding``, ``sdk.config``) are written in the subset and compiled from their source, so CPython and
 WebAssembly run the same SDK code. ``sdk._hostabi`` is special: its functions become ABI
 imports. Other imports are limited to typing helpers and to plugin files next to the
 plugin.
@@ -33,7 +33,7 @@ from sdk.compiler._types import (
 )
 
 SDK_DIR = Path(__file__).resolve().parent.parent
-SDK_SOURCE_MODULES = ("types", "proxywasm", "errors", "entrypoint", "jsonvalue", "encoding")
+SDK_SOURCE_MODULES = ("types", "proxywasm", "errors", "entrypoint", "jsonvalue", "encoding", "config")
 HOSTABI_MODULE = "sdk._hostabi"
 TYPING_NAMES = {
     "typing": {"Optional", "Callable", "List", "Dict", "Tuple", "Union", "TYPE_CHECKING", "Final"},
@@ -287,7 +287,7 @@ class Program:
                     node,
                     unsupported(
                         f"import of {name}",
-                        "imports from sdk.types, sdk.proxywasm, sdk.errors, sdk.jsonvalue or sdk.encoding",
+                        "imports from sdk.types, sdk.proxywasm, sdk.errors, sdk.jsonvalue, sdk.encoding or sdk.config",
                     ),
                 )
             path = SDK_DIR / f"{short}.py"
