@@ -12,9 +12,15 @@ a SIGBUS. One slot table holds three kinds of entry: data keys, one key counter 
 (for ``max_shared_keys``) and queue names. Keys are never deleted, so a key's slot never
 moves and each process caches key → slot, skipping the hash on the hot path.
 
-Crash safety: every update writes new bytes into a fresh block, then commits with one write
-of the slot (or queue record); a process killed half-way leaks a block at worst. One lock
-(:mod:`._shared_lock`) guards the whole file; a dead holder never wedges the others.
+Crash safety: one lock (:mod:`._shared_lock`) guards the whole file, and a dead holder never
+wedges the others. Every operation is all-or-nothing: before it overwrites a metadata word
+(free-list head, heap top, slot, queue record, item link) it records the old bytes in the
+undo journal (:mod:`._shared_journal`), and it empties the journal with one store when it
+succeeds. Whoever takes the lock next and finds entries left behind by a process that died,
+or by an operation that failed, restores them first. Bytes written into a block the
+operation took from the heap need no entry: until the commit nothing points at them. That
+holds only for blocks that were free when the operation began, so an operation allocates
+before it frees (a block it frees keeps live bytes until the commit).
 
 Queues: ``enqueue`` from any process appends to the queue's linked list and bumps a global
 epoch; the process whose root context registered the queue last finds out in
@@ -34,6 +40,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ._abi import Status
+from ._shared_journal import JOURNAL_LENGTH_AT, MUTEX_AT, UndoJournal
 from ._shared_lock import (
     LOCK_FLOCK,
     LOCK_ROBUST_MUTEX,
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     from ._shared import SharedQueue
 
 MAGIC = b"WMSHST01"
-VERSION = 1
+VERSION = 2  # 2: the undo journal
 #: geometry used when a process finds the state file empty
 DEFAULT_SLOTS = 1 << 17
 DEFAULT_QUEUES = 4096
@@ -61,16 +68,18 @@ COMMIT_STEP = 1 << 20
 _PAGE = 4096
 _HEADER = struct.Struct("<8sIIIIQQQQ16s")  # magic, version, lock kind, slots, queues, 4 bases/limits, secret
 _OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_HEAP_TOP, _OFF_COMMITTED, _OFF_CAS, _OFF_EPOCH = 72, 80, 88, 96, 104, 112
+_OFF_JOURNAL = JOURNAL_LENGTH_AT
 _OFF_FREE = 128  # one free-list head per size class
 _CLASSES = 48
-_OFF_MUTEX = 1024
+_OFF_MUTEX = MUTEX_AT
 _U64 = struct.Struct("<Q")
 _SLOT_SIZE = 32
 _SLOT = struct.Struct("<QIIQQ")  # key_off (0 = empty), key_len, val_len, val_off, cas/number
 _SLOT_KEY = struct.Struct("<QI")
-_SLOT_VALUE = struct.Struct("<IQQ")  # at +12: val_len, val_off, cas (one write commits a value)
+_SLOT_VALUE = struct.Struct("<IQQ")  # at +12: val_len, val_off, cas
 _QUEUE_SIZE = 48
 _QUEUE = struct.Struct("<QIIQQQQ")  # name_off, name_len, count, head, tail, enqueued, owner
+_QUEUE_LIST = struct.Struct("<IQQQ")  # at +12: count, head, tail, enqueued
 _ITEM = struct.Struct("<QI")  # next, length; data follows at +16
 _ITEM_HEADER = 16
 _MIN_CLASS = 4
@@ -200,6 +209,8 @@ class MappedSharedRegistry:
         self._notified: dict[int, int] = {}
         self._seen_epoch = -1
         self._closed = False
+        #: operations of dead lock holders this process rolled back
+        self.recoveries = 0
         _open_registries.add(self)
 
     # -- file ------------------------------------------------------------------------------------
@@ -234,10 +245,33 @@ class MappedSharedRegistry:
                 self._lock = FileLock(self._fd)
             else:
                 raise SharedStateError(f"{self.path}: unknown lock kind {lock_kind}")
+            self._journal = UndoJournal(mm, self.path)
         except BaseException:
             mm.close()
             raise
         return mm
+
+    def _acquire(self) -> None:
+        """Take the lock, first undoing whatever a holder that died (or failed) left half-done."""
+        self._lock.acquire()
+        if self._journal.left_behind():
+            try:
+                self._journal.roll_back()
+                self.recoveries += 1
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _release(self) -> None:
+        """Let go of the lock; an operation that did not commit (a failure, an exception) is undone."""
+        if self._journal.dirty:
+            try:
+                self._journal.roll_back()
+            finally:
+                self._slot_index.clear()  # it may name a slot the undone operation had claimed
+                self._lock.release()
+        else:
+            self._lock.release()
 
     def _reopen_after_fork(self) -> None:
         """A forked child must not share the parent's flock (it lives on the file description)."""
@@ -291,26 +325,27 @@ class MappedSharedRegistry:
             return False
         mm, at = self._mm, self._slot_base + index * _SLOT_SIZE
         mm[key_off:key_off + len(full)] = full
-        _SLOT.pack_into(mm, at, 0, len(full), val_len, val_off, number)
-        _U64.pack_into(mm, at, key_off)  # commit: the slot is taken from here on
-        _U64.pack_into(mm, _OFF_SLOT_USED, used + 1)
-        self._slot_index[full] = index
-        return True
+        self._journal.record(at, at + 8, at + 16, at + 24, _OFF_SLOT_USED)
+        _SLOT.pack_into(mm, at, key_off, len(full), val_len, val_off, number)
+        mm[_OFF_SLOT_USED:_OFF_SLOT_USED + 8] = _U64.pack(used + 1)
+        return True  # not cached until the operation commits: a later lookup probes once
 
     def _next_cas(self) -> int:
+        """The next token; the caller has recorded ``_OFF_CAS`` in the journal."""
         token: int = _U64.unpack_from(self._mm, _OFF_CAS)[0] % _CAS_WRAP + 1
-        _U64.pack_into(self._mm, _OFF_CAS, token)
+        self._mm[_OFF_CAS:_OFF_CAS + 8] = _U64.pack(token)
         return token
 
     # -- heap ------------------------------------------------------------------------------------
     def _alloc(self, size: int) -> int:
-        """Offset of a block of at least ``size`` bytes, or 0 when the heap is exhausted."""
+        """Offset of a block of at least ``size`` bytes, or 0 (and nothing written) when the heap is full.
+
+        The block's first word (its free-list link) is journaled, so the caller may fill the
+        block freely: rolled back, the block is on its free list again, link intact.
+        """
         wanted = max(_MIN_CLASS, (size - 1).bit_length())
-        head_at = _OFF_FREE + 8 * wanted
-        mm = self._mm
-        block: int = _U64.unpack_from(mm, head_at)[0]
-        if block:  # the common case, inlined: pop this class's free list
-            _U64.pack_into(mm, head_at, _U64.unpack_from(mm, block)[0])
+        block = self._pop(wanted)  # the common case
+        if block:
             return block
         block = self._bump(1 << wanted)
         if block:
@@ -319,21 +354,28 @@ class MappedSharedRegistry:
             block = self._pop(larger)
             if block:
                 for half in range(larger - 1, wanted - 1, -1):
-                    self._free(block + (1 << half), half)
+                    self._push(block + (1 << half), half, fresh=True)
                 return block
         return 0
 
     def _pop(self, size_class: int) -> int:
-        head_at = _OFF_FREE + 8 * size_class
-        block: int = _U64.unpack_from(self._mm, head_at)[0]
+        mm, head_at = self._mm, _OFF_FREE + 8 * size_class
+        block: int = _U64.unpack_from(mm, head_at)[0]
         if block:
-            _U64.pack_into(self._mm, head_at, _U64.unpack_from(self._mm, block)[0])
+            self._journal.record(head_at, block)
+            mm[head_at:head_at + 8] = mm[block:block + 8]
         return block
 
-    def _free(self, block: int, size_class: int) -> None:
-        head_at = _OFF_FREE + 8 * size_class
-        _U64.pack_into(self._mm, block, _U64.unpack_from(self._mm, head_at)[0])
-        _U64.pack_into(self._mm, head_at, block)
+    def _push(self, block: int, size_class: int, fresh: bool = False) -> None:
+        """Put ``block`` on its free list; a ``fresh`` block (split off one this operation
+        popped) holds nothing the journal has to keep."""
+        mm, head_at = self._mm, _OFF_FREE + 8 * size_class
+        if fresh:
+            self._journal.record(head_at)
+        else:
+            self._journal.record(head_at, block)
+        mm[block:block + 8] = mm[head_at:head_at + 8]
+        mm[head_at:head_at + 8] = _U64.pack(block)
 
     def _bump(self, size: int) -> int:
         mm = self._mm
@@ -348,8 +390,10 @@ class MappedSharedRegistry:
                 os.posix_fallocate(self._fd, committed, grown - committed)
             except OSError:
                 return 0  # the file system is full: a status for the plugin, not a SIGBUS later
-            _U64.pack_into(mm, _OFF_COMMITTED, grown)
-        _U64.pack_into(mm, _OFF_HEAP_TOP, end)
+            # not journaled: the space is reserved whether or not this operation completes
+            mm[_OFF_COMMITTED:_OFF_COMMITTED + 8] = _U64.pack(grown)
+        self._journal.record(_OFF_HEAP_TOP)
+        mm[_OFF_HEAP_TOP:_OFF_HEAP_TOP + 8] = _U64.pack(end)
         return top
 
     # -- data ------------------------------------------------------------------------------------
@@ -357,20 +401,21 @@ class MappedSharedRegistry:
         store = self._stores.get(vm_id)
         if store is None:
             counter = _scoped(_COUNT, vm_id, b"")
-            self._lock.acquire()
+            self._acquire()
             try:
                 index = self._probe(counter)
                 if index < 0:
                     index = ~index if self._claim(~index, counter, 0) else -1  # -1: table full, no new keys
+                    self._journal.commit()
             finally:
-                self._lock.release()
+                self._release()
             store = self._stores[vm_id] = MappedSharedData(self, vm_id, index)
         return store
 
     def _get(self, full: bytes) -> tuple[bytes, int] | None:
         index = self._slot_index.get(full)
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             if index is None:
                 index = self._probe(full)
@@ -379,13 +424,13 @@ class MappedSharedRegistry:
             val_len, val_off, cas = _SLOT_VALUE.unpack_from(mm, self._slot_base + index * _SLOT_SIZE + 12)
             return mm[val_off:val_off + val_len], cas
         finally:
-            self._lock.release()
+            self._release()
 
     def _set(self, full: bytes, value: bytes, cas: int, count_slot: int) -> Status:
         max_value = self._limits.max_shared_value_bytes
         index = self._slot_index.get(full)
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             if index is None:
                 index = self._probe(full)
@@ -407,39 +452,54 @@ class MappedSharedRegistry:
             if value and not offset:
                 return Status.BAD_ARGUMENT
             mm[offset:offset + len(value)] = value
+            self._journal.record(_OFF_CAS, count_at)
             if not self._claim(~index, full, self._next_cas(), len(value), offset):
-                if offset:
-                    self._free(offset, _size_class(len(value)))
-                return Status.BAD_ARGUMENT
-            _U64.pack_into(mm, count_at, keys + 1)
+                return Status.BAD_ARGUMENT  # uncommitted: releasing the lock undoes the allocation
+            mm[count_at:count_at + 8] = _U64.pack(keys + 1)
+            self._journal.commit()
             return Status.OK
         finally:
-            self._lock.release()
+            self._release()
 
     def _store_value(self, at: int, value: bytes, old_len: int, old_off: int) -> Status:
-        """Write ``value`` to a fresh block, commit it with a new token, free the old block."""
+        """Write ``value`` to a fresh block, point the slot at it with a new token, free the old block."""
         mm = self._mm
+        size_class = max(_MIN_CLASS, (len(value) - 1).bit_length())
+        head_at = _OFF_FREE + 8 * size_class
+        block: int = _U64.unpack_from(mm, head_at)[0]
+        if value and block and old_off:  # the common case, inlined: swap a free block for the old one
+            old_head_at = _OFF_FREE + 8 * _size_class(old_len)
+            self._journal.record(head_at, block, at - 4, at + 4, at + 12, _OFF_CAS, old_off, old_head_at)
+            mm[head_at:head_at + 8] = mm[block:block + 8]
+            mm[block:block + len(value)] = value
+            _SLOT_VALUE.pack_into(mm, at, len(value), block, self._next_cas())
+            mm[old_off:old_off + 8] = mm[old_head_at:old_head_at + 8]
+            mm[old_head_at:old_head_at + 8] = _U64.pack(old_off)
+            self._journal.commit()
+            return Status.OK
         offset = 0
         if value:
             offset = self._alloc(len(value))
             if not offset:
                 return Status.BAD_ARGUMENT
             mm[offset:offset + len(value)] = value
+        self._journal.record(at - 4, at + 4, at + 12, _OFF_CAS)  # the slot's words from key_len on
         _SLOT_VALUE.pack_into(mm, at, len(value), offset, self._next_cas())
         if old_off:
-            self._free(old_off, _size_class(old_len))
+            self._push(old_off, _size_class(old_len))
+        self._journal.commit()
         return Status.OK
 
     def _keys(self, prefix: bytes) -> list[bytes]:
         mm, found = self._mm, []
-        self._lock.acquire()
+        self._acquire()
         try:
             table = mm[self._slot_base:self._slot_base + self._slots * _SLOT_SIZE]
             for key_off, key_len, _, _, _ in _SLOT.iter_unpack(table):
                 if key_off and key_len >= len(prefix) and mm[key_off:key_off + len(prefix)] == prefix:
                     found.append(mm[key_off + len(prefix):key_off + key_len])
         finally:
-            self._lock.release()
+            self._release()
         return found
 
     # -- queues ----------------------------------------------------------------------------------
@@ -456,7 +516,7 @@ class MappedSharedRegistry:
         """
         full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             index = self._probe(full)
             if index >= 0:
@@ -469,16 +529,19 @@ class MappedSharedRegistry:
                 if not self._claim(~index, full, queue_id):
                     return 0
                 name_off = _SLOT_KEY.unpack_from(mm, self._slot_base + ~index * _SLOT_SIZE)[0]
-                _QUEUE.pack_into(mm, self._queue_base + used * _QUEUE_SIZE, name_off, len(full), 0, 0, 0, 0, 0)
-                _U64.pack_into(mm, _OFF_QUEUE_USED, queue_id)
-            at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE
-            record = list(_QUEUE.unpack_from(mm, at))
-            record[6] = self._token
-            _QUEUE.pack_into(mm, at, *record)
-            self._owned[queue_id] = owner
-            self._notified[queue_id] = record[5]  # items enqueued before now are not announced
+                at = self._queue_base + used * _QUEUE_SIZE
+                self._journal.record(at, at + 8, at + 16, at + 24, at + 32, at + 40, _OFF_QUEUE_USED)
+                _QUEUE.pack_into(mm, at, name_off, len(full), 0, 0, 0, 0, 0)
+                mm[_OFF_QUEUE_USED:_OFF_QUEUE_USED + 8] = _U64.pack(queue_id)
+            owner_at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE + 40
+            self._journal.record(owner_at)
+            mm[owner_at:owner_at + 8] = _U64.pack(self._token)
+            enqueued = _U64.unpack_from(mm, owner_at - 8)[0]
+            self._journal.commit()
         finally:
-            self._lock.release()
+            self._release()
+        self._owned[queue_id] = owner
+        self._notified[queue_id] = enqueued  # items enqueued before now are not announced
         self._queue_ids[(vm_id, name)] = queue_id
         return queue_id
 
@@ -487,14 +550,14 @@ class MappedSharedRegistry:
         if queue_id is not None:
             return queue_id
         full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
-        self._lock.acquire()
+        self._acquire()
         try:
             index = self._probe(full)
             if index < 0:
                 return None
             queue_id = _U64.unpack_from(self._mm, self._slot_base + index * _SLOT_SIZE + 24)[0]
         finally:
-            self._lock.release()
+            self._release()
         self._queue_ids[(vm_id, name)] = queue_id
         return queue_id
 
@@ -516,7 +579,7 @@ class MappedSharedRegistry:
         from ._shared import SharedQueue
 
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             at = self._record_at(queue_id)
             if not at:
@@ -524,7 +587,7 @@ class MappedSharedRegistry:
             ref = self._describe(queue_id, at, _QUEUE.unpack_from(mm, at)[6])
             queue = SharedQueue(queue_id, ref.vm_id, ref.name, ref.owner, deque(self._items(at)))
         finally:
-            self._lock.release()
+            self._release()
         return queue
 
     def _items(self, at: int) -> list[bytes]:
@@ -544,55 +607,66 @@ class MappedSharedRegistry:
         learns of the item through its ``poll_queues``.
         """
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             at = self._record_at(queue_id)
             if not at:
                 return None
-            if _QUEUE.unpack_from(mm, at)[2] >= self._limits.max_queue_depth:
-                self._pop_item(at)
             block = self._alloc(_ITEM_HEADER + len(value))
-            while not block and self._pop_item(at) is not None:
+            while not block:
+                # the heap is full: drop the oldest item, one committed step per item, which
+                # keeps the journal bounded (a death here leaves a shorter, consistent queue)
+                if self._pop_item(at) is None:
+                    return None
+                self._journal.commit()
                 block = self._alloc(_ITEM_HEADER + len(value))
-            if not block:
-                return None
             _ITEM.pack_into(mm, block, 0, len(value))
             mm[block + _ITEM_HEADER:block + _ITEM_HEADER + len(value)] = value
-            name_off, name_len, count, head, tail, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
-            if tail:
-                _U64.pack_into(mm, tail, block)
+            if _QUEUE_LIST.unpack_from(mm, at + 12)[0] >= self._limits.max_queue_depth:
+                self._pop_item(at)  # after the allocation: its block must not be the one just filled
+            count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
+            if count:
+                self._journal.record(tail, at + 8, at + 16, at + 24, at + 32)
+                mm[tail:tail + 8] = _U64.pack(block)
             else:
+                self._journal.record(at + 8, at + 16, at + 24, at + 32)
                 head = block
-            _QUEUE.pack_into(mm, at, name_off, name_len, count + 1, head, block, enqueued + 1, owner_token)
-            _U64.pack_into(mm, _OFF_EPOCH, _U64.unpack_from(mm, _OFF_EPOCH)[0] + 1)
-            queue = self._describe(queue_id, at, owner_token)
+            _QUEUE_LIST.pack_into(mm, at + 12, count + 1, head, block, enqueued + 1)
+            # not journaled: the epoch only ever grows (rolled back, a poller could miss an item)
+            mm[_OFF_EPOCH:_OFF_EPOCH + 8] = _U64.pack(_U64.unpack_from(mm, _OFF_EPOCH)[0] + 1)
+            self._journal.commit()
+            queue = self._describe(queue_id, at, _U64.unpack_from(mm, at + 40)[0])
             if queue.owner is not None:
                 self._notified[queue_id] = self._notified.get(queue_id, 0) + 1  # the caller notifies
         finally:
-            self._lock.release()
+            self._release()
         return queue
 
     def _pop_item(self, at: int) -> bytes | None:
+        """Unlink and free the oldest item (uncommitted); the count, not the links, says when the
+        queue is empty."""
         mm = self._mm
-        name_off, name_len, count, head, tail, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
+        count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
         if not count:
             return None
         following, length = _ITEM.unpack_from(mm, head)
         value = mm[head + _ITEM_HEADER:head + _ITEM_HEADER + length]
-        _QUEUE.pack_into(mm, at, name_off, name_len, count - 1, following, tail if following else 0,
-                         enqueued, owner_token)
-        self._free(head, _size_class(_ITEM_HEADER + length))
+        left = count - 1
+        self._journal.record(at + 8, at + 16, at + 24)
+        _QUEUE_LIST.pack_into(mm, at + 12, left, following if left else 0, tail if left else 0, enqueued)
+        self._push(head, _size_class(_ITEM_HEADER + length))
         return value
 
     def dequeue(self, queue_id: int) -> tuple[Status, bytes]:
-        self._lock.acquire()
+        self._acquire()
         try:
             at = self._record_at(queue_id)
             if not at:
                 return Status.NOT_FOUND, b""
             value = self._pop_item(at)
+            self._journal.commit()
         finally:
-            self._lock.release()
+            self._release()
         return (Status.EMPTY, b"") if value is None else (Status.OK, value)
 
     def poll_queues(self) -> list[tuple[RootContext, int]]:
@@ -604,7 +678,7 @@ class MappedSharedRegistry:
             return []
         ready: list[tuple[RootContext, int]] = []
         mm = self._mm
-        self._lock.acquire()
+        self._acquire()
         try:
             self._seen_epoch = _U64.unpack_from(mm, _OFF_EPOCH)[0]
             for queue_id, owner in list(self._owned.items()):
@@ -618,7 +692,7 @@ class MappedSharedRegistry:
                 if fresh > 0 and not owner.deleted:
                     ready.extend([(owner, queue_id)] * min(fresh, self._limits.max_queue_depth))
         finally:
-            self._lock.release()
+            self._release()
         return ready
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests._tools import plugin_path
+from tests.wasmhost.test_shared_crash import consistency_problems
 from wasmhost._abi import Status
 from wasmhost._commands import NotifyQueueReady
 from wasmhost._shared import STATE_ENV, LocalSharedRegistry, SharedData, SharedRegistry
@@ -174,21 +176,6 @@ def _hold_lock_briefly(conn: Connection, path: str, hold_s: float) -> None:
     time.sleep(hold_s)
     conn.send("releasing")  # a pipe write is done when send returns, before we let go
     registry._lock.release()
-
-
-def _hammer_until_killed(conn: Connection, path: str) -> None:
-    registry = SharedRegistry(Limits(), path)
-    store = registry.data("pool")
-    queue_id = registry.resolve_queue("pool", "work")
-    assert queue_id is not None
-    conn.send("started")
-    while True:
-        entry = store.get(b"counter")
-        value = int(entry[0]) + 1 if entry is not None else 1
-        store.set(b"counter", b"%d" % value, entry[1] if entry is not None else 0)
-        store.set(b"scratch-%d" % (value % 50), b"v" * (value % 300), 0)
-        registry.enqueue(queue_id, b"%d" % value)
-        registry.dequeue(queue_id)
 
 
 def _requests_through_plugin(results: Any, start: Any, path: str, wasm: str, count: int, prefix: str) -> None:
@@ -366,28 +353,69 @@ def test_a_worker_killed_while_holding_the_lock_does_not_wedge_the_others(state:
     assert registry.lock_owner_deaths == (1 if registry.lock_kind == LOCK_ROBUST_MUTEX else 0)
 
 
+def _hammer(path: str, started: int) -> None:
+    """Every kind of update, in a loop, until the parent kills this process."""
+    registry = MappedSharedRegistry(path, Limits(max_queue_depth=4))
+    store = registry.data("pool")
+    queue_id = registry.resolve_queue("pool", "work")
+    assert queue_id is not None
+    os.write(started, b"s")
+    while True:
+        entry = store.get(b"counter")
+        value = int(entry[0]) + 1 if entry is not None else 1
+        store.set(b"counter", b"%d" % value, entry[1] if entry is not None else 0)
+        store.set(b"scratch-%d" % (value % 50), b"v" * (value * 7 % 700), 0)
+        registry.enqueue(queue_id, b"%d" % value)
+        registry.enqueue(queue_id, b"%d" % value)  # two in, one out: the queue fills and drops items
+        registry.dequeue(queue_id)
+
+
+#: kill at least this often, and on until this many kills have hit a half-done update (most do)
+MIN_KILLS, MIN_HALF_DONE, MAX_KILLS = 30, 10, 400
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
-    registry = SharedRegistry(Limits(), state)
+    registry = MappedSharedRegistry(state, Limits())
     queue_id = registry.register_queue("pool", "work", make_root())
     store = registry.data("pool")
-    for _ in range(5):  # kill at five different moments of the same busy loop
-        child, conn = start_child(_hammer_until_killed, state)
+    seed = random.randrange(1 << 32)
+    moments = random.Random(seed)
+    kill = 0
+    while kill < MIN_KILLS or (registry.recoveries < MIN_HALF_DONE and kill < MAX_KILLS):
+        kill += 1  # kill at many moments of the same busy loop
+        started_r, started_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child works until it is killed
+            try:
+                os.close(started_r)
+                _hammer(state, started_w)
+            finally:
+                os._exit(3)
         try:
-            assert conn.poll(CHILD_DEADLINE_S) and conn.recv() == "started"
-            time.sleep(0.05)
+            os.close(started_w)
+            assert os.read(started_r, 1) == b"s", "the child failed before it started"
+            time.sleep(moments.uniform(0, 0.02))
         finally:
-            child.kill()
-            stop_child(child)
-        entry = store.get(b"counter")
-        assert entry is not None and entry[0].isdigit()
-        assert store.set(b"counter", b"%d" % (int(entry[0]) + 1), entry[1]) == Status.OK
-        assert registry.enqueue(queue_id, b"after") is not None
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+            os.close(started_r)
+        context = f"kill {kill} (seed {seed})"
+        assert os.WIFSIGNALED(status), f"{context}: the child stopped on its own with {status}"
+        entry = store.get(b"counter")  # the first locker undoes the dead child's half-done update
+        assert consistency_problems(state) == [], context
+        assert entry is not None and entry[0].isdigit(), context
+        assert store.set(b"counter", b"%d" % (int(entry[0]) + 1), entry[1]) == Status.OK, context
+        assert registry.enqueue(queue_id, b"after") is not None, context
         items = []
         while (item := registry.dequeue(queue_id))[0] == Status.OK:
             items.append(item[1])
-        assert items[-1] == b"after" and all(i.isdigit() for i in items[:-1])
+        assert items[-1] == b"after" and all(i.isdigit() for i in items[:-1]), context
+        assert consistency_problems(state) == [], context
     keys = set(store.keys())
     assert b"counter" in keys and keys <= {b"counter"} | {b"scratch-%d" % n for n in range(50)}
+    # with no update undone the test would prove nothing
+    assert registry.recoveries >= MIN_HALF_DONE, f"{kill} kills, {registry.recoveries} mid-update (seed {seed})"
 
 
 def test_the_lock_excludes_another_process(state: str) -> None:
