@@ -230,6 +230,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def reset(self, stream: HttpStream) -> None:
         if stream is self.stream:
+            self.flush()  # as Envoy, what was already encoded (e.g. the response head) still goes out
             self.close()
 
     def stream_ended(self, stream: HttpStream) -> None:

@@ -167,6 +167,11 @@ class FilterCallbacks(Protocol):
     def stream_info(self) -> StreamInfo: ...
 
     @property
+    def buffer_limit(self) -> int:
+        """Bytes a filter may hold per direction (the listener's ``per_connection_buffer_limit_bytes``)."""
+        ...
+
+    @property
     def request_headers(self) -> HeaderMap | None: ...
 
     @property

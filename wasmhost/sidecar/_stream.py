@@ -113,6 +113,10 @@ class _Callbacks:
         return self.stream.info
 
     @property
+    def buffer_limit(self) -> int:
+        return self.stream.dec.buffer_limit
+
+    @property
     def request_headers(self) -> HeaderMap | None:
         return self.stream.dec.headers
 

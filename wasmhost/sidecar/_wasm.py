@@ -401,13 +401,14 @@ class WasmHttpFilter(HttpFilter):
     once the VM has failed, the 503 it answered with passes this filter's encoder side.
     """
 
-    __slots__ = ("callbacks", "stream", "host", "decoded", "logs")
+    __slots__ = ("callbacks", "stream", "host", "decoded", "logs", "held_request", "held_response")
 
     def __init__(self, callbacks: FilterCallbacks, binding: PluginBinding, host: WasmHost) -> None:
         self.callbacks = callbacks
         self.host = host
         self.stream = PluginHttpStream(binding.plugin, PluginStreamInfo())
         self.decoded = False
+        self.held_request = self.held_response = 0  # body bytes the plugin holds (the core buffers them)
         self.logs = binding.logs
         if not binding.encodes:
             self.encodes = False  # the module has no response callbacks: stay off the response path
@@ -459,12 +460,17 @@ class WasmHttpFilter(HttpFilter):
         return _HEADERS_STATUS[status]
 
     def decode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
+        held = self.held_request + len(data)
+        if held > self.callbacks.buffer_limit:
+            return self._payload_too_large(413, b"Payload Too Large", "request_payload_too_large")
         self._sync(info=False)
         verdict = self.stream.on_request_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
+            self.held_request = 0
             data.replace(verdict.forward)
             return DataStatus.Continue
+        self.held_request = held
         return DataStatus.StopIterationNoBuffer
 
     def decode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
@@ -485,12 +491,22 @@ class WasmHttpFilter(HttpFilter):
     def encode_data(self, data: Buffer, end_stream: bool) -> DataStatus:
         if self._bypass_encoder():
             return DataStatus.Continue
+        held = self.held_response + len(data)
+        if held > self.callbacks.buffer_limit:
+            return self._payload_too_large(500, b"Internal Server Error", "response_payload_too_large")
         self._sync(info=False)
         verdict = self.stream.on_response_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
+            self.held_response = 0
             data.replace(verdict.forward)
             return DataStatus.Continue
+        self.held_response = held
+        return DataStatus.StopIterationNoBuffer
+
+    def _payload_too_large(self, status: int, body: bytes, details: str) -> DataStatus:
+        """A body the plugin buffers outgrew the stream's buffer limit: Envoy's local reply (a reset once answered)."""
+        self.callbacks.send_local_reply(status, body, (), details)
         return DataStatus.StopIterationNoBuffer
 
     def encode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
