@@ -48,10 +48,6 @@ class HttpStream:
         self.plugin = plugin
         self.info = info
 
-    @property
-    def _v01(self) -> bool:
-        return self.plugin.compiled.abi is AbiVersion.V0_1_0
-
     # -- plumbing -----------------------------------------------------------------------------
     def _context(self) -> HttpContext | None:
         """The stream's context, created lazily on its first event."""
@@ -125,7 +121,7 @@ class HttpStream:
         ctx.request_headers = headers
         ctx.request_headers_writable = True
         try:
-            if self._v01:
+            if self.plugin.compiled.abi is AbiVersion.V0_1_0:
                 result = self._invoke(ctx, "proxy_on_request_headers", len(headers))
             else:
                 result = self._invoke(ctx, "proxy_on_request_headers", len(headers), int(end_stream))
@@ -164,7 +160,7 @@ class HttpStream:
         ctx.response_headers = headers
         ctx.response_headers_writable = True
         try:
-            if self._v01:
+            if self.plugin.compiled.abi is AbiVersion.V0_1_0:
                 result = self._invoke(ctx, "proxy_on_response_headers", len(headers))
             else:
                 result = self._invoke(ctx, "proxy_on_response_headers", len(headers), int(end_stream))
