@@ -1,6 +1,7 @@
 """The module endpoint over HTTPS once the mesh has a CA: a certificate from the mesh CA with the
 secure port's names, `https://` URLs and a module cluster that validates it, and a new
-certificate (and trust bundle for proxies) when the CA's roots rotate."""
+certificate (and trust bundle for proxies) when the CA's roots rotate; and the wasmesh sidecar's
+module agent fetching through that cluster with the TLS settings the sidecar builds from it."""
 
 from __future__ import annotations
 
@@ -21,8 +22,12 @@ from controlplane._module_placement import MODULE_CLUSTER, ModulePlacements, Ser
 from controlplane._module_tls import SERVER_NAME, ModuleTls, https_port
 from controlplane._protos import CLUSTER, EXTENSION_CONFIG, to_dict
 from controlplane._security import SecuritySettings
+from controlplane.ca._files import generate_root
 from tests.controlplane._fixtures import mesh_of, sidecar
 from tests.controlplane._running import RunningControlPlane, wait_for
+from wasmhost.agent import ClusterTransport
+from wasmhost.agent._transport import HttpStatusError, PeerRefused
+from wasmhost.agent._transport import get as transport_get
 
 MODULE = b"\0asm\x01\0\0\0" + os.urandom(50_000)
 SHA = hashlib.sha256(MODULE).hexdigest()
@@ -146,3 +151,36 @@ def test_the_https_port_setting() -> None:
         ModulesConfig.parse("modules: {httpsPort: https}")
     assert ModuleTls("PEM").transport_socket()["typed_config"]["sni"] == SERVER_NAME
 
+
+
+def sidecar_transport(placements: ModulePlacements) -> ClusterTransport:
+    """What the wasmesh sidecar builds from the module cluster proxies are sent."""
+    from envoy.config.cluster.v3 import cluster_pb2
+    from google.protobuf import json_format
+
+    from wasmhost.sidecar._module_remote import cluster_transport
+    from wasmhost.sidecar._plan_build import build_cluster
+
+    message = json_format.ParseDict(placements.cluster(), cluster_pb2.Cluster())
+    plan = build_cluster(message, "cluster")
+    transport = cluster_transport(MODULE_CLUSTER, {MODULE_CLUSTER: plan}.get)
+    assert transport is not None
+    return transport
+
+
+def test_the_sidecar_fetches_through_the_module_clusters_tls_settings(plane: RunningControlPlane) -> None:
+    assert plane.plane is not None
+    resolver = plane.plane.modules
+    assert resolver.tls is not None
+    placements = ModulePlacements(resolver.host, resolver.port, {}, tls=resolver.tls)
+    url = placements.url(SHA)
+    assert transport_get(url, sidecar_transport(placements), 10.0, len(MODULE)) == MODULE
+    wrong_name = ModulePlacements(resolver.host, resolver.port, {}, tls=ModuleTls(bundle_of(plane), "other.example"))
+    with pytest.raises(PeerRefused, match="SAN does not match"):
+        transport_get(url, sidecar_transport(wrong_name), 10.0, len(MODULE))
+    other_root = generate_root("elsewhere.example").root.public_bytes(serialization.Encoding.PEM).decode()
+    wrong_root = ModulePlacements(resolver.host, resolver.port, {}, tls=ModuleTls(other_root))
+    with pytest.raises(PeerRefused, match="certificate verify failed|unable to get local issuer"):
+        transport_get(url, sidecar_transport(wrong_root), 10.0, len(MODULE))
+    with pytest.raises(HttpStatusError, match="HTTP 404"):
+        transport_get(placements.url("0" * 64), sidecar_transport(placements), 10.0, len(MODULE))

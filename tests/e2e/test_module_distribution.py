@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from controlplane._module_config import ModulesConfig
 from controlplane._module_placement import MODULE_CLUSTER
@@ -196,6 +197,12 @@ spec:
         walk([c for c in dump["configs"] if c.get("@type", "").endswith("EcdsConfigDump")])
         return found[0] if len(found) == 1 else ",".join(found)
 
+    def untrusted_ca_pem(self) -> str:
+        """A CA certificate the mesh has nothing to do with."""
+        from controlplane.ca._files import generate_root
+
+        return generate_root("elsewhere.example").root.public_bytes(serialization.Encoding.PEM).decode()
+
     def close(self) -> None:
         for proxy in self.envoys:
             proxy.stop()
@@ -327,9 +334,11 @@ def test_remote_delivery_envoy_and_wasmesh_sidecar_fetch_from_the_control_plane(
 
 
 @pytest.mark.parametrize("world", ["remote-https"], indirect=True)
-def test_with_a_mesh_ca_envoy_fetches_the_module_over_https_through_the_module_cluster(world: World) -> None:
+def test_with_a_mesh_ca_envoy_fetches_the_module_over_https_through_the_module_cluster(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """Envoy fetches `code.remote` from `https://` natively, through the module cluster's TLS socket:
-    it validates the endpoint's mesh-CA certificate (inline trust bundle, SNI and DNS SAN)."""
+    it validates the endpoint's mesh-CA certificate (inline trust bundle, SNI and DNS SAN). The
+    wasmesh sidecar's module agent fetches through the same cluster and validates the same way."""
     v1 = plugin_path("headers").read_bytes()
     v1_sha = hashlib.sha256(v1).hexdigest()
     world.plugin(world.push(v1, "v1", world.trusted))
@@ -349,3 +358,29 @@ def test_with_a_mesh_ca_envoy_fetches_the_module_over_https_through_the_module_c
     handshakes = {line.split(": ")[0]: int(line.split(": ")[1]) for line in stats.splitlines() if ": " in line}
     assert handshakes.get(f"cluster.{MODULE_CLUSTER}.ssl.handshake", 0) >= 1, stats
     assert handshakes.get(f"cluster.{MODULE_CLUSTER}.ssl.fail_verify_san", 0) == 0
+
+    # the wasmesh sidecar, given the same filter and the same module cluster, fetches through
+    # that cluster's TLS socket as well; without the cluster's trust it cannot
+    from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
+    from tests.wasmhost.sidecar._process import SidecarProcess, http_request
+
+    served_filter = {"name": ecds["name"], "typed_config": ecds["typed_config"]}
+    for trusted in (True, False):
+        module = json.loads(json.dumps(module_cluster))
+        if not trusted:
+            module["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]["trusted_ca"] = {
+                "inline_string": world.untrusted_ca_pem()}
+        config = bootstrap(clusters=[cluster("backend", world.upstream.port), module],
+                           http_filters=[served_filter, ROUTER_FILTER])
+        monkeypatch.setenv("WASMESH_CACHE_DIR", str(world.tmp / f"sidecar-cache-{trusted}"))  # nothing cached yet
+        with SidecarProcess(config, workdir=world.tmp / f"sidecar-{trusted}") as sidecar:
+            listener = next(iter(sidecar.listener_ports().values()))
+            status, headers, _ = http_request(listener, "GET", "/probe", [("Host", "reviews")])
+            if trusted:
+                assert status == 200 and dict(headers)["x-echo-path"] == "/probe"
+                status_doc = json.loads(sidecar.admin_get("/config_dump"))["module_status"]["default.headers"]
+                assert status_doc["ok"] is True and status_doc["module_sha256"] == v1_sha
+            else:  # the fetch fails the TLS check: FAIL_CLOSE stands in for the plugin
+                assert status == 403 and "x-echo-path" not in dict(headers)
+                status_doc = json.loads(sidecar.admin_get("/config_dump"))["module_status"]["default.headers"]
+                assert status_doc["ok"] is False and "TLS handshake failed" in status_doc["message"]

@@ -1,7 +1,8 @@
 """Fetching module bytes from each kind of source, with verification.
 
 - ``file://``: read the file; the module must be a Wasm binary; ``sha256`` is checked.
-- ``http(s)://``: GET with a timeout and a size cap; 5xx (except 501/505/511) and
+- ``http(s)://``: GET with a timeout and a size cap (through the ECDS cluster's endpoint and
+  TLS settings when the request carries them, `_transport`); 5xx (except 501/505/511) and
   connection errors are retried with exponential backoff; gzip and tar wrappers are
   unpacked until a ``\\0asm`` binary appears (as Istio does); ``sha256`` is checked.
 - ``oci://``: ``registry.verify_module`` — manifest digest pinned by ``sha256``,
@@ -33,6 +34,7 @@ from registry import (
 )
 
 from ._source import ModuleRequest
+from ._transport import HttpStatusError, PeerRefused, get
 
 MAX_MODULE_SIZE = 256 * 1024 * 1024
 NO_RETRY_STATUSES = frozenset({501, 505, 511})
@@ -108,14 +110,19 @@ def fetch_http(request: ModuleRequest, *, timeout: float = 15.0, attempts: int =
         if attempt:
             sleep(backoff * 2 ** (attempt - 1))
         try:
-            with urllib.request.urlopen(request.url, timeout=timeout) as response:
-                data = response.read(MAX_MODULE_SIZE + 1)
+            if request.transport is not None:  # through the cluster ECDS names, with its TLS settings
+                data = get(request.url, request.transport, timeout, MAX_MODULE_SIZE)
+            else:
+                with urllib.request.urlopen(request.url, timeout=timeout) as response:
+                    data = response.read(MAX_MODULE_SIZE + 1)
             if len(data) > MAX_MODULE_SIZE:
                 raise FetchError(f"{request.url}: body exceeds {MAX_MODULE_SIZE} bytes")
             module = unwrap(data, request.url)
             digest = _check_sha(request, module)
             return FetchedModule(module, digest, digest)
-        except urllib.error.HTTPError as err:
+        except PeerRefused as err:
+            raise FetchError(f"{request.url}: {err}") from None
+        except (urllib.error.HTTPError, HttpStatusError) as err:
             last = f"HTTP {err.code}"
             if err.code < 500 or err.code in NO_RETRY_STATUSES:
                 raise FetchError(f"{request.url}: {last}") from None

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from registry import Reference
+
+from ._transport import ClusterTransport
 
 
 class PullPolicy(Enum):
@@ -41,6 +43,8 @@ class ModuleRequest:
     pull_policy: PullPolicy = PullPolicy.UNSPECIFIED
     pull_secret: str | None = None  # docker config JSON, as istiod inlines it
     resource_version: str = ""
+    # connect through this cluster (its endpoint and TLS transport socket) rather than to the URL's host
+    transport: ClusterTransport | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.sha256):

@@ -72,6 +72,7 @@ class FilterBuildContext:
     listener_metadata: Any
     services: WorkerServices | None
     on_retire: Callable[[Callable[[], None]], None]  # register cleanup for when this plan is no longer used
+    cluster_plan: Callable[[str], Any] | None = None  # a cluster's built plan by name (Wasm code.remote fetches)
 
 
 HttpFilterConfigFactory = Callable[[Any, FilterBuildContext], HttpFilterFactory]

@@ -480,6 +480,7 @@ def _build_plan(bootstrap: Any, version: int, source: str, services: WorkerServi
             "listener_metadata": listener.metadata if listener.HasField("metadata") else None,
             "services": services,
             "on_retire": cleanups.append,
+            "cluster_plan": clusters.get,
         }
         built = [_build_chain(chain, f"{path}.filter_chains[{c_index}]", names, context_base,
                               bootstrap.HasField("dynamic_resources"))

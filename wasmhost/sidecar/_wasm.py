@@ -676,9 +676,12 @@ def _run_to_completion(coroutine: Coroutine[Any, Any, _T]) -> _T:
         return helper.submit(asyncio.run, coroutine).result()
 
 
-def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name: str) -> bytes:
-    """Resolve ``code.remote`` (oci://, https://, http://, file://) through the module agent."""
+def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name: str,
+                  cluster_plan: Callable[[str], Any] | None = None) -> bytes:
+    """Resolve ``code.remote`` (oci://, https://, http://, file://) through the module agent;
+    http(s) through the cluster ``http_uri`` names, with its TLS settings (`_module_remote`)."""
     from ..agent import FetchError, ModuleRequest, PullPolicy
+    from ._module_remote import cluster_transport
 
     url = remote.http_uri.uri
     sha256 = remote.sha256 if remote.sha256 not in ("", "nil") else None
@@ -689,6 +692,7 @@ def _fetch_remote(remote: Any, agent_env: dict[str, str], path: str, plugin_name
             pull_policy=PullPolicy.parse(agent_env.get("ISTIO_META_WASM_IMAGE_PULL_POLICY")),
             pull_secret=agent_env.get("ISTIO_META_WASM_IMAGE_PULL_SECRET") or None,
             resource_version=agent_env.get("ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION", ""),
+            transport=cluster_transport(remote.http_uri.cluster, cluster_plan) if url.startswith("http") else None,
         )
     except ValueError as err:
         MODULE_STATUS[plugin_name] = {"url": url, "ok": False, "message": str(err)}
@@ -731,8 +735,10 @@ class _PassFilter(HttpFilter):
     encodes = False
 
 
-def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpec, bytes]:
-    """Translate an ``envoy.extensions.wasm.v3.PluginConfig`` into a spec and the module bytes."""
+def plugin_spec_from_proto(config: Any, path: str = "config",
+                           cluster_plan: Callable[[str], Any] | None = None) -> tuple[PluginSpec, bytes]:
+    """Translate an ``envoy.extensions.wasm.v3.PluginConfig`` into a spec and the module bytes
+    (``cluster_plan`` finds the cluster a remote module is fetched through)."""
     vm = config.vm_config
     if config.WhichOneof("vm") != "vm_config":
         raise ConfigError(path, "vm_config is required (vm references are not supported)")
@@ -742,7 +748,7 @@ def plugin_spec_from_proto(config: Any, path: str = "config") -> tuple[PluginSpe
         raise ConfigError(f"{path}.capability_restriction_config", "capability restrictions are not supported yet")
     agent_env = {k: v for k, v in vm.environment_variables.key_values.items() if k in _AGENT_ENV}
     if vm.code.WhichOneof("specifier") == "remote":
-        wasm = _fetch_remote(vm.code.remote, agent_env, f"{path}.vm_config.code.remote", config.name)
+        wasm = _fetch_remote(vm.code.remote, agent_env, f"{path}.vm_config.code.remote", config.name, cluster_plan)
     else:
         wasm = _module_bytes(vm, f"{path}.vm_config")
     provenance = [k for k in vm.environment_variables.host_env_keys if k.startswith(PROVENANCE_CARRIER)]
@@ -823,7 +829,7 @@ def build_wasm_filter(config: Any, context: FilterBuildContext) -> Callable[[Fil
     if not isinstance(config, http_wasm_pb2.Wasm):
         raise ConfigError("", f"expected envoy.extensions.filters.http.wasm.v3.Wasm, got {type(config).__name__}")
     try:
-        spec, wasm = plugin_spec_from_proto(config.config, "config")
+        spec, wasm = plugin_spec_from_proto(config.config, "config", context.cluster_plan)
     except ModuleFetchFailed as err:
         _LOG.error("wasm plugin %s: %s", config.config.name, err)
         fail_open = config.config.fail_open or config.config.failure_policy == wasm_pb2.FailurePolicy.FAIL_OPEN

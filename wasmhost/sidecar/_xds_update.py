@@ -142,6 +142,18 @@ class Update:
         names.update(self.candidate.get(CLUSTER, {}))
         return frozenset(names)
 
+    def _cluster_plan(self, name: str) -> Any:
+        """The plan this update would build for cluster `name` (None when it has none or it is bad)."""
+        static = next((c for c in self.static.static_resources.clusters if c.name == name), None)
+        resource = self.candidate.get(CLUSTER, {}).get(name)
+        message = static if static is not None else resource.message if resource is not None else None
+        if message is None:
+            return None
+        try:
+            return build_cluster(inline_cluster(message, self.candidate).message, "")
+        except ConfigError:
+            return None
+
     def _validate(self, resource: XdsResource, clusters: frozenset[str]) -> None:
         message = resource.message
         if resource.type_url == ROUTE:
@@ -189,7 +201,7 @@ class Update:
         context = FilterBuildContext(
             path="typed_config", filter_name=resource.name, stat_prefix="", node=self.node, cluster_names=clusters,
             listener_name="", listener_direction=0, listener_metadata=None, services=self.services,
-            on_retire=self.cleanups.append)
+            on_retire=self.cleanups.append, cluster_plan=self._cluster_plan)
         try:
             factory(config, context)
         except ConfigError as err:
