@@ -211,3 +211,36 @@ def test_the_provenance_reaches_no_modules_environment_in_either_proxy(world: Bo
         wait_for(functools.partial(wasi_runs, port), CONVERGE, what="the wasi plugin runs")
         headers = get(port)[1]
         assert (headers["x-wasi-env"], headers["x-wasi-env-count"]) == ("<unset>", "0")
+
+
+@pytest.mark.parametrize("world", ["inline"], indirect=True)
+def test_a_sidecar_with_its_own_policy_refuses_a_module_without_provenance(
+        world: BothWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, httpserver: Any) -> None:
+    """An `http://` module reaches proxies verified by its sha256 alone, with no signature material:
+    to the sidecar it looks exactly like an `oci://` module whose provenance was stripped on the way.
+    With a policy of its own the sidecar refuses it (NACK, reason named) and serves v1 on; Envoy runs it."""
+    (tmp_path / "sidecar.pub").write_bytes(world.trusted.public_pem)
+    (tmp_path / "sidecar-trust.yaml").write_text(
+        f"rules:\n- images: ['{world.registry.host}/plugins/*']\n  keys: [sidecar.pub]\n")
+    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+    v1 = plugin_path("headers").read_bytes()
+    v1_sha = hashlib.sha256(v1).hexdigest()
+    world.plugin(world.push(v1, "v1", world.trusted))
+    envoy_port = world.envoy()
+    sidecar_port, sidecar = world.sidecar()
+    for port, who in ((envoy_port, "Envoy"), (sidecar_port, "the wasmesh sidecar")):
+        wait_for(functools.partial(plugin_runs, port), CONVERGE, what=f"v1 runs in {who}")
+    assert module_status(sidecar)["reverified"] is True
+
+    v2 = with_custom_section(v1, "variant", b"unsigned-over-http")
+    v2_sha = hashlib.sha256(v2).hexdigest()
+    httpserver.expect_request("/headers-v2.wasm").respond_with_data(v2, content_type="application/wasm")
+    world.plugin(httpserver.url_for("/headers-v2.wasm"), sha256=v2_sha)
+    wait_for(lambda: world.envoy_module_sha256(world.envoys[0]) == v2_sha, CONVERGE, what="Envoy runs v2")
+    nack = wait_for(lambda: ecds_nack(world, "productpage-wasmesh0"), CONVERGE, what="the sidecar NACKs v2")
+    assert "carries no provenance" in nack and "unsignedModules" in nack and "'default.headers'" in nack
+    assert plugin_runs(sidecar_port) and sidecar_module_sha256(sidecar) == v1_sha
+    assert plugin_runs(envoy_port)
+    status = module_status(sidecar)
+    assert status["module_sha256"] == v1_sha and status["last_refused"]["module_sha256"] == v2_sha
+    assert "carries no provenance" in status["last_refused"]["message"]
