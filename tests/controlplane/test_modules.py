@@ -393,3 +393,17 @@ def test_a_refused_module_keeps_its_new_plugin_config_from_proxies(registry: Reg
     # back on the good module, a new configuration reaches proxies at once
     assert served_config(resolver, configured_plugin(good, "hallo")) == (
         module_sha("v1"), '{"greeting":"hallo"}', {"GREETING": "hallo"})
+
+
+def test_an_envoy_filter_module_keeps_the_plugin_config_it_was_verified_with() -> None:
+    configured = ENVOY_FILTER.replace("            vm_config:", "            configuration: {'@type': type.googleapis.com/"
+                                      "google.protobuf.StringValue, value: new}\n            vm_config:")
+    mesh = mesh_of(SERVICE, configured)
+    [found] = module_slots(mesh, {})
+    assert '"value":"new"' in found.config
+    old = found.config.replace('"value":"new"', '"value":"old"')
+    served = generate(mesh, sidecar(), modules=ModulePlacements("127.0.0.1", 9, {found.key: Served("cd" * 32, "", old)}))
+    config = http_filter(served, "acme.auth")["typed_config"]["config"]
+    assert config["configuration"]["value"] == "old" and config["vm_config"]["code"]["remote"]["sha256"] == "cd" * 32
+    current = generate(mesh, sidecar(), modules=ModulePlacements("127.0.0.1", 9, {found.key: Served("cd" * 32)}))
+    assert http_filter(current, "acme.auth")["typed_config"]["config"]["configuration"]["value"] == "new"
