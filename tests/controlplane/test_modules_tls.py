@@ -25,6 +25,7 @@ from controlplane._security import SecuritySettings
 from controlplane.ca._files import generate_root
 from tests.controlplane._fixtures import mesh_of, sidecar
 from tests.controlplane._running import RunningControlPlane, wait_for
+from tests.controlplane.test_modules import SERVICE
 from wasmhost.agent import ClusterTransport
 from wasmhost.agent._transport import HttpStatusError, PeerRefused
 from wasmhost.agent._transport import get as transport_get
@@ -87,15 +88,7 @@ def test_modules_are_served_over_tls_with_the_secure_ports_identity(plane: Runni
 def test_proxies_are_told_https_and_a_cluster_that_validates_the_mesh_root(plane: RunningControlPlane) -> None:
     assert plane.plane is not None
     resolver = plane.plane.modules
-    mesh = mesh_of("""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints: [{address: 127.0.0.1}]
----
+    mesh = mesh_of(SERVICE, """
 apiVersion: extensions.istio.io/v1alpha1
 kind: WasmPlugin
 metadata: {name: headers}

@@ -197,6 +197,17 @@ spec:
         walk([c for c in dump["configs"] if c.get("@type", "").endswith("EcdsConfigDump")])
         return found[0] if len(found) == 1 else ",".join(found)
 
+    def envoy_running_signed_v1(self, what: str) -> tuple[bytes, str, int, EnvoyProcess]:
+        """Push and sign v1 of the headers plugin, start Envoy and wait until v1 runs in it."""
+        v1 = plugin_path("headers").read_bytes()
+        self.plugin(self.push(v1, "v1", self.trusted))
+        port = self.envoy()
+        wait_for(lambda: plugin_runs(port), CONVERGE, what=what)
+        [envoy] = self.envoys
+        v1_sha = hashlib.sha256(v1).hexdigest()
+        assert self.envoy_module_sha256(envoy) == v1_sha
+        return v1, v1_sha, port, envoy
+
     def untrusted_ca_pem(self) -> str:
         """A CA certificate the mesh has nothing to do with."""
         from controlplane.ca._files import generate_root
@@ -239,13 +250,7 @@ def plugin_runs(port: int) -> bool:
 
 
 def test_signed_module_reaches_envoy_and_refused_ones_never_do(world: World) -> None:
-    v1 = plugin_path("headers").read_bytes()
-    v1_sha = hashlib.sha256(v1).hexdigest()
-    world.plugin(world.push(v1, "v1", world.trusted))
-    port = world.envoy()
-    wait_for(lambda: plugin_runs(port), CONVERGE, what="the signed module runs in Envoy")
-    [envoy] = world.envoys
-    assert world.envoy_module_sha256(envoy) == v1_sha
+    v1, v1_sha, port, envoy = world.envoy_running_signed_v1("the signed module runs in Envoy")
     status = world.status()
     assert [(c["type"], c["status"]) for c in status["conditions"]] == [
         ("Resolved", "True"), ("Verified", "True"), ("Distributed", "True")]
@@ -339,13 +344,7 @@ def test_with_a_mesh_ca_envoy_fetches_the_module_over_https_through_the_module_c
     """Envoy fetches `code.remote` from `https://` natively, through the module cluster's TLS socket:
     it validates the endpoint's mesh-CA certificate (inline trust bundle, SNI and DNS SAN). The
     wasmesh sidecar's module agent fetches through the same cluster and validates the same way."""
-    v1 = plugin_path("headers").read_bytes()
-    v1_sha = hashlib.sha256(v1).hexdigest()
-    world.plugin(world.push(v1, "v1", world.trusted))
-    port = world.envoy()
-    wait_for(lambda: plugin_runs(port), CONVERGE, what="the module fetched over HTTPS runs in Envoy")
-    [envoy] = world.envoys
-    assert world.envoy_module_sha256(envoy) == v1_sha
+    _, v1_sha, _, envoy = world.envoy_running_signed_v1("the module fetched over HTTPS runs in Envoy")
     [ecds] = world.plane.api("GET", "/api/v1/proxies/productpage/config/ecds")[1]["ecds"]
     uri = ecds["typed_config"]["config"]["vm_config"]["code"]["remote"]["http_uri"]["uri"]
     assert uri.startswith("https://127.0.0.1:") and uri.endswith(v1_sha)

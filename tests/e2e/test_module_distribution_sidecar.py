@@ -26,7 +26,7 @@ from registry import Reference, RegistryClient, sign_image
 from registry.testing import running_registry
 from tests._tools import plugin_path
 from tests.controlplane._running import free_port, wait_for
-from tests.e2e.test_module_distribution import CONVERGE, World, get, plugin_runs, with_custom_section
+from tests.e2e.test_module_distribution import CONVERGE, Keys, World, get, plugin_runs, with_custom_section
 from tests.wasmhost.sidecar._process import SidecarProcess
 from wasmhost.sidecar._module_provenance import CARRIER
 
@@ -154,15 +154,20 @@ def ecds_nack(world: World, name: str) -> str:
     return str(ecds.get("nack", "")) if ecds.get("status") == "NACKED" else ""
 
 
+def sidecar_trusts(world: World, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the wasmesh sidecars a trust policy of their own: `keys` for the registry's plugins."""
+    (tmp_path / "sidecar.pub").write_bytes(keys.public_pem)
+    (tmp_path / "sidecar-trust.yaml").write_text(
+        f"rules:\n- images: ['{world.registry.host}/plugins/*']\n  keys: [sidecar.pub]\n")
+    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+
+
 def test_a_sidecar_with_its_own_policy_re_verifies_and_refuses_what_it_does_not_trust(
         world: BothWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sidecar trusts only its own key (one the control plane does not trust): v1 signed by
     both keys runs everywhere; v2 signed by the mesh key alone runs in Envoy, while the wasmesh
     sidecar NACKs it with the reason and keeps serving v1."""
-    (tmp_path / "sidecar.pub").write_bytes(world.untrusted.public_pem)
-    (tmp_path / "sidecar-trust.yaml").write_text(
-        f"rules:\n- images: ['{world.registry.host}/plugins/*']\n  keys: [sidecar.pub]\n")
-    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+    sidecar_trusts(world, world.untrusted, tmp_path, monkeypatch)
     v1 = plugin_path("headers").read_bytes()
     v1_sha = hashlib.sha256(v1).hexdigest()
     url = world.push(v1, "v1", world.trusted)
@@ -219,10 +224,7 @@ def test_a_sidecar_with_its_own_policy_refuses_a_module_without_provenance(
     """An `http://` module reaches proxies verified by its sha256 alone, with no signature material:
     to the sidecar it looks exactly like an `oci://` module whose provenance was stripped on the way.
     With a policy of its own the sidecar refuses it (NACK, reason named) and serves v1 on; Envoy runs it."""
-    (tmp_path / "sidecar.pub").write_bytes(world.trusted.public_pem)
-    (tmp_path / "sidecar-trust.yaml").write_text(
-        f"rules:\n- images: ['{world.registry.host}/plugins/*']\n  keys: [sidecar.pub]\n")
-    monkeypatch.setenv("WASMESH_TRUST_POLICY", str(tmp_path / "sidecar-trust.yaml"))
+    sidecar_trusts(world, world.trusted, tmp_path, monkeypatch)
     v1 = plugin_path("headers").read_bytes()
     v1_sha = hashlib.sha256(v1).hexdigest()
     world.plugin(world.push(v1, "v1", world.trusted))
