@@ -54,7 +54,6 @@ from .. import (
     StreamType,
 )
 from .. import HttpStream as PluginHttpStream
-from .. import StreamInfo as PluginStreamInfo
 from ._buffer import Buffer
 from ._errors import ConfigError
 from ._filter_api import (
@@ -68,8 +67,9 @@ from ._filter_api import (
 )
 from ._filter_registry import Cancellable, FilterBuildContext, WorkerServices, register_http_filter
 from ._headers import HeaderMap
-from ._tracing import active_span_properties, collect_plugin_span_tags
+from ._tracing import collect_plugin_span_tags
 from ._wasm_grpc import WasmGrpcCalls
+from ._wasm_info import plugin_stream_info
 
 _LOG = logging.getLogger("wasmesh.wasm")
 _T = TypeVar("_T")
@@ -406,7 +406,7 @@ class WasmHttpFilter(HttpFilter):
     def __init__(self, callbacks: FilterCallbacks, binding: PluginBinding, host: WasmHost) -> None:
         self.callbacks = callbacks
         self.host = host
-        self.stream = PluginHttpStream(binding.plugin, PluginStreamInfo())
+        self.stream = PluginHttpStream(binding.plugin, plugin_stream_info(callbacks.stream_info))
         self.decoded = False
         self.held_request = self.held_response = 0  # body bytes the plugin holds (the core buffers them)
         self.logs = binding.logs
@@ -418,9 +418,9 @@ class WasmHttpFilter(HttpFilter):
         return not self.decoded
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _sync(self, *, info: bool = True) -> None:
-        """Point the plugin's view at the chain's live maps and (at headers and log time, when
-        they can have changed) refresh the stream facts properties read."""
+    def _sync(self) -> None:
+        """Point the plugin's view at the chain's live maps (a filter may have replaced one);
+        the stream facts need no refresh, the plugin reads them live."""
         stream = self.stream
         ctx = stream.ctx
         cb = self.callbacks
@@ -438,8 +438,6 @@ class WasmHttpFilter(HttpFilter):
         trailers = cb.response_trailers
         if trailers is not None:
             ctx.response_trailers = trailers.items()
-        if info:
-            _fill_info(ctx.info, cb)
 
     def _after(self) -> None:
         ctx = self.stream.ctx
@@ -451,9 +449,7 @@ class WasmHttpFilter(HttpFilter):
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
         self.decoded = True
         stream = self.stream
-        if stream.ctx is None:
-            _fill_info(stream.info, self.callbacks)
-        else:
+        if stream.ctx is not None:
             self._sync()
         status = stream.on_request_headers(headers.items(), end_stream)
         self._after()
@@ -463,7 +459,7 @@ class WasmHttpFilter(HttpFilter):
         held = self.held_request + len(data)
         if held > self.callbacks.buffer_limit:
             return self._payload_too_large(413, b"Payload Too Large", "request_payload_too_large")
-        self._sync(info=False)
+        self._sync()
         verdict = self.stream.on_request_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
@@ -474,7 +470,7 @@ class WasmHttpFilter(HttpFilter):
         return DataStatus.StopIterationNoBuffer
 
     def decode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
-        self._sync(info=False)
+        self._sync()
         status = self.stream.on_request_trailers(trailers.items())
         self._after()
         return _TRAILERS_STATUS[status]
@@ -494,7 +490,7 @@ class WasmHttpFilter(HttpFilter):
         held = self.held_response + len(data)
         if held > self.callbacks.buffer_limit:
             return self._payload_too_large(500, b"Internal Server Error", "response_payload_too_large")
-        self._sync(info=False)
+        self._sync()
         verdict = self.stream.on_response_body(data.to_bytes(), end_stream)
         self._after()
         if verdict.forward is not None:
@@ -512,7 +508,7 @@ class WasmHttpFilter(HttpFilter):
     def encode_trailers(self, trailers: HeaderMap) -> TrailersStatus:
         if self._bypass_encoder():
             return TrailersStatus.Continue
-        self._sync(info=False)
+        self._sync()
         status = self.stream.on_response_trailers(trailers.items())
         self._after()
         return _TRAILERS_STATUS[status]
@@ -556,40 +552,6 @@ class WasmHttpFilter(HttpFilter):
 
 _HEADERS_STATUS = tuple(HeadersStatus)  # indexed by the core's status: cheaper than the enum's constructor
 _TRAILERS_STATUS = tuple(TrailersStatus)
-
-
-def _fill_info(info: PluginStreamInfo, cb: FilterCallbacks) -> None:
-    """Copy what the chain knows about the stream into the plugin's property view."""
-    source = cb.stream_info
-    info.source_address, info.source_port = source.downstream_remote_address
-    info.destination_address, info.destination_port = source.downstream_local_address
-    info.connection_id = source.connection_id
-    info.protocol = source.protocol
-    info.route_name = source.route_name
-    info.cluster_name = source.cluster_name
-    info.virtual_host_name = source.virtual_host_name
-    info.response_code_details = source.response_code_details
-    if not info.start_time_ns:
-        info.start_time_ns = int(source.start_time * 1e9)
-    if source.upstream_host is not None:
-        info.upstream_address, info.upstream_port = source.upstream_host
-    tls = source.downstream_tls
-    if tls is not None:  # the connection's TLS facts: connection.* and Istio's source.principal
-        info.mtls = bool(tls.get("peer_certificate_presented"))
-        info.tls_version = tls.get("version") or ""
-        info.requested_server_name = tls.get("sni") or ""
-        sans = tls.get("uri_san_peer_certificate") or []
-        info.peer_principal = sans[0] if sans else ""
-        if info.peer_principal:
-            info.extra["source.principal"] = info.peer_principal
-        for name in ("subject_peer_certificate", "sha256_peer_certificate_digest"):
-            if tls.get(name):
-                info.extra[f"connection.{name}"] = tls[name]
-        if tls.get("dns_san_peer_certificate"):
-            info.extra["connection.dns_san_peer_certificate"] = tls["dns_san_peer_certificate"][0]
-    span = active_span_properties(source)
-    if span is not None:
-        info.extra.update(span)
 
 
 # -- configuration ------------------------------------------------------------------------------------

@@ -198,21 +198,16 @@ def test_permissive_serves_both(tmp_path: Path, pki: Pki, upstream: ScriptedUpst
 
 
 def test_peer_identity_reaches_plugin_properties_and_attributes() -> None:
-    from wasmhost import StreamInfo as PluginStreamInfo
     from wasmhost._properties import _connection
     from wasmhost.sidecar._attributes import StreamAttributes
-    from wasmhost.sidecar._wasm import _fill_info
+    from wasmhost.sidecar._wasm_info import plugin_stream_info
 
     _, ctx, _ = make_runtime()
     stream = new_stream(ctx)
     stream.info.downstream_tls = {"peer_certificate_presented": True, "uri_san_peer_certificate": [CLIENT_ID],
                                   "sni": "outbound_.8080_._.server", "version": "TLSv1.3"}
 
-    class Callbacks:  # the one field _fill_info reads
-        stream_info = stream.info
-
-    info = PluginStreamInfo()
-    _fill_info(info, Callbacks())  # type: ignore[arg-type]
+    info = plugin_stream_info(stream.info)
     assert _connection(info, "uri_san_peer_certificate") == CLIENT_ID
     assert _connection(info, "mtls") is True
     assert _connection(info, "requested_server_name") == "outbound_.8080_._.server"

@@ -1,0 +1,134 @@
+"""The stream facts a Wasm plugin's properties read, taken live from the filter chain's ``StreamInfo``.
+
+The proxy-wasm core answers ``source.address``, ``connection.mtls``, ``xds.route_name`` ... from
+an object with the attributes of ``wasmhost.StreamInfo``. Copying the chain's facts into one at
+every callback cost more than most plugins' property reads; this view reads each fact when a
+property asks for it, so it is always current (as Envoy's stream info is) and costs nothing for
+a plugin that reads none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from .. import StreamInfo as PluginStreamInfo
+from ._filter_api import StreamInfo
+from ._tracing import active_span_properties
+
+_PEER_FACTS = ("subject_peer_certificate", "sha256_peer_certificate_digest")
+
+
+class ChainStreamInfo:
+    """A read-only ``wasmhost.StreamInfo`` over one stream of the chain."""
+
+    __slots__ = ("_source",)
+
+    # facts the sidecar does not track: the core's defaults
+    scheme = "http"
+    listener_direction = 0
+    local_principal = ""
+    response_flags = 0
+
+    def __init__(self, source: StreamInfo) -> None:
+        self._source = source
+
+    @property
+    def source_address(self) -> str:
+        return self._source.downstream_remote_address[0]
+
+    @property
+    def source_port(self) -> int:
+        return self._source.downstream_remote_address[1]
+
+    @property
+    def destination_address(self) -> str:
+        return self._source.downstream_local_address[0]
+
+    @property
+    def destination_port(self) -> int:
+        return self._source.downstream_local_address[1]
+
+    @property
+    def connection_id(self) -> int:
+        return self._source.connection_id
+
+    @property
+    def protocol(self) -> str:
+        return self._source.protocol
+
+    @property
+    def start_time_ns(self) -> int:
+        return int(self._source.start_time * 1e9)
+
+    @property
+    def route_name(self) -> str:
+        return self._source.route_name
+
+    @property
+    def cluster_name(self) -> str:
+        return self._source.cluster_name
+
+    @property
+    def virtual_host_name(self) -> str:
+        return self._source.virtual_host_name
+
+    @property
+    def response_code_details(self) -> str:
+        return self._source.response_code_details
+
+    @property
+    def upstream_address(self) -> str:
+        host = self._source.upstream_host
+        return host[0] if host is not None else ""
+
+    @property
+    def upstream_port(self) -> int:
+        host = self._source.upstream_host
+        return host[1] if host is not None else 0
+
+    # the connection's TLS facts: connection.* and Istio's source.principal
+    def _tls(self, name: str) -> Any:
+        tls = self._source.downstream_tls
+        return tls.get(name) if tls is not None else None
+
+    @property
+    def mtls(self) -> bool:
+        return bool(self._tls("peer_certificate_presented"))
+
+    @property
+    def tls_version(self) -> str:
+        return self._tls("version") or ""
+
+    @property
+    def requested_server_name(self) -> str:
+        return self._tls("sni") or ""
+
+    @property
+    def peer_principal(self) -> str:
+        sans = self._tls("uri_san_peer_certificate")
+        return sans[0] if sans else ""
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Facts named by their property path: the peer certificate's and the active span's."""
+        source = self._source
+        extra: dict[str, Any] = {}
+        tls = source.downstream_tls
+        if tls is not None:
+            principal = self.peer_principal
+            if principal:
+                extra["source.principal"] = principal
+            for name in _PEER_FACTS:
+                if tls.get(name):
+                    extra[f"connection.{name}"] = tls[name]
+            if tls.get("dns_san_peer_certificate"):
+                extra["connection.dns_san_peer_certificate"] = tls["dns_san_peer_certificate"][0]
+        span = active_span_properties(source)
+        if span is not None:
+            extra.update(span)
+        return extra
+
+
+def plugin_stream_info(source: StreamInfo) -> PluginStreamInfo:
+    """The core's stream facts for one stream of the chain (the view has every attribute it reads)."""
+    return cast(PluginStreamInfo, ChainStreamInfo(source))
