@@ -192,5 +192,7 @@ class ListenerContext:
         self.listener_cx_total = stats.counter(f"listener.{prefix}.downstream_cx_total")
         self.listener_cx_active = stats.gauge(f"listener.{prefix}.downstream_cx_active")
         self.worker_cx_total = stats.counter(f"listener.{prefix}.worker_{self.worker.worker_index}.downstream_cx_total")
-        self.filter_hooks = (any(entry.wants_complete for entry in self.hcm.filters),
-                             any(entry.wants_log for entry in self.hcm.filters))
+        # positions of the filters whose on_stream_complete / on_log do something (the others are skipped)
+        filters = self.hcm.filters
+        self.filter_hooks = (tuple(i for i, entry in enumerate(filters) if entry.wants_complete),
+                             tuple(i for i, entry in enumerate(filters) if entry.wants_log))

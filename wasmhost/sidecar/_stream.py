@@ -669,12 +669,10 @@ class HttpStream:
             info.last_downstream_tx_at = self.ctx.worker.now
         filters = self.filters
         complete_hooks, log_hooks = self.ctx.filter_hooks
-        if complete_hooks:
-            for flt in filters:
-                flt.on_stream_complete()
-        if log_hooks:
-            for flt in filters:
-                flt.on_log()
+        for index in complete_hooks:
+            filters[index].on_stream_complete()
+        for index in log_hooks:
+            filters[index].on_log()
         for flt in filters:
             flt.on_destroy()
         if self._callouts:
