@@ -9,9 +9,11 @@ plugins) see the same map whatever the wire protocol.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
 Pair = tuple[bytes, bytes]
 _new_object = object.__new__
+_name_of = itemgetter(0)
 
 
 class HeaderMap:
@@ -68,6 +70,9 @@ class HeaderMap:
     def set(self, name: bytes, value: bytes) -> None:
         """Replace every value of ``name`` with one value, at the position of the first."""
         items = self._items
+        if name not in map(_name_of, items):  # a scan in C: most names set are not there yet
+            self.add(name, value)
+            return
         for index, (key, _) in enumerate(items):
             if key == name:
                 items[index] = (name, value)

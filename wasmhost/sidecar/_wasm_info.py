@@ -9,6 +9,7 @@ a plugin that reads none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from .. import StreamInfo as PluginStreamInfo
@@ -129,6 +130,5 @@ class ChainStreamInfo:
         return extra
 
 
-def plugin_stream_info(source: StreamInfo) -> PluginStreamInfo:
-    """The core's stream facts for one stream of the chain (the view has every attribute it reads)."""
-    return cast(PluginStreamInfo, ChainStreamInfo(source))
+#: the view's constructor, typed as the core's stream facts (the view has every attribute the core reads)
+plugin_stream_info = cast("Callable[[StreamInfo], PluginStreamInfo]", ChainStreamInfo)
