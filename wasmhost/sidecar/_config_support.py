@@ -129,7 +129,9 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "envoy.config.core.v3.HttpProtocolOptions": frozenset(
         {"idle_timeout", "max_headers_count", "max_requests_per_connection", "headers_with_underscores_action"}
     ),
-    "envoy.config.core.v3.Http1ProtocolOptions": frozenset({"accept_http_10", "default_host_for_http_10"}),
+    "envoy.config.core.v3.Http1ProtocolOptions": frozenset(
+        {"accept_http_10", "default_host_for_http_10", "enable_trailers"}
+    ),
     "envoy.config.core.v3.Http2ProtocolOptions": frozenset(
         {"max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"}
     ),

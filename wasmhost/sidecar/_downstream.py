@@ -53,6 +53,7 @@ class DownstreamConnection(asyncio.Protocol):
         hcm = ctx.hcm
         self.codec = Http1ServerCodec(self, hcm.max_request_headers_kb * 1024, hcm.max_headers_count,
                                       hcm.headers_with_underscores)
+        self.codec.trailers = hcm.http1_trailers
         self.connection_id = worker.runtime.new_connection_id()
         peer = transport.get_extra_info("peername")
         sock_name = transport.get_extra_info("sockname")

@@ -63,7 +63,7 @@ class Http1ServerCodec:
     __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
                  "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
                  "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
-                 "_underscores", "failed", "_feed", "_body", "in_head")
+                 "_underscores", "failed", "_feed", "_body", "in_head", "trailers")
 
     def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
                  underscores: str = "ALLOW") -> None:
@@ -92,6 +92,9 @@ class Http1ServerCodec:
         self.failed = False
         self._body: bytes | None = None
         self.in_head = False  # a request head has started and is not complete yet
+        # http_protocol_options.enable_trailers; the connection sets it (off by default, as Envoy),
+        # else trailers are dropped both ways
+        self.trailers = True
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -200,7 +203,7 @@ class Http1ServerCodec:
     def on_message_complete(self) -> None:
         body = self._body
         self._body = None
-        if self._trailers:
+        if self._trailers and self.trailers:
             if body is not None:
                 self._dispatch(("data", body, False))
             self._dispatch(("trailers", HeaderMap.adopt(self._trailers)))
@@ -298,7 +301,7 @@ class Http1ServerCodec:
     def encode_trailers(self, trailers: HeaderMap) -> bytes:
         # HTTP/1 trailers are only forwarded when enabled; Envoy drops them by default.
         if self._chunked_response and not self._head:
-            return b"0\r\n\r\n"
+            return _last_chunk(trailers) if self.trailers else b"0\r\n\r\n"
         return b""
 
 
@@ -315,7 +318,7 @@ class Http1ClientCodec:
 
     __slots__ = ("sink", "_parser", "_headers", "_in_trailers", "_trailers", "_head", "_ended", "_chunked",
                  "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message", "_body",
-                 "on_end")
+                 "on_end", "trailers")
 
     def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None,
                  on_end: Callable[[], None] | None = None) -> None:
@@ -335,6 +338,7 @@ class Http1ClientCodec:
         self._on_error = on_error
         self._in_message = False
         self._body: bytes | None = None
+        self.trailers = True  # the cluster's enable_trailers (set by the connection): else dropped both ways
 
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
@@ -388,8 +392,7 @@ class Http1ClientCodec:
     def encode_trailers(self, trailers: HeaderMap) -> bytes:
         if not self._chunked:
             return b""
-        lines = b"".join(b"%s: %s\r\n" % (k, v) for k, v in trailers.items() if k[:1] != b":")
-        return b"0\r\n" + lines + b"\r\n"
+        return _last_chunk(trailers) if self.trailers else b"0\r\n\r\n"
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -475,7 +478,7 @@ class Http1ClientCodec:
     def on_message_complete(self) -> None:
         # ready for the next message (this codec has no on_message_begin: one call less per response)
         self._in_trailers = False
-        trailers = self._trailers
+        trailers = self._trailers if self.trailers else None
         self._trailers = None
         if 100 <= self._status < 200:
             return
@@ -500,3 +503,9 @@ class Http1ClientCodec:
     @property
     def response_ended(self) -> bool:
         return self._ended
+
+
+def _last_chunk(trailers: HeaderMap) -> bytes:
+    """The terminating chunk carrying the trailers (pseudo-headers never go on the wire)."""
+    lines = b"".join(b"%s: %s\r\n" % (k, v) for k, v in trailers.items() if k[:1] != b":")
+    return b"0\r\n" + lines + b"\r\n"

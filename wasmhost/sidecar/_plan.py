@@ -71,6 +71,7 @@ class ClusterPlan:
     panic_threshold: float = 50.0
     buffer_limit: int = 1024 * 1024
     http2: bool = False  # talk HTTP/2 to the endpoints (h2c, or h2 over TLS)
+    http1_trailers: bool = False  # explicit_http_config.http_protocol_options.enable_trailers
     tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the cluster has a TLS transport socket
     # transport_socket_matches: ((wanted endpoint labels, TlsPlan or None for raw_buffer), ...)
     tls_matches: tuple[Any, ...] = field(default=(), compare=False)
@@ -121,6 +122,7 @@ class HcmPlan:
     headers_with_underscores: str = "ALLOW"  # ALLOW | REJECT_REQUEST | DROP_HEADER
     accept_http_10: bool = False
     default_host_for_http_10: bytes = b""
+    http1_trailers: bool = False  # http_protocol_options.enable_trailers (else HTTP/1 trailers are dropped)
     server_name: bytes = b"envoy"
     server_header: str = "OVERWRITE"  # OVERWRITE | APPEND_IF_ABSENT | PASS_THROUGH
     use_remote_address: bool = False

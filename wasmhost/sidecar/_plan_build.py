@@ -151,6 +151,7 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
     if config.HasField("http2_protocol_options"):
         http2 = _http2_options(config.http2_protocol_options)
     idle_timeout: float | None = 3600.0
+    http1_trailers = False
     common = None
     if config.HasField("common_http_protocol_options"):
         common = config.common_http_protocol_options
@@ -166,7 +167,9 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
             kind = explicit.WhichOneof("protocol_config")
             if kind == "http2_protocol_options":
                 http2 = _http2_options(explicit.http2_protocol_options)
-            elif kind != "http_protocol_options":
+            elif kind == "http_protocol_options":
+                http1_trailers = explicit.http_protocol_options.enable_trailers
+            else:
                 raise ConfigError(f"{where}.explicit_http_config", "only HTTP/1 and HTTP/2 upstreams are supported")
     if common is not None:
         for field in ("max_headers_count", "headers_with_underscores_action"):
@@ -211,6 +214,7 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         buffer_limit=config.per_connection_buffer_limit_bytes.value
         if config.HasField("per_connection_buffer_limit_bytes") else DEFAULT_BUFFER_LIMIT,
         http2=http2 is not None,
+        http1_trailers=http1_trailers,
         tls=build_tls(config.transport_socket, f"{path}.transport_socket", server=False, http2=http2 is not None)
         if config.HasField("transport_socket") else None,
         tls_matches=build_socket_matches(config.transport_socket_matches, f"{path}.transport_socket_matches",
@@ -390,6 +394,7 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         headers_with_underscores=_UNDERSCORES[int(common.headers_with_underscores_action)],
         accept_http_10=http1.accept_http_10,
         default_host_for_http_10=http1.default_host_for_http_10.encode(),
+        http1_trailers=http1.enable_trailers,
         server_name=(hcm.server_name or "envoy").encode(),
         server_header=_SERVER_HEADER[int(hcm.server_header_transformation)],
         use_remote_address=hcm.use_remote_address.value,

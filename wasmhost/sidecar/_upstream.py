@@ -64,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.codec = Http1ClientCodec(None, self._on_protocol_error, self.response_finished)
+        self.codec.trailers = pool.cluster.plan.http1_trailers
         self.sink: Any = None
         self.request_done = False
         self.requests = 0
