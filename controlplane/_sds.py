@@ -8,7 +8,8 @@ authenticated bootstrap token, never from node metadata alone) and serves the En
 secrets `default` (chain + key) and `ROOTCA` (trust bundle) over the proxy's ADS stream. The
 key therefore crosses the (TLS-protected) xDS connection and sits in the control plane's
 memory: a trade-off for proxies that cannot hold an agent. wasmesh's own sidecar keeps its key
-(`wasmhost.security.IdentityAgent`).
+(`wasmhost.security.IdentityAgent`, node metadata `IDENTITY_AGENT`): it is sent only `ROOTCA`
+(`trust_bundle_types`), the public trust bundle, so a staged root reaches it at once.
 
 `WorkloadCertificates` holds no timers: `due(now)` says which proxies passed half their
 certificate's lifetime, and the server re-issues and pushes those.
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane._generate import TypeSnapshot
 from controlplane._protos import SECRET, digest
@@ -137,4 +139,15 @@ def private_types(issued: IssuedSecrets | None) -> dict[str, TypeSnapshot]:
     return {SECRET: issued.type_snapshot()} if issued is not None else {}
 
 
-__all__ = ["IssuedSecrets", "WorkloadCertificates", "private_types"]
+def trust_bundle_types(bundle_pem: str) -> dict[str, TypeSnapshot]:
+    """For a proxy whose identity agent keeps its key: only `ROOTCA`, the CA's trust bundle.
+
+    Its agent answers `default` and `ROOTCA` itself; it subscribes to this one to trust a staged
+    root before any certificate is signed by it (what Istio distributes to istio-agent too).
+    """
+    secret = secret_pb2.Secret(name=ROOT_SECRET, validation_context=common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=bundle_pem.encode())))
+    return {SECRET: TypeSnapshot(digest([secret]), {ROOT_SECRET: secret})}
+
+
+__all__ = ["IssuedSecrets", "WorkloadCertificates", "private_types", "trust_bundle_types"]

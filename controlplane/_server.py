@@ -35,7 +35,7 @@ from controlplane._modules import ModuleResolver
 from controlplane._mtls import runs_identity_agent
 from controlplane._protos import EXTENSION_CONFIG, TYPE_SHORT_NAMES
 from controlplane._proxies import Proxy, labels_match
-from controlplane._sds import private_types
+from controlplane._sds import private_types, trust_bundle_types
 from controlplane._secrets import SECRET_KIND, pull_secrets
 from controlplane._security import MeshSecurity, SecuritySettings
 from controlplane._store import ConfigStore
@@ -226,14 +226,24 @@ class ControlPlane:
         snapshot = generator.snapshot(connection.proxy)
         if self.security is None or connection.identity is None:
             return snapshot
+        if runs_identity_agent(connection.proxy):
+            return snapshot.with_private(trust_bundle_types(self.security.ca.trust_bundle_pem()))
         return snapshot.with_private(private_types(self.security.certificates.get(connection.id)))
 
     async def _renewal_loop(self) -> None:
         """Re-issue workload certificates at half their lifetime (or on a new trust bundle) and push them."""
         assert self.security is not None
         certificates = self.security.certificates
+        bundle = self.security.ca.trust_bundle_pem()
         while True:
             await asyncio.sleep(1.0)
+            current = self.security.ca.trust_bundle_pem()
+            if current != bundle:  # identity agents get the new ROOTCA at once
+                bundle = current
+                for agent in list(self.connections.values()):
+                    if agent.identity is not None and runs_identity_agent(agent.proxy):
+                        agent.snapshot = self._snapshot_for(agent, self.generator())
+                        agent.send_all(agent.session.on_snapshot(agent.snapshot))
             for connection_id in certificates.due():
                 connection = self.connections.get(connection_id)
                 if connection is None or connection.identity is None:

@@ -16,7 +16,7 @@ from google.protobuf import struct_pb2
 
 from controlplane._bootstrap import BootstrapOptions, bootstrap
 from controlplane._generate import generate
-from controlplane._protos import CLUSTER, LISTENER
+from controlplane._protos import CLUSTER, LISTENER, SECRET
 from controlplane._proxies import AppPort, Proxy
 from controlplane._security_views import secret_view
 from controlplane._server import ControlPlane, SecuritySettings, Settings
@@ -145,6 +145,8 @@ def test_the_control_plane_mints_keys_for_envoys_only(tmp_path: Path) -> None:
                 connection = plane.find_connection(f"{account}.shop")
                 assert connection is not None and connection.identity is not None  # both authenticated
                 views[account] = secret_view(plane, connection)
+                views[account]["ads_secrets"] = dict(plane._snapshot_for(connection, plane.generator()).resources(SECRET))
+            views["agent"]["bundle"] = security.ca.trust_bundle_pem().encode()
             return security.certificates.minted, views["agent"], views["envoy"]
         finally:
             for channel in channels:
@@ -155,3 +157,8 @@ def test_the_control_plane_mints_keys_for_envoys_only(tmp_path: Path) -> None:
     assert minted == 1  # the Envoy's key only
     assert agent_view["secrets"] == [] and "identity agent" in agent_view["reason"]
     assert envoy_view["identity"] == "spiffe://cluster.local/ns/shop/sa/envoy"
+    # over ADS the agent is sent the public trust bundle only; the Envoy its minted key as well
+    assert set(agent_view["ads_secrets"]) == {"ROOTCA"}
+    rootca = agent_view["ads_secrets"]["ROOTCA"]
+    assert rootca.validation_context.trusted_ca.inline_bytes == agent_view["bundle"]
+    assert set(envoy_view["ads_secrets"]) == {"default", "ROOTCA"}

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from tests.controlplane._running import wait_for
+from tests.controlplane._running import free_port, wait_for
 from tests.e2e._mesh_security import (
     NAMESPACE,
     SERVICE_HOST,
@@ -74,8 +75,8 @@ class AgentMesh(SecureMesh):
         return self.sidecar("server", "--port", str(self.app_port), "--inbound",
                             f"{self.app_port}={self.inbound_port}", concurrency=concurrency)
 
-    def wasmesh_client(self) -> SidecarProcess:
-        return self.sidecar("client", "--outbound", f"{SERVICE_PORT}={self.outbound_port}")
+    def wasmesh_client(self, port: int | None = None) -> SidecarProcess:
+        return self.sidecar("client", "--outbound", f"{SERVICE_PORT}={port or self.outbound_port}")
 
     def security(self) -> Any:
         assert self.plane.plane is not None and self.plane.plane.security is not None
@@ -171,7 +172,7 @@ def test_the_sidecar_generates_its_key_and_gets_its_certificate_by_csr(mesh: Age
     answer = json.loads(cli("proxy-config", "secret", f"server.{NAMESPACE}", "-o", "json",
                             "--control-plane", mesh.plane.api_address))
     assert answer["secrets"] == [] and "identity agent" in answer["reason"]
-    assert answer["sent"] == []  # no SDS secret went over its ADS stream
+    assert answer["sent"] == ["ROOTCA"]  # over its ADS stream: the public trust bundle only
 
 
 def test_rotation_between_agent_sidecars_under_load_fails_no_request(tmp_path: Path, envoy_binary: str) -> None:
@@ -218,3 +219,48 @@ def test_rotation_between_agent_sidecars_under_load_fails_no_request(tmp_path: P
         assert minted == 0 and issued >= 4  # both renewed at least once, by CSR only
     finally:
         mesh.close()
+
+
+def trusted_roots(sidecar: SidecarProcess) -> list[x509.Certificate]:
+    secret = agent_secrets(sidecar).get("ROOTCA")
+    if secret is None:
+        return []
+    return x509.load_pem_x509_certificates(base64.b64decode(secret["validation_context"]["trusted_ca"]["inline_bytes"]))
+
+
+def signed_by(cert: x509.Certificate | None, root: x509.Certificate) -> bool:
+    try:
+        assert cert is not None
+        cert.verify_directly_issued_by(root)
+    except (AssertionError, ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def test_root_rotation_reaches_agent_sidecars_in_a_mixed_mesh_without_an_outage(mesh: AgentMesh) -> None:
+    """Stage, activate, retire: the agents trust a staged root as soon as the control plane
+    distributes it (ROOTCA over ADS, public), ask for a certificate from the new root on activation,
+    and an Envoy client and a wasmesh client reach the agent's server at every step."""
+    server = mesh.wasmesh_server()
+    mesh.client()  # Envoy
+    wasmesh_port = free_port()
+    mesh.wasmesh_client(wasmesh_port)
+    ports = (mesh.outbound_port, wasmesh_port)
+    wait_for(lambda: all(served(p) for p in ports), CONVERGE, what="both clients reach the agent's server")
+    security = mesh.security()
+    old_root = mesh.plane.run(lambda: security.ca.root)
+    assert trusted_roots(server) == [old_root]
+
+    new_root = mesh.plane.run(security.ca.stage_root)
+    wait_for(lambda: new_root in trusted_roots(server), CONVERGE, what="the staged root in the agent's ROOTCA")
+    assert all(served(p) for p in ports)
+
+    mesh.plane.run(security.ca.activate_next_root)
+    wait_for(lambda: signed_by(dumped_leaf(server), new_root), CONVERGE, what="a certificate from the new root")
+    assert all(served(p) for p in ports)
+    assert set(trusted_roots(server)) == {old_root, new_root}  # the old root's certificates still pass
+
+    mesh.plane.run(security.ca.retire_previous_root)
+    wait_for(lambda: trusted_roots(server) == [new_root], CONVERGE, what="the retired root dropped")
+    assert all(served(p) for p in ports)
+    assert mesh.plane.run(lambda: security.certificates.minted) >= 1  # the Envoy's, not the agents'

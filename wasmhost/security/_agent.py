@@ -55,6 +55,8 @@ class IdentityAgent:
         self._on_roots_changed = on_roots_changed
         self._clock, self._rand, self._sleep = clock, rand, sleep
         self._svid: WorkloadSvid | None = None
+        self._answered_roots: tuple[x509.Certificate, ...] = ()  # the bundle of the CA's last answer
+        self._distributed_roots: tuple[x509.Certificate, ...] = ()
         self._subscribers: list[Subscriber] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -170,11 +172,33 @@ class IdentityAgent:
         svid = WorkloadSvid.from_response(key, signed.cert_chain, roots)
         if svid.spiffe_id != self.identity:
             raise SigningError(f"the CA issued {svid.spiffe_id}, not {self.identity}", retryable=True)
+        self._answered_roots = svid.trust_bundle
+        if self._distributed_roots:
+            svid = svid.with_trust_bundle([*svid.trust_bundle, *self._distributed_roots])
+        self.renewals += 1
+        self.last_error = ""
+        self._use(svid)
+
+    def trust_distributed_roots(self, roots: list[x509.Certificate]) -> bool:
+        """Also trust ``roots`` (what the control plane distributes, e.g. a staged root) from now on.
+
+        Returns whether the trust bundle changed; the new one reaches ``tls`` and subscribers at
+        once, without a certificate request.
+        """
+        self._distributed_roots = tuple(roots)
+        current = self._svid
+        if current is None:
+            return False
+        svid = current.with_trust_bundle([*self._answered_roots, *roots])
+        if svid.trust_bundle == current.trust_bundle:
+            return False
+        self._use(svid)
+        return True
+
+    def _use(self, svid: WorkloadSvid) -> None:
         previous = self._svid
         self.tls.update(svid)
         self._svid = svid
-        self.renewals += 1
-        self.last_error = ""
         if self._on_roots_changed is not None and (previous is None or previous.trust_bundle != svid.trust_bundle):
             self._on_roots_changed(svid.bundle_pem())
         for subscriber in list(self._subscribers):

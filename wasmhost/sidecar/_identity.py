@@ -17,26 +17,31 @@ again for every request so a refreshed token is picked up). The SPIFFE ID is
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
 from ._dynamic import AGENT_SECRETS
 from ._errors import ConfigError
-from ._xds_resources import XdsResource
+from ._xds_resources import SECRET, XdsResource
 from ._xds_settings import AdsSettings
+
+if TYPE_CHECKING:
+    from ._xds_client import XdsClient
 
 log = logging.getLogger("wasmesh.identity")
 
 AGENT_METADATA = "IDENTITY_AGENT"
 TRUST_DOMAIN_METADATA = "TRUST_DOMAIN"
 DEFAULT_TRUST_DOMAIN = "cluster.local"
+ROOT_SECRET = "ROOTCA"
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,8 @@ class SidecarIdentity:
         self.agent = IdentityAgent(SpiffeId.parse(settings.spiffe_id), self.client, validity=settings.validity,
                                    on_roots_changed=self.client.update_roots)
         self.agent.subscribe(self._renewed)
+        self._distributed = b""  # the last ROOTCA bundle the control plane sent
+        self._renewal: asyncio.Task[None] | None = None
 
     def _renewed(self, svid: Any) -> None:
         from wasmhost.security import snapshot_of
@@ -178,12 +185,49 @@ class SidecarIdentity:
         self._publish(AGENT_SECRETS, {name: XdsResource(AGENT_SECRETS, name, snapshot.version, secret, now)
                                       for name, secret in snapshot.secrets.items()})
 
+    #: named xDS resources the agent wants: the trust bundle the control plane distributes
+    SUBSCRIPTIONS = {SECRET: frozenset({ROOT_SECRET})}
+
+    def on_xds(self, resources: Mapping[str, Mapping[str, XdsResource]]) -> None:
+        """Trust the roots of the ``ROOTCA`` the control plane sends (a staged root before it signs).
+
+        When that bundle changes later on (a root staged, activated or retired), also ask for a new
+        certificate: after an activation it comes from the new root.
+        """
+        from wasmhost.security import load_pem_certificates
+
+        resource = resources.get(SECRET, {}).get(ROOT_SECRET)
+        if resource is None:
+            return
+        data = bytes(resource.message.validation_context.trusted_ca.inline_bytes)
+        if data == self._distributed:
+            return
+        first, self._distributed = not self._distributed, data
+        try:
+            roots = load_pem_certificates(data, what="ROOTCA from the control plane")
+        except ValueError as err:
+            log.warning("%s", err)
+            return
+        self.agent.trust_distributed_roots(roots)
+        if not first and self.agent.has_certificate:
+            log.info("trust bundle from the control plane changed (%d roots): asking for a new certificate",
+                     len(roots))
+            self._renewal = asyncio.get_running_loop().create_task(self._renew())
+
+    async def _renew(self) -> None:
+        try:
+            await self.agent.renew_now()
+        except Exception as err:  # noqa: BLE001 - the scheduled renewal retries; this one is a bonus
+            log.warning("early renewal after a trust bundle change failed: %s", err)
+
     def start(self) -> None:
         """Start asking for certificates (call on the sidecar's event loop); listeners warm until one arrives."""
         self._publish(AGENT_SECRETS, {})
         self.agent.launch()
 
     async def stop(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
         await self.agent.stop()
         await self.client.close()
 
@@ -192,12 +236,17 @@ class SidecarIdentity:
 
 
 def start_identity(bootstrap: Any, ads: AdsSettings | None, options: Mapping[str, Any],
-                   publish: Callable[[str, dict[str, XdsResource]], None]) -> SidecarIdentity | None:
-    """The running agent when the bootstrap asks for one (None otherwise); raises ConfigError."""
+                   xds: XdsClient | None) -> SidecarIdentity | None:
+    """The running agent when the bootstrap asks for one (None otherwise); raises ConfigError.
+
+    Its secrets go to ``xds`` as local resources, and ``xds`` subscribes to the trust bundle for it
+    (the caller passes what ``xds`` publishes to ``on_xds``).
+    """
     settings = identity_settings(bootstrap, ads, IdentityOptions.from_options(options))
-    if settings is None:
+    if settings is None or xds is None:
         return None
-    identity = SidecarIdentity(settings, publish)
+    identity = SidecarIdentity(settings, xds.set_local)
+    xds.extra_subscriptions.update(SidecarIdentity.SUBSCRIPTIONS)
     identity.start()
     log.info("identity agent for %s: CA at %s", settings.spiffe_id, settings.ca_address)
     return identity

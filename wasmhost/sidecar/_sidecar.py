@@ -180,16 +180,12 @@ class Sidecar:
             from ._xds_client import XdsClient
 
             self.xds = XdsClient(plan.bootstrap, settings, self)
-        self.identity = start_identity(plan.bootstrap, settings, self.options, self._local_secrets)
+        self.identity = start_identity(plan.bootstrap, settings, self.options, self.xds)
         if self.xds is not None:
             self.xds.start()
         freeze_startup_objects()
         log.info("serving %s (listeners: %s)", self.config_path,
                  ", ".join(f"{n}={p}" for n, p in self.worker.bound_ports().items()))
-
-    def _local_secrets(self, type_url: str, secrets: dict[str, Any]) -> None:
-        assert self.xds is not None
-        self.xds.set_local(type_url, secrets)
 
     # --- XdsTarget --------------------------------------------------------------------------------
 
@@ -210,6 +206,8 @@ class Sidecar:
 
     def publish(self, snapshot: XdsSnapshot) -> None:
         self._snapshot = snapshot
+        if self.identity is not None:
+            self.identity.on_xds(snapshot.resources)
         if self._plan is not None:
             self._plan.dynamic = snapshot
         if snapshot.initialized and self.state == "PRE_INITIALIZING":

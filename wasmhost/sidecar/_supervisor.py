@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
@@ -83,6 +84,22 @@ def with_ports(plan: Plan, ports: dict[str, int]) -> Plan:
     return plan
 
 
+def _whole(conn: Connection, operation: Callable[..., Any], *args: Any) -> Any:
+    """Send or receive one whole message on a worker pipe.
+
+    The event loop watching the pipe leaves it non-blocking, and a message larger than the
+    socket buffer (an assembled bootstrap with its inlined certificates) would otherwise fail
+    half-way with BlockingIOError; the other side always reads promptly, so blocking is brief.
+    """
+    fd = conn.fileno()
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, True)
+    try:
+        return operation(*args)
+    finally:
+        os.set_blocking(fd, blocking)
+
+
 # --- worker process -----------------------------------------------------------------------------
 
 
@@ -125,22 +142,22 @@ async def _worker_loop(conn: Connection, text: str, source: str, version: int, p
             new_plan = await loop.run_in_executor(None, load_plan, new_text, source, new_version, worker)
             await worker.apply(with_ports(new_plan, new_ports))
             current["plan"] = new_plan
-            conn.send(("reply", request_id, None))
+            _whole(conn, conn.send, ("reply", request_id, None))
         except (ConfigError, OSError) as err:
-            conn.send(("reply", request_id, str(err)))
+            _whole(conn, conn.send, ("reply", request_id, str(err)))
 
     def on_message() -> None:
         try:
-            message = conn.recv()
+            message = _whole(conn, conn.recv)
         except (EOFError, OSError):
             stopped.set()
             return
         kind = message[0]
         if kind == "stats":
-            conn.send(("reply", message[1], worker.stats.snapshot()))
+            _whole(conn, conn.send, ("reply", message[1], worker.stats.snapshot()))
         elif kind == "clusters":
             clusters = worker.current.clusters if worker.current is not None else {}
-            conn.send(("reply", message[1], cluster_views(clusters)))
+            _whole(conn, conn.send, ("reply", message[1], cluster_views(clusters)))
         elif kind == "reload":
             task = loop.create_task(reload(message[1], message[2], message[3], message[4]))
             pending.add(task)
@@ -229,7 +246,7 @@ class Supervisor:
 
     def _on_message(self, handle: _WorkerHandle) -> None:
         try:
-            message = handle.conn.recv()
+            message = _whole(handle.conn, handle.conn.recv)
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(handle.conn.fileno())
             return
@@ -242,7 +259,7 @@ class Supervisor:
         request_id = next(self._requests)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[(handle.index, request_id)] = future
-        handle.conn.send((kind, request_id, *args))
+        _whole(handle.conn, handle.conn.send, (kind, request_id, *args))
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
@@ -329,15 +346,11 @@ class Supervisor:
 
             self.xds = XdsClient(plan.bootstrap, settings, self)
         # one agent for all workers: they get its secrets inlined in what they serve, over their pipes
-        self.identity = start_identity(plan.bootstrap, settings, self.options, self._local_secrets)
+        self.identity = start_identity(plan.bootstrap, settings, self.options, self.xds)
         if self.xds is not None:
             self.xds.start()
         log.info("serving %s with %d workers (listeners: %s)", self.config_path, self.concurrency,
                  ", ".join(f"{n}={p}" for n, p in self._ports.items()))
-
-    def _local_secrets(self, type_url: str, secrets: dict[str, Any]) -> None:
-        assert self.xds is not None
-        self.xds.set_local(type_url, secrets)
 
     # --- XdsTarget --------------------------------------------------------------------------------
 
@@ -370,6 +383,8 @@ class Supervisor:
 
     def publish(self, snapshot: XdsSnapshot) -> None:
         self._snapshot = snapshot
+        if self.identity is not None:
+            self.identity.on_xds(snapshot.resources)
         if self._plan is not None:
             self._plan.dynamic = snapshot
         if snapshot.initialized and self.state == "PRE_INITIALIZING":
@@ -424,7 +439,7 @@ class Supervisor:
             await self._admin.close()
         for handle in self._workers:
             try:
-                handle.conn.send(("stop",))
+                _whole(handle.conn, handle.conn.send, ("stop",))
             except OSError:
                 pass
         deadline = time.monotonic() + 10

@@ -127,6 +127,8 @@ class XdsClient:
         self.responses = 0
         self._local: dict[str, dict[str, XdsResource]] = {}  # resources from inside the sidecar, by type
         self._local_due = False
+        #: named resources wanted though no listener or cluster names them (the agent's trust bundle)
+        self.extra_subscriptions: dict[str, frozenset[str]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -337,7 +339,7 @@ class XdsClient:
         for type_url, (version, _, error) in verdicts.items():
             if not error:
                 self.state.versions[type_url] = version
-        wanted = subscriptions(self.static, self.state.resources, self.state.serving)
+        wanted = self._wanted()
         self._send(self.protocol.answer(verdicts, wanted))
         self._prune(wanted)
         log.info("xDS update applied in %.0f ms (%s)", (time.monotonic() - started) * 1000,
@@ -367,13 +369,19 @@ class XdsClient:
             for type_url, pending in batch.items():
                 for name, resource in pending.resources.items():
                     self.state.failures[(type_url, name)] = Failure(refused, resource.version, now, resource.message)
-        wanted = subscriptions(self.static, self.state.resources, self.state.serving)
+        wanted = self._wanted()
         self._send(self.protocol.answer(verdicts, wanted))
         self._prune(wanted)
         log.info("xDS (delta) update applied in %.0f ms (%s)", (time.monotonic() - started) * 1000,
                  ", ".join(f"{SHORT_NAMES.get(t, t)} x{len(a)}{' NACK' if any(e for _, e in a) else ''}"
                            for t, a in verdicts.items()))
         self._publish()
+
+    def _wanted(self) -> dict[str, frozenset[str]]:
+        wanted = subscriptions(self.static, self.state.resources, self.state.serving)
+        for type_url, names in self.extra_subscriptions.items():
+            wanted[type_url] = wanted.get(type_url, frozenset()) | names
+        return wanted
 
     def _prune(self, wanted: Mapping[str, frozenset[str]]) -> None:
         """Forget named resources nobody subscribes to any more."""

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane._bootstrap import BootstrapOptions, bootstrap
 from controlplane._mtls import downstream_tls
@@ -163,3 +165,52 @@ def test_the_agent_publishes_the_secrets_of_each_certificate_it_gets_by_csr(ca_s
         keys.append(key.public_key().public_numbers())  # type: ignore[union-attr]
     assert keys[0] != keys[1]  # a new key for every certificate
     assert server.service.issued == 2
+
+
+
+def distributed(bundle: bytes) -> dict[str, dict[str, XdsResource]]:
+    """What the control plane's ADS holds for an agent proxy: ROOTCA only."""
+    message = secret_pb2.Secret(name="ROOTCA", validation_context=common_pb2.CertificateValidationContext(
+        trusted_ca=base_pb2.DataSource(inline_bytes=bundle)))
+    return {SECRET: {"ROOTCA": XdsResource(SECRET, "ROOTCA", "1", message, 0.0)}}
+
+
+def test_distributed_roots_are_trusted_at_once_and_a_change_brings_a_new_certificate(ca_server: Any,
+                                                                                      tmp_path: Path) -> None:
+    ca, tokens, server = ca_server
+    token = tokens.issue("shop", "web")
+    staged = make_ca(tmp_path / "other").root
+    ca_pem = ca.trust_bundle_pem().encode()
+    staged_pem = staged.public_bytes(serialization.Encoding.PEM)
+    settings = IdentitySettings("spiffe://cluster.local/ns/shop/sa/web", "shop", "web", "cluster.local",
+                                server.address, ca_pem, "istiod.istio-system.svc", lambda: token, dt.timedelta(0))
+    bundles: list[list[x509.Certificate]] = []
+
+    def publish(_table: str, found: dict[str, XdsResource]) -> None:
+        if "ROOTCA" in found:
+            trusted = found["ROOTCA"].message.validation_context.trusted_ca.inline_bytes
+            bundles.append(x509.load_pem_x509_certificates(trusted))
+
+    async def settle(count: int) -> None:
+        for _ in range(200):
+            if server.service.issued >= count and len(bundles) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+    async def scenario() -> None:
+        identity = SidecarIdentity(settings, publish)
+        identity.start()
+        try:
+            await settle(1)
+            identity.on_xds(distributed(ca_pem))  # the first ROOTCA: what the CA answered already
+            identity.on_xds(distributed(ca_pem))
+            assert server.service.issued == 1 and len(bundles) == 1
+            identity.on_xds(distributed(ca_pem + staged_pem))  # a root staged
+            assert staged in bundles[-1] and ca.root in bundles[-1]  # trusted before any new request
+            await settle(2)
+        finally:
+            await identity.stop()
+
+    asyncio.run(scenario())
+    assert server.service.issued == 2  # the change asked for a new certificate too
+    assert staged in bundles[-1]
