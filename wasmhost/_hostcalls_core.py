@@ -150,9 +150,13 @@ def _writable_map(vm: WasmVM, map_type: int) -> Pairs | None:
     if map_type > 3:
         return None  # callout and gRPC maps are read-only
     ctx = vm.effective or vm.current
-    if isinstance(ctx, HttpContext) and ctx.in_log:
+    if not isinstance(ctx, HttpContext) or ctx.in_log:
         return None
-    return _get_map(vm, map_type)
+    if map_type == _REQUEST_HEADERS:
+        return ctx.request_headers
+    if map_type == _RESPONSE_HEADERS:
+        return ctx.response_headers
+    return _get_map(vm, map_type)  # trailers: created by the first write where allowed
 
 
 @hostcall("proxy_get_header_map_pairs", "iii")
@@ -201,9 +205,10 @@ def get_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, 
     pairs = _get_map(vm, map_type)
     if pairs:
         key = key.lower()
-        for name, value in pairs:
-            if name == key:
-                return vm.return_bytes(value, ret_ptr, ret_size)
+        if key in map(_name_of, pairs):  # a scan in C: a plugin often asks for a header that is not there
+            for name, value in pairs:
+                if name == key:
+                    return vm.return_bytes(value, ret_ptr, ret_size)
     if vm.abi is AbiVersion.V0_1_0:
         return vm.return_bytes(b"", ret_ptr, ret_size)
     return NOT_FOUND

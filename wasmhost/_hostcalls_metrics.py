@@ -68,10 +68,10 @@ def increment_metric(vm: WasmVM, metric_id: int, delta: int) -> int:
     kind = metric_id & _TYPE_MASK
     if kind not in (_COUNTER, _GAUGE):
         return BAD_ARGUMENT
-    metric = _lookup(vm, metric_id)
+    metric = vm.runtime.metrics.get(metric_id)
     if metric is None:
         return NOT_FOUND
-    offset = _signed(delta)
+    offset = delta - _U64 if delta & _I64_SIGN else delta  # the i64 arrives as a u64
     if kind == _COUNTER:
         if offset <= 0:
             return BAD_ARGUMENT
