@@ -77,7 +77,7 @@ class RobustMutex:
     def acquire(self) -> None:
         err = self._lock(self._cell)
         if err == errno.EOWNERDEAD:
-            # the holder died mid-operation: updates commit with one write, so the data is usable
+            # the holder died mid-operation; the registry rolls back its undo journal next
             self._consistent(self._cell)
             self.owner_deaths += 1
         elif err:

@@ -40,7 +40,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from ._abi import Status
-from ._shared_journal import JOURNAL_LENGTH_AT, MUTEX_AT, UndoJournal
+from ._shared_journal import JOURNAL_LENGTH_AT, MUTEX_AT, UndoJournal, word_view
 from ._shared_lock import (
     LOCK_FLOCK,
     LOCK_ROBUST_MUTEX,
@@ -245,7 +245,8 @@ class MappedSharedRegistry:
                 self._lock = FileLock(self._fd)
             else:
                 raise SharedStateError(f"{self.path}: unknown lock kind {lock_kind}")
-            self._journal = UndoJournal(mm, self.path)
+            self._words = word_view(mm, self.path)
+            self._journal = UndoJournal(self._words, self.path)
         except BaseException:
             mm.close()
             raise
@@ -254,7 +255,7 @@ class MappedSharedRegistry:
     def _acquire(self) -> None:
         """Take the lock, first undoing whatever a holder that died (or failed) left half-done."""
         self._lock.acquire()
-        if self._journal.left_behind():
+        if self._words[_OFF_JOURNAL >> 3]:  # inlined ``left_behind``: hot path
             try:
                 self._journal.roll_back()
                 self.recoveries += 1
@@ -264,11 +265,10 @@ class MappedSharedRegistry:
 
     def _release(self) -> None:
         """Let go of the lock; an operation that did not commit (a failure, an exception) is undone."""
-        if self._journal.dirty:
+        if self._journal.entries:
             try:
                 self._journal.roll_back()
             finally:
-                self._slot_index.clear()  # it may name a slot the undone operation had claimed
                 self._lock.release()
         else:
             self._lock.release()
@@ -290,6 +290,7 @@ class MappedSharedRegistry:
             return
         self._closed = True
         self._lock.close()
+        self._words.release()  # the mapping cannot close while a view of it exists
         self._mm.close()
         os.close(self._fd)
 
@@ -317,7 +318,8 @@ class MappedSharedRegistry:
 
     def _claim(self, index: int, full: bytes, number: int, val_len: int = 0, val_off: int = 0) -> bool:
         """Fill the empty slot ``index`` with ``full``; False when the table or the heap is full."""
-        used = _U64.unpack_from(self._mm, _OFF_SLOT_USED)[0]
+        words = self._words
+        used = words[_OFF_SLOT_USED >> 3]
         if used >= self._slots * 3 // 4:
             return False
         key_off = self._alloc(len(full))
@@ -327,63 +329,68 @@ class MappedSharedRegistry:
         mm[key_off:key_off + len(full)] = full
         self._journal.record(at, at + 8, at + 16, at + 24, _OFF_SLOT_USED)
         _SLOT.pack_into(mm, at, key_off, len(full), val_len, val_off, number)
-        mm[_OFF_SLOT_USED:_OFF_SLOT_USED + 8] = _U64.pack(used + 1)
+        words[_OFF_SLOT_USED >> 3] = used + 1
         return True  # not cached until the operation commits: a later lookup probes once
 
     def _next_cas(self) -> int:
         """The next token; the caller has recorded ``_OFF_CAS`` in the journal."""
-        token: int = _U64.unpack_from(self._mm, _OFF_CAS)[0] % _CAS_WRAP + 1
-        self._mm[_OFF_CAS:_OFF_CAS + 8] = _U64.pack(token)
+        words = self._words
+        token: int = words[_OFF_CAS >> 3] % _CAS_WRAP + 1
+        words[_OFF_CAS >> 3] = token
         return token
 
     # -- heap ------------------------------------------------------------------------------------
-    def _alloc(self, size: int) -> int:
+    def _alloc(self, size: int, also: tuple[int, ...] = ()) -> int:
         """Offset of a block of at least ``size`` bytes, or 0 (and nothing written) when the heap is full.
 
         The block's first word (its free-list link) is journaled, so the caller may fill the
-        block freely: rolled back, the block is on its free list again, link intact.
+        block freely: rolled back, the block is on its free list again, link intact. ``also``:
+        words the caller will overwrite next, journaled with the allocation (when it succeeds)
+        in the same call.
         """
         wanted = max(_MIN_CLASS, (size - 1).bit_length())
-        block = self._pop(wanted)  # the common case
+        block = self._pop(wanted, also)  # the common case
         if block:
             return block
-        block = self._bump(1 << wanted)
+        block = self._bump(1 << wanted, also)
         if block:
             return block
-        for larger in range(wanted + 1, _CLASSES):
-            block = self._pop(larger)
-            if block:
-                for half in range(larger - 1, wanted - 1, -1):
-                    self._push(block + (1 << half), half, fresh=True)
-                return block
-        return 0
+        heads = self._mm[_OFF_FREE + 8 * (wanted + 1):_OFF_FREE + 8 * _CLASSES]
+        zeros = len(heads) - len(heads.lstrip(b"\0"))  # up to the first larger class with a free block
+        if zeros == len(heads):
+            return 0
+        larger = wanted + 1 + zeros // 8
+        block = self._pop(larger, also)
+        for half in range(larger - 1, wanted - 1, -1):
+            self._push(block + (1 << half), half, fresh=True)
+        return block
 
-    def _pop(self, size_class: int) -> int:
-        mm, head_at = self._mm, _OFF_FREE + 8 * size_class
-        block: int = _U64.unpack_from(mm, head_at)[0]
+    def _pop(self, size_class: int, also: tuple[int, ...] = ()) -> int:
+        words, head_at = self._words, _OFF_FREE + 8 * size_class
+        block: int = words[head_at >> 3]
         if block:
-            self._journal.record(head_at, block)
-            mm[head_at:head_at + 8] = mm[block:block + 8]
+            self._journal.record(head_at, block, *also)
+            words[head_at >> 3] = words[block >> 3]
         return block
 
     def _push(self, block: int, size_class: int, fresh: bool = False) -> None:
         """Put ``block`` on its free list; a ``fresh`` block (split off one this operation
         popped) holds nothing the journal has to keep."""
-        mm, head_at = self._mm, _OFF_FREE + 8 * size_class
+        words, head_at = self._words, _OFF_FREE + 8 * size_class
         if fresh:
             self._journal.record(head_at)
         else:
             self._journal.record(head_at, block)
-        mm[block:block + 8] = mm[head_at:head_at + 8]
-        mm[head_at:head_at + 8] = _U64.pack(block)
+        words[block >> 3] = words[head_at >> 3]
+        words[head_at >> 3] = block
 
-    def _bump(self, size: int) -> int:
-        mm = self._mm
-        top = _U64.unpack_from(mm, _OFF_HEAP_TOP)[0]
+    def _bump(self, size: int, also: tuple[int, ...] = ()) -> int:
+        words = self._words
+        top = words[_OFF_HEAP_TOP >> 3]
         end = top + size
         if end > self._heap_limit:
             return 0
-        committed = _U64.unpack_from(mm, _OFF_COMMITTED)[0]
+        committed = words[_OFF_COMMITTED >> 3]
         if end > committed:
             grown = min(self._heap_limit, -(-end // COMMIT_STEP) * COMMIT_STEP)
             try:
@@ -391,9 +398,9 @@ class MappedSharedRegistry:
             except OSError:
                 return 0  # the file system is full: a status for the plugin, not a SIGBUS later
             # not journaled: the space is reserved whether or not this operation completes
-            mm[_OFF_COMMITTED:_OFF_COMMITTED + 8] = _U64.pack(grown)
-        self._journal.record(_OFF_HEAP_TOP)
-        mm[_OFF_HEAP_TOP:_OFF_HEAP_TOP + 8] = _U64.pack(end)
+            words[_OFF_COMMITTED >> 3] = grown
+        self._journal.record(_OFF_HEAP_TOP, *also)
+        words[_OFF_HEAP_TOP >> 3] = end
         return top
 
     # -- data ------------------------------------------------------------------------------------
@@ -427,6 +434,7 @@ class MappedSharedRegistry:
             self._release()
 
     def _set(self, full: bytes, value: bytes, cas: int, count_slot: int) -> Status:
+        words = self._words
         max_value = self._limits.max_shared_value_bytes
         index = self._slot_index.get(full)
         mm = self._mm
@@ -445,17 +453,20 @@ class MappedSharedRegistry:
             if len(value) > max_value or len(full) > max_value or count_slot < 0:
                 return Status.BAD_ARGUMENT
             count_at = self._slot_base + count_slot * _SLOT_SIZE + 24
-            keys = _U64.unpack_from(mm, count_at)[0]
+            keys = words[count_at >> 3]
             if keys >= self._limits.max_shared_keys:
                 return Status.BAD_ARGUMENT
-            offset = self._alloc(len(value)) if value else 0
-            if value and not offset:
-                return Status.BAD_ARGUMENT
-            mm[offset:offset + len(value)] = value
-            self._journal.record(_OFF_CAS, count_at)
+            if value:
+                offset = self._alloc(len(value), (_OFF_CAS, count_at))
+                if not offset:
+                    return Status.BAD_ARGUMENT
+                mm[offset:offset + len(value)] = value
+            else:
+                offset = 0
+                self._journal.record(_OFF_CAS, count_at)
             if not self._claim(~index, full, self._next_cas(), len(value), offset):
                 return Status.BAD_ARGUMENT  # uncommitted: releasing the lock undoes the allocation
-            mm[count_at:count_at + 8] = _U64.pack(keys + 1)
+            words[count_at >> 3] = keys + 1
             self._journal.commit()
             return Status.OK
         finally:
@@ -463,18 +474,19 @@ class MappedSharedRegistry:
 
     def _store_value(self, at: int, value: bytes, old_len: int, old_off: int) -> Status:
         """Write ``value`` to a fresh block, point the slot at it with a new token, free the old block."""
+        words = self._words
         mm = self._mm
         size_class = max(_MIN_CLASS, (len(value) - 1).bit_length())
         head_at = _OFF_FREE + 8 * size_class
-        block: int = _U64.unpack_from(mm, head_at)[0]
+        block: int = words[head_at >> 3]
         if value and block and old_off:  # the common case, inlined: swap a free block for the old one
             old_head_at = _OFF_FREE + 8 * _size_class(old_len)
             self._journal.record(head_at, block, at - 4, at + 4, at + 12, _OFF_CAS, old_off, old_head_at)
-            mm[head_at:head_at + 8] = mm[block:block + 8]
+            words[head_at >> 3] = words[block >> 3]
             mm[block:block + len(value)] = value
             _SLOT_VALUE.pack_into(mm, at, len(value), block, self._next_cas())
-            mm[old_off:old_off + 8] = mm[old_head_at:old_head_at + 8]
-            mm[old_head_at:old_head_at + 8] = _U64.pack(old_off)
+            words[old_off >> 3] = words[old_head_at >> 3]
+            words[old_head_at >> 3] = old_off
             self._journal.commit()
             return Status.OK
         offset = 0
@@ -505,7 +517,8 @@ class MappedSharedRegistry:
     # -- queues ----------------------------------------------------------------------------------
     def _record_at(self, queue_id: int) -> int:
         """Offset of a registered queue's record, or 0 (call with the lock held)."""
-        if 1 <= queue_id <= _U64.unpack_from(self._mm, _OFF_QUEUE_USED)[0]:
+        words = self._words
+        if 1 <= queue_id <= words[_OFF_QUEUE_USED >> 3]:
             return self._queue_base + (queue_id - 1) * _QUEUE_SIZE
         return 0
 
@@ -514,15 +527,16 @@ class MappedSharedRegistry:
 
         Returns 0 when the queue table or the heap is full.
         """
+        words = self._words
         full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
         mm = self._mm
         self._acquire()
         try:
             index = self._probe(full)
             if index >= 0:
-                queue_id = _U64.unpack_from(mm, self._slot_base + index * _SLOT_SIZE + 24)[0]
+                queue_id = words[(self._slot_base + index * _SLOT_SIZE + 24) >> 3]
             else:
-                used = _U64.unpack_from(mm, _OFF_QUEUE_USED)[0]
+                used = words[_OFF_QUEUE_USED >> 3]
                 if used >= self._queue_capacity:
                     return 0
                 queue_id = used + 1
@@ -532,11 +546,11 @@ class MappedSharedRegistry:
                 at = self._queue_base + used * _QUEUE_SIZE
                 self._journal.record(at, at + 8, at + 16, at + 24, at + 32, at + 40, _OFF_QUEUE_USED)
                 _QUEUE.pack_into(mm, at, name_off, len(full), 0, 0, 0, 0, 0)
-                mm[_OFF_QUEUE_USED:_OFF_QUEUE_USED + 8] = _U64.pack(queue_id)
+                words[_OFF_QUEUE_USED >> 3] = queue_id
             owner_at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE + 40
             self._journal.record(owner_at)
-            mm[owner_at:owner_at + 8] = _U64.pack(self._token)
-            enqueued = _U64.unpack_from(mm, owner_at - 8)[0]
+            words[owner_at >> 3] = self._token
+            enqueued = words[(owner_at - 8) >> 3]
             self._journal.commit()
         finally:
             self._release()
@@ -546,6 +560,7 @@ class MappedSharedRegistry:
         return queue_id
 
     def resolve_queue(self, vm_id: str, name: str) -> int | None:
+        words = self._words
         queue_id = self._queue_ids.get((vm_id, name))
         if queue_id is not None:
             return queue_id
@@ -555,7 +570,7 @@ class MappedSharedRegistry:
             index = self._probe(full)
             if index < 0:
                 return None
-            queue_id = _U64.unpack_from(self._mm, self._slot_base + index * _SLOT_SIZE + 24)[0]
+            queue_id = words[(self._slot_base + index * _SLOT_SIZE + 24) >> 3]
         finally:
             self._release()
         self._queue_ids[(vm_id, name)] = queue_id
@@ -606,36 +621,38 @@ class MappedSharedRegistry:
         The returned queue's ``owner`` is set only when this process owns it; another owner
         learns of the item through its ``poll_queues``.
         """
+        words = self._words
         mm = self._mm
         self._acquire()
         try:
             at = self._record_at(queue_id)
             if not at:
                 return None
-            block = self._alloc(_ITEM_HEADER + len(value))
-            while not block:
+            while True:
+                count, _, tail, _ = _QUEUE_LIST.unpack_from(mm, at + 12)
+                links = (tail, at + 8, at + 16, at + 24, at + 32) if count else (at + 8, at + 16, at + 24, at + 32)
+                block = self._alloc(_ITEM_HEADER + len(value), links)  # journals the links too
+                if block:
+                    break
                 # the heap is full: drop the oldest item, one committed step per item, which
                 # keeps the journal bounded (a death here leaves a shorter, consistent queue)
                 if self._pop_item(at) is None:
                     return None
                 self._journal.commit()
-                block = self._alloc(_ITEM_HEADER + len(value))
             _ITEM.pack_into(mm, block, 0, len(value))
             mm[block + _ITEM_HEADER:block + _ITEM_HEADER + len(value)] = value
             if _QUEUE_LIST.unpack_from(mm, at + 12)[0] >= self._limits.max_queue_depth:
                 self._pop_item(at)  # after the allocation: its block must not be the one just filled
             count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
-            if count:
-                self._journal.record(tail, at + 8, at + 16, at + 24, at + 32)
-                mm[tail:tail + 8] = _U64.pack(block)
+            if count:  # the tail was journaled with the allocation (a drop never changes a live tail)
+                words[tail >> 3] = block
             else:
-                self._journal.record(at + 8, at + 16, at + 24, at + 32)
                 head = block
             _QUEUE_LIST.pack_into(mm, at + 12, count + 1, head, block, enqueued + 1)
             # not journaled: the epoch only ever grows (rolled back, a poller could miss an item)
-            mm[_OFF_EPOCH:_OFF_EPOCH + 8] = _U64.pack(_U64.unpack_from(mm, _OFF_EPOCH)[0] + 1)
+            words[_OFF_EPOCH >> 3] = words[_OFF_EPOCH >> 3] + 1
             self._journal.commit()
-            queue = self._describe(queue_id, at, _U64.unpack_from(mm, at + 40)[0])
+            queue = self._describe(queue_id, at, words[(at + 40) >> 3])
             if queue.owner is not None:
                 self._notified[queue_id] = self._notified.get(queue_id, 0) + 1  # the caller notifies
         finally:
@@ -645,6 +662,7 @@ class MappedSharedRegistry:
     def _pop_item(self, at: int) -> bytes | None:
         """Unlink and free the oldest item (uncommitted); the count, not the links, says when the
         queue is empty."""
+        words = self._words
         mm = self._mm
         count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
         if not count:
@@ -652,9 +670,11 @@ class MappedSharedRegistry:
         following, length = _ITEM.unpack_from(mm, head)
         value = mm[head + _ITEM_HEADER:head + _ITEM_HEADER + length]
         left = count - 1
-        self._journal.record(at + 8, at + 16, at + 24)
+        head_at = _OFF_FREE + 8 * _size_class(_ITEM_HEADER + length)
+        self._journal.record(at + 8, at + 16, at + 24, head, head_at)
         _QUEUE_LIST.pack_into(mm, at + 12, left, following if left else 0, tail if left else 0, enqueued)
-        self._push(head, _size_class(_ITEM_HEADER + length))
+        words[head >> 3] = words[head_at >> 3]  # the item goes on its free list (``_push``, inlined)
+        words[head_at >> 3] = head
         return value
 
     def dequeue(self, queue_id: int) -> tuple[Status, bytes]:
@@ -674,13 +694,14 @@ class MappedSharedRegistry:
 
         Cheap when nothing happened: one unlocked read of the global enqueue epoch.
         """
-        if not self._owned or _U64.unpack_from(self._mm, _OFF_EPOCH)[0] == self._seen_epoch:
+        words = self._words
+        if not self._owned or words[_OFF_EPOCH >> 3] == self._seen_epoch:
             return []
         ready: list[tuple[RootContext, int]] = []
         mm = self._mm
         self._acquire()
         try:
-            self._seen_epoch = _U64.unpack_from(mm, _OFF_EPOCH)[0]
+            self._seen_epoch = words[_OFF_EPOCH >> 3]
             for queue_id, owner in list(self._owned.items()):
                 at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE
                 _, _, _, _, _, enqueued, owner_token = _QUEUE.unpack_from(mm, at)

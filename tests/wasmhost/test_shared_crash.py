@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from wasmhost._shared_mmap import (
 from wasmhost.limits import Limits
 
 LOCKS = [pytest.param(LOCK_ROBUST_MUTEX, id="robust-mutex"), pytest.param(LOCK_FLOCK, id="flock")]
-_U64 = _shared_journal._U64
+_U64 = struct.Struct("<Q")
 _DATA, _COUNT, _QUEUE_NAME = 0, 1, 2
 
 
@@ -81,7 +82,7 @@ def parse_state(path: str) -> Parsed:
 
     top = word(_OFF_HEAP_TOP)
     if word(_OFF_JOURNAL):
-        problems.append(f"journal not empty: {word(_OFF_JOURNAL)} bytes")
+        problems.append(f"journal not empty: {word(_OFF_JOURNAL)} entries")
     if not heap_base <= top <= len(raw):
         problems.append(f"heap top {top} outside the heap")
         return Parsed(problems, {})
@@ -216,7 +217,7 @@ def test_the_checker_accepts_a_busy_store_and_finds_each_kind_of_damage(tmp_path
         ("items end", lambda: _U64.pack_into(mm, registry._queue_base + 12, 1)),
         ("key counter", lambda: _U64.pack_into(mm, counter + 24, 6)),
         ("tokens are not distinct", lambda: mm.__setitem__(slice(one + 24, one + 32), mm[two + 24:two + 32])),
-        ("journal not empty", lambda: _U64.pack_into(mm, _OFF_JOURNAL, 16)),
+        ("journal not empty", lambda: _U64.pack_into(mm, _OFF_JOURNAL, 1)),
         ("blocks end at", lambda: _U64.pack_into(mm, _OFF_HEAP_TOP, _U64.unpack_from(mm, _OFF_HEAP_TOP)[0] + 64)),
     ]
     for expected, harm in damage:
@@ -276,7 +277,7 @@ def _in_child(path: str, operation: Operation, stop_at: int) -> int:
 
 
 def _states_along(path: str, operation: Operation) -> tuple[int, list[dict[str, Any]]]:
-    """Lines ``operation`` runs on a copy of ``path``, and the state after each commit of it."""
+    """Lines ``operation`` runs on a copy of ``path``, and the state after each commit and at the end."""
     copy = path + ".clean"
     shutil.copyfile(path, copy)
     states = []
@@ -290,6 +291,7 @@ def _states_along(path: str, operation: Operation) -> tuple[int, list[dict[str, 
     try:
         setattr(_shared_journal.UndoJournal, "commit", commit_and_look)  # noqa: B010 - patched for one run
         lines = _run_until_line(0, lambda: operation(registry))
+        states.append(parse_state(copy).logical)
     finally:
         setattr(_shared_journal.UndoJournal, "commit", commit)  # noqa: B010
         registry.close()
@@ -455,10 +457,10 @@ def test_a_corrupt_journal_is_refused_with_the_reason(state: str) -> None:
     registry.data("vm")
     mm = registry._mm
     _U64.pack_into(mm, _shared_journal.JOURNAL_BASE, 8)  # the magic's word is never journaled
-    _U64.pack_into(mm, _OFF_JOURNAL, 16)
+    _U64.pack_into(mm, _OFF_JOURNAL, 1)
     with pytest.raises(SharedStateError, match="journal entry 0 names offset 8"):
         registry.data("vm").get(b"k")
-    _U64.pack_into(mm, _OFF_JOURNAL, 24)
-    with pytest.raises(SharedStateError, match="undo journal length 24"):
+    _U64.pack_into(mm, _OFF_JOURNAL, 10**6)
+    with pytest.raises(SharedStateError, match="undo journal length 1000000"):
         registry.data("vm").get(b"k")
     registry.close()
