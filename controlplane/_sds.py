@@ -72,8 +72,8 @@ class IssuedSecrets:
             "secrets": [
                 {"name": DEFAULT_SECRET, "type": "Cert Chain", "serial": format(leaf.serial_number, "x"),
                  "not_before": leaf.not_valid_before_utc.isoformat(), "not_after": leaf.not_valid_after_utc.isoformat(),
-                 "uri_sans": [self.identity.uri], "chain": [_describe(c) for c in self.svid.chain]},
-                {"name": ROOT_SECRET, "type": "CA", "trust_bundle": [_describe(c) for c in self.svid.trust_bundle]},
+                 "uri_sans": [self.identity.uri], "chain": [describe_certificate(c) for c in self.svid.chain]},
+                {"name": ROOT_SECRET, "type": "CA", "trust_bundle": [describe_certificate(c) for c in self.svid.trust_bundle]},
             ],
         }
 
@@ -82,7 +82,7 @@ def _iso(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
 
 
-def _describe(cert: x509.Certificate) -> dict[str, str]:
+def describe_certificate(cert: x509.Certificate) -> dict[str, str]:
     return {"subject": cert.subject.rfc4514_string(), "issuer": cert.issuer.rfc4514_string(),
             "serial": format(cert.serial_number, "x"), "not_after": cert.not_valid_after_utc.isoformat()}
 
@@ -150,4 +150,4 @@ def trust_bundle_types(bundle_pem: str) -> dict[str, TypeSnapshot]:
     return {SECRET: TypeSnapshot(digest([secret]), {ROOT_SECRET: secret})}
 
 
-__all__ = ["IssuedSecrets", "WorkloadCertificates", "private_types", "trust_bundle_types"]
+__all__ = ["IssuedSecrets", "WorkloadCertificates", "describe_certificate", "private_types", "trust_bundle_types"]

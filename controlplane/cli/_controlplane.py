@@ -371,11 +371,32 @@ def _print_secrets(result: dict[str, Any]) -> None:
         else:
             print(f"{secret['name']:<16}{secret['type']:<13}{secret['serial']:<44}{secret['not_after']:<28}"
                   f"{secret['not_before']}")
-    print(f"identity {result['identity']}, renewal {result['renew_at']} (generation {result['generation']})")
+    if "renew_at" in result:
+        print(f"identity {result['identity']}, renewal {result['renew_at']} (generation {result['generation']})")
+    else:
+        print(f"identity {result.get('identity', '-')} (from {result['proxy']})")
+
+
+def _admin_secrets(args: argparse.Namespace) -> dict[str, Any]:
+    """What a proxy's own admin endpoint says it holds (a sidecar whose identity agent keeps its key)."""
+    from controlplane._security_views import config_dump_secrets
+
+    url = f"http://{args.admin}/config_dump"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as reply:
+            dump = json.loads(reply.read())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--admin: cannot read {url}: {err}") from None
+    return config_dump_secrets(dump, args.admin)
 
 
 def _proxy_config(args: argparse.Namespace) -> int:
-    result = _api(args, "GET", f"/api/v1/proxies/{args.proxy}/config/{args.type}")
+    if args.admin and args.type != "secret":
+        raise UsageError("--admin is for `proxy-config secret` (the proxy's own certificates)")
+    if args.admin:
+        result = _admin_secrets(args)
+    else:
+        result = _api(args, "GET", f"/api/v1/proxies/{args.proxy}/config/{args.type}")
     if args.type == "secret" and args.output == "table":
         _print_secrets(result)
         return 0
@@ -518,6 +539,9 @@ def register(commands: Any) -> None:
     config.add_argument("type", choices=("listeners", "routes", "clusters", "endpoints", "ecds", "secret", "all"))
     config.add_argument("proxy", help="proxy id, NAME.NAMESPACE or NAME")
     config.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    config.add_argument("--admin", metavar="HOST:PORT",
+                        help="secret: ask the proxy's admin endpoint (/config_dump) instead of the control plane, "
+                             "for a sidecar whose identity agent keeps its key")
     _client_options(config)
     config.set_defaults(handler=_proxy_config)
 

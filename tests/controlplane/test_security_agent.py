@@ -5,6 +5,7 @@ Envoy proxies keep being sent minted secrets over ADS."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,17 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from controlplane._bootstrap import BootstrapOptions, bootstrap
 from controlplane._generate import generate
 from controlplane._protos import CLUSTER, LISTENER, SECRET
 from controlplane._proxies import AppPort, Proxy
-from controlplane._security_views import secret_view
+from controlplane._security_views import config_dump_secrets, secret_view
 from controlplane._server import ControlPlane, SecuritySettings, Settings
 from tests.controlplane._fixtures import config, mesh_of, sidecar
+from tests.wasmhost.security._pki import issue, make_ca, spiffe
+from wasmhost.security import sds_secrets
 
 TLS = {"security.istio.io/tlsMode": "istio"}
 AGENT = {"IDENTITY_AGENT": "true"}
@@ -162,3 +165,21 @@ def test_the_control_plane_mints_keys_for_envoys_only(tmp_path: Path) -> None:
     rootca = agent_view["ads_secrets"]["ROOTCA"]
     assert rootca.validation_context.trusted_ca.inline_bytes == agent_view["bundle"]
     assert set(envoy_view["ads_secrets"]) == {"default", "ROOTCA"}
+
+
+def test_secrets_read_from_a_proxy_config_dump(tmp_path: Path) -> None:
+    svid = issue(make_ca(tmp_path / "ca"), spiffe("shop", "web"))
+    entries = [{"name": name, "secret": {"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                                         **json_format.MessageToDict(secret, preserving_proto_field_name=True)}}
+               for name, secret in sds_secrets(svid).items()]
+    dump = {"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+                         "dynamic_active_secrets": entries}]}
+    view = config_dump_secrets(dump, "127.0.0.1:15000")
+    assert view["identity"] == "spiffe://cluster.local/ns/shop/sa/web"
+    default, rootca = view["secrets"]
+    assert default["serial"] == format(svid.leaf.serial_number, "x")
+    assert default["not_after"] == svid.not_after.isoformat()
+    assert [root["serial"] for root in rootca["trust_bundle"]] == [format(r.serial_number, "x") for r in svid.trust_bundle]
+    assert "PRIVATE KEY" not in json.dumps(view)
+    empty = config_dump_secrets({"configs": []}, "127.0.0.1:15000")
+    assert empty["secrets"] == [] and "no SDS secrets" in empty["reason"]

@@ -173,6 +173,13 @@ def test_the_sidecar_generates_its_key_and_gets_its_certificate_by_csr(mesh: Age
                             "--control-plane", mesh.plane.api_address))
     assert answer["secrets"] == [] and "identity agent" in answer["reason"]
     assert answer["sent"] == ["ROOTCA"]  # over its ADS stream: the public trust bundle only
+    admin = server.admin_url.removeprefix("http://")
+    table = cli("proxy-config", "secret", "server", "--admin", admin)
+    assert format(presented.serial_number, "x") in table and "ROOTCA" in table and "PRIVATE KEY" not in table
+    held_by_sidecar = json.loads(cli("proxy-config", "secret", "server", "--admin", admin, "-o", "json"))
+    assert held_by_sidecar["identity"] == f"spiffe://cluster.local/ns/{NAMESPACE}/sa/server"
+    [certificate] = [s for s in held_by_sidecar["secrets"] if s["name"] == "default"]
+    assert certificate["not_after"] == presented.not_valid_after_utc.isoformat()
 
 
 def test_rotation_between_agent_sidecars_under_load_fails_no_request(tmp_path: Path, envoy_binary: str) -> None:
