@@ -121,7 +121,11 @@ SUPPORTED: dict[str, frozenset[str]] = {
             "http2_protocol_options",
             "strip_any_host_port",
             "strip_matching_host_port",
+            "upgrade_configs",
         }
+    ),
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": frozenset(
+        {"upgrade_type", "enabled"}
     ),
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": frozenset(
         {"name", "typed_config", "is_optional", "config_discovery"}

@@ -165,6 +165,14 @@ class DownstreamConnection(asyncio.Protocol):
         self.requests += 1
         ctx.stats.rq_http1_total.value += 1
         if upgrade:
+            kind = headers.get(b"upgrade")
+            if kind is not None and kind.lower() in ctx.hcm.upgrade_types:
+                # upgrade_configs allows it: proxied, and after a 101 the connection is a byte tunnel
+                stream.upgrade = [(b"connection", headers.get(b"connection") or b"upgrade"), (b"upgrade", kind)]
+                self.codec.tunnel = kind  # type: ignore[union-attr]
+                self.close_after = True
+                stream.on_request_headers(headers, False)
+                return
             stream.dec.headers = headers
             stream.dec.complete = True
             self.close_after = True

@@ -63,7 +63,7 @@ class Http1ServerCodec:
     __slots__ = ("sink", "_parser", "_url", "_headers", "_host", "_header_bytes", "_in_trailers", "_trailers",
                  "_ended_at_headers", "_has_body", "awaiting_response", "_deferring", "_pending",
                  "_chunked_response", "keep_alive", "_http10", "_head", "_max_header_bytes", "_max_headers",
-                 "_underscores", "failed", "_feed", "_body", "in_head", "trailers")
+                 "_underscores", "failed", "_feed", "_body", "in_head", "trailers", "tunnel", "_tunnelling")
 
     def __init__(self, sink: ServerSink, max_header_bytes: int = 60 * 1024, max_headers: int = 100,
                  underscores: str = "ALLOW") -> None:
@@ -95,6 +95,10 @@ class Http1ServerCodec:
         # http_protocol_options.enable_trailers; the connection sets it (off by default, as Envoy),
         # else trailers are dropped both ways
         self.trailers = True
+        # the Upgrade value of a request the connection manager lets through (upgrade_configs):
+        # after its head, every byte from the client is tunnel data
+        self.tunnel: bytes | None = None
+        self._tunnelling = False
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -102,14 +106,22 @@ class Http1ServerCodec:
         """Parse bytes from the client; events go to the sink (or are held back while a response is due)."""
         if self.failed:
             return
+        if self._tunnelling:
+            self.sink.on_request_data(data, False)
+            return
         try:
             self._feed(data)
             body = self._body
             if body is not None:
                 self._body = None
                 self._dispatch(("data", body, False))
-        except httptools.HttpParserUpgrade:
-            pass  # the upgrade request was already answered; the rest is not HTTP
+        except httptools.HttpParserUpgrade as upgrade:
+            # a refused upgrade was already answered; an allowed one tunnels what follows its head
+            if self.tunnel is not None:
+                self._tunnelling = True
+                rest = data[upgrade.args[0]:] if upgrade.args else b""
+                if rest:
+                    self.sink.on_request_data(rest, False)
         except CodecError as err:
             self._fail(err.status, err.details)
         except httptools.HttpParserError as err:
@@ -270,6 +282,13 @@ class Http1ServerCodec:
         status = int(status_value) if status_value is not None and status_value.isdigit() else 502
         append = parts.append
         self._chunked_response = False
+        if status == 101 and self.tunnel is not None:
+            # the upstream accepted the upgrade: no framing from here on, the connection is a tunnel
+            if headers.get(b"upgrade") is None:
+                append(b"upgrade: %s\r\n" % self.tunnel)
+            append(b"connection: %s\r\n\r\n" % (headers.get(b"connection") or b"upgrade"))
+            parts[0] = status_line(status)
+            return b"".join(parts)
         if not has_length and status >= 200 and status not in _NO_BODY_STATUS:
             if end_stream:
                 if not self._head:
@@ -318,7 +337,7 @@ class Http1ClientCodec:
 
     __slots__ = ("sink", "_parser", "_headers", "_in_trailers", "_trailers", "_head", "_ended", "_chunked",
                  "keep_alive", "_close_delimited", "_status", "_on_error", "_feed", "_in_message", "_body",
-                 "on_end", "trailers")
+                 "on_end", "trailers", "_upgrade", "_tunnelling")
 
     def __init__(self, sink: ClientSink | None = None, on_error: Callable[[str], None] | None = None,
                  on_end: Callable[[], None] | None = None) -> None:
@@ -339,6 +358,8 @@ class Http1ClientCodec:
         self._in_message = False
         self._body: bytes | None = None
         self.trailers = True  # the cluster's enable_trailers (set by the connection): else dropped both ways
+        self._upgrade = False  # the request asks for an upgrade (it has no framing: a tunnel may follow)
+        self._tunnelling = False  # the upstream answered 101: every byte is tunnel data
 
     def encode_request(self, headers: HeaderMap, end_stream: bool) -> bytes:
         """Serialise request headers (``:authority`` becomes ``host``)."""
@@ -366,7 +387,11 @@ class Http1ClientCodec:
             extend((name, b": ", value, b"\r\n"))
         method = method or b"GET"
         self._chunked = False
-        if not has_length:
+        self._tunnelling = False
+        self._upgrade = not end_stream and headers.get(b"upgrade") is not None
+        if self._upgrade:
+            parts.append(b"connection: %s\r\n" % (headers.get(b"connection") or b"upgrade"))
+        elif not has_length:
             if end_stream:
                 if method in (b"POST", b"PUT", b"PATCH"):
                     parts.append(b"content-length: 0\r\n")
@@ -397,6 +422,10 @@ class Http1ClientCodec:
     # --- input ----------------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        if self._tunnelling:
+            if self.sink is not None:
+                self.sink.on_response_data(data, False)
+            return
         try:
             self._feed(data)
             body = self._body
@@ -404,13 +433,25 @@ class Http1ClientCodec:
                 self._body = None
                 if not self._ended and self.sink is not None:
                     self.sink.on_response_data(body, False)
+        except httptools.HttpParserUpgrade as upgrade:
+            rest = data[upgrade.args[0]:] if upgrade.args else b""
+            if self._tunnelling and rest and self.sink is not None:
+                self.sink.on_response_data(rest, False)
         except httptools.HttpParserError:
             self.keep_alive = False
             if self._on_error is not None:
                 self._on_error("protocol error")
 
     def eof(self) -> bool:
-        """The upstream closed; returns True when that ended a close-delimited response."""
+        """The upstream closed; returns True when that ended a close-delimited response (or a tunnel)."""
+        if self._tunnelling and not self._ended:
+            self._ended = True
+            sink = self.sink
+            if self.on_end is not None:
+                self.on_end()
+            if sink is not None:
+                sink.on_response_data(b"", True)
+            return True
         if self._in_message and self._close_delimited and not self._ended:
             self._ended = True
             self._body = None
@@ -438,7 +479,13 @@ class Http1ClientCodec:
         headers = self._headers
         self._headers = []
         if 100 <= status < 200:
-            return  # an informational response: its headers are dropped
+            if status == 101 and self._upgrade:
+                # the upgrade is accepted: the response goes on as a tunnel until either side closes
+                self._tunnelling = True
+                self.keep_alive = False
+                if self.sink is not None:
+                    self.sink.on_response_headers(HeaderMap.adopt([(b":status", b"101"), *headers]), False)
+            return  # any other informational response: its headers are dropped
         self._in_trailers = True
         self._in_message = True
         self.keep_alive = parser.should_keep_alive()

@@ -123,6 +123,7 @@ class HcmPlan:
     accept_http_10: bool = False
     default_host_for_http_10: bytes = b""
     http1_trailers: bool = False  # http_protocol_options.enable_trailers (else HTTP/1 trailers are dropped)
+    upgrade_types: frozenset[bytes] = frozenset()  # upgrade_configs enabled (lower-case), e.g. b"websocket"
     server_name: bytes = b"envoy"
     server_header: str = "OVERWRITE"  # OVERWRITE | APPEND_IF_ABSENT | PASS_THROUGH
     use_remote_address: bool = False

@@ -345,6 +345,20 @@ def _http2_options(options: Any) -> tuple[int, int, int]:
             value("initial_connection_window_size", 268435456))
 
 
+def _upgrade_types(configs: Any, path: str) -> frozenset[bytes]:
+    """HTTP/1.1 upgrades the connection manager lets through (Envoy turns them into byte tunnels)."""
+    types: set[bytes] = set()
+    for index, config in enumerate(configs):
+        kind = config.upgrade_type.strip().lower()
+        if not kind:
+            raise ConfigError(f"{path}[{index}].upgrade_type", "must name the upgrade (e.g. websocket)")
+        if kind == "connect":
+            raise ConfigError(f"{path}[{index}].upgrade_type", "CONNECT tunnels are not supported by this sidecar")
+        if not config.HasField("enabled") or config.enabled.value:
+            types.add(kind.encode())
+    return frozenset(types)
+
+
 def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict[str, Any],
                discovery: bool = False) -> HcmPlan:
     if not hcm.stat_prefix:
@@ -395,6 +409,7 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         accept_http_10=http1.accept_http_10,
         default_host_for_http_10=http1.default_host_for_http_10.encode(),
         http1_trailers=http1.enable_trailers,
+        upgrade_types=_upgrade_types(hcm.upgrade_configs, f"{path}.upgrade_configs"),
         server_name=(hcm.server_name or "envoy").encode(),
         server_header=_SERVER_HEADER[int(hcm.server_header_transformation)],
         use_remote_address=hcm.use_remote_address.value,

@@ -220,6 +220,7 @@ class HttpStream:
     _callouts: dict[int, Any] | None = None
     request_id: bytes | None = None
     downstream_id: int | None = None  # HTTP/2 stream id on the client connection
+    upgrade: list[tuple[bytes, bytes]] | None = None  # an allowed upgrade's connection/upgrade headers
 
     def __init__(
         self,
@@ -313,6 +314,9 @@ class HttpStream:
         self.request_id, had_forwarded = prepare_request(
             headers, hcm, info.downstream_remote_address[0], info.downstream_local_address[1], worker.rng,
             worker.local_ip)
+        if self.upgrade is not None:
+            for name, value in self.upgrade:  # an allowed upgrade keeps its hop-by-hop headers (Envoy)
+                headers.add(name, value)
         if forwarded is not None or (had_forwarded and not use_remote_address):
             client = original_client(headers, hcm, forwarded)
             if client is not None:
@@ -624,7 +628,10 @@ class HttpStream:
         status = int(status_value) if status_value is not None and status_value.isdigit() else 0
         if 100 <= status < 200 and status != 101:
             return  # 1xx informational responses are not forwarded
-        finalize_response(headers, ctx.hcm, ctx.worker.date.get(), self.request_id)
+        if status == 101 and self.upgrade is not None:
+            self._finalize_upgrade(headers)
+        else:
+            finalize_response(headers, ctx.hcm, ctx.worker.date.get(), self.request_id)
         self.response_started = True
         info.response_code = status
         if not info.response_code_details:
@@ -637,6 +644,13 @@ class HttpStream:
         ctx.out.append(SendHeaders(self, headers, end_stream))
         if end_stream:
             self._response_done()
+
+    def _finalize_upgrade(self, headers: HeaderMap) -> None:
+        """An accepted upgrade's 101 keeps its ``connection``/``upgrade`` headers, as in Envoy."""
+        kept = [(k, v) for k, v in headers.items() if k == b"connection" or k == b"upgrade"]
+        finalize_response(headers, self.ctx.hcm, self.ctx.worker.date.get(), self.request_id)
+        for name, value in kept:
+            headers.add(name, value)
 
     def _emit_data(self, data: Buffer, end_stream: bool) -> None:
         self._emit_bytes(data.to_bytes(), end_stream)
