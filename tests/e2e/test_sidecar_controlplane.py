@@ -14,10 +14,8 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +24,10 @@ from typing import Any
 
 import pytest
 
+from tests._proxy_process import MeshFolder, Response, http_get, stop_process
 from tests._tools import plugin_path
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._envoy import EnvoyProcess
-from tests.e2e._upstream import ScriptedUpstream
 from tests.wasmhost.sidecar._process import SidecarProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
@@ -39,8 +37,6 @@ WASMESH = [sys.executable, "-m", "controlplane.cli"]
 # What differs between any two proxies and is not configuration: the clock, the server name,
 # and Envoy's measurement of upstream time.
 UNCOMPARABLE = frozenset({"date", "server", "x-envoy-upstream-service-time"})
-
-Response = tuple[int, dict[str, str], bytes]
 
 
 class ControlPlaneProcess:
@@ -70,6 +66,11 @@ class ControlPlaneProcess:
         return subprocess.run([*WASMESH, *args], cwd=ROOT, check=True, capture_output=True, text=True,
                               timeout=60).stdout
 
+    def bootstrap(self, name: str, labels: str, *options: str) -> str:
+        """What ``wasmesh bootstrap`` prints for a proxy of this control plane (admin on port 0)."""
+        return self.command("bootstrap", "--name", name, "--labels", labels, *options, "--xds", self.xds,
+                            "--admin-port", "0")
+
     def proxy_status(self) -> dict[str, dict[str, dict[str, str]]]:
         """Per proxy name: per type (CDS, EDS, ...) its status, versions and NACK message."""
         proxies = json.loads(self.command("proxy-status", "-o", "json", "--control-plane", self.api))
@@ -77,41 +78,27 @@ class ControlPlaneProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process, timeout=20)
 
 
-class Mesh:
+class Mesh(MeshFolder):
     """The folder, the control plane, the upstreams, and both proxies (name -> outbound port)."""
 
     def __init__(self, workdir: Path, envoy_binary: str) -> None:
-        self.workdir = workdir
-        self.folder = workdir / "config"
+        super().__init__(workdir / "config")
         self.folder.mkdir()
+        self.workdir = workdir
         self.envoy_binary = envoy_binary
         self.plane = ControlPlaneProcess(self.folder, workdir / "controlplane.log")
-        self.upstreams: dict[str, ScriptedUpstream] = {}
         self.ports: dict[str, int] = {}
         self.sidecar: SidecarProcess | None = None
         self.envoy: EnvoyProcess | None = None
         self.timings: list[tuple[str, dict[str, float]]] = []
         self.protocol = "sotw"
 
-    def upstream(self, version: str) -> ScriptedUpstream:
-        server = ScriptedUpstream(200, (("x-version", version),), version).start()
-        self.upstreams[version] = server
-        return server
-
     def bootstrap(self, name: str, port: int) -> str:
-        return self.plane.command("bootstrap", "--name", name, "--labels", "app=productpage,version=v1",
-                                  "--port", "9080", "--outbound", f"9080={port}", "--xds", self.plane.xds,
-                                  "--admin-port", "0", *(["--delta"] if self.protocol == "delta" else []))
+        return self.plane.bootstrap(name, "app=productpage,version=v1", "--port", "9080",
+                                    "--outbound", f"9080={port}", *(["--delta"] if self.protocol == "delta" else []))
 
     def start_proxies(self) -> None:
         self.ports = {"sidecar": free_port(), "envoy": free_port()}
@@ -120,12 +107,6 @@ class Mesh:
         self.envoy = EnvoyProcess(self.bootstrap("productpage-envoy", self.ports["envoy"]),
                                   workdir=self.workdir / "envoy", binary=self.envoy_binary,
                                   component_log_level="config:debug,wasm:info").start()
-
-    def write(self, name: str, text: str) -> None:
-        path = self.folder / name
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(textwrap.dedent(text))
-        temporary.replace(path)
 
     def converge(self, what: str, done: Callable[[Response], bool], **request: Any) -> dict[str, Response]:
         """Wait until both proxies answer so that ``done`` holds; record how long each took."""
@@ -138,7 +119,7 @@ class Mesh:
                 if proxy in taken:
                     continue
                 try:
-                    answer = get(port, **request)
+                    answer = http_get(port, **request)
                 except OSError:
                     continue
                 if done(answer):
@@ -153,7 +134,7 @@ class Mesh:
 
     def same_answers(self, **request: Any) -> Response:
         """Both proxies answer the same request the same way (what a client can see)."""
-        ours, envoys = (visible(get(port, **request)) for port in self.ports.values())
+        ours, envoys = (visible(http_get(port, **request)) for port in self.ports.values())
         assert ours == envoys, f"sidecar {ours}\nenvoy   {envoys}"
         return ours
 
@@ -162,8 +143,7 @@ class Mesh:
             if proxy is not None:
                 proxy.stop()
         self.plane.stop()
-        for server in self.upstreams.values():
-            server.stop()
+        super().close()
 
 
 @pytest.fixture
@@ -176,16 +156,6 @@ def mesh(tmp_path: Path, envoy_binary: str) -> Iterator[Mesh]:
         running.close()
 
 
-def get(port: int, path: str = "/", headers: dict[str, str] | None = None) -> Response:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("GET", path, headers={"host": "reviews:9080", **(headers or {})})
-        reply = connection.getresponse()
-        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
-    finally:
-        connection.close()
-
-
 def visible(response: Response) -> Response:
     status, headers, body = response
     return status, {k: v for k, v in headers.items() if k not in UNCOMPARABLE}, body
@@ -193,36 +163,6 @@ def visible(response: Response) -> Response:
 
 def version_of(response: Response) -> str:
     return response[1].get("x-version", "") if response[0] == 200 else ""
-
-
-def services(mesh: Mesh, *versions: str) -> None:
-    endpoints = "\n".join(f"  - {{address: 127.0.0.1, ports: {{http: {mesh.upstream(v).port}}}, "
-                          f"labels: {{version: {v}}}}}" for v in versions)
-    subsets = "\n".join(f"  - {{name: {v}, labels: {{version: {v}}}}}" for v in versions)
-    mesh.write("reviews.yaml", f"""\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: reviews}}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  ports: [{{number: 9080, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints:
-{endpoints}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: reviews}}
-spec:
-  host: reviews
-  subsets:
-{subsets}
-""")
-
-
-def route(mesh: Mesh, http_routes: str) -> None:
-    mesh.write("vs.yaml", "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\n"
-                          "spec:\n  hosts: [reviews]\n  http:\n" + textwrap.indent(textwrap.dedent(http_routes), "  "))
 
 
 def wasm_plugin(mesh: Mesh, name: str, module: Path, plugin_config: dict[str, Any] | None = None) -> None:
@@ -252,13 +192,13 @@ PROTOCOLS = pytest.mark.parametrize("protocol", ["sotw", "delta"])
 @PROTOCOLS
 def test_routing_edits_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> None:
     mesh.protocol = protocol
-    services(mesh, "v1", "v2")
-    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.reviews("v1", "v2")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     mesh.start_proxies()
     mesh.converge("first configuration", lambda r: version_of(r) == "v1")
     mesh.same_answers(path="/start")
 
-    route(mesh, """\
+    mesh.route("""\
         - match: [{headers: {end-user: {exact: jason}}}]
           route: [{destination: {host: reviews, subset: v2}}]
           headers: {response: {set: {x-route: jason}}}
@@ -278,7 +218,7 @@ def test_routing_edits_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> No
     mesh.same_answers(path="/old/page")
     assert [r.path for r in mesh.upstreams["v1"].requests] == ["/new/page", "/new/page"]
 
-    route(mesh, """\
+    mesh.route("""\
         - route:
           - {destination: {host: reviews, subset: v1}, weight: 0}
           - {destination: {host: reviews, subset: v2}, weight: 100}
@@ -287,7 +227,7 @@ def test_routing_edits_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> No
         """)
     mesh.converge("VirtualService weights and retries", lambda r: version_of(r) == "v2", headers={"end-user": "alice"})
     mesh.same_answers(headers={"end-user": "alice"})
-    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     mesh.converge("VirtualService back to v1", lambda r: version_of(r) == "v1")
 
     text = (mesh.folder / "reviews.yaml").read_text()
@@ -304,7 +244,7 @@ def test_routing_edits_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> No
 @PROTOCOLS
 def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh, protocol: str) -> None:
     mesh.protocol = protocol
-    services(mesh, "v1")
+    mesh.reviews("v1")
     mesh.start_proxies()
     mesh.converge("first configuration", lambda r: version_of(r) == "v1")
 
@@ -356,29 +296,12 @@ def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh, protocol: s
 
 def test_our_sidecar_registers_its_workload_and_serves_it_inbound(mesh: Mesh) -> None:
     app = mesh.upstream("v1")
-    mesh.write("reviews.yaml", f"""\
-        apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
-        metadata: {{name: reviews}}
-        spec:
-          hosts: [reviews.default.svc.cluster.local]
-          ports: [{{number: 9080, name: http, protocol: HTTP, targetPort: {app.port}}}]
-          workloadSelector: {{labels: {{app: reviews}}}}
-        ---
-        apiVersion: extensions.istio.io/v1alpha1
-        kind: WasmPlugin
-        metadata: {{name: server-side}}
-        spec:
-          selector: {{matchLabels: {{app: reviews}}}}
-          url: file://{plugin_path("headers")}
-          match: [{{mode: SERVER}}]
-        """)
+    mesh.self_registered_reviews(app.port, plugin_path("headers"))
     mesh.start_proxies()
     mesh.converge("no workload yet", lambda r: r[0] == 503)
     inbound = free_port()
-    boot = mesh.plane.command("bootstrap", "--name", "reviews-v1", "--labels", "app=reviews,version=v1",
-                              "--port", str(app.port), "--inbound", f"{app.port}={inbound}", "--xds", mesh.plane.xds,
-                              "--admin-port", "0")
+    boot = mesh.plane.bootstrap("reviews-v1", "app=reviews,version=v1", "--port", str(app.port),
+                                "--inbound", f"{app.port}={inbound}")
     workload = SidecarProcess(boot, workdir=mesh.workdir / "reviews-sidecar").start()
     try:
         answers = mesh.converge("workload registered by its sidecar's node", lambda r: r[0] == 200)
@@ -395,38 +318,29 @@ def test_our_sidecar_registers_its_workload_and_serves_it_inbound(mesh: Mesh) ->
 
 def test_worker_processes_follow_the_control_plane_together(tmp_path: Path) -> None:
     """`--concurrency 2`: the supervisor holds the ADS stream, both workers serve each version."""
-    folder = tmp_path / "config"
-    folder.mkdir()
-    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log").start()
-    v1 = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
+    mesh = MeshFolder(tmp_path / "config")
+    mesh.folder.mkdir()
+    plane = ControlPlaneProcess(mesh.folder, tmp_path / "controlplane.log")
     sidecar: SidecarProcess | None = None
     try:
-        (folder / "reviews.yaml").write_text(textwrap.dedent(f"""\
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata: {{name: reviews}}
-            spec:
-              hosts: [reviews.default.svc.cluster.local]
-              ports: [{{number: 9080, name: http, protocol: HTTP}}]
-              resolution: STATIC
-              endpoints: [{{address: 127.0.0.1, ports: {{http: {v1.port}}}}}]
-            """))
+        plane.start()
+        mesh.one_endpoint_reviews(mesh.upstream("v1").port)
         port = free_port()
-        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
-                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
+        boot = plane.bootstrap("productpage", "app=productpage", "--port", "9080", "--outbound", f"9080={port}")
         sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar", concurrency=2).start()
-        wait_for(lambda: version_of(get(port)) == "v1", CONVERGE, what="served by the workers")
-        (folder / "wasm.yaml").write_text(textwrap.dedent(f"""\
+        wait_for(lambda: version_of(http_get(port)) == "v1", CONVERGE, what="served by the workers")
+        mesh.write("wasm.yaml", f"""\
             apiVersion: extensions.istio.io/v1alpha1
             kind: WasmPlugin
             metadata: {{name: headers}}
             spec:
               selector: {{matchLabels: {{app: productpage}}}}
               url: file://{plugin_path("headers")}
-            """))
+            """)
         # every new connection may land on either worker: all of them must run the plugin
-        wait_for(lambda: all("x-echo-path" in get(port)[1] for _ in range(20)), CONVERGE, what="plugin everywhere")
-        assert all(get(port, f"/{n}")[1]["x-echo-path"] == f"/{n}" for n in range(40))
+        wait_for(lambda: all("x-echo-path" in http_get(port)[1] for _ in range(20)), CONVERGE,
+                 what="plugin everywhere")
+        assert all(http_get(port, f"/{n}")[1]["x-echo-path"] == f"/{n}" for n in range(40))
         status = json.loads(plane.command("proxy-status", "-o", "json", "--control-plane", plane.api))
         assert [p["name"] for p in status] == ["productpage"]  # one ADS stream for the whole sidecar
         assert all(t["status"] == "SYNCED" for t in status[0]["types"].values())
@@ -437,7 +351,7 @@ def test_worker_processes_follow_the_control_plane_together(tmp_path: Path) -> N
         if sidecar is not None:
             sidecar.stop()
         plane.stop()
-        v1.stop()
+        mesh.close()
 
 
 LOAD_S = 8.0
@@ -448,14 +362,13 @@ CLIENTS = 4
 def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None:
     """A bounded load through our sidecar while the control plane pushes a new pluginConfig every
     second: no request fails, and the versions show up in the order they were pushed."""
-    folder = tmp_path / "config"
-    folder.mkdir()
-    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log").start()
-    app = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
+    mesh = MeshFolder(tmp_path / "config")
+    mesh.folder.mkdir()
+    plane = ControlPlaneProcess(mesh.folder, tmp_path / "controlplane.log")
     sidecar: SidecarProcess | None = None
 
     def plugin(version: int) -> None:
-        text = textwrap.dedent(f"""\
+        mesh.write("wasm.yaml", f"""\
             apiVersion: extensions.istio.io/v1alpha1
             kind: WasmPlugin
             metadata: {{name: versioned}}
@@ -464,26 +377,16 @@ def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None
               url: file://{plugin_path("as_add_header")}
               pluginConfig: {{version: {version}}}
             """)
-        (folder / "wasm.tmp").write_text(text)
-        (folder / "wasm.tmp").replace(folder / "wasm.yaml")
 
     try:
-        (folder / "reviews.yaml").write_text(textwrap.dedent(f"""\
-            apiVersion: networking.istio.io/v1
-            kind: ServiceEntry
-            metadata: {{name: reviews}}
-            spec:
-              hosts: [reviews.default.svc.cluster.local]
-              ports: [{{number: 9080, name: http, protocol: HTTP}}]
-              resolution: STATIC
-              endpoints: [{{address: 127.0.0.1, ports: {{http: {app.port}}}}}]
-            """))
+        plane.start()
+        mesh.one_endpoint_reviews(mesh.upstream("v1").port)
         plugin(0)
         port = free_port()
-        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
-                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
+        boot = plane.bootstrap("productpage", "app=productpage", "--port", "9080", "--outbound", f"9080={port}")
         sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar").start()
-        wait_for(lambda: get(port)[1].get("x-as-config") == '{"version":0}', CONVERGE, what="version 0 serves")
+        wait_for(lambda: http_get(port)[1].get("x-as-config") == '{"version":0}', CONVERGE,
+                 what="version 0 serves")
 
         failures: list[str] = []
         seen: list[list[int]] = [[] for _ in range(CLIENTS)]
@@ -535,40 +438,28 @@ def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None
         if sidecar is not None:
             sidecar.stop()
         plane.stop()
-        app.stop()
+        mesh.close()
 
 
 def test_the_sidecar_rides_out_a_control_plane_restart(tmp_path: Path) -> None:
     """The control plane goes away: traffic keeps its last configuration; a new control plane on
     the same address gets the sidecar back (same node, versions it holds) and its changes apply."""
-    folder = tmp_path / "config"
-    folder.mkdir()
-    plane = ControlPlaneProcess(folder, tmp_path / "controlplane.log", xds_port=free_port()).start()
-    v1 = ScriptedUpstream(200, (("x-version", "v1"),), "v1").start()
-    v2 = ScriptedUpstream(200, (("x-version", "v2"),), "v2").start()
+    mesh = MeshFolder(tmp_path / "config")
+    mesh.folder.mkdir()
+    plane = ControlPlaneProcess(mesh.folder, tmp_path / "controlplane.log", xds_port=free_port())
     sidecar: SidecarProcess | None = None
-    service = textwrap.dedent("""\
-        apiVersion: networking.istio.io/v1
-        kind: ServiceEntry
-        metadata: {name: reviews}
-        spec:
-          hosts: [reviews.default.svc.cluster.local]
-          ports: [{number: 9080, name: http, protocol: HTTP}]
-          resolution: STATIC
-          endpoints: [{address: 127.0.0.1, ports: {http: PORT}}]
-        """)
     try:
-        (folder / "reviews.yaml").write_text(service.replace("PORT", str(v1.port)))
-        port = free_port()
-        boot = plane.command("bootstrap", "--name", "productpage", "--labels", "app=productpage", "--port", "9080",
-                             "--outbound", f"9080={port}", "--xds", plane.xds, "--admin-port", "0")
-        sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar").start()
-        wait_for(lambda: version_of(get(port)) == "v1", CONVERGE, what="v1 serves")
-        plane.stop()
-        assert all(version_of(get(port)) == "v1" for _ in range(20))  # the last configuration keeps serving
-        (folder / "reviews.yaml").write_text(service.replace("PORT", str(v2.port)))
         plane.start()
-        wait_for(lambda: version_of(get(port)) == "v2", 20, what="reconnected and updated")
+        mesh.one_endpoint_reviews(mesh.upstream("v1").port)
+        port = free_port()
+        boot = plane.bootstrap("productpage", "app=productpage", "--port", "9080", "--outbound", f"9080={port}")
+        sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar").start()
+        wait_for(lambda: version_of(http_get(port)) == "v1", CONVERGE, what="v1 serves")
+        plane.stop()
+        assert all(version_of(http_get(port)) == "v1" for _ in range(20))  # the last configuration keeps serving
+        mesh.one_endpoint_reviews(mesh.upstream("v2").port)
+        plane.start()
+        wait_for(lambda: version_of(http_get(port)) == "v2", 20, what="reconnected and updated")
         wait_for(lambda: all(t["status"] == "SYNCED" for p in json.loads(plane.command(
             "proxy-status", "-o", "json", "--control-plane", plane.api)) for t in p["types"].values()), CONVERGE,
             what="SYNCED with the new control plane")
@@ -577,35 +468,16 @@ def test_the_sidecar_rides_out_a_control_plane_restart(tmp_path: Path) -> None:
         if sidecar is not None:
             sidecar.stop()
         plane.stop()
-        v1.stop()
-        v2.stop()
+        mesh.close()
 
 
 def test_ingress_gateways_route_alike(mesh: Mesh) -> None:
-    services(mesh, "v1", "v2")
-    mesh.write("gateway.yaml", """\
-        apiVersion: networking.istio.io/v1
-        kind: Gateway
-        metadata: {name: bookinfo-gateway}
-        spec:
-          selector: {istio: ingressgateway}
-          servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ["*"]}]
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: VirtualService
-        metadata: {name: bookinfo}
-        spec:
-          hosts: ["*"]
-          gateways: [bookinfo-gateway]
-          http:
-          - match: [{uri: {prefix: /reviews}}]
-            route: [{destination: {host: reviews, subset: v2, port: {number: 9080}}}]
-        """)
+    mesh.reviews("v1", "v2")
+    mesh.ingress_gateway()
     mesh.ports = {"sidecar": free_port(), "envoy": free_port()}
 
     def gateway(name: str, port: int) -> str:
-        return mesh.plane.command("bootstrap", "--name", name, "--labels", "istio=ingressgateway", "--router",
-                                  "--outbound", f"8080={port}", "--xds", mesh.plane.xds, "--admin-port", "0")
+        return mesh.plane.bootstrap(name, "istio=ingressgateway", "--router", "--outbound", f"8080={port}")
 
     mesh.sidecar = SidecarProcess(gateway("ingress", mesh.ports["sidecar"]), workdir=mesh.workdir / "sidecar").start()
     mesh.envoy = EnvoyProcess(gateway("ingress-envoy", mesh.ports["envoy"]), workdir=mesh.workdir / "envoy",
@@ -620,8 +492,8 @@ def test_ingress_gateways_route_alike(mesh: Mesh) -> None:
 def test_envoy_filter_patches_reach_both_proxies_alike(mesh: Mesh, protocol: str) -> None:
     """An EnvoyFilter patches what the control plane generates, for our sidecar as for Envoy."""
     mesh.protocol = protocol
-    services(mesh, "v1")
-    route(mesh, "- route: [{destination: {host: reviews, subset: v1}}]\n")
+    mesh.reviews("v1")
+    mesh.route("- route: [{destination: {host: reviews, subset: v1}}]\n")
     mesh.start_proxies()
     mesh.converge("first configuration", lambda r: version_of(r) == "v1")
     mesh.write("envoyfilter.yaml", """\
