@@ -22,27 +22,13 @@ from controlplane._proxies import AppPort, Proxy
 from controlplane._security_views import config_dump_secrets, secret_view
 from controlplane._server import ControlPlane, SecuritySettings, Settings
 from tests.controlplane._fixtures import config, mesh_of, sidecar
+from tests.controlplane.test_security_translation import SERVICE as SERVICE_ENTRY
+from tests.controlplane.test_security_translation import TLS, peer
 from tests.wasmhost.security._pki import issue, make_ca, spiffe
 from wasmhost.security import sds_secrets
 
-TLS = {"security.istio.io/tlsMode": "istio"}
 AGENT = {"IDENTITY_AGENT": "true"}
-SERVICE = """\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: server, namespace: shop}
-spec:
-  hosts: [server.shop.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 9000}]
-  workloadSelector: {labels: {app: server}}
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: default, namespace: shop}
-spec: {mtls: {mode: STRICT}}
-"""
+SERVICE = SERVICE_ENTRY + "---\n" + peer("STRICT")
 
 
 def server(metadata: dict[str, Any]) -> Proxy:

@@ -15,6 +15,9 @@ import http.client
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controlplane._meshconfig import MeshConfig
@@ -139,3 +142,43 @@ def plaintext_refused(port: int) -> bool:
     except (OSError, http.client.HTTPException):
         return True
     return False
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def check(self, at_least: int) -> None:
+        assert self.failed == 0, f"{self.failed} of {self.sent} requests failed: {self.errors[:5]}"
+        assert self.sent > at_least, self.sent
+
+
+def keep_asking(port: int, seconds: float, every_50: Callable[[], object] = lambda: None) -> LoadResult:
+    """GET / through `port` on one keep-alive connection (a new one after an error) for `seconds`;
+    every answer must be the server app's. `every_50` runs after every 50 requests."""
+    result = LoadResult()
+    deadline = time.monotonic() + seconds
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        while time.monotonic() < deadline:
+            result.sent += 1
+            try:
+                connection.request("GET", "/", headers={"host": SERVICE_HOST})
+                reply = connection.getresponse()
+                body = reply.read()
+                if reply.status != 200 or body != b"hello from server":
+                    result.failed += 1
+                    result.errors.append(f"{reply.status} {body[:80]!r}")
+            except (OSError, http.client.HTTPException) as err:
+                result.failed += 1
+                result.errors.append(repr(err))
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            if result.sent % 50 == 0:
+                every_50()
+            time.sleep(0.005)
+    finally:
+        connection.close()
+    return result

@@ -14,7 +14,6 @@ import http.client
 import json
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.e2e._mesh_security import (
     SERVICE_PORT,
     SecureMesh,
     cli,
+    keep_asking,
     plaintext_refused,
     request,
 )
@@ -191,34 +191,13 @@ def test_rotation_between_agent_sidecars_under_load_fails_no_request(tmp_path: P
         first = dumped_leaf(server)
         assert first is not None
         serials = {first.serial_number}
-        sent = failed = 0
-        errors: list[str] = []
-        deadline = time.monotonic() + LOAD_SECONDS
-        connection = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=5)
-        try:
-            while time.monotonic() < deadline:
-                sent += 1
-                try:
-                    connection.request("GET", "/", headers={"host": SERVICE_HOST})
-                    reply = connection.getresponse()
-                    body = reply.read()
-                    if reply.status != 200 or body != b"hello from server":
-                        failed += 1
-                        errors.append(f"{reply.status} {body[:80]!r}")
-                except (OSError, http.client.HTTPException) as err:
-                    failed += 1
-                    errors.append(repr(err))
-                    connection.close()
-                    connection = http.client.HTTPConnection("127.0.0.1", mesh.outbound_port, timeout=5)
-                if sent % 50 == 0:
-                    leaf = dumped_leaf(server)
-                    if leaf is not None:
-                        serials.add(leaf.serial_number)
-                time.sleep(0.005)
-        finally:
-            connection.close()
-        assert failed == 0, f"{failed} of {sent} requests failed: {errors[:5]}"
-        assert sent > 200
+
+        def sample() -> None:
+            leaf = dumped_leaf(server)
+            if leaf is not None:
+                serials.add(leaf.serial_number)
+
+        keep_asking(mesh.outbound_port, LOAD_SECONDS, sample).check(at_least=200)
         assert len(serials) >= 2, serials  # the server renewed while serving
         assert presented_certificate(mesh.inbound_port).serial_number != first.serial_number
         security = mesh.security()
