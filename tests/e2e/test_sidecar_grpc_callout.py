@@ -33,6 +33,8 @@ H2_OPTIONS = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
 }}
 #: metadata every gRPC client adds on its own, or that differs by nature between proxies
 _VOLATILE_METADATA = ("user-agent", "grpc-accept-encoding", "x-forwarded-proto", "x-request-id")
+#: longer than the 5 s timeout grpc.c gives its unary calls
+_SLOW_S = 8.0
 
 
 def _identity(data: bytes) -> bytes:
@@ -40,11 +42,13 @@ def _identity(data: bytes) -> bytes:
 
 
 class EchoService(grpc.GenericRpcHandler):
-    """``Unary`` echoes (``fail`` aborts NOT_FOUND); ``Stream`` answers each message; calls are recorded."""
+    """``Unary`` echoes (``fail`` aborts NOT_FOUND, ``slow`` outlasts the plugin's 5 s timeout); ``Stream``
+    answers each message; calls are recorded."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[tuple[str, str]]]] = []
         self._lock = threading.Lock()
+        self._released = threading.Event()
 
     def service(self, handler_call_details: Any) -> Any:
         if handler_call_details.method == "/wasmesh.test.Echo/Unary":
@@ -64,6 +68,8 @@ class EchoService(grpc.GenericRpcHandler):
         metadata = self._record("Unary", context)
         if request == b"fail":
             context.abort(grpc.StatusCode.NOT_FOUND, "nope")
+        if request == b"slow":
+            self._released.wait(_SLOW_S)
         context.send_initial_metadata((("x-initial", "i1"),))
         context.set_trailing_metadata((("x-trailer", "t1"),))
         return b"echo:" + request + b":" + metadata.get("x-wasm", "").encode()
@@ -74,6 +80,10 @@ class EchoService(grpc.GenericRpcHandler):
         context.set_trailing_metadata((("x-trailer", "t1"),))
         for request in requests:
             yield b"r:" + request
+
+    def release(self) -> None:
+        """Let slow calls finish (the server is stopping)."""
+        self._released.set()
 
     def take(self) -> list[tuple[str, list[tuple[str, str]]]]:
         with self._lock:
@@ -91,6 +101,7 @@ def echo() -> Iterator[tuple[EchoService, int]]:
     try:
         yield service, port
     finally:
+        service.release()
         server.stop(grace=None)
 
 
@@ -124,6 +135,9 @@ CASES: list[tuple[tuple[str, str], ...]] = [
 ]
 
 
+SLOW = (("x-grpc-mode", "unary"), ("x-grpc-message", "slow"))
+
+
 def observe(port: int, upstream: ScriptedUpstream, cases: list[tuple[tuple[str, str], ...]]) -> list[Any]:
     """Per request: the client's status and the x-grpc-* headers the plugin added upstream."""
     seen = []
@@ -140,9 +154,9 @@ def test_plugin_grpc_calls_reach_the_server_and_report_back(
         tmp_path: Path, echo: tuple[EchoService, int], upstream: ScriptedUpstream) -> None:
     service, grpc_port = echo
     with SidecarProcess(callout_config("grpc", grpc_port, upstream.port), workdir=tmp_path) as sidecar:
-        seen = observe(sidecar.listener_ports()["listener_0"], upstream, CASES)
+        seen = observe(sidecar.listener_ports()["listener_0"], upstream, [*CASES, SLOW])
         stats = sidecar.stats()
-    unary, failed, stream, cancelled = seen
+    unary, failed, stream, cancelled, slow = seen
     assert unary == (200, [("x-grpc-status", "0"), ("x-grpc-messages", "echo:hello:grpc"),
                            ("x-grpc-initial-metadata", "-1"), ("x-grpc-trailing-metadata", "-1")])
     assert failed[1][0] == ("x-grpc-status", "5") and failed[1][1] == ("x-grpc-messages", "")
@@ -151,6 +165,9 @@ def test_plugin_grpc_calls_reach_the_server_and_report_back(
     initial, trailing = (int(v) for _, v in stream_headers[2:])
     assert initial >= 4 and trailing >= 2  # :status, content-type, two x-initial / grpc-status, x-trailer
     assert cancelled == (200, [("x-grpc-cancel-status", "0")])
+    # the 5 s timeout: the proxy's timer (UNAVAILABLE, as Envoy's router) and the server's own
+    # deadline from grpc-timeout (DEADLINE_EXCEEDED) race, in Envoy too; either ends the call in time
+    assert slow[1][0] in (("x-grpc-status", "14"), ("x-grpc-status", "4"))
     calls = service.take()
     assert [method for method, _ in calls][:3] == ["Unary", "Unary", "Stream"]
     assert ("x-wasm", "grpc") in calls[0][1]
