@@ -5,7 +5,9 @@ them. Children are started with the ``spawn`` method (as the sidecar supervisor 
 race on one state file: CAS increments are never lost, each queue item is dequeued exactly
 once, values and tokens are seen by every process, a worker killed while holding the lock
 does not wedge the others, and the real ``shared`` plugin counts requests across processes.
-Every child has a deadline and is stopped in ``finally``.
+Every child has a deadline and is stopped in ``finally``. The kill test forks its
+children (at least 30 per lock kind) and checks the whole file with the consistency checker of
+``test_shared_crash`` after every kill.
 """
 
 from __future__ import annotations
@@ -379,6 +381,7 @@ def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
     registry = MappedSharedRegistry(state, Limits())
     queue_id = registry.register_queue("pool", "work", make_root())
     store = registry.data("pool")
+    assert store.set(b"counter", b"0", 0) == Status.OK  # created here: a child may die before its first commit
     seed = random.randrange(1 << 32)
     moments = random.Random(seed)
     kill = 0
