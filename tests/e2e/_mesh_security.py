@@ -29,6 +29,21 @@ from tests.e2e._upstream import ScriptedUpstream
 NAMESPACE = "shop"
 SERVICE_HOST = "server.shop.svc.cluster.local"
 SERVICE_PORT = 8080
+#: STRICT mTLS in the namespace, and client connections recycled every 5 requests (so that new
+#: handshakes keep happening while certificates rotate)
+STRICT_SHORT_CONNECTIONS = f"""\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: {NAMESPACE}}}
+spec: {{mtls: {{mode: STRICT}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: server, namespace: {NAMESPACE}}}
+spec:
+  host: {SERVICE_HOST}
+  trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 5}}}}}}
+"""
 
 
 def cli(*args: str, check: bool = True) -> str:

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from tests.controlplane._running import free_port, wait_for
 from tests.e2e._mesh_security import (
     NAMESPACE,
-    SERVICE_HOST,
     SERVICE_PORT,
+    STRICT_SHORT_CONNECTIONS,
     SecureMesh,
     cli,
     keep_asking,
@@ -48,19 +48,7 @@ class AgentMesh(SecureMesh):
     def __init__(self, root: Path, envoy_binary: str, *, lifetime: float = 3600.0) -> None:
         super().__init__(root, envoy_binary, lifetime=lifetime)
         self.sidecars: list[SidecarProcess] = []
-        self.write("peer.yaml", f"""\
-            apiVersion: security.istio.io/v1
-            kind: PeerAuthentication
-            metadata: {{name: default, namespace: {NAMESPACE}}}
-            spec: {{mtls: {{mode: STRICT}}}}
-            ---
-            apiVersion: networking.istio.io/v1
-            kind: DestinationRule
-            metadata: {{name: server, namespace: {NAMESPACE}}}
-            spec:
-              host: {SERVICE_HOST}
-              trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 5}}}}}}
-            """)
+        self.write("peer.yaml", STRICT_SHORT_CONNECTIONS)
 
     def sidecar(self, name: str, *args: str, concurrency: int = 1) -> SidecarProcess:
         text = cli("bootstrap", "--name", name, "--namespace", NAMESPACE, "--service-account", name,

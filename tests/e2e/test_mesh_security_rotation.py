@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.controlplane._running import wait_for
-from tests.e2e._mesh_security import NAMESPACE, SERVICE_HOST, SecureMesh, keep_asking, request
+from tests.e2e._mesh_security import NAMESPACE, STRICT_SHORT_CONNECTIONS, SecureMesh, keep_asking, request
 
 pytestmark = [pytest.mark.e2e, pytest.mark.envoy]
 LIFETIME = 20.0  # seconds: renewed every ~10 s
@@ -38,19 +38,7 @@ def served_serial(envoy_admin: str) -> set[str]:
 
 
 def test_rotation_under_load_fails_no_request(mesh: SecureMesh) -> None:
-    mesh.write("policy.yaml", f"""\
-        apiVersion: security.istio.io/v1
-        kind: PeerAuthentication
-        metadata: {{name: default, namespace: {NAMESPACE}}}
-        spec: {{mtls: {{mode: STRICT}}}}
-        ---
-        apiVersion: networking.istio.io/v1
-        kind: DestinationRule
-        metadata: {{name: server, namespace: {NAMESPACE}}}
-        spec:
-          host: {SERVICE_HOST}
-          trafficPolicy: {{connectionPool: {{http: {{maxRequestsPerConnection: 5}}}}}}
-        """)
+    mesh.write("policy.yaml", STRICT_SHORT_CONNECTIONS)
     server = mesh.server()
     mesh.client()
     wait_for(lambda: request(mesh.outbound_port)[0] == 200, 15.0, what="mTLS path up")
