@@ -128,9 +128,12 @@ def public_der(cert: x509.Certificate) -> bytes:
     return cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def test_the_sidecar_generates_its_key_and_gets_its_certificate_by_csr(mesh: AgentMesh) -> None:
-    server = mesh.wasmesh_server()
-    mesh.wasmesh_client()
+@pytest.mark.parametrize("protocol", ["sotw", "delta"])
+def test_the_sidecar_generates_its_key_and_gets_its_certificate_by_csr(mesh: AgentMesh, protocol: str) -> None:
+    delta = ("--delta",) if protocol == "delta" else ()
+    server = mesh.sidecar("server", "--port", str(mesh.app_port), "--inbound", f"{mesh.app_port}={mesh.inbound_port}",
+                          *delta)
+    mesh.sidecar("client", "--outbound", f"{SERVICE_PORT}={mesh.outbound_port}", *delta)
     wait_for(lambda: served(mesh.outbound_port), CONVERGE, what="wasmesh client reaches the wasmesh server over mTLS")
     assert plaintext_refused(mesh.inbound_port)
     forwarded = [dict((k.lower(), v) for k, v in r.headers).get("x-forwarded-client-cert", "")
