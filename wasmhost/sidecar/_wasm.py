@@ -523,13 +523,16 @@ class WasmHttpFilter(HttpFilter):
             if self.logs:  # a log-time callback may read the maps and properties: refresh them
                 self._sync()
             stream.finish()
-            collect_plugin_span_tags(self.callbacks.stream_info, ctx.filter_state)
+            if ctx.filter_state:  # span tags are filter state the plugin set
+                collect_plugin_span_tags(self.callbacks.stream_info, ctx.filter_state)
         self.host.drain()
 
     def on_destroy(self) -> None:
-        self.stream.finish()
-        ctx = self.stream.ctx
+        stream = self.stream
+        ctx = stream.ctx
         if ctx is not None:
+            if not ctx.done:
+                stream.finish()
             ctx.embedder = None
         self.host.drain()
 
