@@ -5,10 +5,11 @@ transports (no syscalls, no event-loop wakeups), so the number isolates the
 Python work per request and is stable on a busy machine. Bounded: runs for
 ``--seconds`` (default 3).
 
-    python benchmarks/sidecar_core.py [--seconds 3] [--profile] [--plugin]
+    python benchmarks/sidecar_core.py [--seconds 3] [--profile] [--calls] [--plugin]
 
 ``--plugin`` puts the ``bench_6hostcalls`` Wasm filter (built by ``make plugins``)
-before the router, as the plugin rows of ``sidecar_wrk.py`` do.
+before the router, as the plugin rows of ``sidecar_wrk.py`` do. ``--calls`` also counts the
+Python-level and C-level calls one request makes (a machine-independent measure of the path).
 """
 
 from __future__ import annotations
@@ -168,11 +169,34 @@ def run(seconds: float, plugin: bool = False, rounds: int = 5) -> list[float]:
     return results
 
 
+def count_calls(plugin: bool = False, requests: int = 1000) -> tuple[float, float]:
+    """Python-level and C-level function calls per request (after a warm-up)."""
+    worker, down, down_transport, up, up_transport = build(plugin)
+    for _ in range(200):
+        down.data_received(REQUEST)
+        up.data_received(RESPONSE)
+    counts = {"call": 0, "c_call": 0}
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event in counts:
+            counts[event] += 1
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(requests):
+            down.data_received(REQUEST)
+            up.data_received(RESPONSE)
+    finally:
+        sys.setprofile(None)
+    return counts["call"] / requests, counts["c_call"] / requests
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--plugin", action="store_true", help="bench_6hostcalls before the router")
+    parser.add_argument("--calls", action="store_true", help="also count the calls one request makes")
     args = parser.parse_args()
     if args.profile:
         profiler = cProfile.Profile()
@@ -186,6 +210,9 @@ def main() -> None:
     best = min(results)
     print(f"{'with' if args.plugin else 'without'} plugin: {median:.1f} µs CPU per request (median of {len(results)} "
           f"rounds; best {best:.1f} µs = {1e6 / best:,.0f} req/s/core before syscalls)")
+    if args.calls:
+        python_calls, c_calls = count_calls(args.plugin)
+        print(f"calls per request: {python_calls:.0f} Python-level, {c_calls:.0f} C-level")
 
 
 if __name__ == "__main__":
