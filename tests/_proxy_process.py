@@ -220,7 +220,8 @@ class MeshFolder:
         endpoints = "".join(f"  - {{address: 127.0.0.1, ports: {{http: {self.upstream(v).port}}}, "
                             f"labels: {{version: {v}}}}}\n" for v in versions)
         subsets = "".join(f"  - {{name: {v}, labels: {{version: {v}}}}}\n" for v in versions)
-        self.write("reviews.yaml", reviews_service_entry("  resolution: STATIC\n  endpoints:\n" + endpoints) + f"""\
+        service = reviews_service_entry("  resolution: STATIC\n  endpoints:\n" + endpoints)
+        self.write("reviews.yaml", service + f"""\
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -241,10 +242,30 @@ spec:
         self.write("vs.yaml", header + "spec:\n  hosts: [reviews]\n  http:\n"
                    + textwrap.indent(textwrap.dedent(http_routes), "  "))
 
+    def wasm_plugin(self, name: str, module: Path, plugin_config: Mapping[str, Any] | None = None,
+                    client_port: int | None = None) -> Path:
+        """A WasmPlugin on the productpage workloads, in ``wasm-<name>.yaml`` (returned); with
+        ``client_port``, only on their outbound traffic to that port, in the STATS phase."""
+        lines = [f"url: file://{module}"]
+        if client_port is not None:
+            lines += ["phase: STATS", f"match: [{{mode: CLIENT, ports: [{{number: {client_port}}}]}}]"]
+        if plugin_config is not None:
+            lines.append(f"pluginConfig: {json.dumps(plugin_config)}")
+        path = self.folder / f"wasm-{name}.yaml"
+        self.write(path.name, f"""\
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: productpage}}}}
+""" + "".join(f"  {line}\n" for line in lines))
+        return path
+
     def self_registered_reviews(self, app_port: int, plugin: Path) -> None:
         """``reviews`` with no endpoints of its own (workloads register through their proxies) and a
         server-side WasmPlugin on those workloads."""
-        service = reviews_service_entry("  workloadSelector: {labels: {app: reviews}}\n", f", targetPort: {app_port}")
+        service = reviews_service_entry("  workloadSelector: {labels: {app: reviews}}\n",
+                                        f", targetPort: {app_port}")
         self.write("reviews.yaml", service + f"""\
 ---
 apiVersion: extensions.istio.io/v1alpha1

@@ -144,22 +144,13 @@ def test_wasm_plugin_arrives_over_ecds_and_leaves(mesh: Mesh, protocol: str) -> 
     port = client(mesh, protocol)
     wait_for(lambda: answered_by(port, "v1"), CONVERGE)
     assert "x-echo-path" not in http_get(port)[1]
-    mesh.write("wasm.yaml", f"""\
-        apiVersion: extensions.istio.io/v1alpha1
-        kind: WasmPlugin
-        metadata: {{name: headers}}
-        spec:
-          selector: {{matchLabels: {{app: productpage}}}}
-          url: file://{module}
-          phase: STATS
-          match: [{{mode: CLIENT, ports: [{{number: 9080}}]}}]
-        """)
+    wasm = mesh.wasm_plugin("headers", module, client_port=9080)
     headers = wait_for(lambda: (h := http_get(port, "/probe")[1]).get("x-echo-path") and h, CONVERGE,
                        what="plugin runs")
     assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
     wait_for(lambda: mesh.plane.api("GET", "/api/v1/proxies")[1]["proxies"][0]["types"]["ECDS"]["status"] == "SYNCED",
              CONVERGE, what="ECDS ACKed")
-    (mesh.folder / "wasm.yaml").unlink()
+    wasm.unlink()
     wait_for(lambda: "x-echo-path" not in http_get(port)[1], CONVERGE, what="plugin removed")
 
 

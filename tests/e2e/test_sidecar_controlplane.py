@@ -97,8 +97,9 @@ class Mesh(MeshFolder):
         self.protocol = "sotw"
 
     def bootstrap(self, name: str, port: int) -> str:
-        return self.plane.bootstrap(name, "app=productpage,version=v1", "--port", "9080",
-                                    "--outbound", f"9080={port}", *(["--delta"] if self.protocol == "delta" else []))
+        delta = ["--delta"] if self.protocol == "delta" else []
+        return self.plane.bootstrap(name, "app=productpage,version=v1", "--port", "9080", "--outbound", f"9080={port}",
+                                    *delta)
 
     def start_proxies(self) -> None:
         self.ports = {"sidecar": free_port(), "envoy": free_port()}
@@ -163,20 +164,6 @@ def visible(response: Response) -> Response:
 
 def version_of(response: Response) -> str:
     return response[1].get("x-version", "") if response[0] == 200 else ""
-
-
-def wasm_plugin(mesh: Mesh, name: str, module: Path, plugin_config: dict[str, Any] | None = None) -> None:
-    config = f"\n  pluginConfig: {json.dumps(plugin_config)}" if plugin_config is not None else ""
-    mesh.write(f"wasm-{name}.yaml", f"""\
-apiVersion: extensions.istio.io/v1alpha1
-kind: WasmPlugin
-metadata: {{name: {name}}}
-spec:
-  selector: {{matchLabels: {{app: productpage}}}}
-  url: file://{module}
-  phase: STATS
-  match: [{{mode: CLIENT, ports: [{{number: 9080}}]}}]{config}
-""")
 
 
 def all_synced(mesh: Mesh) -> dict[str, dict[str, dict[str, str]]]:
@@ -248,20 +235,20 @@ def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh, protocol: s
     mesh.start_proxies()
     mesh.converge("first configuration", lambda r: version_of(r) == "v1")
 
-    wasm_plugin(mesh, "headers", plugin_path("headers"))
+    mesh.wasm_plugin("headers", plugin_path("headers"), client_port=9080)
     mesh.converge("WasmPlugin applied", lambda r: r[1].get("x-echo-path") == "/probe", path="/probe")
     headers = mesh.same_answers(path="/probe")[1]
     assert headers["x-echo-path"] == "/probe" and headers["x-version"] == "v1"
 
-    wasm_plugin(mesh, "config", plugin_path("as_add_header"), {"greeting": "hello"})
+    mesh.wasm_plugin("config", plugin_path("as_add_header"), {"greeting": "hello"}, client_port=9080)
     mesh.converge("second WasmPlugin", lambda r: r[1].get("x-as-config") == '{"greeting":"hello"}')
-    wasm_plugin(mesh, "config", plugin_path("as_add_header"), {"greeting": "bye"})
+    mesh.wasm_plugin("config", plugin_path("as_add_header"), {"greeting": "bye"}, client_port=9080)
     mesh.converge("pluginConfig edit", lambda r: r[1].get("x-as-config") == '{"greeting":"bye"}')
     mesh.same_answers(path="/both")
     wait_for(lambda: all_synced(mesh), CONVERGE, what="ECDS ACKed by both")
 
     # a new version of a running plugin that cannot load: NACKed, the last good version serves
-    wasm_plugin(mesh, "config", plugin_path("no_abi_marker"), {"greeting": "broken"})
+    mesh.wasm_plugin("config", plugin_path("no_abi_marker"), {"greeting": "broken"}, client_port=9080)
 
     def ecds_nacked() -> dict[str, dict[str, str]]:
         status = mesh.plane.proxy_status()
@@ -285,7 +272,7 @@ def test_wasm_plugins_arrive_change_fail_and_leave_alike(mesh: Mesh, protocol: s
 
     # a new plugin that cannot load: NACKed too, and, as Envoy does for a filter without a
     # config, the listener fails requests rather than letting them skip the plugin
-    wasm_plugin(mesh, "broken", plugin_path("no_abi_marker"))
+    mesh.wasm_plugin("broken", plugin_path("no_abi_marker"), client_port=9080)
     mesh.converge("new broken plugin fails closed", lambda r: r[0] == 500)
     assert mesh.same_answers(path="/closed") == (500, {"content-length": "0"}, b"")
     assert all(types["ECDS"]["status"] == "NACKED" for types in mesh.plane.proxy_status().values())
@@ -329,14 +316,7 @@ def test_worker_processes_follow_the_control_plane_together(tmp_path: Path) -> N
         boot = plane.bootstrap("productpage", "app=productpage", "--port", "9080", "--outbound", f"9080={port}")
         sidecar = SidecarProcess(boot, workdir=tmp_path / "sidecar", concurrency=2).start()
         wait_for(lambda: version_of(http_get(port)) == "v1", CONVERGE, what="served by the workers")
-        mesh.write("wasm.yaml", f"""\
-            apiVersion: extensions.istio.io/v1alpha1
-            kind: WasmPlugin
-            metadata: {{name: headers}}
-            spec:
-              selector: {{matchLabels: {{app: productpage}}}}
-              url: file://{plugin_path("headers")}
-            """)
+        mesh.wasm_plugin("headers", plugin_path("headers"))
         # every new connection may land on either worker: all of them must run the plugin
         wait_for(lambda: all("x-echo-path" in http_get(port)[1] for _ in range(20)), CONVERGE,
                  what="plugin everywhere")
@@ -368,15 +348,7 @@ def test_plugin_config_pushes_under_load_fail_no_request(tmp_path: Path) -> None
     sidecar: SidecarProcess | None = None
 
     def plugin(version: int) -> None:
-        mesh.write("wasm.yaml", f"""\
-            apiVersion: extensions.istio.io/v1alpha1
-            kind: WasmPlugin
-            metadata: {{name: versioned}}
-            spec:
-              selector: {{matchLabels: {{app: productpage}}}}
-              url: file://{plugin_path("as_add_header")}
-              pluginConfig: {{version: {version}}}
-            """)
+        mesh.wasm_plugin("versioned", plugin_path("as_add_header"), {"version": version})
 
     try:
         plane.start()
