@@ -53,20 +53,24 @@ def _run(args: argparse.Namespace) -> int:
     from wasmhost.sidecar import ConfigError, load_plan
     from wasmhost.sidecar._reload import read_config
 
-    if args.validate:
-        try:
-            load_plan(read_config(args.config_path), args.config_path, 1)
-        except ConfigError as err:
-            print(f"invalid bootstrap: {err}", file=sys.stderr)
-            return 1
-        print(f"{args.config_path}: OK")
-        return 0
     if args.secret_ttl < 0:
         raise UsageError("--secret-ttl must not be negative")
     options: dict[str, Any] = {"log_level": args.log_level, "concurrency": args.concurrency}
     for flag in ("ca_address", "ca_root_cert", "identity_token_file", "secret_ttl"):
         if getattr(args, flag):
             options[flag] = getattr(args, flag)
+    if args.validate:
+        from wasmhost.sidecar._identity import IdentityOptions, identity_settings
+        from wasmhost.sidecar._xds_settings import ads_settings
+
+        try:
+            plan = load_plan(read_config(args.config_path), args.config_path, 1)
+            identity_settings(plan.bootstrap, ads_settings(plan.bootstrap), IdentityOptions.from_options(options))
+        except ConfigError as err:
+            print(f"invalid bootstrap: {err}", file=sys.stderr)
+            return 1
+        print(f"{args.config_path}: OK")
+        return 0
     if args.concurrency > 1:
         from wasmhost.sidecar._supervisor import run_supervisor
 

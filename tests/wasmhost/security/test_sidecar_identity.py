@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +217,18 @@ def test_distributed_roots_are_trusted_at_once_and_a_change_brings_a_new_certifi
     asyncio.run(scenario())
     assert server.service.issued == 2  # the change asked for a new certificate too
     assert staged in bundles[-1]
+
+
+def test_sidecar_validate_checks_the_agent_settings_too(tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    config = tmp_path / "sidecar.yaml"
+    config.write_text(json.dumps(bootstrap(BootstrapOptions(
+        name="web", namespace="shop", token="v1.token.mac", xds_ca=ca.trust_bundle_pem(), identity_agent=True))))
+    launch = [sys.executable, "-c", "import sys; from controlplane.cli import main; sys.exit(main())",
+              "sidecar", "-c", str(config), "--validate"]
+    root = Path(__file__).resolve().parents[3]
+    good = subprocess.run(launch, capture_output=True, text=True, timeout=60, cwd=root)
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run([*launch, "--identity-token-file", str(tmp_path / "none")], capture_output=True, text=True,
+                         timeout=60, cwd=root)
+    assert bad.returncode == 1 and "--identity-token-file: cannot read" in bad.stderr
