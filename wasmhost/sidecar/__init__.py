@@ -15,7 +15,10 @@ A bootstrap with ``dynamic_resources`` is driven by a control plane over ADS
 (``_xds_client``, state of the world or incremental): LDS/CDS with RDS, EDS, ECDS
 and SDS are inlined into plans (``_dynamic``) under Envoy's warming rules, each
 update is built as a transaction (``_xds_update``) and a refused resource is
-NACKed with its name and field while its last good version keeps serving.
+NACKed with its name and field while its last good version keeps serving. With
+``node.metadata.IDENTITY_AGENT`` the sidecar runs its identity agent (``_identity``):
+it keeps its own key, gets its certificate by CSR and answers the ``sds-grpc``
+secrets ``default``/``ROOTCA`` in-process.
 
 Adding an HTTP filter (how the Wasm filter plugs in)::
 
