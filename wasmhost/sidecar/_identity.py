@@ -161,6 +161,9 @@ def identity_settings(bootstrap: Any, ads: AdsSettings | None,
 class SidecarIdentity:
     """Runs the agent and hands every SVID, as the secrets ``default`` and ``ROOTCA``, to ``publish``."""
 
+    #: named xDS resources the agent wants: the trust bundle the control plane distributes
+    SUBSCRIPTIONS = {SECRET: frozenset({ROOT_SECRET})}
+
     def __init__(self, settings: IdentitySettings,
                  publish: Callable[[str, dict[str, XdsResource]], None]) -> None:
         from wasmhost.security import GrpcCertificateClient, IdentityAgent, SpiffeId
@@ -184,9 +187,6 @@ class SidecarIdentity:
                  svid.not_after.isoformat(), svid.leaf.serial_number)
         self._publish(AGENT_SECRETS, {name: XdsResource(AGENT_SECRETS, name, snapshot.version, secret, now)
                                       for name, secret in snapshot.secrets.items()})
-
-    #: named xDS resources the agent wants: the trust bundle the control plane distributes
-    SUBSCRIPTIONS = {SECRET: frozenset({ROOT_SECRET})}
 
     def on_xds(self, resources: Mapping[str, Mapping[str, XdsResource]]) -> None:
         """Trust the roots of the ``ROOTCA`` the control plane sends (a staged root before it signs).
@@ -230,9 +230,6 @@ class SidecarIdentity:
             self._renewal.cancel()
         await self.agent.stop()
         await self.client.close()
-
-    def status(self) -> dict[str, Any]:
-        return self.agent.status()
 
 
 def start_identity(bootstrap: Any, ads: AdsSettings | None, options: Mapping[str, Any],
