@@ -367,6 +367,13 @@ def _with_queue(items: int) -> Setup:
     return setup
 
 
+def _with_freed_items(registry: MappedSharedRegistry) -> None:
+    """One item queued and two freed ones linked on their size class's free list."""
+    _with_queue(3)(registry)
+    registry.dequeue(1)
+    registry.dequeue(1)
+
+
 def _with_a_big_free_block(registry: MappedSharedRegistry) -> None:
     """The heap's tail used up and one 512 KiB block free: a small allocation must split it."""
     store = registry.data("vm")
@@ -398,14 +405,16 @@ SCENARIOS: list[tuple[str, Setup, Operation]] = [
     ("set an existing key to a new size class", _with_values, _set(b"key-2", b"x" * 700)),
     ("set an existing key to empty", _with_values, _set(b"key-3", b"")),
     ("set a new key", _with_values, _set(b"new", b"n" * 100)),
+    ("set a new key into a freed block", _with_values, _set(b"new", b"n" * 20)),
     ("set a new key, no room for its name (undone)", _with_a_big_free_block, _set(b"new", b"n" * 300_000)),
     ("split a big free block", _with_a_big_free_block, _set(b"other", b"x" * 100)),
     ("open a new vm_id's store", _with_values, lambda registry: registry.data("second vm")),
     ("register a queue", _with_values, lambda registry: registry.register_queue("vm", "q", object())),  # type: ignore[arg-type]
     ("enqueue on an empty queue", _with_queue(0), _enqueue(b"first")),
     ("enqueue behind items", _with_queue(2), _enqueue(b"third")),
+    ("enqueue into a freed block", _with_freed_items, _enqueue(b"again")),
     ("enqueue on a full queue (drops the oldest)", _with_queue(3), _enqueue(b"fourth")),
-    ("enqueue on a full heap (drops items in steps)", _with_a_full_heap_and_queued_items, _enqueue(b"c" * 3000)),
+    ("enqueue on a full heap (drops items in steps)", _with_a_full_heap_and_queued_items, _enqueue(b"c" * 1500)),
     ("dequeue one of two", _with_queue(2), lambda registry: registry.dequeue(1)),
     ("dequeue the last item", _with_queue(1), lambda registry: registry.dequeue(1)),
 ]
@@ -434,6 +443,49 @@ def test_a_holder_killed_at_any_line_leaves_the_state_before_or_after(
         assert rolled_back > 0, "no death left work to undo: the crash points missed the operation"
     finally:
         os.unlink(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_recovery_killed_at_any_line_is_finished_by_the_next_process(tmp_path: Path, lock: int) -> None:
+    path = create_state_file(str(tmp_path), slots=64, queues=4, heap_bytes=1 << 20, lock=lock)
+    half_done = path + ".half-done"
+    try:
+        registry = MappedSharedRegistry(path, Limits())
+        _with_values(registry)
+        registry.close()
+        before = parse_state(path).logical
+        update = _set(b"key-2", b"x" * 700)
+        lines, _ = _states_along(path, update)
+        for stop_at in range(lines, 0, -1):  # the latest death that leaves journal entries behind
+            shutil.copyfile(path, half_done)
+            _in_child(half_done, update, stop_at)
+            if any("journal not empty" in problem for problem in parse_state(half_done).problems):
+                break
+        else:
+            pytest.fail("no death of the update left journal entries")
+        assert parse_state(half_done).logical != before, "the dead update had changed nothing yet"
+
+        def recover(registry: MappedSharedRegistry) -> object:
+            return registry.data("vm").get(b"key-2")
+
+        recovery_lines, _ = _states_along(half_done, recover)
+        for stop_at in range(1, recovery_lines + 1):
+            victim = f"{path}.{stop_at}"
+            shutil.copyfile(half_done, victim)
+            try:
+                _in_child(victim, recover, stop_at)
+                survivor = MappedSharedRegistry(victim, Limits())
+                assert survivor.data("vm").get(b"key-2") == before["data"][b"\0\x02\0\0\0vmkey-2"]
+                after = parse_state(victim)
+                assert after.problems == [] and after.logical == before, f"recovery killed at line {stop_at}"
+                survivor.close()
+            finally:
+                os.unlink(victim)
+    finally:
+        for leftover in (path, half_done):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def test_an_operation_that_fails_half_way_is_undone_in_process(state: str, monkeypatch: pytest.MonkeyPatch) -> None:
