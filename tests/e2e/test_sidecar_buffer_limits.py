@@ -24,6 +24,7 @@ import pytest
 
 from tests._tools import plugin_path
 from tests.e2e._envoy import EnvoyProcess, wasm_filter
+from tests.e2e._socket_server import SocketServer
 from tests.e2e._upstream import ScriptedUpstream
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
 from tests.wasmhost.sidecar._process import SidecarProcess, http_request
@@ -61,9 +62,12 @@ def buffering_config(upstream_port: int, *, held_response: bool) -> dict[str, An
     return limited(bootstrap(http_filters=[*filters, ROUTER_FILTER], clusters=[cluster("backend", upstream_port)]))
 
 
-def exchange(port: int, upstream: ScriptedUpstream, cases: list[tuple[str, bytes | None, bytes]]) -> list[Any]:
-    """Per (method, request body, response body): status, body (or its size), content type, upstream body size."""
-    seen = []
+Case = tuple[str, bytes | None, bytes]  # method, request body, response body
+
+
+def exchange(port: int, upstream: ScriptedUpstream, cases: list[Case]) -> list[Any]:
+    """Per case: status, body (or its size), content type, upstream body sizes."""
+    seen: list[Any] = []
     for method, body, answer in cases:
         upstream.clear()
         upstream.set_response(200, [("content-type", "application/octet-stream")], answer)
@@ -77,9 +81,9 @@ def exchange(port: int, upstream: ScriptedUpstream, cases: list[tuple[str, bytes
     return seen
 
 
-SMALL = ("POST", b"a" * 10_000, b"b" * 10_000)
-LARGE_REQUEST = ("POST", b"a" * (LIMIT * 2), b"ok")
-LARGE_RESPONSE = ("GET", None, b"c" * (LIMIT * 2))
+SMALL: Case = ("POST", b"a" * 10_000, b"b" * 10_000)
+LARGE_REQUEST: Case = ("POST", b"a" * (LIMIT * 2), b"ok")
+LARGE_RESPONSE: Case = ("GET", None, b"c" * (LIMIT * 2))
 
 
 @pytest.fixture
@@ -134,39 +138,31 @@ class Progress:
 
 
 class RawUpstream:
-    """A one-connection HTTP/1.1 upstream on a plain socket, scripted per test."""
+    """An HTTP/1.1 upstream on a plain socket with small socket buffers, scripted per test."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SMALL_SOCKET_BUFFER)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SMALL_SOCKET_BUFFER)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(4)
-        self.port = int(self.listener.getsockname()[1])
+        self.port = 0
         self.release = threading.Event()
         self.sent = Progress()
         self.received = 0
-        self.thread: threading.Thread | None = None
+        self._server: SocketServer | None = None
 
     def serve(self, handler: Any) -> RawUpstream:
-        def run() -> None:
+        def session(connection: socket.socket) -> None:
+            connection.settimeout(_DEADLINE_S)
             try:
-                connection, _ = self.listener.accept()
-                with connection:
-                    connection.settimeout(_DEADLINE_S)
-                    handler(self, connection)
+                handler(self, connection)
             except BaseException as error:  # noqa: BLE001 - reported by the test
                 self.sent.failure = error
 
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
+        self._server = SocketServer(session, receive_buffer=_SMALL_SOCKET_BUFFER)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
         self.release.set()
-        self.listener.close()
-        if self.thread is not None:
-            self.thread.join(timeout=_DEADLINE_S)
+        if self._server is not None:
+            self._server.stop()
 
 
 def read_head(connection: socket.socket) -> tuple[bytes, bytes]:

@@ -9,7 +9,6 @@ real Envoy; both must report the same to the upstream and send the same calls to
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent import futures
@@ -22,6 +21,7 @@ import pytest
 from tests._tools import plugin_path
 from tests.e2e._envoy import EnvoyProcess, wasm_filter
 from tests.e2e._upstream import ScriptedUpstream
+from tests.e2e.test_sidecar_wasm import closed_port
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
 from tests.wasmhost.sidecar._process import SidecarProcess, http_request
 
@@ -109,14 +109,6 @@ def echo() -> Iterator[tuple[EchoService, int]]:
 def upstream() -> Iterator[ScriptedUpstream]:
     with ScriptedUpstream(200, [], "ok") as running:
         yield running
-
-
-def closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = int(probe.getsockname()[1])
-    probe.close()
-    return port
 
 
 def callout_config(target: str, grpc_port: int, upstream_port: int) -> dict[str, Any]:

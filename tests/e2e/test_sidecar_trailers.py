@@ -11,7 +11,6 @@ each end saw must be the same.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import httptools
 import pytest
 
 from tests.e2e._envoy import EnvoyProcess
+from tests.e2e._socket_server import serving
 from tests.wasmhost.sidecar._bootstrap import bootstrap, cluster, hcm_of
 from tests.wasmhost.sidecar._process import SidecarProcess
 
@@ -78,46 +78,22 @@ class TrailerUpstream:
     """Reads one chunked request per connection and answers chunked, with a trailer."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.1)  # accept() wakes up to notice stop()
-        self.port = int(self.listener.getsockname()[1])
+        self.port = 0
         self.requests: list[Message] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
 
-    def _serve(self) -> None:
-        while not self._stop:
-            try:
-                connection, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with connection:
-                connection.settimeout(_TIMEOUT_S)
-                try:
-                    self.requests.append(read_message(connection, httptools.HttpRequestParser, Message()))
-                    connection.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
-                                       b"5\r\nhello\r\n0\r\nx-upstream-trailer: u1\r\n\r\n")
-                except (OSError, httptools.HttpParserError):
-                    pass
-
-    def stop(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=_TIMEOUT_S)
-        self.listener.close()
+    def session(self, connection: socket.socket) -> None:
+        try:
+            self.requests.append(read_message(connection, httptools.HttpRequestParser, Message()))
+        except httptools.HttpParserError:
+            return
+        connection.sendall(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+                           b"5\r\nhello\r\n0\r\nx-upstream-trailer: u1\r\n\r\n")
 
 
 @pytest.fixture
 def upstream() -> Iterator[TrailerUpstream]:
-    running = TrailerUpstream()
-    try:
-        yield running
-    finally:
-        running.stop()
+    with serving(TrailerUpstream()) as peer:
+        yield peer
 
 
 def trailer_config(port: int, *, downstream: bool, upstream: bool) -> dict[str, Any]:

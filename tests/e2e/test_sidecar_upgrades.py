@@ -14,7 +14,6 @@ import hashlib
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.e2e._envoy import EnvoyProcess
+from tests.e2e._socket_server import serving
 from tests.wasmhost.sidecar._bootstrap import bootstrap, cluster, hcm_of
 from tests.wasmhost.sidecar._process import SidecarProcess
 
@@ -90,60 +90,30 @@ class EchoWebSocketServer:
     """Answers the handshake with 101 (or 400 on ``/refuse``), then echoes text frames until a close."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.1)
-        self.port = int(self.listener.getsockname()[1])
+        self.port = 0
         self.heads: list[tuple[str, list[tuple[str, str]]]] = []
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
 
-    def _serve(self) -> None:
-        while not self._stop:
-            try:
-                connection, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
+    def session(self, connection: socket.socket) -> None:
+        line, headers = read_head(connection)
+        self.heads.append((line, headers))
+        if line.startswith("GET /refuse"):
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 7\r\n\r\nrefused")
+            return
+        key = dict(headers).get("sec-websocket-key", "").encode()
+        connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                           b"connection: Upgrade\r\nsec-websocket-accept: " + accept_key(key) + b"\r\n\r\n")
+        while True:
+            opcode, payload = read_frame(connection)
+            if opcode == CLOSE:
+                connection.sendall(encode_frame(CLOSE, payload, mask=False))
                 return
-            threading.Thread(target=self._session, args=(connection,), daemon=True).start()
-
-    def _session(self, connection: socket.socket) -> None:
-        with connection:
-            connection.settimeout(_TIMEOUT_S)
-            try:
-                line, headers = read_head(connection)
-                self.heads.append((line, headers))
-                if line.startswith("GET /refuse"):
-                    connection.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 7\r\n\r\nrefused")
-                    return
-                key = dict(headers)["sec-websocket-key"].encode()
-                connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
-                                   b"connection: Upgrade\r\nsec-websocket-accept: " + accept_key(key) + b"\r\n\r\n")
-                while True:
-                    opcode, payload = read_frame(connection)
-                    if opcode == CLOSE:
-                        connection.sendall(encode_frame(CLOSE, payload, mask=False))
-                        return
-                    connection.sendall(encode_frame(TEXT, b"echo:" + payload, mask=False))
-            except (OSError, KeyError):
-                return
-
-    def stop(self) -> None:
-        self._stop = True
-        self._thread.join(timeout=_TIMEOUT_S)
-        self.listener.close()
+            connection.sendall(encode_frame(TEXT, b"echo:" + payload, mask=False))
 
 
 @pytest.fixture
 def echo_server() -> Iterator[EchoWebSocketServer]:
-    server = EchoWebSocketServer()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with serving(EchoWebSocketServer()) as peer:
+        yield peer
 
 
 def upgrade_config(port: int, *, websocket: bool) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from ._cluster import Cluster, Host
 from ._commands import (
@@ -21,13 +21,70 @@ from ._commands import (
 )
 from ._filter_api import HttpCallResult
 from ._headers import HeaderMap, Pair
+from ._upstream_sink import UpstreamSink
 
 _SERVICE_TIME = b"x-envoy-upstream-service-time"
 
 _tokens = itertools.count(1)
 
 
-class HttpCallout:
+class ClusterCall:
+    """What every callout to a cluster shares: the host's and cluster's request accounting."""
+
+    worker: Any
+    out: list[Any]
+    cluster: Cluster
+    host: Host
+    finished: bool
+    _started: bool
+    _started_at: float
+    _timer: Timer | None
+
+    def __init__(self, worker: Any, cluster: Cluster, headers: HeaderMap) -> None:
+        self.token = next(_tokens)
+        self.worker = worker
+        self.out = worker.out
+        self.cluster = cluster
+        self.host = None  # type: ignore[assignment]  # chosen at start
+        self.headers = headers
+        self.edge: Any = None
+        self.finished = False
+        self._started = False
+        self._started_at = 0.0
+        self._timer = None
+
+    def _begin(self, host: Host) -> None:
+        """Count the request on ``host`` and ask the edge for a connection."""
+        self.host = host
+        self._started = True
+        self._started_at = self.worker.now
+        host.active_requests += 1
+        self.cluster.rq_active += 1
+        self.cluster.stats.rq_total.value += 1
+        self.out.append(StartUpstream(cast(UpstreamSink, self)))  # subclasses are the sinks
+
+    def cancel(self) -> None:
+        """Forget the call without reporting (the requester went away)."""
+        if self.finished:
+            return
+        if self._started:
+            self.out.append(ResetUpstream(cast(UpstreamSink, self)))
+        self._release()
+
+    def _release(self) -> None:
+        """The call is over: no timer, no accounting left behind."""
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._started:
+            self._started = False
+            self.host.active_requests -= 1
+            self.cluster.rq_active -= 1
+            self.cluster.stats.rq_completed.value += 1
+
+
+class HttpCallout(ClusterCall):
     """An ``UpstreamSink`` that buffers the whole response and reports it once."""
 
     def __init__(
@@ -40,24 +97,14 @@ class HttpCallout:
         timeout: float,
         deliver: Callable[[int, HttpCallResult], None],
     ) -> None:
-        self.token = next(_tokens)
-        self.worker = worker
-        self.out: list[Any] = worker.out
-        self.cluster = cluster
-        self.host: Host = None  # type: ignore[assignment]
-        self.headers = headers
+        super().__init__(worker, cluster, headers)
         self.body = body
         self.trailers = trailers
         self.end_stream = not body and trailers is None
         self._deliver = deliver
-        self._timer: Timer | None = None
         self._response: HeaderMap | None = None
         self._chunks: list[bytes] = []
         self._response_trailers: HeaderMap | None = None
-        self._started = False
-        self._started_at = 0.0
-        self.finished = False
-        self.edge: Any = None
 
     def start(self, timeout: float) -> None:
         cluster = self.cluster
@@ -69,13 +116,7 @@ class HttpCallout:
             # Report asynchronously, as Envoy's async client does.
             self.out.append(Timer(0.0, lambda: self._complete("no_healthy_upstream")))
             return
-        self.host = host
-        self._started = True
-        self._started_at = self.worker.now
-        host.active_requests += 1
-        cluster.rq_active += 1
-        cluster.stats.rq_total.value += 1
-        self.out.append(StartUpstream(self))
+        self._begin(host)
         if self.body:
             self.out.append(SendUpstreamData(self, self.body, self.trailers is None))
         if self.trailers is not None:
@@ -142,25 +183,6 @@ class HttpCallout:
         ])
         self._chunks = [body]
         self._complete("")
-
-    def cancel(self) -> None:
-        """Forget the call without reporting (the requester went away)."""
-        if self.finished:
-            return
-        if self._started:
-            self.out.append(ResetUpstream(self))
-        self._release()
-
-    def _release(self) -> None:
-        self.finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._started:
-            self._started = False
-            self.host.active_requests -= 1
-            self.cluster.rq_active -= 1
-            self.cluster.stats.rq_completed.value += 1
 
     def _complete(self, failure: str) -> None:
         if self.finished:

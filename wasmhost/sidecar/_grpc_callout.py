@@ -19,12 +19,12 @@ gRPC status) with Envoy's status rules:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ._cluster import Cluster, Host
-from ._commands import ResetUpstream, SendUpstreamData, StartUpstream, Timer
+from ._callout import ClusterCall
+from ._cluster import Cluster
+from ._commands import ResetUpstream, SendUpstreamData, Timer
 from ._headers import HeaderMap, Pair
 
 OK = 0
@@ -37,8 +37,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _PREFIX = 5
 _COMPRESSED = 0x01
 _SERVICE_TIME = b"x-envoy-upstream-service-time"
-
-_tokens = itertools.count(1)
 
 
 class GrpcEvents(Protocol):
@@ -120,25 +118,15 @@ class MessageDecoder:
         return bool(self._buffer)
 
 
-class GrpcCallout:
+class GrpcCallout(ClusterCall):
     """An ``UpstreamSink`` carrying one gRPC call or stream; events go to ``GrpcEvents``."""
 
     def __init__(self, worker: Any, cluster: Cluster, headers: HeaderMap, events: GrpcEvents) -> None:
-        self.token = next(_tokens)
-        self.worker = worker
-        self.out: list[Any] = worker.out
-        self.cluster = cluster
-        self.host: Host = None  # type: ignore[assignment]
-        self.headers = headers
+        super().__init__(worker, cluster, headers)
         self.end_stream = False
-        self.edge: Any = None
         self.events = events
-        self.finished = False
-        self._started = False
-        self._started_at = 0.0
         self._responded = False
         self._half_closed = False
-        self._timer: Timer | None = None
         self._decoder = MessageDecoder()
 
     def start(self, timeout_ms: int) -> None:
@@ -150,13 +138,7 @@ class GrpcCallout:
             # reported from the event loop, never from inside the plugin's dispatch
             self.out.append(Timer(0.0, lambda: self._local_reply(b"no healthy upstream")))
             return
-        self.host = host
-        self._started = True
-        self._started_at = self.worker.now
-        host.active_requests += 1
-        self.cluster.rq_active += 1
-        self.cluster.stats.rq_total.value += 1
-        self.out.append(StartUpstream(self))
+        self._begin(host)
 
     # --- what the plugin does -------------------------------------------------------------------
 
@@ -173,14 +155,6 @@ class GrpcCallout:
         self._half_closed = True
         if self._started:
             self.out.append(SendUpstreamData(self, b"", True))
-
-    def cancel(self) -> None:
-        """Forget the call without reporting (the plugin cancelled it or went away)."""
-        if self.finished:
-            return
-        if self._started:
-            self.out.append(ResetUpstream(self))
-        self._release()
 
     # --- UpstreamSink ---------------------------------------------------------------------------
 
@@ -277,17 +251,6 @@ class GrpcCallout:
         if self._started and not self.finished:
             self.out.append(ResetUpstream(self))
         self._close(status, message)
-
-    def _release(self) -> None:
-        self.finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._started:
-            self._started = False
-            self.host.active_requests -= 1
-            self.cluster.rq_active -= 1
-            self.cluster.stats.rq_completed.value += 1
 
     def _close(self, status: int, message: bytes) -> None:
         if self.finished:

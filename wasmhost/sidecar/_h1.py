@@ -444,15 +444,7 @@ class Http1ClientCodec:
 
     def eof(self) -> bool:
         """The upstream closed; returns True when that ended a close-delimited response (or a tunnel)."""
-        if self._tunnelling and not self._ended:
-            self._ended = True
-            sink = self.sink
-            if self.on_end is not None:
-                self.on_end()
-            if sink is not None:
-                sink.on_response_data(b"", True)
-            return True
-        if self._in_message and self._close_delimited and not self._ended:
+        if not self._ended and (self._tunnelling or self._in_message and self._close_delimited):
             self._ended = True
             self._body = None
             self._in_message = False

@@ -46,10 +46,14 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
   return headers_status(ctx, eos);
 }
 
-PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t size, uint32_t eos) {
+static uint32_t body_status(const char *direction, uint32_t size, uint32_t eos) {
   if (!eos) return PW_PAUSE;
-  pw_logf(PW_LOG_INFO, "buffer_all: request size=%u", size);
+  pw_logf(PW_LOG_INFO, "buffer_all: %s size=%u", direction, size);
   return PW_CONTINUE;
+}
+
+PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t size, uint32_t eos) {
+  return body_status("request", size, eos);
 }
 
 PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, uint32_t n, uint32_t eos) {
@@ -57,9 +61,7 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
 }
 
 PW_EXPORT(proxy_on_response_body) uint32_t on_response_body(uint32_t ctx, uint32_t size, uint32_t eos) {
-  if (!eos) return PW_PAUSE;
-  pw_logf(PW_LOG_INFO, "buffer_all: response size=%u", size);
-  return PW_CONTINUE;
+  return body_status("response", size, eos);
 }
 
 PW_EXPORT(proxy_on_delete) void on_delete(uint32_t ctx) { pw_ctx_remove(ctx); }
