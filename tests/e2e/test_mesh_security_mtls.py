@@ -78,6 +78,12 @@ def test_cli_shows_the_secrets_sent_and_the_policies_that_apply(mesh: SecureMesh
     # the certificate the control plane says it sent is the one the server's Envoy holds
     envoy_certs = json.loads(server.admin_get("/certs"))["certificates"]
     assert serial in {c["serial_number"].lower().lstrip("0") for e in envoy_certs for c in e.get("cert_chain") or []}
+    # the same certificate, read from Envoy's own /config_dump (what `--admin` does for any proxy)
+    held = json.loads(cli("proxy-config", "secret", "server", "--admin", server.admin_url.removeprefix("http://"),
+                          "-o", "json"))
+    assert held["identity"] == f"spiffe://cluster.local/ns/{NAMESPACE}/sa/server"
+    assert next(s for s in held["secrets"] if s["name"] == "default")["serial"] == serial
+    assert "PRIVATE KEY" not in json.dumps(held)
     check = cli("authz", "check", f"server.{NAMESPACE}", *api)
     assert f"allow-client.{NAMESPACE}" in check and "ALLOW" in check
     assert "STRICT" in check
