@@ -13,10 +13,12 @@ steps), and that it keeps working. Forked children are always reaped.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import struct
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,8 +274,33 @@ def _in_child(path: str, operation: Operation, stop_at: int) -> int:
             code = 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return status
+    return reap(pid)
+
+
+CHILD_DEADLINE_S = 60.0
+
+
+def reap(pid: int) -> int:
+    """The exit status of the child ``pid``; a child that has not ended by the deadline is
+    killed and fails the test (so a hang in a forked child cannot wedge the suite)."""
+    try:
+        waiter = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        deadline = time.monotonic() + CHILD_DEADLINE_S
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            time.sleep(0.001)
+    else:
+        try:
+            if select.select([waiter], [], [], CHILD_DEADLINE_S)[0]:
+                return os.waitpid(pid, 0)[1]
+        finally:
+            os.close(waiter)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"forked child {pid} still ran after {CHILD_DEADLINE_S} s")
 
 
 def _states_along(path: str, operation: Operation) -> tuple[int, list[dict[str, Any]]]:

@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import random
+import select
 import signal
 import threading
 import time
@@ -397,10 +398,11 @@ def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
                 os._exit(3)
         try:
             os.close(started_w)
+            assert select.select([started_r], [], [], CHILD_DEADLINE_S)[0], "the child never started"
             assert os.read(started_r, 1) == b"s", "the child failed before it started"
             time.sleep(moments.uniform(0, 0.02))
         finally:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)  # a SIGKILLed child always ends, so this wait is bounded
             _, status = os.waitpid(pid, 0)
             os.close(started_r)
         context = f"kill {kill} (seed {seed})"
