@@ -47,6 +47,7 @@ class StatusWriter:
         self._pending: dict[ResourceKey, _Pending] = {}
         self._wake = threading.Condition()
         self._stopping = False
+        self._writing = False  # a write is under way (taken off `_pending`, not finished)
         self._thread: threading.Thread | None = None
 
     def submit(self, key: ResourceKey, status: Mapping[str, Any] | None) -> None:
@@ -74,8 +75,9 @@ class StatusWriter:
             self._thread.join(timeout)
 
     def idle(self) -> bool:
+        """Nothing waiting and nothing being written."""
         with self._wake:
-            return not self._pending
+            return not self._pending and not self._writing
 
     def _next(self) -> tuple[ResourceKey, _Pending] | None:
         """The next write that is due, waiting for one; None once stopping."""
@@ -86,6 +88,7 @@ class StatusWriter:
                 if due and due[0][1].due <= now:
                     key, pending = due[0]
                     del self._pending[key]
+                    self._writing = True
                     return key, pending
                 self._wake.wait(min(due[0][1].due - now, 1.0) if due else 1.0)
             return None
@@ -96,12 +99,14 @@ class StatusWriter:
             try:
                 self.patch(key, pending.status)
             except StatusTargetGone:
-                continue
+                pass
             except Exception as err:  # noqa: BLE001 - any API failure is retried
                 self._retry(key, pending, err)
-                continue
+            else:
+                with self._wake:
+                    self.written[key] = pending.status
             with self._wake:
-                self.written[key] = pending.status
+                self._writing = False
 
     def _retry(self, key: ResourceKey, pending: _Pending, err: Exception) -> None:
         delay = min(self.max_backoff, self.backoff * 2 ** pending.failures)

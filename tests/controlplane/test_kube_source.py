@@ -187,7 +187,7 @@ def test_wasm_plugin_status_is_written_to_its_status_subresource_and_retried(
         writer = running.run(lambda: attach_status_writer(running.plane.modules, source.patch_status, backoff=0.05))
         try:
             source.start()
-            wait_for(lambda: conditions_of(fake).get("Distributed") == ("True", "ControlPlane"), what="status written")
+            wait_for(lambda: conditions_of(fake).get("Distributed") == ("True", "ControlPlane"), what="status written", timeout=30)
             status = fake.status_of(WASM_PATH, "default", "headers")
             assert status is not None and status["module"]["digest"].startswith("sha256:")
             assert status["module"]["signers"] and conditions_of(fake)["Verified"] == ("True", "Signed")
@@ -199,7 +199,7 @@ def test_wasm_plugin_status_is_written_to_its_status_subresource_and_retried(
             unsigned = push("v2", build_wat('(module (memory 1) (func (export "proxy_abi_version_0_2_1")))'), False)
             fake.put(WASM_PATH, wasm_plugin(unsigned))
             wait_for(lambda: conditions_of(fake).get("Verified") == ("False", "SignatureRejected"),
-                     what="the refusal written after the retries")
+                     what="the refusal written after the retries", timeout=30)
             assert conditions_of(fake)["Distributed"] == ("True", "LastGoodVersion") and writer.failures >= 2
             wait_for(writer.idle, what="nothing left to write")
             writes = len(fake.status_writes)

@@ -119,9 +119,9 @@ def test_root_rotation_reissues_the_certificate_and_sends_the_new_bundle(plane: 
     pushes = plane.plane.push_count
     plane.run(ca.stage_root)
     wait_for(lambda: resolver.tls is not None and resolver.tls.trust_bundle_pem == bundle_of(plane),
-             what="the staged root reaches the module cluster")
+             what="the staged root reaches the module cluster", timeout=30)
     assert resolver.tls is not None and resolver.tls.trust_bundle_pem.count("BEGIN CERTIFICATE") == 2
-    wait_for(lambda: plane.plane is not None and plane.plane.push_count > pushes, what="a push with the new bundle")
+    wait_for(lambda: plane.plane is not None and plane.plane.push_count > pushes, what="a push with the new bundle", timeout=30)
     plane.run(ca.activate_next_root)
     new_root = ca.root
     assert new_root != old_root
@@ -129,11 +129,11 @@ def test_root_rotation_reissues_the_certificate_and_sends_the_new_bundle(plane: 
     def issued_by_new_root() -> bool:
         return get(resolver.port, bundle_of(plane))[2].issuer == new_root.subject
 
-    wait_for(issued_by_new_root, what="the endpoint presents a certificate from the new root")
+    wait_for(issued_by_new_root, what="the endpoint presents a certificate from the new root", timeout=30)
     plane.run(ca.retire_previous_root)
     only_new = new_root.public_bytes(serialization.Encoding.PEM).decode()
     wait_for(lambda: resolver.tls is not None and resolver.tls.trust_bundle_pem == only_new,
-             what="the retired root leaves the bundle")
+             what="the retired root leaves the bundle", timeout=30)
     assert get(resolver.port, only_new)[0] == 200
 
 
