@@ -310,3 +310,26 @@ def test_unfetchable_remote_module_applies_the_fail_strategy(tmp_path: Any, fail
         assert sent_headers(commands).get(b":status") == b"403"
     status = wasm_adapter.MODULE_STATUS["remote"]
     assert status["ok"] is False and status["url"] == missing.as_uri() and status["message"]
+
+
+# --- the stream facts plugins read ---------------------------------------------------------------------
+
+
+def test_plugins_read_the_stream_facts_live() -> None:
+    """What the router and the connection learn after the plugin's stream opened is what it reads."""
+    from wasmhost._properties import _address, _connection
+    from wasmhost.sidecar._wasm_info import plugin_stream_info
+
+    _, ctx, _ = make_runtime()
+    stream = new_stream(ctx)
+    info = plugin_stream_info(stream.info)
+    assert (info.cluster_name, info.upstream_address, info.upstream_port, info.mtls, info.extra) == ("", "", 0, False, {})
+    assert info.start_time_ns == int(stream.info.start_time * 1e9) > 0
+    stream.info.cluster_name = "backend"
+    stream.info.upstream_host = ("10.0.0.9", 8080)
+    stream.info.downstream_tls = {"peer_certificate_presented": True, "uri_san_peer_certificate": ["spiffe://a/b"],
+                                  "subject_peer_certificate": "CN=b"}
+    assert info.cluster_name == "backend"
+    assert _address(info, "upstream", "address") == "10.0.0.9:8080"
+    assert _connection(info, "mtls") is True
+    assert info.extra == {"source.principal": "spiffe://a/b", "connection.subject_peer_certificate": "CN=b"}
