@@ -125,6 +125,8 @@ class ControlPlane:
         self.modules.host = self.settings.module_host or ("127.0.0.1" if wildcard else self.settings.monitoring_host)
         self.modules.port = self.monitoring_port
         self.modules.start()
+        if self.security is not None:  # with a mesh CA, proxies fetch modules over HTTPS
+            await self.modules.serve_tls(self.security)
         self._tasks.append(self._loop.create_task(self._push_loop()))
         if self.folder is not None:
             self._tasks.append(self._loop.create_task(self.folder.watch(self.settings.watch_interval)))

@@ -97,14 +97,17 @@ def _serve(args: argparse.Namespace) -> int:
         kube = None
         if args.kubeconfig or args.kubernetes:
             from controlplane._kube import KubernetesSource
+            from controlplane._module_status import attach_status_writer
 
             kube = KubernetesSource.from_config(plane.store, args.kubeconfig).start()
+            status_writer = attach_status_writer(plane.modules, kube.patch_status)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         if kube is not None:
+            await asyncio.to_thread(status_writer.stop)
             await asyncio.to_thread(kube.stop)
         await plane.stop()
 
