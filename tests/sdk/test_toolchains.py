@@ -221,6 +221,19 @@ EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
         C_CORE | {"proxy_on_request_body", "proxy_on_response_body"},
         {"proxy_get_buffer_bytes", "proxy_get_buffer_status", "proxy_set_buffer_bytes"},
     ),
+    "buffer_all": (
+        "proxy_abi_version_0_2_1",
+        {"malloc"},
+        C_CORE
+        | {
+            "proxy_on_configure",
+            "proxy_on_request_headers",
+            "proxy_on_request_body",
+            "proxy_on_response_headers",
+            "proxy_on_response_body",
+        },
+        {"proxy_get_buffer_bytes", "proxy_log"},
+    ),
     "local_reply": (
         "proxy_abi_version_0_2_1",
         {"malloc"},
