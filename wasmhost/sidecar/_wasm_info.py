@@ -20,6 +20,12 @@ from ._tracing import active_span_properties
 _PEER_FACTS = ("subject_peer_certificate", "sha256_peer_certificate_digest")
 
 
+def _half(pair: str, index: int) -> Any:
+    """A property reading the address (0) or the port (1) of one of the chain's address pairs."""
+    read = attrgetter(f"_source.{pair}")
+    return property(lambda self: read(self)[index])
+
+
 class ChainStreamInfo:
     """A read-only ``wasmhost.StreamInfo`` over one stream of the chain."""
 
@@ -34,21 +40,10 @@ class ChainStreamInfo:
     def __init__(self, source: StreamInfo) -> None:
         self._source = source
 
-    @property
-    def source_address(self) -> str:
-        return self._source.downstream_remote_address[0]
-
-    @property
-    def source_port(self) -> int:
-        return self._source.downstream_remote_address[1]
-
-    @property
-    def destination_address(self) -> str:
-        return self._source.downstream_local_address[0]
-
-    @property
-    def destination_port(self) -> int:
-        return self._source.downstream_local_address[1]
+    source_address = _half("downstream_remote_address", 0)
+    source_port = _half("downstream_remote_address", 1)
+    destination_address = _half("downstream_local_address", 0)
+    destination_port = _half("downstream_local_address", 1)
 
     @property
     def start_time_ns(self) -> int:
