@@ -86,15 +86,16 @@ def test_forward_keeps_the_token() -> None:
     assert sent[0].get(b"authorization") is not None
 
 
-@pytest.mark.parametrize(("value", "code", "message"), [
-    (token(expires_in=-600), 401, b"Jwt is expired"),
-    (token(issuer="https://other.test"), 401, b"Jwt issuer is not configured"),
-    (token(key=OTHER_KEY), 401, b"Jwt verification fails"),
-    (token(aud="elsewhere"), 403, b"Audiences in Jwt are not allowed"),
-    ("not.a.jwt", 401, b"Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"),
-])
-def test_invalid_tokens_are_refused_with_envoys_messages(value: str, code: int, message: bytes) -> None:
-    status, stream, summary = run(istio_config(), bearer(value))
+# tokens are minted when the test runs, not at collection: a long suite must not expire them
+@pytest.mark.parametrize(("make", "code", "message"), [
+    (lambda: token(expires_in=-600), 401, b"Jwt is expired"),
+    (lambda: token(issuer="https://other.test"), 401, b"Jwt issuer is not configured"),
+    (lambda: token(key=OTHER_KEY), 401, b"Jwt verification fails"),
+    (lambda: token(aud="elsewhere"), 403, b"Audiences in Jwt are not allowed"),
+    (lambda: "not.a.jwt", 401, b"Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"),
+], ids=["expired", "issuer", "signature", "audience", "malformed"])
+def test_invalid_tokens_are_refused_with_envoys_messages(make: Callable[[], str], code: int, message: bytes) -> None:
+    status, stream, summary = run(istio_config(), bearer(make()))
     assert status == code
     assert summary[1] == ("SendData", message, True)
     assert stream.info.response_code_details.startswith("jwt_authn_access_denied{")
