@@ -21,7 +21,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 
 from controlplane._bootstrap import BootstrapOptions, bootstrap
 from controlplane._mtls import downstream_tls
-from controlplane.ca import BootstrapTokens, CsrServer
+from tests.controlplane.ca import test_service
 from tests.wasmhost.security._pki import issue, make_ca, spiffe
 from wasmhost.security import sds_secrets
 from wasmhost.sidecar._config_load import parse_bootstrap_dict, parse_message_dict
@@ -32,6 +32,7 @@ from wasmhost.sidecar._tls import build_tls
 from wasmhost.sidecar._xds_resources import SECRET, XdsResource
 from wasmhost.sidecar._xds_settings import ads_settings
 
+ca_server = test_service.ca_server  # the CSR service on 127.0.0.1 (a fixture)
 ROOTS = "-----BEGIN CERTIFICATE-----\nroots of the control plane\n-----END CERTIFICATE-----\n"
 
 
@@ -121,17 +122,6 @@ def test_secrets_named_through_sds_grpc_come_from_the_agent_only(tmp_path: Path)
         (AGENT_SECRETS, "default", "tls_certificate"), (AGENT_SECRETS, "ROOTCA", "validation_context")}
     tls = build_tls(socket, "filter_chains[0].transport_socket", server=True)  # key loaded from memory
     assert tls.alpn == ("h2", "http/1.1")
-
-
-@pytest.fixture
-def ca_server(tmp_path: Path) -> Any:
-    ca = make_ca(tmp_path / "ca")
-    tokens = BootstrapTokens()
-    server = CsrServer(ca, tokens, port=0).start()
-    try:
-        yield ca, tokens, server
-    finally:
-        server.stop()
 
 
 def test_the_agent_publishes_the_secrets_of_each_certificate_it_gets_by_csr(ca_server: Any) -> None:
