@@ -22,9 +22,8 @@ operation took from the heap need no entry: until the commit nothing points at t
 holds only for blocks that were free when the operation began, so an operation allocates
 before it frees (a block it frees keeps live bytes until the commit).
 
-Queues: ``enqueue`` from any process appends to the queue's linked list and bumps a global
-epoch; the process whose root context registered the queue last finds out in
-:meth:`MappedSharedRegistry.poll_queues`, which the embedder calls from a timer.
+The byte layout and formatting live in :mod:`._shared_layout`, the queues in
+:mod:`._shared_queues` (mixed into :class:`MappedSharedRegistry`).
 """
 
 from __future__ import annotations
@@ -33,14 +32,42 @@ import fcntl
 import hashlib
 import mmap
 import os
-import struct
-import tempfile
 import weakref
-from collections import deque
 from typing import TYPE_CHECKING
 
 from ._abi import Status
-from ._shared_journal import JOURNAL_LENGTH_AT, MUTEX_AT, UndoJournal, word_view
+from ._shared_journal import UndoJournal, word_view
+from ._shared_layout import (
+    _CAS_WRAP,
+    _CLASSES,
+    _COUNT,
+    _DATA,
+    _HEADER,
+    _MIN_CLASS,
+    _OFF_CAS,
+    _OFF_COMMITTED,
+    _OFF_FREE,
+    _OFF_HEAP_TOP,
+    _OFF_JOURNAL,
+    _OFF_MUTEX,
+    _OFF_SLOT_USED,
+    _PAGE,
+    _QUEUE_SIZE,
+    _SLOT,
+    _SLOT_KEY,
+    _SLOT_SIZE,
+    _SLOT_VALUE,
+    COMMIT_STEP,
+    DEFAULT_HEAP_BYTES,
+    DEFAULT_QUEUES,
+    MAGIC,
+    VERSION,
+    _format,
+    _scoped,
+    _size_class,
+    _slots_for,
+    create_state_file,
+)
 from ._shared_lock import (
     LOCK_FLOCK,
     LOCK_ROBUST_MUTEX,
@@ -50,98 +77,12 @@ from ._shared_lock import (
     UnusableLock,
     default_lock_kind,
 )
+from ._shared_queues import MappedQueues
 from .limits import Limits
 
 if TYPE_CHECKING:
     from ._context import RootContext
     from ._shared import SharedQueue
-
-MAGIC = b"WMSHST01"
-VERSION = 2  # 2: the undo journal
-#: geometry used when a process finds the state file empty
-DEFAULT_SLOTS = 1 << 17
-DEFAULT_QUEUES = 4096
-DEFAULT_HEAP_BYTES = 1 << 30
-MAX_SLOTS = 1 << 22
-COMMIT_STEP = 1 << 20
-
-_PAGE = 4096
-_HEADER = struct.Struct("<8sIIIIQQQQ16s")  # magic, version, lock kind, slots, queues, 4 bases/limits, secret
-_OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_HEAP_TOP, _OFF_COMMITTED, _OFF_CAS, _OFF_EPOCH = 72, 80, 88, 96, 104, 112
-_OFF_JOURNAL = JOURNAL_LENGTH_AT
-_OFF_FREE = 128  # one free-list head per size class
-_CLASSES = 48
-_OFF_MUTEX = MUTEX_AT
-_U64 = struct.Struct("<Q")
-_SLOT_SIZE = 32
-_SLOT = struct.Struct("<QIIQQ")  # key_off (0 = empty), key_len, val_len, val_off, cas/number
-_SLOT_KEY = struct.Struct("<QI")
-_SLOT_VALUE = struct.Struct("<IQQ")  # at +12: val_len, val_off, cas
-_QUEUE_SIZE = 48
-_QUEUE = struct.Struct("<QIIQQQQ")  # name_off, name_len, count, head, tail, enqueued, owner
-_QUEUE_LIST = struct.Struct("<IQQQ")  # at +12: count, head, tail, enqueued
-_ITEM = struct.Struct("<QI")  # next, length; data follows at +16
-_ITEM_HEADER = 16
-_MIN_CLASS = 4
-_CAS_WRAP = 0xFFFFFFFF  # tokens travel as u32; they cycle 1..2^32-1 and skip 0 ("no CAS")
-_DATA, _COUNT, _QUEUE_NAME = 0, 1, 2
-
-
-def create_state_file(
-    directory: str | None = None,
-    *,
-    slots: int = DEFAULT_SLOTS,
-    queues: int = DEFAULT_QUEUES,
-    heap_bytes: int = DEFAULT_HEAP_BYTES,
-    lock: int | None = None,
-) -> str:
-    """Create and format a fresh state file; the caller deletes it when the workers are gone.
-
-    By default it goes to ``/dev/shm`` (memory, no disk write-back) when that exists.
-    """
-    if directory is None:
-        directory = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    fd, path = tempfile.mkstemp(prefix="wasmesh-shared-", suffix=".state", dir=directory)
-    try:
-        _format(fd, slots, queues, heap_bytes, lock if lock is not None else default_lock_kind())
-    except BaseException:
-        os.close(fd)
-        os.unlink(path)
-        raise
-    os.close(fd)
-    return path
-
-
-def _format(fd: int, slots: int, queues: int, heap_bytes: int, lock_kind: int) -> None:
-    """Lay out an empty file; the magic goes in last, so a half-formatted file is refused."""
-    if slots & (slots - 1) or not 64 <= slots <= MAX_SLOTS:
-        raise SharedStateError(f"slots must be a power of two in 64..{MAX_SLOTS}, not {slots}")
-    if queues < 1 or heap_bytes < COMMIT_STEP:
-        raise SharedStateError("need at least one queue and a heap of at least 1 MiB")
-    slot_base = _PAGE
-    queue_base = slot_base + slots * _SLOT_SIZE
-    heap_base = -(-(queue_base + queues * _QUEUE_SIZE) // _PAGE) * _PAGE
-    size = heap_base + heap_bytes
-    os.ftruncate(fd, 0)
-    os.ftruncate(fd, size)
-    os.posix_fallocate(fd, 0, heap_base)
-    with mmap.mmap(fd, heap_base) as mm:
-        _HEADER.pack_into(mm, 0, b"\0" * 8, VERSION, lock_kind, slots, queues,
-                          slot_base, queue_base, heap_base, size, os.urandom(16))
-        for offset in (_OFF_SLOT_USED, _OFF_QUEUE_USED, _OFF_CAS, _OFF_EPOCH):
-            _U64.pack_into(mm, offset, 0)
-        _U64.pack_into(mm, _OFF_HEAP_TOP, heap_base)
-        _U64.pack_into(mm, _OFF_COMMITTED, heap_base)
-        if lock_kind == LOCK_ROBUST_MUTEX:
-            RobustMutex.initialize(mm, _OFF_MUTEX)
-        elif lock_kind != LOCK_FLOCK:
-            raise SharedStateError(f"unknown lock kind {lock_kind}")
-        mm[0:8] = MAGIC
-
-
-def _size_class(size: int) -> int:
-    return max(_MIN_CLASS, (size - 1).bit_length())
-
 
 _open_registries: weakref.WeakSet[MappedSharedRegistry] = weakref.WeakSet()
 
@@ -178,17 +119,7 @@ class MappedSharedData:
         return self._registry._keys(self._prefix)
 
 
-def _scoped(kind: int, vm_id: str, name: bytes) -> bytes:
-    scope = vm_id.encode("utf-8", "surrogateescape")
-    return bytes((kind,)) + len(scope).to_bytes(4, "little") + scope + name
-
-
-def _unscope(full: bytes) -> tuple[str, bytes]:
-    length = int.from_bytes(full[1:5], "little")
-    return full[5:5 + length].decode("utf-8", "surrogateescape"), full[5 + length:]
-
-
-class MappedSharedRegistry:
+class MappedSharedRegistry(MappedQueues):
     """Shared data and queues of every vm_id, in a state file all worker processes map."""
 
     def __init__(self, path: str, limits: Limits) -> None:
@@ -514,210 +445,6 @@ class MappedSharedRegistry:
             self._release()
         return found
 
-    # -- queues ----------------------------------------------------------------------------------
-    def _record_at(self, queue_id: int) -> int:
-        """Offset of a registered queue's record, or 0 (call with the lock held)."""
-        words = self._words
-        if 1 <= queue_id <= words[_OFF_QUEUE_USED >> 3]:
-            return self._queue_base + (queue_id - 1) * _QUEUE_SIZE
-        return 0
 
-    def register_queue(self, vm_id: str, name: str, owner: RootContext) -> int:
-        """Create or reopen (vm_id, name); this process's ``owner`` gets its notifications.
-
-        Returns 0 when the queue table or the heap is full.
-        """
-        words = self._words
-        full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
-        mm = self._mm
-        self._acquire()
-        try:
-            index = self._probe(full)
-            if index >= 0:
-                queue_id = words[(self._slot_base + index * _SLOT_SIZE + 24) >> 3]
-            else:
-                used = words[_OFF_QUEUE_USED >> 3]
-                if used >= self._queue_capacity:
-                    return 0
-                queue_id = used + 1
-                if not self._claim(~index, full, queue_id):
-                    return 0
-                name_off = _SLOT_KEY.unpack_from(mm, self._slot_base + ~index * _SLOT_SIZE)[0]
-                at = self._queue_base + used * _QUEUE_SIZE
-                self._journal.record(at, at + 8, at + 16, at + 24, at + 32, at + 40, _OFF_QUEUE_USED)
-                _QUEUE.pack_into(mm, at, name_off, len(full), 0, 0, 0, 0, 0)
-                words[_OFF_QUEUE_USED >> 3] = queue_id
-            owner_at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE + 40
-            self._journal.record(owner_at)
-            words[owner_at >> 3] = self._token
-            enqueued = words[(owner_at - 8) >> 3]
-            self._journal.commit()
-        finally:
-            self._release()
-        self._owned[queue_id] = owner
-        self._notified[queue_id] = enqueued  # items enqueued before now are not announced
-        self._queue_ids[(vm_id, name)] = queue_id
-        return queue_id
-
-    def resolve_queue(self, vm_id: str, name: str) -> int | None:
-        words = self._words
-        queue_id = self._queue_ids.get((vm_id, name))
-        if queue_id is not None:
-            return queue_id
-        full = _scoped(_QUEUE_NAME, vm_id, name.encode("utf-8", "surrogateescape"))
-        self._acquire()
-        try:
-            index = self._probe(full)
-            if index < 0:
-                return None
-            queue_id = words[(self._slot_base + index * _SLOT_SIZE + 24) >> 3]
-        finally:
-            self._release()
-        self._queue_ids[(vm_id, name)] = queue_id
-        return queue_id
-
-    def _describe(self, queue_id: int, at: int, owner_token: int) -> SharedQueue:
-        """The queue's identity with this process's owner (None when another process owns it)."""
-        from ._shared import SharedQueue
-
-        queue = self._queue_refs.get(queue_id)
-        if queue is None:
-            name_off, name_len = _SLOT_KEY.unpack_from(self._mm, at)
-            vm_id, name = _unscope(self._mm[name_off:name_off + name_len])
-            queue = SharedQueue(queue_id, vm_id, name.decode("utf-8", "surrogateescape"), None)
-            self._queue_refs[queue_id] = queue
-        queue.owner = self._owned.get(queue_id) if owner_token == self._token else None
-        return queue
-
-    def queue(self, queue_id: int) -> SharedQueue | None:
-        """A snapshot of the queue, its waiting items copied out."""
-        from ._shared import SharedQueue
-
-        mm = self._mm
-        self._acquire()
-        try:
-            at = self._record_at(queue_id)
-            if not at:
-                return None
-            ref = self._describe(queue_id, at, _QUEUE.unpack_from(mm, at)[6])
-            queue = SharedQueue(queue_id, ref.vm_id, ref.name, ref.owner, deque(self._items(at)))
-        finally:
-            self._release()
-        return queue
-
-    def _items(self, at: int) -> list[bytes]:
-        mm = self._mm
-        _, _, count, item, _, _, _ = _QUEUE.unpack_from(mm, at)
-        items = []
-        for _ in range(count):
-            following, length = _ITEM.unpack_from(mm, item)
-            items.append(mm[item + _ITEM_HEADER:item + _ITEM_HEADER + length])
-            item = following
-        return items
-
-    def enqueue(self, queue_id: int, value: bytes) -> SharedQueue | None:
-        """Append ``value``; None for an unknown queue (or when even dropping its items frees no room).
-
-        The returned queue's ``owner`` is set only when this process owns it; another owner
-        learns of the item through its ``poll_queues``.
-        """
-        words = self._words
-        mm = self._mm
-        self._acquire()
-        try:
-            at = self._record_at(queue_id)
-            if not at:
-                return None
-            while True:
-                count, _, tail, _ = _QUEUE_LIST.unpack_from(mm, at + 12)
-                links = (tail, at + 8, at + 16, at + 24, at + 32) if count else (at + 8, at + 16, at + 24, at + 32)
-                block = self._alloc(_ITEM_HEADER + len(value), links)  # journals the links too
-                if block:
-                    break
-                # the heap is full: drop the oldest item, one committed step per item, which
-                # keeps the journal bounded (a death here leaves a shorter, consistent queue)
-                if self._pop_item(at) is None:
-                    return None
-                self._journal.commit()
-            _ITEM.pack_into(mm, block, 0, len(value))
-            mm[block + _ITEM_HEADER:block + _ITEM_HEADER + len(value)] = value
-            if _QUEUE_LIST.unpack_from(mm, at + 12)[0] >= self._limits.max_queue_depth:
-                self._pop_item(at)  # after the allocation: its block must not be the one just filled
-            count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
-            if count:  # the tail was journaled with the allocation (a drop never changes a live tail)
-                words[tail >> 3] = block
-            else:
-                head = block
-            _QUEUE_LIST.pack_into(mm, at + 12, count + 1, head, block, enqueued + 1)
-            # not journaled: the epoch only ever grows (rolled back, a poller could miss an item)
-            words[_OFF_EPOCH >> 3] = words[_OFF_EPOCH >> 3] + 1
-            self._journal.commit()
-            queue = self._describe(queue_id, at, words[(at + 40) >> 3])
-            if queue.owner is not None:
-                self._notified[queue_id] = self._notified.get(queue_id, 0) + 1  # the caller notifies
-        finally:
-            self._release()
-        return queue
-
-    def _pop_item(self, at: int) -> bytes | None:
-        """Unlink and free the oldest item (uncommitted); the count, not the links, says when the
-        queue is empty."""
-        words = self._words
-        mm = self._mm
-        count, head, tail, enqueued = _QUEUE_LIST.unpack_from(mm, at + 12)
-        if not count:
-            return None
-        following, length = _ITEM.unpack_from(mm, head)
-        value = mm[head + _ITEM_HEADER:head + _ITEM_HEADER + length]
-        left = count - 1
-        head_at = _OFF_FREE + 8 * _size_class(_ITEM_HEADER + length)
-        self._journal.record(at + 8, at + 16, at + 24, head, head_at)
-        _QUEUE_LIST.pack_into(mm, at + 12, left, following if left else 0, tail if left else 0, enqueued)
-        words[head >> 3] = words[head_at >> 3]  # the item goes on its free list (``_push``, inlined)
-        words[head_at >> 3] = head
-        return value
-
-    def dequeue(self, queue_id: int) -> tuple[Status, bytes]:
-        self._acquire()
-        try:
-            at = self._record_at(queue_id)
-            if not at:
-                return Status.NOT_FOUND, b""
-            value = self._pop_item(at)
-            self._journal.commit()
-        finally:
-            self._release()
-        return (Status.EMPTY, b"") if value is None else (Status.OK, value)
-
-    def poll_queues(self) -> list[tuple[RootContext, int]]:
-        """(owner root, queue id) once per item other processes enqueued on queues owned here.
-
-        Cheap when nothing happened: one unlocked read of the global enqueue epoch.
-        """
-        words = self._words
-        if not self._owned or words[_OFF_EPOCH >> 3] == self._seen_epoch:
-            return []
-        ready: list[tuple[RootContext, int]] = []
-        mm = self._mm
-        self._acquire()
-        try:
-            self._seen_epoch = words[_OFF_EPOCH >> 3]
-            for queue_id, owner in list(self._owned.items()):
-                at = self._queue_base + (queue_id - 1) * _QUEUE_SIZE
-                _, _, _, _, _, enqueued, owner_token = _QUEUE.unpack_from(mm, at)
-                if owner_token != self._token:
-                    del self._owned[queue_id]  # another process registered it since
-                    continue
-                fresh = enqueued - self._notified.get(queue_id, 0)
-                self._notified[queue_id] = enqueued
-                if fresh > 0 and not owner.deleted:
-                    ready.extend([(owner, queue_id)] * min(fresh, self._limits.max_queue_depth))
-        finally:
-            self._release()
-        return ready
-
-
-def _slots_for(limits: Limits) -> int:
-    """Room for every key of one vm_id at half load, within the table bounds."""
-    wanted = max(DEFAULT_SLOTS, 2 * limits.max_shared_keys)
-    return min(MAX_SLOTS, 1 << (wanted - 1).bit_length())
+__all__ = ["LOCK_FLOCK", "LOCK_ROBUST_MUTEX", "MappedSharedData", "MappedSharedRegistry", "SharedStateError",
+           "create_state_file"]

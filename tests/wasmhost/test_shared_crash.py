@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from wasmhost import _shared_journal, _shared_lock, _shared_mmap
+from wasmhost import _shared_journal, _shared_layout, _shared_lock, _shared_mmap, _shared_queues
 from wasmhost._abi import Status
-from wasmhost._shared_mmap import (
+from wasmhost._shared_layout import (
     _CLASSES,
     _HEADER,
     _ITEM,
@@ -45,11 +45,13 @@ from wasmhost._shared_mmap import (
     _QUEUE_SIZE,
     _SLOT,
     _SLOT_SIZE,
+    create_state_file,
+)
+from wasmhost._shared_mmap import (
     LOCK_FLOCK,
     LOCK_ROBUST_MUTEX,
     MappedSharedRegistry,
     SharedStateError,
-    create_state_file,
 )
 from wasmhost.limits import Limits
 
@@ -233,7 +235,7 @@ def test_the_checker_accepts_a_busy_store_and_finds_each_kind_of_damage(tmp_path
 
 # -- crashing at every line of an operation ------------------------------------------------------
 
-_TRACED = {os.path.abspath(module.__file__ or "") for module in (_shared_mmap, _shared_journal, _shared_lock)}
+_TRACED = {os.path.abspath(module.__file__ or "") for module in (_shared_mmap, _shared_queues, _shared_layout, _shared_journal, _shared_lock)}
 
 
 def _run_until_line(stop_at: int, action: Callable[[], object]) -> int:
