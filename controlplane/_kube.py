@@ -10,6 +10,9 @@ folder (a bad one is reported and its last good version kept). A Service with it
 becomes a ServiceEntry-equivalent resource (STATIC, one endpoint per ready address, labelled
 with its Pod's labels), so the registry and translation see one model. The one write is
 `patch_status`: module status conditions onto a WasmPlugin's `status` subresource.
+
+`token_reviewer` posts TokenReviews for the CA (`ca.TokenReviewAuthenticator`), so
+service-account tokens can serve as bootstrap credentials on a cluster.
 """
 
 from __future__ import annotations
@@ -224,6 +227,24 @@ class KubernetesSource:
         self.store.replace_source(SOURCE, resources, findings)
 
 
+def token_reviewer(api_client: Any, *, timeout: float = 5.0) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """A function posting a TokenReview (`authentication.k8s.io/v1`) and returning the answer as a
+    dict; errors (API status, transport, `timeout` seconds passed) propagate to the caller."""
+    from kubernetes import client
+
+    api = client.AuthenticationV1Api(api_client)
+
+    def review(body: Mapping[str, Any]) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        request = client.V1TokenReview(
+            api_version=body.get("apiVersion"), kind=body.get("kind"),
+            spec=client.V1TokenReviewSpec(token=str(spec.get("token", "")), audiences=spec.get("audiences")))
+        answer = api.create_token_review(request, _request_timeout=timeout)
+        return dict(api_client.sanitize_for_serialization(answer))
+
+    return review
+
+
 def _object_key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -284,4 +305,4 @@ def _protocol_from_name(name: str) -> str:
     return {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "tcp": "TCP"}.get(prefix, "")
 
 
-__all__ = ["SOURCE", "KubernetesSource", "services_as_entries"]
+__all__ = ["SOURCE", "KubernetesSource", "services_as_entries", "token_reviewer"]

@@ -10,7 +10,13 @@ port. The secure port serves over TLS, with a certificate the same CA issues and
   sent SDS secrets minted for them (`_sds.WorkloadCertificates`).
 
 A token is accepted only over TLS: a bearer token on the plaintext port is refused, never
-trusted, so a credential never travels in the clear.
+trusted, so a credential never travels in the clear. With a Kubernetes source,
+`accept_service_account_tokens` also takes a service-account token (checked by TokenReview,
+audience `istio-ca`): the identity is then its `system:serviceaccount:<ns>:<sa>`. When the API
+server cannot answer, the caller is told UNAVAILABLE (retry), never given a certificate.
+
+The secure port's certificate (`ca.ServingCertificate`) is re-signed at half its lifetime and
+whenever the trust bundle changes, so it always chains to the root currently signing.
 """
 
 from __future__ import annotations
@@ -19,9 +25,7 @@ import asyncio
 import datetime as dt
 import os
 import secrets
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +36,14 @@ from controlplane._sds import WorkloadCertificates
 from controlplane.ca import (
     DEFAULT_TTL,
     AuthenticationError,
+    AuthenticatorUnavailable,
     BootstrapTokens,
+    CallerAuthenticator,
     CertificateAuthority,
     CertificateService,
+    OwnTokensFirst,
+    ServingCertificate,
+    TokenReviewAuthenticator,
 )
 from wasmhost.security import (
     CERTIFICATE_SERVICE_NAME,
@@ -121,28 +130,19 @@ class MeshSecurity:
                                        max_ttl=max(lifetime, dt.timedelta(days=90)))
         self.tokens = BootstrapTokens(token_secret(settings.ca_dir / TOKEN_SECRET_FILE))
         self.certificates = WorkloadCertificates(self.ca, lifetime=lifetime)
-        self.csr_service = CertificateService(self.ca, self.tokens)
-        self._lock = threading.Lock()
-        self._serving: grpc.ServerCertificateConfiguration | None = None
-        self._serving_renew_at = 0.0
+        self.authenticator: CallerAuthenticator = self.tokens
+        self.csr_service = CertificateService(self.ca, self.authenticator)
         self.identity = SpiffeId(settings.trust_domain, "istio-system", "istiod")
+        self.serving = ServingCertificate(self.ca, self.identity, SERVER_NAMES, settings.serving_lifetime)
+
+    def accept_service_account_tokens(self, review: Callable[[Mapping[str, Any]], Mapping[str, Any]]) -> None:
+        """Also authenticate Kubernetes service-account tokens, through `review` (a TokenReview post)."""
+        self.authenticator = OwnTokensFirst(self.tokens, TokenReviewAuthenticator(review))
+        self.csr_service.authenticator = self.authenticator
 
     # ---- the secure port ---------------------------------------------------------------------
-    def _serving_certificate(self) -> grpc.ServerCertificateConfiguration | None:
-        """gRPC's fetcher: a new configuration once half the serving lifetime passed, else None."""
-        with self._lock:
-            if self._serving is not None and time.time() < self._serving_renew_at:
-                return None
-            lifetime = self.settings.serving_lifetime
-            key, chain = self.ca.issue_server_certificate(self.identity, list(SERVER_NAMES), lifetime=lifetime)
-            self._serving = grpc.ssl_server_certificate_configuration([(key, chain)])
-            self._serving_renew_at = time.time() + lifetime.total_seconds() / 2
-            return self._serving
-
     def credentials(self) -> grpc.ServerCredentials:
-        initial = self._serving_certificate()
-        assert initial is not None
-        return grpc.dynamic_ssl_server_credentials(initial, self._serving_certificate)
+        return self.serving.credentials()
 
     def add_to(self, server: grpc.aio.Server, host: str) -> int:
         """Register the CSR service and bind the secure port; returns the bound port."""
@@ -178,7 +178,9 @@ class MeshSecurity:
             raise StreamRefused(grpc.StatusCode.UNAUTHENTICATED,
                                 "a bootstrap token is accepted only over TLS: connect to the secure port")
         try:
-            caller = self.tokens.authenticate(token)
+            caller = self.authenticator.authenticate(token)
+        except AuthenticatorUnavailable as err:
+            raise StreamRefused(grpc.StatusCode.UNAVAILABLE, str(err)) from None
         except AuthenticationError as err:
             raise StreamRefused(grpc.StatusCode.UNAUTHENTICATED, str(err)) from None
         if (caller.namespace, caller.service_account) != (namespace, service_account):

@@ -7,7 +7,11 @@ the request metadata and signs only for the identity it returns. Two implementat
   (``v1.<payload>.<hmac>``: base64url JSON with ns, sa, aud, exp; HMAC-SHA256 over the
   payload with a secret only the control plane holds).
 - ``TokenReviewAuthenticator``: a Kubernetes service-account token, checked by posting a
-  ``TokenReview`` through a caller-supplied function (the Kubernetes client lives elsewhere).
+  ``TokenReview`` through a caller-supplied function (``controlplane._kube.token_reviewer``
+  wraps the Kubernetes client). Answers are cached briefly, refusals shorter than
+  acceptances; an API failure is ``AuthenticatorUnavailable`` (retryable) and never cached.
+- ``OwnTokensFirst``: our bootstrap tokens are checked locally, any other bearer token goes to
+  the cluster authenticator (what the control plane uses when it watches Kubernetes).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +34,10 @@ _VERSION = "v1"
 
 class AuthenticationError(Exception):
     """The caller's credential was refused; the message is safe to send back."""
+
+
+class AuthenticatorUnavailable(AuthenticationError):
+    """The credential could not be checked now (e.g. the API server failed); retrying may help."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,11 @@ class BootstrapTokens:
         payload = _b64(json.dumps(body, separators=(",", ":"), sort_keys=True).encode())
         return f"{_VERSION}.{payload}.{self._mac(payload)}"
 
+    @staticmethod
+    def looks_like(token: str) -> bool:
+        """Whether `token` has our token's shape (a Kubernetes JWT starts with ``eyJ``, never ``v1.``)."""
+        return token.startswith(f"{_VERSION}.") and token.count(".") == 2
+
     def authenticate(self, token: str) -> CallerIdentity:
         parts = token.split(".")
         if len(parts) != 3 or parts[0] != _VERSION:
@@ -93,19 +108,41 @@ class BootstrapTokens:
 _SA_PREFIX = "system:serviceaccount:"
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    identity: CallerIdentity | None
+    refusal: str
+    until: float
+
+
 class TokenReviewAuthenticator:
     """Checks a Kubernetes service-account token with the API server's TokenReview.
 
     ``review`` posts the given TokenReview object and returns the API server's answer as a
-    dict (e.g. a thin wrapper over ``AuthenticationV1Api.create_token_review``); it may raise
-    any exception, which is reported as an authentication failure.
+    dict; any exception it raises means the answer is unknown (``AuthenticatorUnavailable``).
+    Verdicts are cached by token digest for ``accept_ttl`` / ``refuse_ttl`` seconds, at most
+    ``max_entries`` of them, so a restarting fleet does not flood the API server.
     """
 
     def __init__(
-        self, review: Callable[[Mapping[str, Any]], Mapping[str, Any]], *, audiences: Sequence[str] = ("istio-ca",)
+        self,
+        review: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        *,
+        audiences: Sequence[str] = ("istio-ca",),
+        accept_ttl: float = 60.0,
+        refuse_ttl: float = 5.0,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
         self._review = review
         self.audiences = list(audiences)
+        self.accept_ttl, self.refuse_ttl, self.max_entries = accept_ttl, refuse_ttl, max_entries
+        self._clock = clock
+        self._cache: OrderedDict[bytes, _Verdict] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reviews = 0
 
     def request_body(self, token: str) -> dict[str, Any]:
         return {
@@ -115,11 +152,45 @@ class TokenReviewAuthenticator:
         }
 
     def authenticate(self, token: str) -> CallerIdentity:
+        key = hashlib.sha256(token.encode()).digest()
+        verdict = self._cached(key)
+        if verdict is None:
+            verdict = self._ask(token)
+            with self._lock:
+                self._cache[key] = verdict
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.max_entries:
+                    self._cache.popitem(last=False)
+        if verdict.identity is None:
+            raise AuthenticationError(verdict.refusal)
+        return verdict.identity
+
+    def _cached(self, key: bytes) -> _Verdict | None:
+        with self._lock:
+            verdict = self._cache.get(key)
+            if verdict is None:
+                return None
+            if verdict.until <= self._clock():
+                del self._cache[key]
+                return None
+            self._cache.move_to_end(key)
+            return verdict
+
+    def _ask(self, token: str) -> _Verdict:
+        self.reviews += 1
         try:
             answer = self._review(self.request_body(token))
-        except Exception as exc:  # noqa: BLE001 - any transport failure is a refusal, reported plainly
-            raise AuthenticationError(f"token review failed: {exc}") from exc
-        status = answer.get("status") or {}
+        except Exception as exc:  # noqa: BLE001 - any API failure leaves the token unchecked: retryable
+            raise AuthenticatorUnavailable(f"token review unavailable: {exc}") from exc
+        if not isinstance(answer, Mapping) or not isinstance(answer.get("status") or {}, Mapping):
+            raise AuthenticatorUnavailable("token review: the API server's answer has no status object")
+        try:
+            identity = self._identity(answer.get("status") or {})
+        except AuthenticationError as refused:
+            return _Verdict(None, str(refused), self._clock() + self.refuse_ttl)
+        return _Verdict(identity, "", self._clock() + self.accept_ttl)
+
+    def _identity(self, status: Mapping[str, Any]) -> CallerIdentity:
         if not status.get("authenticated"):
             raise AuthenticationError(f"token review: not authenticated ({status.get('error', 'no reason given')})")
         if self.audiences and not set(status.get("audiences") or self.audiences) & set(self.audiences):
@@ -128,4 +199,18 @@ class TokenReviewAuthenticator:
         if not username.startswith(_SA_PREFIX) or username.count(":") != 3:
             raise AuthenticationError(f"token review: {username!r} is not a service account")
         namespace, account = username[len(_SA_PREFIX):].split(":")
+        if not namespace or not account:
+            raise AuthenticationError(f"token review: {username!r} names no namespace or account")
         return CallerIdentity(namespace, account)
+
+
+class OwnTokensFirst:
+    """Bootstrap tokens checked locally; any other bearer token by ``cluster`` (TokenReview)."""
+
+    def __init__(self, own: BootstrapTokens, cluster: CallerAuthenticator) -> None:
+        self.own, self.cluster = own, cluster
+
+    def authenticate(self, token: str) -> CallerIdentity:
+        if BootstrapTokens.looks_like(token):
+            return self.own.authenticate(token)
+        return self.cluster.authenticate(token)

@@ -5,7 +5,9 @@ Served on the secure xDS port (15012 in production; tests pass port 0). The call
 the CA signs only a CSR for that SPIFFE ID. The answer is Istio's ``cert_chain`` (leaf ...
 root); every currently trusted root also goes out as trailing metadata
 ``wasmesh-trust-bundle-bin`` (PEM), so agents pick up a staged root with their next renewal.
-The server's own certificate comes from the same CA and is renewed at half its lifetime.
+The server's own certificate comes from the same CA; it is renewed at half its lifetime and
+re-signed whenever the trust bundle changes (a root staged, activated or retired), so a client
+that trusts only the new root can still connect once the old one is retired.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from wasmhost.security import (
     SpiffeId,
 )
 
-from ._auth import AuthenticationError, CallerAuthenticator
+from ._auth import AuthenticationError, AuthenticatorUnavailable, CallerAuthenticator
 from ._authority import CertificateAuthority, CsrRejected
+from ._files import CaFilesError
 
 log = logging.getLogger(__name__)
 SECURE_XDS_PORT = 15012
@@ -58,6 +61,8 @@ class CertificateService:
         try:
             caller = self.authenticator.authenticate(token)
             identity = SpiffeId(self.ca.trust_domain, caller.namespace, caller.service_account)
+        except AuthenticatorUnavailable as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except (AuthenticationError, ValueError) as exc:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         try:
@@ -83,31 +88,49 @@ class CertificateService:
         )
 
 
-class _ServingCertificate:
-    """The server's own key and chain, reissued by the CA once half its lifetime has passed."""
+class ServingCertificate:
+    """The secure port's own key and chain, as a gRPC certificate fetcher.
+
+    gRPC asks ``fetch`` at every new handshake; it answers a new configuration once half the
+    lifetime has passed or when the CA's trust bundle differs from the one the current
+    certificate was issued under (rotation), else None (keep the current one).
+    """
 
     def __init__(self, ca: CertificateAuthority, identity: SpiffeId, names: tuple[str, ...], lifetime: dt.timedelta):
         self._ca, self._identity, self._names, self._lifetime = ca, identity, names, lifetime
         self._lock = threading.Lock()
         self._renew_at = 0.0
+        self._bundle = ""
         self._config: grpc.ServerCertificateConfiguration | None = None
         self.renewals = 0
 
     def initial(self) -> grpc.ServerCertificateConfiguration:
-        config = self.fetch()
-        assert config is not None
-        return config
+        with self._lock:
+            return self._reissue()
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(self.initial(), self.fetch)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """gRPC's fetcher: None keeps the current configuration."""
         with self._lock:
-            if self._config is not None and time.time() < self._renew_at:
+            try:
+                same_bundle = self._ca.trust_bundle_pem() == self._bundle
+            except (CaFilesError, OSError, ValueError) as exc:  # a rotation step half-written on disk
+                log.warning("reading the trust bundle failed, keeping the serving certificate: %s", exc)
                 return None
-            key, chain = self._ca.issue_server_certificate(self._identity, list(self._names), lifetime=self._lifetime)
-            self._config = grpc.ssl_server_certificate_configuration([(key, chain)])
-            self._renew_at = time.time() + self._lifetime.total_seconds() / 2
-            self.renewals += 1
-            return self._config
+            if self._config is not None and time.time() < self._renew_at and same_bundle:
+                return None
+            return self._reissue()
+
+    def _reissue(self) -> grpc.ServerCertificateConfiguration:
+        bundle = self._ca.trust_bundle_pem()
+        key, chain = self._ca.issue_server_certificate(self._identity, list(self._names), lifetime=self._lifetime)
+        self._config = grpc.ssl_server_certificate_configuration([(key, chain)])
+        self._renew_at = time.time() + self._lifetime.total_seconds() / 2
+        self._bundle = bundle
+        self.renewals += 1
+        return self._config
 
 
 class CsrServer:
@@ -127,12 +150,11 @@ class CsrServer:
     ) -> None:
         self.service = CertificateService(ca, authenticator)
         identity = server_identity or SpiffeId(ca.trust_domain, "istio-system", "istiod")
-        self._serving = _ServingCertificate(ca, identity, server_names, serving_lifetime)
+        self.serving = ServingCertificate(ca, identity, server_names, serving_lifetime)
         self.server_names = server_names
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
         self._server.add_generic_rpc_handlers((self.service.handler(),))
-        credentials = grpc.dynamic_ssl_server_credentials(self._serving.initial(), self._serving.fetch)
-        self.port = self._server.add_secure_port(f"{host}:{port}", credentials)
+        self.port = self._server.add_secure_port(f"{host}:{port}", self.serving.credentials())
         if self.port == 0:
             raise OSError(f"could not bind the CSR service to {host}:{port}")
         self.address = f"{host}:{self.port}"

@@ -96,10 +96,12 @@ def _serve(args: argparse.Namespace) -> int:
               f"API {settings.monitoring_host}:{plane.monitoring_port}", flush=True)
         kube = None
         if args.kubeconfig or args.kubernetes:
-            from controlplane._kube import KubernetesSource
+            from controlplane._kube import KubernetesSource, token_reviewer
             from controlplane._module_status import attach_status_writer
 
             kube = KubernetesSource.from_config(plane.store, args.kubeconfig).start()
+            if plane.security is not None:  # service-account tokens become bootstrap credentials
+                plane.security.accept_service_account_tokens(token_reviewer(kube.api_client))
             status_writer = attach_status_writer(plane.modules, kube.patch_status)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

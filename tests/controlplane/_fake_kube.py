@@ -8,6 +8,11 @@ PATCH of a custom object's `status` subresource — answered 404 for kinds whose
 declares no status subresource, as the real server does; the write is a MODIFIED event.
 Tests change objects with `put` / `delete`, as a controller or kubectl would, and can make the
 next status writes fail (`fail_status_writes`).
+
+It also answers TokenReview (POST `/apis/authentication.k8s.io/v1/tokenreviews`) from a table of
+service-account tokens registered with `issue_service_account_token`, the way kube-apiserver's
+token authenticator does: an unknown token or one issued for none of the requested audiences is
+`authenticated: false` with an error; `fail_token_reviews` makes the next reviews fail.
 """
 
 from __future__ import annotations
@@ -65,6 +70,9 @@ class FakeKubeApiServer:
         self.with_status = frozenset(with_status) if with_status is not None else status_subresources()
         self.status_writes: list[tuple[str, dict[str, Any]]] = []  # (namespace/name, patch) accepted
         self._failures: list[int] = []
+        self._tokens: dict[str, tuple[str, tuple[str, ...]]] = {}  # token -> (username, audiences)
+        self._review_failures: list[int] = []
+        self.token_reviews: list[dict[str, Any]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="fake-kube-apiserver")
@@ -115,6 +123,42 @@ class FakeKubeApiServer:
         """Answer the next status writes with these HTTP statuses (409 conflict, 500, ...)."""
         with self._lock:
             self._failures.extend(codes)
+
+    def issue_service_account_token(self, token: str, namespace: str, account: str,
+                                    audiences: Iterable[str] = ("istio-ca",)) -> str:
+        """Make `token` authenticate as system:serviceaccount:<namespace>:<account> for `audiences`."""
+        with self._lock:
+            self._tokens[token] = (f"system:serviceaccount:{namespace}:{account}", tuple(audiences))
+        return token
+
+    def fail_token_reviews(self, *codes: int) -> None:
+        """Answer the next TokenReviews with these HTTP statuses (500, 503, ...)."""
+        with self._lock:
+            self._review_failures.extend(codes)
+
+    def _token_review(self, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        if path.rstrip("/") != "/apis/authentication.k8s.io/v1/tokenreviews":
+            return 404, _status(404, "NotFound", f"no route {path}")
+        review = json.loads(body)
+        spec = review.get("spec") or {}
+        with self._lock:
+            self.token_reviews.append(review)
+            if self._review_failures:
+                code = self._review_failures.pop(0)
+                return code, _status(code, "InternalError", "injected failure")
+            known = self._tokens.get(str(spec.get("token") or ""))
+        wanted = list(spec.get("audiences") or [])
+        status: dict[str, Any]
+        if known is None:
+            status = {"authenticated": False, "error": "[invalid bearer token, token lookup failed]"}
+        elif wanted and not set(wanted) & set(known[1]):
+            status = {"authenticated": False, "error": "[invalid bearer token, token audiences is invalid]"}
+        else:
+            audiences = [a for a in wanted if a in known[1]] if wanted else list(known[1])
+            status = {"authenticated": True, "audiences": audiences,
+                      "user": {"username": known[0], "groups": ["system:serviceaccounts"]}}
+        return 201, {"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                     "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
     def status_of(self, collection: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -216,6 +260,11 @@ class FakeKubeApiServer:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 fake.requests.append(f"{urlparse(self.path).path} patch")
                 self._json(*fake._patch_status(urlparse(self.path).path, self.headers.get("content-type", ""), body))
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                fake.requests.append(f"{urlparse(self.path).path} post")
+                self._json(*fake._token_review(urlparse(self.path).path, body))
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 url = urlparse(self.path)
