@@ -12,6 +12,10 @@ allowed client headers. The gRPC service (``envoy_grpc``) sends ``envoy.service.
 ``ok_response`` header changes, a ``denied_response`` is answered as given (403 by default), and a
 failed call is an error. ``with_request_body`` buffers the body (up to ``max_request_bytes``; more
 is a 413 unless ``allow_partial_message``) and sends it with the check.
+
+Counters as Envoy's filter keeps them under the connection manager's prefix,
+``http.<stat_prefix>.ext_authz.[<filter stat_prefix>.]``: ``ok``, ``denied``, ``error`` and, for
+an error let through, ``failure_mode_allowed`` as well.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ DEFAULT_CLIENT_HEADERS = (b"www-authenticate", b"location", b"content-length")
 NOT_COPIED = {b":status", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"proxy-connection"}
 
 _TOP_LEVEL = {"http_service", "grpc_service", "with_request_body", "transport_api_version", "failure_mode_allow", "status_on_error",
-              "filter_enabled_metadata", "stat_prefix"}  # stat_prefix: the filter emits no stats yet
+              "filter_enabled_metadata", "stat_prefix"}
 _GRPC_SERVICE = {"envoy_grpc", "timeout"}
 _ENVOY_GRPC = {"cluster_name", "authority"}
 CHECK_PATH = b"/envoy.service.auth.v3.Authorization/Check"
@@ -100,6 +104,7 @@ class ExtAuthzConfig:
     body_limit: int | None = None  # with_request_body.max_request_bytes; None: no body in the check
     allow_partial: bool = False
     pack_as_bytes: bool = False
+    stat_root: str = "http.ext_authz."  # ``http.<hcm stat_prefix>.ext_authz.``, set when the filter is built
 
 
 def _enabled_by(matcher: Any, path: str) -> Callable[[dict[str, Any]], bool]:
@@ -320,6 +325,12 @@ class ExtAuthzFilter(HttpFilter):
         self.waiting = False
         self.buffering = False  # collecting the body before the check is sent
 
+    def _count(self, name: str) -> None:
+        """One of Envoy's ext_authz counters, in the worker's stats store (when the stream has one)."""
+        stream = getattr(self.callbacks, "stream", None)
+        if stream is not None:
+            stream.ctx.worker.stats.counter(self.config.stat_root + name).inc()
+
     def decode_headers(self, headers: HeaderMap, end_stream: bool) -> HeadersStatus:
         config = self.config
         if config.enabled is not None and not config.enabled(self.callbacks.stream_info.dynamic_metadata):
@@ -386,8 +397,10 @@ class ExtAuthzFilter(HttpFilter):
             self.callbacks.continue_decoding()
 
     def _apply(self, verdict: Verdict) -> HeadersStatus:
+        self._count(verdict.kind)
         if verdict.kind == "error":
             if self.config.failure_mode_allow:
+                self._count("failure_mode_allowed")
                 return HeadersStatus.Continue
             self.callbacks.send_local_reply(self.config.status_on_error, b"", (), "ext_authz_error")
             return HeadersStatus.StopIteration
@@ -412,7 +425,9 @@ class ExtAuthzFilter(HttpFilter):
 
 def build_ext_authz(config: Any, context: FilterBuildContext) -> Any:
     """Config factory for ``envoy.extensions.filters.http.ext_authz.v3.ExtAuthz``."""
-    parsed = parse_ext_authz(config)  # an unknown cluster is an error at request time, as in Envoy
+    own = f"{config.stat_prefix}." if config.stat_prefix else ""
+    parsed = dataclasses.replace(parse_ext_authz(config),  # an unknown cluster is an error at request time
+                                 stat_root=f"http.{context.stat_prefix}.ext_authz.{own}")
 
     def create(callbacks: FilterCallbacks) -> ExtAuthzFilter:
         return ExtAuthzFilter(parsed, callbacks)

@@ -392,3 +392,27 @@ def test_body_check_in_a_real_stream_releases_headers_and_body_after_the_answer(
     routed = next(c for c in commands if isinstance(c, StartUpstream))
     assert routed.sink.cluster.name == "backend" and routed.sink.headers.get(b"x-user") == b"bob"
     assert b"".join(c.data for c in commands if isinstance(c, SendUpstreamData)) == b"0123456789"
+
+
+def test_counters_under_the_connection_managers_stat_prefix() -> None:
+    """Envoy's ``http.<hcm prefix>.ext_authz.[<stat_prefix>.]`` counters: ok, denied, error, failure_mode_allowed."""
+
+    def counters(extra: dict[str, Any], statuses: list[bytes]) -> dict[str, int]:
+        filters = [{"name": "envoy.filters.http.ext_authz", "typed_config": {"@type": EXT_AUTHZ, **istio_config(**extra)}},
+                   ROUTER_FILTER]
+        config = bootstrap(http_filters=filters, clusters=[cluster("backend", 9), cluster(AUTHZ_CLUSTER, 10)])
+        _, ctx, _ = make_runtime(config)
+        for status in statuses:
+            stream = new_stream(ctx)
+            stream.on_request_headers(get_request("/x"), True)
+            check = next(c for c in take(ctx) if isinstance(c, StartUpstream))
+            check.sink.on_response_headers(HeaderMap([(b":status", status)]), True)
+            take(ctx)
+        root = "http.ingress_http.ext_authz." + (f"{extra['stat_prefix']}." if "stat_prefix" in extra else "")
+        names = ("ok", "denied", "error", "failure_mode_allowed")
+        return {name: ctx.worker.stats.counter(root + name).value for name in names}
+
+    assert counters({}, [b"200", b"200", b"403", b"503"]) == {
+        "ok": 2, "denied": 1, "error": 1, "failure_mode_allowed": 0}
+    assert counters({"failure_mode_allow": True, "stat_prefix": "waf"}, [b"503", b"401"]) == {
+        "ok": 0, "denied": 1, "error": 1, "failure_mode_allowed": 1}
