@@ -90,18 +90,21 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         plane = ControlPlane(settings=settings, folder=folder)
+        kube = None
+        if args.kubeconfig or args.kubernetes:
+            from controlplane._kube import KubernetesSource, token_reviewer
+
+            kube = KubernetesSource.from_config(plane.store, args.kubeconfig)
+            if plane.security is not None:  # set before the secure port opens: no agent sees a refusal first
+                plane.security.accept_service_account_tokens(token_reviewer(kube.api_client))
         await plane.start()
         secure = f", secure xDS + CA {settings.host}:{plane.secure_port}" if plane.security is not None else ""
         print(f"wasmesh control plane: xDS {settings.host}:{plane.xds_port}{secure}, "
               f"API {settings.monitoring_host}:{plane.monitoring_port}", flush=True)
-        kube = None
-        if args.kubeconfig or args.kubernetes:
-            from controlplane._kube import KubernetesSource, token_reviewer
+        if kube is not None:
             from controlplane._module_status import attach_status_writer
 
-            kube = KubernetesSource.from_config(plane.store, args.kubeconfig).start()
-            if plane.security is not None:  # service-account tokens become bootstrap credentials
-                plane.security.accept_service_account_tokens(token_reviewer(kube.api_client))
+            kube.start()
             status_writer = attach_status_writer(plane.modules, kube.patch_status)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
