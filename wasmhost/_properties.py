@@ -319,12 +319,21 @@ def _split(raw: bytes) -> list[str]:
     return [p.decode("utf-8", "replace") for p in raw.split(b"\0")] if raw else []
 
 
+_REQUEST_PATHS = {f"request\0{name}".encode(): getter for name, getter in _REQUEST_FIELDS.items()}
+_REQUEST_PATHS.update({key + b"\0": getter for key, getter in list(_REQUEST_PATHS.items())})
+
+
 @hostcall("proxy_get_property", "iiii")
 def get_property(vm: WasmVM, path_ptr: int, path_len: int, ret_ptr: int, ret_size: int) -> int:
-    raw = vm.read(path_ptr, path_len)
+    raw = vm.memory.read(path_ptr, path_len)
     if raw is None:
         return INVALID_MEMORY_ACCESS
     ctx = vm.effective or vm.current
+    getter = _REQUEST_PATHS.get(raw)
+    if getter is not None and isinstance(ctx, HttpContext):
+        value = getter(ctx)
+        if value is not None:
+            return vm.return_bytes(value if isinstance(value, bytes) else encode_value(value), ret_ptr, ret_size)
     key = raw[:-1] if raw.endswith(b"\0") else raw
     parts = _split(raw)
     value = resolve(vm, ctx, parts)

@@ -146,6 +146,7 @@ class Runtime:
         self.counters = RuntimeCounters()
         self.cache = _module_cache(cache_dir, self.engine) if cache_dir else None
         self._deadline_ticks = max(1, -(-limits.callback_deadline_ms // limits.epoch_tick_ms)) + 1
+        self.epoch = 0
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_epochs, name="wasm-epoch", daemon=True)
         self._ticker.start()
@@ -153,6 +154,7 @@ class Runtime:
     def _tick_epochs(self) -> None:
         interval = self.limits.epoch_tick_ms / 1000.0
         while not self._stop.wait(interval):
+            self.epoch += 1
             self.engine.increment_epoch()
 
     def close(self) -> None:
@@ -227,6 +229,7 @@ class WasmVM:
         self.store.set_limits(memory_size=runtime.limits.max_vm_memory)
         self.store.set_epoch_deadline(runtime.deadline_ticks)
         self.caller = Caller(self.store)
+        self._deadline_epoch = -1
         self._keepalive: list[Any] = []
         linker = wasmtime.Linker(runtime.engine)
         for hf in HOST_FUNCTIONS.values():
@@ -304,7 +307,10 @@ class WasmVM:
         self.current = self.effective = ctx
         stats = None
         if prev_current is None:
-            self.caller.set_deadline(self.runtime.deadline_ticks)
+            runtime = self.runtime
+            if self._deadline_epoch != runtime.epoch:
+                self._deadline_epoch = runtime.epoch
+                self.caller.set_deadline(runtime._deadline_ticks)
             stats = self._stats if ctx is None else self.runtime.counters.call_stats(ctx.root.spec.name)
         started = perf_counter_ns()
         try:
