@@ -38,6 +38,7 @@ from ._filter_api import (
     HeadersStatus,
     HttpCallResult,
     HttpFilter,
+    ResponseFlag,
     StreamInfo,
     TrailersStatus,
     UnknownClusterError,
@@ -402,9 +403,11 @@ class ExtAuthzFilter(HttpFilter):
             if self.config.failure_mode_allow:
                 self._count("failure_mode_allowed")
                 return HeadersStatus.Continue
+            self.callbacks.stream_info.add_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
             self.callbacks.send_local_reply(self.config.status_on_error, b"", (), "ext_authz_error")
             return HeadersStatus.StopIteration
         if verdict.kind == "denied":
+            self.callbacks.stream_info.add_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
             self.callbacks.send_local_reply(verdict.status, verdict.body, verdict.headers, "ext_authz_denied")
             return HeadersStatus.StopIteration
         if self.headers is not None:

@@ -68,6 +68,7 @@ class ResponseFlag(enum.Enum):
     NO_CLUSTER_FOUND = "NC"
     UPSTREAM_PROTOCOL_ERROR = "UPE"
     NO_FILTER_CONFIG_FOUND = "NFCF"
+    UNAUTHORIZED_EXTERNAL_SERVICE = "UAEX"
 
 
 class StreamInfo:

@@ -19,7 +19,14 @@ from wasmhost.sidecar import ConfigError, HeaderMap, load_plan
 from wasmhost.sidecar._buffer import Buffer
 from wasmhost.sidecar._commands import SendUpstreamData, StartUpstream
 from wasmhost.sidecar._ext_authz import ExtAuthzFilter, parse_ext_authz
-from wasmhost.sidecar._filter_api import DataStatus, HeadersStatus, HttpCallResult, StreamInfo, TrailersStatus
+from wasmhost.sidecar._filter_api import (
+    DataStatus,
+    HeadersStatus,
+    HttpCallResult,
+    ResponseFlag,
+    StreamInfo,
+    TrailersStatus,
+)
 
 EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -117,6 +124,14 @@ def test_denial_passes_the_servers_status_body_and_allowed_client_headers() -> N
     assert (status, body, details) == (401, b"denied by ext_authz", "ext_authz_denied")
     assert (b"x-reason", b"no") in headers and (b"www-authenticate", b"Basic") in headers
     assert all(name != b"x-secret" for name, _ in headers)
+    assert callbacks.stream_info.has_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)  # UAEX in access logs
+
+
+def test_an_allowed_request_carries_no_uaex_flag() -> None:
+    item, callbacks = make(istio_config())
+    item.decode_headers(request(), True)
+    callbacks.calls[0][3](answer(200))
+    assert not callbacks.stream_info.has_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
 
 
 def test_without_allowed_client_headers_all_answer_headers_reach_the_client() -> None:
@@ -134,6 +149,7 @@ def test_server_failure_is_403_or_status_on_error_unless_failure_mode_allow(resu
     item.decode_headers(request(), True)
     callbacks.calls[0][3](result)
     assert callbacks.replies == [(403, b"", [], "ext_authz_error")]
+    assert callbacks.stream_info.has_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
 
     item, callbacks = make(istio_config(status_on_error={"code": 503}))
     item.decode_headers(request(), True)
@@ -144,6 +160,7 @@ def test_server_failure_is_403_or_status_on_error_unless_failure_mode_allow(resu
     item.decode_headers(request(), True)
     callbacks.calls[0][3](result)
     assert callbacks.replies == [] and callbacks.continued == 1
+    assert not callbacks.stream_info.has_flag(ResponseFlag.UNAUTHORIZED_EXTERNAL_SERVICE)
 
 
 def test_unknown_cluster_is_an_error_at_request_time() -> None:
