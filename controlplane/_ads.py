@@ -59,6 +59,7 @@ class Connection:
     metadata: tuple[tuple[str, Any], ...] = ()  # the stream's invocation metadata (credentials)
     secure: bool = False  # arrived over TLS (the secure port)
     identity: Any = None  # the SPIFFE ID its credentials proved, if any
+    authenticated: bool = False  # ``identity`` has been checked (``Plane.authenticate``)
 
     def send_all(self, responses: list[Any]) -> None:
         for response in responses:
@@ -68,6 +69,8 @@ class Connection:
 
 class Plane(Protocol):
     """What the ADS endpoint needs from the control plane."""
+
+    async def authenticate(self, connection: Connection) -> None: ...
 
     def connected(self, connection: Connection) -> Snapshot: ...
 
@@ -109,6 +112,7 @@ class AdsService(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         connection = Connection(proxy, session, delta, metadata=tuple(
             (m.key, m.value) for m in context.invocation_metadata() or ()), secure=is_secure(context))
         try:
+            await self.plane.authenticate(connection)
             connection.snapshot = self.plane.connected(connection)
         except StreamRefused as refused:
             context.set_code(refused.code)

@@ -260,11 +260,20 @@ class ControlPlane:
                 connection.snapshot = snapshot
                 connection.send_all(connection.session.on_snapshot(snapshot))
 
+    async def authenticate(self, connection: Connection) -> None:
+        """Check the stream's credentials off the event loop: a TokenReview may wait on the API server."""
+        if self.security is not None:
+            proxy = connection.proxy
+            connection.identity = await asyncio.to_thread(
+                self.security.identify, connection.metadata, connection.secure, proxy.namespace, proxy.service_account)
+        connection.authenticated = True
+
     def connected(self, connection: Connection) -> Snapshot:
         if self.security is not None:
             proxy = connection.proxy
-            connection.identity = self.security.identify(connection.metadata, connection.secure, proxy.namespace,
-                                                         proxy.service_account)
+            if not connection.authenticated:
+                connection.identity = self.security.identify(connection.metadata, connection.secure, proxy.namespace,
+                                                             proxy.service_account)
             if connection.identity is not None and not runs_identity_agent(proxy):
                 self.security.certificates.issue(connection.id, connection.identity)  # its agent keeps its own key
         self.connections[connection.id] = connection
