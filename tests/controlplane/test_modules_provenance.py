@@ -39,7 +39,7 @@ from registry.testing import RunningRegistry, running_registry
 from tests.registry._tools import build_wat
 from wasmhost.sidecar import ConfigError
 from wasmhost.sidecar import _module_trust as module_trust
-from wasmhost.sidecar import _wasm as wasm_adapter
+from wasmhost.sidecar import _wasm_module as wasm_modules
 from wasmhost.sidecar._module_provenance import CARRIER, ProvenanceError, decode, reverify
 
 
@@ -68,9 +68,9 @@ def registry(tmp_path: Path) -> Iterator[RunningRegistry]:
 def fresh_sidecar_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("WASMESH_TRUST_POLICY", raising=False)
     monkeypatch.setattr(module_trust, "_LOADED", None)
-    monkeypatch.setattr(wasm_adapter, "_AGENT", None)
+    monkeypatch.setattr(wasm_modules, "_AGENT", None)
     monkeypatch.setenv("WASMESH_CACHE_DIR", str(tmp_path / "sidecar-cache"))
-    monkeypatch.setattr(wasm_adapter, "MODULE_STATUS", {})
+    monkeypatch.setattr(wasm_modules, "MODULE_STATUS", {})
 
 
 def push(registry: RunningRegistry, data: bytes, tag: str, signer: Keys | None = TRUSTED,
@@ -167,9 +167,9 @@ def test_the_sidecar_accepts_a_module_its_own_policy_trusts(registry: RunningReg
     v1 = module("v1")
     resolver, slot, _ = served(tmp_path, push(registry, v1, "v1"))
     sidecar_policy(tmp_path, monkeypatch, TRUSTED, f"{registry.host}/plugins/*")
-    spec, wasm = wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
+    spec, wasm = wasm_modules.plugin_spec_from_proto(ecds_config(resolver, slot))
     assert wasm == v1 and spec.env == ()  # the carrier is no host variable the module sees
-    status = wasm_adapter.MODULE_STATUS[slot.name]
+    status = wasm_modules.MODULE_STATUS[slot.name]
     assert status["ok"] is True and status["reverified"] is True and status["signers"] == [f"key {TRUSTED.id}"]
     assert status["module_sha256"] == hashlib.sha256(v1).hexdigest()
 
@@ -178,8 +178,8 @@ def test_without_a_policy_of_its_own_the_sidecar_takes_the_control_planes_verdic
         registry: RunningRegistry, tmp_path: Path) -> None:
     v1 = module("v1")
     resolver, slot, _ = served(tmp_path, push(registry, v1, "v1"))
-    _, wasm = wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
-    status = wasm_adapter.MODULE_STATUS[slot.name]
+    _, wasm = wasm_modules.plugin_spec_from_proto(ecds_config(resolver, slot))
+    status = wasm_modules.MODULE_STATUS[slot.name]
     assert wasm == v1 and status["ok"] is True and status["reverified"] is False
     assert "no WASMESH_TRUST_POLICY" in str(status["message"])
 
@@ -189,17 +189,17 @@ def test_a_signer_the_sidecar_does_not_trust_is_refused(registry: RunningRegistr
     resolver, slot, _ = served(tmp_path, push(registry, module("v1"), "v1"))
     sidecar_policy(tmp_path, monkeypatch, OTHER)
     with pytest.raises(ConfigError, match="not signed by any trusted key") as refused:
-        wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
+        wasm_modules.plugin_spec_from_proto(ecds_config(resolver, slot))
     assert "host_env_keys" in str(refused.value)
-    status = wasm_adapter.MODULE_STATUS[slot.name]
+    status = wasm_modules.MODULE_STATUS[slot.name]
     assert status["ok"] is False and "not signed by any trusted key" in str(status["message"])
     note = status["last_refused"]
     assert isinstance(note, dict) and "not signed by any trusted key" in note["message"]
 
     sidecar_policy(tmp_path, monkeypatch, TRUSTED)  # once trusted, the same module is accepted: no refusal left
-    wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
-    assert wasm_adapter.MODULE_STATUS[slot.name]["ok"] is True
-    assert "last_refused" not in wasm_adapter.MODULE_STATUS[slot.name]
+    wasm_modules.plugin_spec_from_proto(ecds_config(resolver, slot))
+    assert wasm_modules.MODULE_STATUS[slot.name]["ok"] is True
+    assert "last_refused" not in wasm_modules.MODULE_STATUS[slot.name]
 
 
 def test_an_image_outside_the_sidecars_rules_is_refused(registry: RunningRegistry, tmp_path: Path,
@@ -207,7 +207,7 @@ def test_an_image_outside_the_sidecars_rules_is_refused(registry: RunningRegistr
     resolver, slot, _ = served(tmp_path, push(registry, module("v1"), "v1"))
     sidecar_policy(tmp_path, monkeypatch, TRUSTED, "elsewhere.example/*")
     with pytest.raises(ConfigError, match="has no rule for"):
-        wasm_adapter.plugin_spec_from_proto(ecds_config(resolver, slot))
+        wasm_modules.plugin_spec_from_proto(ecds_config(resolver, slot))
 
 
 def test_bytes_other_than_the_signed_layer_are_refused(registry: RunningRegistry, tmp_path: Path,
@@ -216,7 +216,7 @@ def test_bytes_other_than_the_signed_layer_are_refused(registry: RunningRegistry
     sidecar_policy(tmp_path, monkeypatch, TRUSTED)
     other = module("v2")
     with pytest.raises(ConfigError, match=f"module received has sha256:{hashlib.sha256(other).hexdigest()}"):
-        wasm_adapter.plugin_spec_from_proto(inline_bytes(ecds_config(resolver, slot), other))
+        wasm_modules.plugin_spec_from_proto(inline_bytes(ecds_config(resolver, slot), other))
 
 
 def test_a_payload_for_another_manifest_is_refused(registry: RunningRegistry, tmp_path: Path,
@@ -238,8 +238,8 @@ def test_a_malformed_carrier_is_refused_with_the_field(monkeypatch: pytest.Monke
     config.vm_config.code.local.inline_bytes = module("v1")
     config.vm_config.environment_variables.host_env_keys.append(CARRIER + base64.urlsafe_b64encode(b"[1]").decode())
     with pytest.raises(ConfigError, match="vm_config.environment_variables.host_env_keys.*expected a JSON object"):
-        wasm_adapter.plugin_spec_from_proto(config)
-    assert wasm_adapter.PROVENANCE_CARRIER == CARRIER
+        wasm_modules.plugin_spec_from_proto(config)
+    assert wasm_modules.PROVENANCE_CARRIER == CARRIER
 
 
 # ---- stripped provenance ----------------------------------------------------------------------------
@@ -257,16 +257,16 @@ def test_a_sidecar_with_a_policy_refuses_a_module_whose_provenance_was_stripped(
     resolver, slot, _ = served(tmp_path, push(registry, v1, "v1"))
     resolver_v2, slot_v2, _ = served(tmp_path / "v2", push(registry, v2, "v2"))
     good = ecds_config(resolver, slot)
-    assert wasm_adapter.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))[1] == v2  # no policy
+    assert wasm_modules.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))[1] == v2  # no policy
     sidecar_policy(tmp_path, monkeypatch, TRUSTED)
-    assert wasm_adapter.plugin_spec_from_proto(good)[1] == v1
+    assert wasm_modules.plugin_spec_from_proto(good)[1] == v1
     with pytest.raises(ConfigError, match=r"vm_config\.code.*'default\.p' .*carries no provenance.*unsignedModules"):
-        wasm_adapter.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))
-    status = wasm_adapter.MODULE_STATUS[slot.name]
+        wasm_modules.plugin_spec_from_proto(stripped(ecds_config(resolver_v2, slot_v2)))
+    status = wasm_modules.MODULE_STATUS[slot.name]
     assert status["ok"] is False and "carries no provenance" in str(status["message"])
     # the sidecar NACKs the update and rebuilds the previous version, which keeps the refusal on record
-    assert wasm_adapter.plugin_spec_from_proto(good)[1] == v1
-    status = wasm_adapter.MODULE_STATUS[slot.name]
+    assert wasm_modules.plugin_spec_from_proto(good)[1] == v1
+    status = wasm_modules.MODULE_STATUS[slot.name]
     assert status["ok"] is True and status["module_sha256"] == hashlib.sha256(v1).hexdigest()
     note = status["last_refused"]
     assert isinstance(note, dict) and note["module_sha256"] == hashlib.sha256(v2).hexdigest()
@@ -282,7 +282,7 @@ def test_a_stripped_module_fetched_from_the_module_endpoint_is_refused_too(
     config.vm_config.code.remote.http_uri.uri = httpserver.url_for(f"/modules/sha256/{placement.sha256}")
     sidecar_policy(tmp_path, monkeypatch, TRUSTED)
     with pytest.raises(ConfigError, match="carries no provenance"):
-        wasm_adapter.plugin_spec_from_proto(config)
+        wasm_modules.plugin_spec_from_proto(config)
 
 
 def test_unsigned_modules_run_only_when_the_policy_names_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -292,11 +292,11 @@ def test_unsigned_modules_run_only_when_the_policy_names_them(tmp_path: Path, mo
     config.vm_config.runtime = "envoy.wasm.runtime.v8"
     config.vm_config.code.local.inline_bytes = module("v1")
     sidecar_policy(tmp_path, monkeypatch, TRUSTED, extra="unsignedModules: ['tools.*']\n")
-    assert wasm_adapter.plugin_spec_from_proto(config)[1] == module("v1")
-    assert "allowed by unsignedModules" in str(wasm_adapter.MODULE_STATUS["tools.echo"]["message"])
+    assert wasm_modules.plugin_spec_from_proto(config)[1] == module("v1")
+    assert "allowed by unsignedModules" in str(wasm_modules.MODULE_STATUS["tools.echo"]["message"])
     config.name = "default.echo"
     with pytest.raises(ConfigError, match="carries no provenance"):
-        wasm_adapter.plugin_spec_from_proto(config)
+        wasm_modules.plugin_spec_from_proto(config)
     sidecar_policy(tmp_path, monkeypatch, TRUSTED, extra="unsignedModules: tools.*\n")
     with pytest.raises(ConfigError, match="WASMESH_TRUST_POLICY.*unsignedModules: expected a list"):
-        wasm_adapter.plugin_spec_from_proto(config)
+        wasm_modules.plugin_spec_from_proto(config)

@@ -121,7 +121,7 @@ def _config_dump(plan: Any, include_eds: bool = False) -> dict[str, Any]:
 
 def _with_module_status(result: dict[str, Any]) -> dict[str, Any]:
     """Add the module agent's last word per Wasm plugin (fetched, verified, or why not)."""
-    from ._wasm import MODULE_STATUS
+    from ._wasm_module import MODULE_STATUS
 
     if MODULE_STATUS:
         result["module_status"] = {name: dict(status) for name, status in MODULE_STATUS.items()}

@@ -221,9 +221,9 @@ _PLUGIN_COUNTERS = {"traps": "traps", "deadline_hits": "deadline_hits", "memory_
 
 def sync_plugin_health(store: StatsStore) -> None:
     """``wasmesh_wasm_plugin_*``: what each running plugin of this worker costs and how it fails."""
-    from . import _wasm
+    from . import _wasm_host
 
-    host = _wasm._HOST
+    host = _wasm_host._HOST
     if host is None:
         return
     per_plugin = host.runtime.counters.per_plugin

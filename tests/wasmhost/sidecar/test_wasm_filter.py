@@ -26,6 +26,8 @@ from tests.wasmhost.sidecar._core import get_request, make_runtime, new_stream, 
 from wasmhost import FailurePolicy, MetricType, Runtime
 from wasmhost.sidecar import ConfigError, HeaderMap, StatsStore, load_plan
 from wasmhost.sidecar import _wasm as wasm_adapter
+from wasmhost.sidecar import _wasm_host as wasm_host_module
+from wasmhost.sidecar import _wasm_module as wasm_modules
 from wasmhost.sidecar._filter_api import HttpCallResult
 from wasmhost.sidecar._stream import HttpStream
 
@@ -34,10 +36,10 @@ from wasmhost.sidecar._stream import HttpStream
 def fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     """Each test gets its own process-wide host and module agent (and closes the runtime it made)."""
     monkeypatch.setenv("WASMESH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(wasm_adapter, "_HOST", None)
-    monkeypatch.setattr(wasm_adapter, "_AGENT", None)
+    monkeypatch.setattr(wasm_host_module, "_HOST", None)
+    monkeypatch.setattr(wasm_modules, "_AGENT", None)
     yield
-    host = wasm_adapter._HOST
+    host = wasm_host_module._HOST
     if host is not None:
         host.runtime.close()
 
@@ -64,7 +66,7 @@ def test_plugin_config_becomes_a_spec() -> None:
                                                      "ISTIO_META_WASM_IMAGE_PULL_POLICY": "Always"}},
         },
     })
-    spec, wasm = wasm_adapter.plugin_spec_from_proto(config)
+    spec, wasm = wasm_modules.plugin_spec_from_proto(config)
     assert wasm == b"\0asm"
     assert (spec.name, spec.root_id, spec.vm_id) == ("p", "r", "v")
     assert (spec.configuration, spec.vm_configuration) == (b"cfg", b"\x00\x01")
@@ -77,13 +79,13 @@ def test_struct_configuration_is_handed_over_as_json() -> None:
     config = plugin_config({"configuration": {"@type": "type.googleapis.com/google.protobuf.Struct",
                                               "value": {"k": "v"}},
                             "vm_config": {"code": {"local": {"inline_string": "x"}}}})
-    spec, _ = wasm_adapter.plugin_spec_from_proto(config)
+    spec, _ = wasm_modules.plugin_spec_from_proto(config)
     assert spec.configuration == b'{"k": "v"}'
 
 
 def test_legacy_fail_open_flag() -> None:
     config = plugin_config({"fail_open": True, "vm_config": {"code": {"local": {"inline_string": "x"}}}})
-    spec, _ = wasm_adapter.plugin_spec_from_proto(config)
+    spec, _ = wasm_modules.plugin_spec_from_proto(config)
     assert spec.fail_open and spec.failure_policy is FailurePolicy.FAIL_OPEN
 
 
@@ -102,7 +104,7 @@ def test_legacy_fail_open_flag() -> None:
 ], ids=["no-vm-config", "runtime", "no-code", "unreadable", "config-type", "capabilities"])
 def test_config_errors_name_the_field(data: dict[str, Any], path: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        wasm_adapter.plugin_spec_from_proto(plugin_config(data), "config")
+        wasm_modules.plugin_spec_from_proto(plugin_config(data), "config")
     assert caught.value.path == path and reason in str(caught.value)
 
 
@@ -227,7 +229,7 @@ def test_metrics_mirror_copies_counters_gauges_and_new_histogram_samples() -> No
     runtime = Runtime()
     try:
         stats = StatsStore()
-        mirror = wasm_adapter.PluginMetricsMirror()
+        mirror = wasm_host_module.PluginMetricsMirror()
         counter = runtime.metrics.define(MetricType.COUNTER, "requests")
         gauge = runtime.metrics.define(MetricType.GAUGE, "inflight")
         histogram = runtime.metrics.define(MetricType.HISTOGRAM, "sizes")
@@ -308,7 +310,7 @@ def test_unfetchable_remote_module_applies_the_fail_strategy(tmp_path: Any, fail
         assert any(type(c).__name__ == "StartUpstream" for c in commands) and request.get(b"x-ran") is None
     else:
         assert sent_headers(commands).get(b":status") == b"403"
-    status = wasm_adapter.MODULE_STATUS["remote"]
+    status = wasm_modules.MODULE_STATUS["remote"]
     assert status["ok"] is False and status["url"] == missing.as_uri() and status["message"]
 
 
@@ -333,3 +335,21 @@ def test_plugins_read_the_stream_facts_live() -> None:
     assert _address(info, "upstream", "address") == "10.0.0.9:8080"
     assert _connection(info, "mtls") is True
     assert info.extra == {"source.principal": "spiffe://a/b", "connection.subject_peer_certificate": "CN=b"}
+
+
+# --- plugin health metrics -------------------------------------------------------------------------------
+
+
+def test_plugin_health_metrics_follow_the_running_plugins() -> None:
+    from wasmhost.sidecar._istio_stats import sync_plugin_health
+
+    ctx, stream = chain_with(wasm_filter(plugin_path("trap"), failure_policy="FAIL_OPEN", name="broken"),
+                             wasm_filter(plugin_path("headers"), name="decorate"))
+    stream().on_request_headers(get_request(), True)
+    take(ctx)
+    store = StatsStore()
+    sync_plugin_health(store)
+    healthy = {name: sample for name, sample in store.snapshot().items() if "wasmesh_wasm_plugin_healthy" in name}
+    by_plugin = {("broken" if "broken" in name else "decorate" if "decorate" in name else name): sample.value
+                 for name, sample in healthy.items()}
+    assert by_plugin == {"broken": 0, "decorate": 1}

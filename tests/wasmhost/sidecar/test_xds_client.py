@@ -31,7 +31,8 @@ from tests.wasmhost.sidecar._xds import (
     wasm_extension,
 )
 from tests.wasmhost.sidecar._xds_peers import InProcessSidecar, ScriptedAdsServer
-from wasmhost.sidecar import _wasm as wasm_adapter
+from wasmhost.sidecar import _wasm_host as wasm_host_module
+from wasmhost.sidecar import _wasm_module as wasm_modules
 from wasmhost.sidecar._admin import _config_dump
 from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE
 
@@ -39,10 +40,10 @@ from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTEN
 @pytest.fixture(autouse=True)
 def fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     monkeypatch.setenv("WASMESH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(wasm_adapter, "_HOST", None)
-    monkeypatch.setattr(wasm_adapter, "_AGENT", None)
+    monkeypatch.setattr(wasm_host_module, "_HOST", None)
+    monkeypatch.setattr(wasm_modules, "_AGENT", None)
     yield
-    host = wasm_adapter._HOST
+    host = wasm_host_module._HOST
     if host is not None:
         host.runtime.close()
 

@@ -24,7 +24,8 @@ from tests.wasmhost.sidecar._xds import (
     static_bootstrap,
     wasm_extension,
 )
-from wasmhost.sidecar import _wasm as wasm_adapter
+from wasmhost.sidecar import _wasm_host as wasm_host_module
+from wasmhost.sidecar import _wasm_module as wasm_modules
 from wasmhost.sidecar._plan import Plan
 from wasmhost.sidecar._plan_build import build_plan
 from wasmhost.sidecar._xds_resources import CLUSTER, ENDPOINT, EXTENSION, LISTENER, ROUTE, XdsResource
@@ -35,10 +36,10 @@ from wasmhost.sidecar._xds_update import Update, UpdateRefused, XdsState
 def fresh_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
     """Each test gets its own process-wide Wasm host (and closes the runtime it made)."""
     monkeypatch.setenv("WASMESH_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(wasm_adapter, "_HOST", None)
-    monkeypatch.setattr(wasm_adapter, "_AGENT", None)
+    monkeypatch.setattr(wasm_host_module, "_HOST", None)
+    monkeypatch.setattr(wasm_modules, "_AGENT", None)
     yield
-    host = wasm_adapter._HOST
+    host = wasm_host_module._HOST
     if host is not None:
         host.runtime.close()
 
