@@ -32,6 +32,7 @@ from tests.wasmhost.test_shared_crash import consistency_problems
 from wasmhost._abi import Status
 from wasmhost._commands import NotifyQueueReady
 from wasmhost._shared import STATE_ENV, LocalSharedRegistry, SharedData, SharedRegistry
+from wasmhost._shared_layout import _OFF_JOURNAL
 from wasmhost._shared_mmap import (
     LOCK_FLOCK,
     LOCK_ROBUST_MUTEX,
@@ -377,6 +378,23 @@ def _hammer(path: str, started: int) -> None:
 MIN_KILLS, MIN_HALF_DONE, MAX_KILLS = 30, 10, 400
 
 
+def _stop_inside_an_update(registry: MappedSharedRegistry, pid: int, limit_s: float = 0.5) -> None:
+    """Freeze the child half-way through an update (its undo journal holds entries), if it gets there in time.
+
+    Random moments alone rarely land inside an update under ``flock``, so half the kills aim:
+    SIGSTOP when the journal is busy, and keep the child stopped only if it still is.
+    """
+    words, at = registry._words, _OFF_JOURNAL >> 3
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if words[at]:
+            os.kill(pid, signal.SIGSTOP)
+            os.waitpid(pid, os.WUNTRACED)
+            if words[at]:
+                return  # the SIGKILL that follows lands inside this update
+            os.kill(pid, signal.SIGCONT)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
     registry = MappedSharedRegistry(state, Limits())
@@ -401,6 +419,8 @@ def test_a_worker_killed_mid_update_leaves_a_usable_store(state: str) -> None:
             assert select.select([started_r], [], [], CHILD_DEADLINE_S)[0], "the child never started"
             assert os.read(started_r, 1) == b"s", "the child failed before it started"
             time.sleep(moments.uniform(0, 0.02))
+            if kill % 2 == 0:  # every other kill aims at an update in progress
+                _stop_inside_an_update(registry, pid)
         finally:
             os.kill(pid, signal.SIGKILL)  # a SIGKILLed child always ends, so this wait is bounded
             _, status = os.waitpid(pid, 0)
