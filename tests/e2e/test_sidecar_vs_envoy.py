@@ -378,8 +378,9 @@ def test_weighted_split_is_statistically_the_same(tmp_path: Path, envoy_binary: 
         pair.envoy.stop()
     for counts in shares.values():
         for body, weight in ((b"a", 0.2), (b"b", 0.3), (b"c", 0.5)):
-            # binomial: 4 standard deviations of slack
-            slack = 4 * (total * weight * (1 - weight)) ** 0.5
+            # binomial: 5 standard deviations of slack (a false alarm about once in 300,000 runs per
+            # cluster); an even three-way split still misses a and c by more than that
+            slack = 5 * (total * weight * (1 - weight)) ** 0.5
             assert abs(counts[body] - total * weight) <= slack, counts
 
 
