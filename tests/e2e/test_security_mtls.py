@@ -266,5 +266,7 @@ def test_rotation_under_load_with_short_lifetimes_fails_no_request(tmp_path):
     assert counts["failed"] == 0, refused
     assert counts["ok"] > 100
     assert counts["keepalive"] > 25
-    assert min(renewals) >= 4  # 26 s of 12 s certificates renewed at ~6 s
-    assert distinct_serials >= 4
+    # 26 s of 12 s certificates renewed at 4.8-7.2 s (half the lifetime, +-10 % jitter): at least 3
+    # renewals whatever the jitter draws, more when the root change prompts one
+    assert min(renewals) >= 3
+    assert distinct_serials >= 3
