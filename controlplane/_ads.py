@@ -58,8 +58,7 @@ class Connection:
     pushes: int = 0
     metadata: tuple[tuple[str, Any], ...] = ()  # the stream's invocation metadata (credentials)
     secure: bool = False  # arrived over TLS (the secure port)
-    identity: Any = None  # the SPIFFE ID its credentials proved, if any
-    authenticated: bool = False  # ``identity`` has been checked (``Plane.authenticate``)
+    identity: Any = None  # the SPIFFE ID its credentials proved (``Plane.authenticate``), if any
 
     def send_all(self, responses: list[Any]) -> None:
         for response in responses:

@@ -266,14 +266,12 @@ class ControlPlane:
             proxy = connection.proxy
             connection.identity = await asyncio.to_thread(
                 self.security.identify, connection.metadata, connection.secure, proxy.namespace, proxy.service_account)
-        connection.authenticated = True
 
     def connected(self, connection: Connection) -> Snapshot:
+        """A stream ``authenticate`` let in joins the mesh: its certificate (unless its agent keeps its
+        own key) and its first snapshot."""
         if self.security is not None:
             proxy = connection.proxy
-            if not connection.authenticated:
-                connection.identity = self.security.identify(connection.metadata, connection.secure, proxy.namespace,
-                                                             proxy.service_account)
             if connection.identity is not None and not runs_identity_agent(proxy):
                 self.security.certificates.issue(connection.id, connection.identity)  # its agent keeps its own key
         self.connections[connection.id] = connection
