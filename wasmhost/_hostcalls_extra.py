@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ._abi import Status, decode_pairs
 from ._commands import CancelGrpc, DispatchGrpcCall, DispatchHttpCall, NotifyQueueReady, SendGrpcMessage
+from ._hostcalls_grpc import DispatchGrpcServiceCall, GrpcTargetError, log_refusal, resolve_grpc_target
 from ._registry import hostcall
 
 if TYPE_CHECKING:
@@ -171,22 +172,6 @@ def http_call(
 
 # -- gRPC callouts ---------------------------------------------------------------------------------
 
-def _grpc_cluster(vm: WasmVM, upstream: bytes) -> str | None:
-    """Envoy accepts a cluster name or a serialized envoy.config.core.v3.GrpcService."""
-    name = upstream.decode("utf-8", "replace")
-    if vm.environment.has_cluster(name):
-        return name
-    try:
-        from envoy.config.core.v3 import grpc_service_pb2
-
-        service = grpc_service_pb2.GrpcService()
-        service.ParseFromString(upstream)
-        cluster = service.envoy_grpc.cluster_name
-    except Exception:  # noqa: BLE001 - any parse failure means "not a GrpcService"
-        return None
-    return cluster if cluster and vm.environment.has_cluster(cluster) else None
-
-
 def _grpc_start(
     vm: WasmVM, upstream_ptr: int, upstream_len: int, service_ptr: int, service_len: int,
     method_ptr: int, method_len: int, md_ptr: int, md_len: int, message: bytes | None,
@@ -203,23 +188,31 @@ def _grpc_start(
     root = _root(vm)
     if root is None:
         return BAD_ARGUMENT
-    cluster = _grpc_cluster(vm, upstream)
-    if cluster is None:
+    target = resolve_grpc_target(upstream, vm.environment.has_cluster)
+    if isinstance(target, GrpcTargetError) and target.status == "parse_failure":
         return PARSE_FAILURE
     metadata = decode_pairs(raw_md, max_bytes=vm.limits.max_pairs_bytes, max_count=vm.limits.max_pairs_count)
     if metadata is None:
         return BAD_ARGUMENT
     if len(root.grpc_calls) >= vm.limits.max_pending_callouts:
         return INTERNAL_FAILURE
-    token = _next_token(vm, _GRPC_STREAM if message is None else _GRPC_CALL)
+    token = _next_token(vm, _GRPC_STREAM if message is None else _GRPC_CALL)  # Envoy numbers before it fails
+    if isinstance(target, GrpcTargetError):
+        log_refusal(root.spec.name, target)
+        return BAD_ARGUMENT
+    names = (service.decode("utf-8", "replace"), method.decode("utf-8", "replace"))
+    timeout = min(timeout_ms, _I32_MAX)
+    command: DispatchGrpcCall
+    if target.authority or target.metadata or target.cluster_missing:
+        command = DispatchGrpcServiceCall(root, token, target.cluster, *names, metadata, message, timeout,
+                                          target.authority, list(target.metadata))
+    else:
+        command = DispatchGrpcCall(root, token, target.cluster, *names, metadata, message, timeout)
     root.grpc_calls[token] = message is None
+    vm.runtime.commands.push(command)
+    if target.cluster_missing:
+        return INTERNAL_FAILURE  # the embedder still closes the token with UNAVAILABLE after the callback
     vm.memory.write_u32(ret_token, token)
-    vm.runtime.commands.push(
-        DispatchGrpcCall(
-            root, token, cluster, service.decode("utf-8", "replace"), method.decode("utf-8", "replace"),
-            metadata, message, min(timeout_ms, _I32_MAX),
-        )
-    )
     return OK
 
 
@@ -245,22 +238,29 @@ def grpc_stream(
                        md_ptr, md_len, None, 0, ret_token)
 
 
+def _grpc_kind(token: int) -> int:
+    """Which sequence a token belongs to (low two bits): a call, a stream, or neither."""
+    return token & 3
+
+
 @hostcall("proxy_grpc_send", "iiii")
 def grpc_send(vm: WasmVM, token: int, msg_ptr: int, msg_len: int, end_stream: int) -> int:
     message = vm.read(msg_ptr, msg_len)
     if message is None:
         return INVALID_MEMORY_ACCESS
+    if _grpc_kind(token) != _GRPC_STREAM:
+        return BAD_ARGUMENT  # Envoy: only a stream token can send, open or not
     root = _root(vm)
     if root is None or token not in root.grpc_calls:
         return NOT_FOUND
-    if not root.grpc_calls[token]:
-        return BAD_ARGUMENT  # a unary call is not a stream
     vm.runtime.commands.push(SendGrpcMessage(root, token, message, bool(end_stream)))
     return OK
 
 
 @hostcall("proxy_grpc_cancel", "i")
 def grpc_cancel(vm: WasmVM, token: int) -> int:
+    if _grpc_kind(token) not in (_GRPC_CALL, _GRPC_STREAM):
+        return BAD_ARGUMENT
     root = _root(vm)
     if root is None or token not in root.grpc_calls:
         return NOT_FOUND
@@ -271,6 +271,8 @@ def grpc_cancel(vm: WasmVM, token: int) -> int:
 
 @hostcall("proxy_grpc_close", "i")
 def grpc_close(vm: WasmVM, token: int) -> int:
+    if _grpc_kind(token) not in (_GRPC_CALL, _GRPC_STREAM):
+        return BAD_ARGUMENT
     root = _root(vm)
     if root is None or token not in root.grpc_calls:
         return NOT_FOUND

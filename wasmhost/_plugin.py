@@ -259,9 +259,17 @@ class Plugin:
         finally:
             root.callout = None
 
-    def on_grpc_receive_initial_metadata(self, token: int, metadata: Pairs) -> None:
+    def _grpc_stream_open(self, token: int) -> RootContext | None:
+        """The root when ``token`` is an open stream: Envoy's async client reports metadata for
+        streams only (a unary call gets its message or its failure, nothing else)."""
         root = self.root
-        if root is None or token not in root.grpc_calls:
+        if root is None or not root.grpc_calls.get(token, False):
+            return None
+        return root
+
+    def on_grpc_receive_initial_metadata(self, token: int, metadata: Pairs) -> None:
+        root = self._grpc_stream_open(token)
+        if root is None:
             return
         root.grpc_metadata = list(metadata)
         try:
@@ -270,6 +278,11 @@ class Plugin:
             root.grpc_metadata = None
 
     def on_grpc_receive(self, token: int, message: bytes) -> None:
+        """A stream's next message, or a unary call's answer, which ends the call.
+
+        As Envoy: the unary token stays valid during the callback (a cancel there answers OK)
+        and is gone once it returns (a later cancel/close answers NOT_FOUND); no close follows.
+        """
         root = self.root
         if root is None or token not in root.grpc_calls:
             return
@@ -278,10 +291,12 @@ class Plugin:
             self._root_call("proxy_on_grpc_receive", token, len(message))
         finally:
             root.grpc_message = None
+            if not root.grpc_calls.get(token, True):
+                del root.grpc_calls[token]
 
     def on_grpc_receive_trailing_metadata(self, token: int, metadata: Pairs) -> None:
-        root = self.root
-        if root is None or token not in root.grpc_calls:
+        root = self._grpc_stream_open(token)
+        if root is None:
             return
         root.grpc_metadata = list(metadata)
         try:
@@ -290,12 +305,15 @@ class Plugin:
             root.grpc_metadata = None
 
     def on_grpc_close(self, token: int, grpc_status: int, message: bytes = b"") -> None:
+        """The call or stream ended; as Envoy, its token is released once the callback returns."""
         root = self.root
         if root is None or token not in root.grpc_calls:
             return
-        del root.grpc_calls[token]
         root.status = (grpc_status, message)
-        self._root_call("proxy_on_grpc_close", token, grpc_status)
+        try:
+            self._root_call("proxy_on_grpc_close", token, grpc_status)
+        finally:
+            root.grpc_calls.pop(token, None)
 
     def on_foreign_function(self, function_id: int, args: bytes) -> None:
         root = self.root

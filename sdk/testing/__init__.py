@@ -31,8 +31,8 @@ What a test can do:
 - move time: ``advance_time(ms)`` fires ``on_tick`` on the plugin's period, ``tick()``
   fires it once; the plugin's clocks only move with ``advance_time``;
 - answer callouts: ``pending_callouts()`` then ``answer_callout`` / ``fail_callout``;
-  gRPC: ``pending_grpc_calls()``, ``answer_grpc_call``, ``send_grpc_message``,
-  ``close_grpc_call``;
+  gRPC: ``pending_grpc_calls()``, ``answer_grpc_call`` (a unary call: its message only, as
+  Envoy), ``send_grpc_metadata`` / ``send_grpc_message`` (streams), ``close_grpc_call``;
 - read host state: ``logs(level)``, ``metrics()`` / ``metric(name)``,
   ``shared_data(key)``, ``queue_items(name)``, ``enqueue(name, value)``, ``trap``.
 

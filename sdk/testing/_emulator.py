@@ -373,24 +373,26 @@ class HostEmulator:
         """gRPC calls and streams that are open (not closed, cancelled or answered)."""
         return list(self.state.grpc.values())
 
-    def answer_grpc_call(
-        self,
-        token: int,
-        message: bytes,
-        *,
-        initial_metadata: HeadersInput | None = None,
-        trailing_metadata: HeadersInput | None = None,
-    ) -> None:
-        """A unary call succeeds: metadata callbacks (if given) around ``on_grpc_receive``."""
+    def answer_grpc_call(self, token: int, message: bytes) -> None:
+        """A unary call succeeds: ``on_grpc_receive`` only, which ends the call.
+
+        As in Envoy, a unary call reports no metadata; to fail it use ``close_grpc_call``.
+        """
         call = self._grpc_call(token)
         if call.is_stream:
             raise EmulatorError(f"gRPC token {token} is a stream: use send_grpc_message and close_grpc_call")
         del self.state.grpc[token]
-        if initial_metadata is not None:
-            self.plugin.on_grpc_receive_initial_metadata(token, to_pairs(initial_metadata))
         self.plugin.on_grpc_receive(token, message)
-        if trailing_metadata is not None:
-            self.plugin.on_grpc_receive_trailing_metadata(token, to_pairs(trailing_metadata))
+        self._drain()
+
+    def send_grpc_metadata(self, token: int, metadata: HeadersInput, *, trailing: bool = False) -> None:
+        """The server sends initial (or trailing) metadata on an open gRPC stream."""
+        if not self._grpc_call(token).is_stream:
+            raise EmulatorError(f"gRPC token {token} is a unary call: Envoy reports no metadata for it")
+        if trailing:
+            self.plugin.on_grpc_receive_trailing_metadata(token, to_pairs(metadata))
+        else:
+            self.plugin.on_grpc_receive_initial_metadata(token, to_pairs(metadata))
         self._drain()
 
     def send_grpc_message(self, token: int, message: bytes) -> None:

@@ -50,6 +50,7 @@ class GrpcCall:
 
     ``messages`` lists what the plugin sent (the request of a unary call, then every
     ``proxy_grpc_send``); ``half_closed`` is set by ``proxy_grpc_close`` on a stream.
+    A call naming an unknown cluster is never recorded: it closes at once with UNAVAILABLE.
     """
 
     token: int
@@ -60,3 +61,6 @@ class GrpcCall:
     is_stream: bool
     messages: list[bytes] = field(default_factory=list)
     half_closed: bool = False
+    #: from a serialized GrpcService: the ``:authority`` sent ('' = the cluster name) and its metadata
+    authority: str = ""
+    service_metadata: Headers = field(default_factory=list)

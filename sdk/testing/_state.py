@@ -35,6 +35,8 @@ from wasmhost import (
 from ._records import Callout, GrpcCall, Headers, LocalResponse
 
 _MAX_COMMAND_ROUNDS = 10_000
+UNAVAILABLE = 14
+CLUSTER_NOT_AVAILABLE = b"Cluster not available"  # Envoy's async client's text
 
 HeadersInput = Mapping[str, str] | Iterable[tuple[str, str]]
 
@@ -102,13 +104,7 @@ def carry_out(command: Command, plugin: Plugin, state: HostState) -> None:
             to_strings(command.trailers), command.timeout_ms,
         )
     elif isinstance(command, DispatchGrpcCall):
-        call = GrpcCall(
-            command.token, command.cluster, command.service, command.method,
-            to_strings(command.initial_metadata), is_stream=command.message is None,
-        )
-        if command.message is not None:
-            call.messages.append(command.message)
-        state.grpc[command.token] = call
+        _start_grpc(command, plugin, state)
     elif isinstance(command, SendGrpcMessage):
         if command.token in state.grpc:
             state.grpc[command.token].messages.append(command.message)
@@ -161,3 +157,20 @@ def to_pairs(headers: HeadersInput) -> list[tuple[bytes, bytes]]:
 def to_strings(pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
     """The host's byte pairs as text pairs (invalid UTF-8 replaced)."""
     return [(k.decode("utf-8", "replace"), v.decode("utf-8", "replace")) for k, v in pairs]
+
+
+def _start_grpc(command: DispatchGrpcCall, plugin: Plugin, state: HostState) -> None:
+    """Record the call for the test to answer; one naming an unknown cluster fails at once, as in Envoy."""
+    if not plugin.runtime.environment.has_cluster(command.cluster):
+        plugin.on_grpc_close(command.token, UNAVAILABLE, CLUSTER_NOT_AVAILABLE)
+        return
+    call = GrpcCall(
+        command.token, command.cluster, command.service, command.method,
+        to_strings(command.initial_metadata), is_stream=command.message is None,
+    )
+    # a call to a serialized GrpcService also carries its authority and metadata
+    call.authority = getattr(command, "authority", "")
+    call.service_metadata = to_strings(getattr(command, "service_metadata", []))
+    if command.message is not None:
+        call.messages.append(command.message)
+    state.grpc[command.token] = call

@@ -306,13 +306,16 @@ def test_grpc_calls_and_streams(load) -> None:
     )
     assert unary.initial_metadata == [("k", "v")]
     assert (stream.method, stream.messages, stream.is_stream, stream.half_closed) == ("Chat", [b"hello"], True, True)
-    host.answer_grpc_call(unary.token, b"resp", initial_metadata={"a": "b"})
+    with pytest.raises(EmulatorError, match="unary call"):
+        host.send_grpc_metadata(unary.token, {"a": "b"})
+    host.answer_grpc_call(unary.token, b"resp")
+    host.send_grpc_metadata(stream.token, {"a": "b"})
     host.send_grpc_message(stream.token, b"m1")
     host.close_grpc_call(stream.token, 0)
-    assert host.logs() == ["initial metadata", "resp", "m1", "0"]
+    assert host.logs() == ["resp", "initial metadata", "m1", "0"]  # the unary call: its message only
     assert host.pending_grpc_calls() == []
     with pytest.raises(EmulatorError, match="no open gRPC call"):
-        host.close_grpc_call(stream.token, 0)
+        host.close_grpc_call(unary.token, 0)  # the answer ended it
 
 
 # -- time ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ gRPC status) with Envoy's status rules:
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -66,22 +67,37 @@ def grpc_timeout(timeout_ms: int) -> bytes:
     return b"99999999H"
 
 
-def request_headers(cluster: str, service: str, method: str, metadata: list[Pair], timeout_ms: int) -> HeaderMap:
-    """Envoy's ``Grpc::Common::prepareHeaders`` followed by the plugin's initial metadata."""
+def request_headers(
+    cluster: str, service: str, method: str, metadata: list[Pair], timeout_ms: int,
+    *, authority: str = "", service_metadata: list[Pair] | None = None,
+) -> HeaderMap:
+    """Envoy's ``Grpc::Common::prepareHeaders``, then a GrpcService's metadata, then the plugin's.
+
+    ``authority`` (a GrpcService's ``envoy_grpc.authority``) replaces the cluster name as
+    ``:authority``; service metadata overwrites what it names, the plugin's is appended; ``-bin``
+    values go out base64-encoded, moved to the end, as Envoy's async client sends them.
+    """
     headers = HeaderMap([
         (b":method", b"POST"),
         (b":scheme", b"http"),
         (b":path", f"/{service}/{method}".encode()),
-        (b":authority", cluster.encode()),
+        (b":authority", (authority or cluster).encode()),
         (b"te", b"trailers"),
     ])
     if timeout_ms > 0:
         headers.add(b"grpc-timeout", grpc_timeout(timeout_ms))
     headers.add(b"content-type", b"application/grpc")
+    for key, value in service_metadata or ():
+        headers.set(key, value)
     for key, value in metadata:
         name = key.lower()
         if not name.startswith(b":"):  # metadata cannot replace the request line
             headers.add(name, value)
+    binary = [(k, v) for k, v in headers.items() if k.endswith(b"-bin")]
+    if binary:
+        headers.replace_all([(k, v) for k, v in headers.items() if not k.endswith(b"-bin")])
+        for key, value in binary:
+            headers.add(key, base64.b64encode(value))
     return headers
 
 
@@ -288,9 +304,11 @@ class UnaryCollector:
 def start_grpc_callout(
     worker: Any, cluster: Cluster, service: str, method: str, metadata: list[Pair],
     message: bytes | None, timeout_ms: int, events: GrpcEvents,
+    *, authority: str = "", service_metadata: list[Pair] | None = None,
 ) -> GrpcCallout:
     """Open the stream (and for a unary call send its one message and half-close)."""
-    headers = request_headers(cluster.name, service, method, metadata, timeout_ms)
+    headers = request_headers(cluster.name, service, method, metadata, timeout_ms,
+                              authority=authority, service_metadata=service_metadata)
     call = GrpcCallout(worker, cluster, headers, events)
     call.start(timeout_ms)
     if message is not None:

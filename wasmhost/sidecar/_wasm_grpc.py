@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import CancelGrpc, DispatchGrpcCall, Plugin, SendGrpcMessage
+from .._hostcalls_grpc import CLUSTER_NOT_AVAILABLE, DispatchGrpcServiceCall
 from ._grpc_callout import UNAVAILABLE, GrpcCallout, GrpcEvents, UnaryCollector, start_grpc_callout
 from ._headers import Pair
 
@@ -73,11 +74,7 @@ class WasmGrpcCalls:
         else:
             def received(message: bytes) -> None:
                 self.closed(key)
-                self.run(lambda: plugin.on_grpc_receive(token, message))
-                # a unary call ends with its message; the core keeps the token until a close
-                root = plugin.root
-                if root is not None:
-                    root.grpc_calls.pop(token, None)
+                self.run(lambda: plugin.on_grpc_receive(token, message))  # the core ends the call
 
             def failed(status: int, message: bytes) -> None:
                 self.closed(key)
@@ -86,12 +83,15 @@ class WasmGrpcCalls:
             events = UnaryCollector(received, failed)
         current = getattr(services, "current", None)
         cluster = current.clusters.get(command.cluster) if current is not None else None
-        if cluster is None:
-            soon(lambda: events.on_close(UNAVAILABLE, b"cluster not found: " + command.cluster.encode()))
+        if cluster is None:  # Envoy's async client closes at once, after the plugin's callback
+            soon(lambda: events.on_close(UNAVAILABLE, CLUSTER_NOT_AVAILABLE))
             return
+        authority, service_metadata = "", None
+        if isinstance(command, DispatchGrpcServiceCall):
+            authority, service_metadata = command.authority, list(command.service_metadata)
         self._calls[key] = start_grpc_callout(
             services.runtime, cluster, command.service, command.method, list(command.initial_metadata),
-            command.message, command.timeout_ms, events,
+            command.message, command.timeout_ms, events, authority=authority, service_metadata=service_metadata,
         )
         self._flush()
 

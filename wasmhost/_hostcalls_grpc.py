@@ -1,0 +1,117 @@
+"""The upstream a plugin names in ``proxy_grpc_call`` / ``proxy_grpc_stream``, as Envoy reads it.
+
+Envoy's rule (``Context::grpcCall``): bytes that parse as a serialized
+``envoy.config.core.v3.GrpcService`` are a service; anything else is a cluster name, and an
+unknown name answers PARSE_FAILURE. Of a service, Envoy's gRPC async client honours
+``envoy_grpc.cluster_name``, ``envoy_grpc.authority`` (the ``:authority`` sent instead of the
+cluster name) and ``initial_metadata`` (set on the request before the plugin's own metadata).
+``GrpcService.timeout`` is not read on this path: only the call's own timeout argument bounds
+a call, whether or not the service has one. A service naming a cluster that does not exist
+is accepted by the parser but fails to start: the dispatch answers INTERNAL_FAILURE and the
+plugin still gets ``on_grpc_close(UNAVAILABLE, "Cluster not available")`` once its callback
+returns.
+
+Refused with BAD_ARGUMENT and a logged reason (never a crash): ``google_grpc`` services (Envoy's
+Google C++ client talks to its target directly, bypassing clusters; this host has no such
+client) and metadata this host cannot send verbatim
+(pseudo-headers, ``host``, ``%`` substitution formatters, bytes not allowed in a header).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ._abi import Pairs
+from ._commands import DispatchGrpcCall
+
+_LOGGER = logging.getLogger("wasmhost.grpc")
+#: the text Envoy's async client closes with when a service names a cluster it does not know
+CLUSTER_NOT_AVAILABLE = b"Cluster not available"
+_FORBIDDEN_VALUE_BYTES = frozenset(b"\r\n\x00")
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcTarget:
+    """A resolved upstream: the cluster, the ``:authority`` to send ('' = the cluster name), extra metadata."""
+
+    cluster: str
+    authority: str = ""
+    metadata: tuple[tuple[bytes, bytes], ...] = ()
+    #: a service naming an unknown cluster: the call starts and fails at once, as in Envoy
+    cluster_missing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GrpcTargetError:
+    """Why the upstream cannot be used; ``status`` is the proxy-wasm result to answer."""
+
+    status: Literal["parse_failure", "bad_argument"]
+    reason: str
+
+
+@dataclass(slots=True)
+class DispatchGrpcServiceCall(DispatchGrpcCall):
+    """A gRPC call or stream whose plugin named a GrpcService: its ``:authority`` and service-wide metadata."""
+
+    authority: str
+    service_metadata: Pairs
+
+
+def resolve_grpc_target(upstream: bytes, has_cluster: Callable[[str], bool]) -> GrpcTarget | GrpcTargetError:
+    """Read ``upstream`` as Envoy does: a serialized GrpcService first, else a cluster name."""
+    service = _parse_service(upstream)
+    if service is None or not service.HasField("target_specifier"):
+        # not a service; bytes that parse but name no target (Envoy would crash) read as a name too
+        name = upstream.decode("utf-8", "replace")
+        if has_cluster(name):
+            return GrpcTarget(name)
+        return GrpcTargetError("parse_failure", f"unknown cluster {name!r}")
+    if service.HasField("google_grpc"):
+        return GrpcTargetError(
+            "bad_argument", "GrpcService.google_grpc is not supported by this host (use envoy_grpc and a cluster)"
+        )
+    metadata: list[tuple[bytes, bytes]] = []
+    for index, header in enumerate(service.initial_metadata):
+        checked = _checked_metadata(header.key, header.raw_value or header.value.encode())
+        if isinstance(checked, str):
+            return GrpcTargetError("bad_argument", f"GrpcService.initial_metadata[{index}]: {checked}")
+        metadata.append(checked)
+    envoy_grpc = service.envoy_grpc
+    cluster = envoy_grpc.cluster_name
+    return GrpcTarget(cluster, envoy_grpc.authority, tuple(metadata), cluster_missing=not has_cluster(cluster))
+
+
+def _parse_service(upstream: bytes) -> Any | None:
+    from envoy.config.core.v3 import grpc_service_pb2
+    from google.protobuf.message import DecodeError
+
+    service = grpc_service_pb2.GrpcService()
+    try:
+        service.ParseFromString(upstream)
+    except (DecodeError, ValueError, RecursionError):
+        return None
+    return service
+
+
+def _checked_metadata(key: str, value: bytes) -> tuple[bytes, bytes] | str:
+    """One ``initial_metadata`` entry as a header, or why this host will not send it."""
+    name = key.lower().encode()
+    if not name:
+        return "empty key"
+    if name.startswith(b":") or name == b"host":
+        return f"key {key!r} would replace the request line"
+    if any(c <= 0x20 or c >= 0x7F for c in name):
+        return f"key {key!r} is not a valid header name"
+    if b"%" in value:
+        return "substitution formatters (%...%) in values are not supported"
+    if any(c in _FORBIDDEN_VALUE_BYTES for c in value):
+        return "value holds CR, LF or NUL"
+    return name, value
+
+
+def log_refusal(plugin: str, error: GrpcTargetError) -> None:
+    """The dispatch was refused: say why in the proxy's log (the plugin only sees a status)."""
+    _LOGGER.warning("plugin %r: gRPC callout refused: %s", plugin, error.reason)
