@@ -107,8 +107,8 @@ def _checked_metadata(key: str, value: bytes) -> tuple[bytes, bytes] | str:
         return f"key {key!r} is not a valid header name"
     if b"%" in value:
         return "substitution formatters (%...%) in values are not supported"
-    if any(c in _FORBIDDEN_VALUE_BYTES for c in value):
-        return "value holds CR, LF or NUL"
+    if not name.endswith(b"-bin") and any(c in _FORBIDDEN_VALUE_BYTES for c in value):
+        return "value holds CR, LF or NUL"  # binary values go out base64-encoded
     return name, value
 
 

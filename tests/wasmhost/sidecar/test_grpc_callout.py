@@ -83,6 +83,19 @@ def test_request_headers_frame_and_half_close_of_a_unary_call() -> None:
     assert call.cluster.stats.rq_total.value == 1 and call.cluster.rq_active == 1
 
 
+def test_a_grpc_services_authority_and_metadata_then_the_plugins_with_binary_values_base64() -> None:
+    worker, events = Worker(), Events()
+    call = start_grpc_callout(
+        worker, make_cluster(9000), "pkg.Svc", "Do", [(b"X-Md", b"1"), (b"x-md-bin", b"\xff")], b"m", 0, events,
+        authority="echo.example", service_metadata=[(b"x-svc", b"s"), (b"te", b"overwritten"), (b"a-bin", b"\x00")],
+    )
+    assert list(call.headers.items()) == [
+        (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/pkg.Svc/Do"), (b":authority", b"echo.example"),
+        (b"te", b"overwritten"), (b"content-type", b"application/grpc"), (b"x-svc", b"s"), (b"x-md", b"1"),
+        (b"a-bin", b"AA=="), (b"x-md-bin", b"/w=="),
+    ]
+
+
 def test_stream_has_no_timeout_and_sends_each_message_then_half_closes_once() -> None:
     call, worker, _ = open_call()
     call.send(b"a", False)
