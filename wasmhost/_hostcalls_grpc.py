@@ -75,7 +75,7 @@ def resolve_grpc_target(upstream: bytes, has_cluster: Callable[[str], bool]) -> 
         )
     metadata: list[tuple[bytes, bytes]] = []
     for index, header in enumerate(service.initial_metadata):
-        checked = _checked_metadata(header.key, header.raw_value or header.value.encode())
+        checked = _checked_metadata(header.key, header.value.encode())  # Envoy ignores raw_value here
         if isinstance(checked, str):
             return GrpcTargetError("bad_argument", f"GrpcService.initial_metadata[{index}]: {checked}")
         metadata.append(checked)

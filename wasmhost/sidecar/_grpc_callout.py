@@ -11,7 +11,9 @@ gRPC status) with Envoy's status rules:
 - trailers without ``grpc-status``, or a body ending without trailers, are UNKNOWN;
 - a reset once the response has started, or a malformed frame, is INTERNAL;
 - no connection, a reset before the response, or the call's own timeout is the router's
-  local reply in gRPC form: trailers-only, UNAVAILABLE, the reply text as ``grpc-message``.
+  local reply in gRPC form: trailers-only, UNAVAILABLE, the reply text as ``grpc-message``;
+- the close message carries the router's response code details as Envoy's async client adds
+  them: ``message{details}``, or the details alone (``via_upstream`` for an upstream answer).
 
 ``UnaryCollector`` turns the stream events into what a unary call reports in Envoy: only the
 (last) message on success, or a close with the failure status; never metadata.
@@ -27,6 +29,7 @@ from ._callout import ClusterCall
 from ._cluster import Cluster
 from ._commands import ResetUpstream, SendUpstreamData, Timer
 from ._headers import HeaderMap, Pair
+from ._upstream_sink import CONNECTION_FAILURE
 
 OK = 0
 CANCELLED = 1
@@ -38,6 +41,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _PREFIX = 5
 _COMPRESSED = 0x01
 _SERVICE_TIME = b"x-envoy-upstream-service-time"
+#: Envoy's transport failure reason for a refused connection (its details show it, its text does not)
+REFUSED_TRANSPORT_FAILURE = "delayed connect error: Connection refused"
 
 
 class GrpcEvents(Protocol):
@@ -144,6 +149,7 @@ class GrpcCallout(ClusterCall):
         self._responded = False
         self._half_closed = False
         self._decoder = MessageDecoder()
+        self._details = ""  # the response code details Envoy's router would record
 
     def start(self, timeout_ms: int) -> None:
         if timeout_ms > 0:
@@ -152,7 +158,7 @@ class GrpcCallout(ClusterCall):
         host = self.cluster.choose_host()
         if host is None:
             # reported from the event loop, never from inside the plugin's dispatch
-            self.out.append(Timer(0.0, lambda: self._local_reply(b"no healthy upstream")))
+            self.out.append(Timer(0.0, lambda: self._local_reply(b"no healthy upstream", "no_healthy_upstream")))
             return
         self._begin(host)
 
@@ -182,7 +188,9 @@ class GrpcCallout(ClusterCall):
         text = "upstream connect error or disconnect/reset before headers. reset reason: " + reason
         if transport_failure:
             text += ", transport failure reason: " + transport_failure
-        self._local_reply(text.encode())
+        # the pool leaves a refused connection's reason out of the text (as Envoy); the details keep it
+        refused = REFUSED_TRANSPORT_FAILURE if reason == CONNECTION_FAILURE else ""
+        self._local_reply(text.encode(), _reset_details(reason, transport_failure or refused))
 
     def on_response_headers(self, headers: HeaderMap, end_stream: bool) -> None:
         if self.finished:
@@ -192,6 +200,7 @@ class GrpcCallout(ClusterCall):
             return
         code = int(status) if status.isdigit() else 0
         self._responded = True
+        self._details = "via_upstream"
         self.cluster.stats.count_response(code)
         self.cluster.record_response(self.host, code, self.worker.now)
         if headers.get(_SERVICE_TIME) is None:
@@ -235,7 +244,7 @@ class GrpcCallout(ClusterCall):
             self._close(INTERNAL, b"")
         else:
             text = "upstream connect error or disconnect/reset before headers. reset reason: " + reason
-            self._local_reply(text.encode())
+            self._local_reply(text.encode(), _reset_details(reason, ""))
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -248,15 +257,16 @@ class GrpcCallout(ClusterCall):
         if self._responded:
             self._close(UNAVAILABLE, b"upstream request timeout")
         else:
-            self._local_reply(b"upstream request timeout")
+            self._local_reply(b"upstream request timeout", "upstream_response_timeout")
 
-    def _local_reply(self, text: bytes) -> None:
+    def _local_reply(self, text: bytes, details: str) -> None:
         """The router's 503/504 local reply in gRPC form (trailers-only): UNAVAILABLE with the text.
 
         The texts are the router's own printable ASCII, so ``grpc-message`` needs no escaping.
         """
         if self.finished:
             return
+        self._details = details
         reply = HeaderMap([(b":status", b"200"), (b"content-type", b"application/grpc"),
                            (b"grpc-status", str(UNAVAILABLE).encode()), (b"grpc-message", text)])
         self.events.on_initial_metadata([])
@@ -272,7 +282,20 @@ class GrpcCallout(ClusterCall):
         if self.finished:
             return
         self._release()
-        self.events.on_close(status, message)
+        self.events.on_close(status, self._with_details(message))
+
+    def _with_details(self, message: bytes) -> bytes:
+        """Envoy's async client appends the stream's response code details to the close message."""
+        details = self._details.encode()
+        if not details:
+            return message
+        return message + b"{" + details + b"}" if message else details
+
+
+def _reset_details(reason: str, transport_failure: str) -> str:
+    """The router's details for a failure before the response, whitespace made ``_``."""
+    inner = reason + ("|" + transport_failure if transport_failure else "")
+    return "upstream_reset_before_response_started{" + "_".join(inner.split()) + "}"
 
 
 class UnaryCollector:

@@ -133,21 +133,21 @@ def test_stream_events_in_order_with_status_from_trailers() -> None:
     kinds = [kind for kind, _ in events.seen]
     assert kinds == ["initial", "message", "message", "trailing", "close"]
     assert events.seen[0][1][b"x-i"] == b"1" and b"x-envoy-upstream-service-time" in events.seen[0][1]
-    assert events.seen[-1] == ("close", (5, b"nope"))
+    assert events.seen[-1] == ("close", (5, b"nope{via_upstream}"))  # with the details, as Envoy
     assert call.finished and call.cluster.rq_active == 0
 
 
 def test_non_200_is_cancelled_and_resets_the_stream() -> None:
     call, worker, events = open_call()
     call.on_response_headers(HeaderMap([(b":status", b"503")]), False)
-    assert events.seen[-1] == ("close", (1, b"")) and isinstance(worker.out[-1], ResetUpstream)
+    assert events.seen[-1] == ("close", (1, b"via_upstream")) and isinstance(worker.out[-1], ResetUpstream)
 
 
 def test_trailers_only_answer_closes_with_its_grpc_status() -> None:
     call, _, events = open_call()
     call.on_response_headers(HeaderMap([(b":status", b"200"), (b"grpc-status", b"7"),
                                         (b"grpc-message", b"denied")]), True)
-    assert events.seen[0] == ("initial", {}) and events.seen[-1] == ("close", (7, b"denied"))
+    assert events.seen[0] == ("initial", {}) and events.seen[-1] == ("close", (7, b"denied{via_upstream}"))
 
 
 @pytest.mark.parametrize(("trailers", "status"), [(None, 2), (HeaderMap([(b"x", b"y")]), 2),
@@ -159,7 +159,7 @@ def test_missing_or_garbled_status_is_unknown(trailers: HeaderMap | None, status
         call.on_response_data(frame(b"m"), True)
     else:
         call.on_response_trailers(trailers)
-    assert events.seen[-1] == ("close", (status, b""))
+    assert events.seen[-1] == ("close", (status, b"via_upstream"))
 
 
 def test_malformed_frame_is_internal_and_nothing_after_close_is_reported() -> None:
@@ -168,7 +168,7 @@ def test_malformed_frame_is_internal_and_nothing_after_close_is_reported() -> No
     call.on_response_data(b"\x02\x00\x00\x00\x01x", False)
     call.on_response_data(frame(b"late"), False)
     call.on_response_trailers(HeaderMap([(b"grpc-status", b"0")]))
-    assert events.seen[-1] == ("close", (13, b"")) and len(events.seen) == 2
+    assert events.seen[-1] == ("close", (13, b"via_upstream")) and len(events.seen) == 2
     assert isinstance(worker.out[-1], ResetUpstream)
 
 
@@ -177,11 +177,20 @@ def test_reset_before_and_after_the_response() -> None:
     before.on_reset("connection termination")
     assert early.seen[0] == ("initial", {})
     assert early.seen[-1] == ("close", (14, b"upstream connect error or disconnect/reset before headers. "
-                                            b"reset reason: connection termination"))
+                                            b"reset reason: connection termination"
+                                            b"{upstream_reset_before_response_started{connection_termination}}"))
     after, _, late = open_call()
     after.on_response_headers(ok_headers(), False)
     after.on_reset("connection termination")
-    assert late.seen[-1] == ("close", (13, b""))
+    assert late.seen[-1] == ("close", (13, b"via_upstream"))
+
+
+def test_a_refused_connection_keeps_its_transport_failure_in_the_details_only() -> None:
+    call, _, events = open_call()
+    call.on_pool_failure("remote connection failure", "")
+    assert events.seen[-1] == ("close", (14, b"upstream connect error or disconnect/reset before headers. reset reason: "
+                                            b"remote connection failure{upstream_reset_before_response_started"
+                                            b"{remote_connection_failure|delayed_connect_error:_Connection_refused}}"))
 
 
 def test_pool_failure_is_the_routers_local_reply_in_grpc_form() -> None:
@@ -199,7 +208,7 @@ def test_timeout_resets_and_reports_unavailable() -> None:
     timer = worker.out[0]
     assert isinstance(timer, Timer)
     timer.fire()
-    assert events.seen[-1] == ("close", (14, b"upstream request timeout"))
+    assert events.seen[-1] == ("close", (14, b"upstream request timeout{upstream_response_timeout}"))
     assert isinstance(worker.out[-1], ResetUpstream) and call.cluster.stats.rq_timeout.value == 1
 
 
@@ -216,7 +225,7 @@ def test_no_host_is_no_healthy_upstream_from_the_event_loop() -> None:
     assert events.seen == []
     [timer] = [c for c in worker.out if isinstance(c, Timer)]
     timer.fire()
-    assert events.seen[-1] == ("close", (14, b"no healthy upstream"))
+    assert events.seen[-1] == ("close", (14, b"no healthy upstream{no_healthy_upstream}"))
 
 
 def test_unary_collector_reports_the_last_message_or_the_failure() -> None:

@@ -22,7 +22,7 @@
  *   "close:<token>:<status>:<proxy_get_status message>", and "cancel:<status>" after a
  *   cancel from inside a callback.
  * Resuming the request (a unary call's receive, or any close of a known call) adds
- * "x-grpc-status: <status>" and "x-grpc-message: <message or get_status message>", and
+ * "x-grpc-status: <status>" and "x-grpc-result: <message or get_status message>", and
  * "x-grpc-callback-cancel: <status>" when a cancel was made in the callback.
  * Covers: token lifetime of unary calls (valid during the ending callback, gone after),
  * proxy_grpc_cancel/close/send on finished tokens, GrpcService upstreams.
@@ -169,7 +169,7 @@ static void finish(uint32_t token, long status, const char *message) {
   }
   proxy_set_effective_context(call->stream);
   add_number("x-grpc-status", status);
-  pw_add_header(PW_MAP_REQUEST_HEADERS, "x-grpc-message", message);
+  pw_add_header(PW_MAP_REQUEST_HEADERS, "x-grpc-result", message);
   if (cancelled >= 0) add_number("x-grpc-callback-cancel", cancelled);
   proxy_continue_stream(PW_STREAM_REQUEST);
   call->stream = 0;
