@@ -3,6 +3,11 @@
 Each HTTP/2 stream becomes an ``HttpStream`` bound to the listener's current
 context; the core's response commands are turned into frames by ``Http2Codec``
 and written once per drain.
+
+Back-pressure is per stream: a response body the client's window holds back
+beyond ``per_connection_buffer_limit_bytes`` pauses that stream's upstream only,
+and an upstream that stops taking a request body holds that stream's window
+(``pause_stream_reading``), never the whole connection.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.codec: Any = None  # the HTTP/1 attributes the worker's maintenance looks at
         self.stream: HttpStream | None = None
         self._dirty = False
+        self._buffer_limit: int = ctx.listener.buffer_limit  # per_connection_buffer_limit_bytes
+        self._write_blocked: set[int] = set()  # streams whose queued response body is over the limit
+        self._transport_paused = False
         hcm = ctx.hcm
         self.h2 = Http2Codec(self, client_side=False, max_concurrent_streams=hcm.h2_max_concurrent_streams,
                              initial_stream_window=hcm.h2_initial_stream_window,
@@ -54,6 +62,8 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.last_activity = self.worker.runtime.tick()
         try:
             self.h2.feed(data)
+            if self._write_blocked:
+                self._release_drained()
         except Exception:  # request handling failed: end this connection, keep the worker
             _log.exception("http2 request handling failed")
             for stream in list(self.streams.values()):
@@ -78,12 +88,41 @@ class Http2DownstreamConnection(asyncio.Protocol):
             worker.drain()
 
     def pause_writing(self) -> None:
-        for stream in self.streams.values():
-            self.worker.downstream_write_paused(stream, True)
+        self._transport_paused = True
+        for stream_id, stream in self.streams.items():
+            if stream_id not in self._write_blocked:
+                self.worker.downstream_write_paused(stream, True)
 
     def resume_writing(self) -> None:
-        for stream in self.streams.values():
-            self.worker.downstream_write_paused(stream, False)
+        self._transport_paused = False
+        for stream_id, stream in list(self.streams.items()):
+            if stream_id not in self._write_blocked:
+                self.worker.downstream_write_paused(stream, False)
+
+    # --- per-stream flow control ----------------------------------------------------------------
+
+    def pause_stream_reading(self, stream: HttpStream, paused: bool) -> None:
+        """The upstream of ``stream`` takes no more request body for now: hold (or return) its window."""
+        if stream.downstream_id is not None and not self.closed:
+            self.h2.pause_reading(stream.downstream_id, paused)
+            self._mark_dirty()
+
+    def _check_queued(self, stream: HttpStream, stream_id: int) -> None:
+        if stream_id not in self._write_blocked and self.h2.queued(stream_id) > self._buffer_limit:
+            self._write_blocked.add(stream_id)
+            if not self._transport_paused:
+                self.worker.downstream_write_paused(stream, True)
+
+    def _release_drained(self) -> None:
+        """Window updates arrived: resume the upstreams of streams whose queue fell to half the limit."""
+        for stream_id in list(self._write_blocked):
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                self._write_blocked.discard(stream_id)
+            elif self.h2.queued(stream_id) <= self._buffer_limit // 2:
+                self._write_blocked.discard(stream_id)
+                if not self._transport_paused:
+                    self.worker.downstream_write_paused(stream, False)
 
     # --- codec sink -----------------------------------------------------------------------------
 
@@ -133,6 +172,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
             return
         self.last_activity = self.worker.runtime.now
         self.h2.send_data(stream.downstream_id, data, end_stream)
+        self._check_queued(stream, stream.downstream_id)
         self._mark_dirty()
 
     def send_trailers(self, stream: HttpStream, trailers: HeaderMap) -> None:
@@ -144,6 +184,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def reset(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
+            self._write_blocked.discard(stream.downstream_id)
             if not self.closed:
                 self.h2.reset_stream(stream.downstream_id)
                 self._mark_dirty()
@@ -151,6 +192,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def stream_ended(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
+            self._write_blocked.discard(stream.downstream_id)
         if self.stream is stream:
             self.stream = None
         self.last_activity = self.worker.runtime.now

@@ -5,10 +5,18 @@ per-stream events for a sink (headers, data, trailers, reset), and the
 ``send_*`` methods queue frames, honouring the peer's flow-control windows:
 body bytes that do not fit wait per stream until a WINDOW_UPDATE. The edge
 writes ``data_to_send()`` to the socket after each batch.
+
+Received bytes are handed back to the peer in two parts, as Envoy does: the
+connection window at once (the bytes left the connection, so one stalled stream
+never starves the others), a stream's window only while that stream is not
+``pause_reading`` (its consumer keeps up). A paused stream can therefore hold at
+most one stream window; ``queued(stream)`` tells the edge how much waits to be
+sent so it can pause whoever feeds that stream.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -49,7 +57,13 @@ class Http2Codec:
         config = h2.config.H2Configuration(client_side=client_side, header_encoding=None,
                                            validate_inbound_headers=True, normalize_inbound_headers=True)
         self.conn = h2.connection.H2Connection(config=config)
-        self._pending: dict[int, list[Any]] = {}  # stream -> queued ("data", bytes, end) / ("trailers", headers)
+        self._pending: dict[int, deque[Any]] = {}  # stream -> queued ("data", bytes, end) / ("trailers", headers)
+        self._queued: dict[int, int] = {}  # stream -> body bytes in ``_pending``
+        self._stream_window = initial_stream_window
+        self._connection_window = max(initial_connection_window, 65535)
+        self._connection_unacked = 0  # received bytes not yet handed back on the connection window
+        self._stream_unacked: dict[int, int] = {}  # received bytes a stream has not handed back yet
+        self._read_paused: set[int] = set()
         self._on_settings = on_settings
         self.closed = False
         self.conn.local_settings = h2.settings.Settings(client=client_side, initial_values={
@@ -76,15 +90,16 @@ class Http2Codec:
                 headers = HeaderMap.adopt(list(event.headers))
                 sink.on_headers(event.stream_id, headers, event.stream_ended is not None)
             elif isinstance(event, h2.events.DataReceived):
+                ended = event.stream_ended is not None
                 if event.flow_controlled_length:
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                sink.on_data(event.stream_id, event.data, event.stream_ended is not None)
+                    self._received(event.stream_id, event.flow_controlled_length, ended)
+                sink.on_data(event.stream_id, event.data, ended)
             elif isinstance(event, h2.events.TrailersReceived):
                 sink.on_trailers(event.stream_id, HeaderMap.adopt(list(event.headers)))
             elif isinstance(event, h2.events.StreamEnded):
                 pass  # delivered with the headers/data/trailers event that carried END_STREAM
             elif isinstance(event, h2.events.StreamReset):
-                self._pending.pop(event.stream_id, None)
+                self._forget(event.stream_id)
                 sink.on_reset(event.stream_id, f"remote reset ({h2.errors.ErrorCodes(event.error_code).name})"
                               if event.error_code in h2.errors.ErrorCodes._value2member_map_ else "remote reset")
             elif isinstance(event, h2.events.WindowUpdated):
@@ -98,6 +113,56 @@ class Http2Codec:
                 sink.on_connection_error("goaway")
             elif isinstance(event, h2.events.InformationalResponseReceived):
                 pass  # 1xx responses are not forwarded
+
+    # --- inbound flow control ------------------------------------------------------------------
+
+    def _received(self, stream_id: int, size: int, ended: bool) -> None:
+        """Return the connection window at half use; keep the stream's for ``_hand_back``."""
+        self._connection_unacked += size
+        if self._connection_unacked >= self._connection_window // 2:
+            increment, self._connection_unacked = self._connection_unacked, 0
+            try:
+                self.conn.increment_flow_control_window(increment)
+            except (h2.exceptions.ProtocolError, ValueError):
+                pass
+        if ended:
+            self._stream_unacked.pop(stream_id, None)  # the peer sends no more on it
+            self._read_paused.discard(stream_id)
+            return
+        unacked = self._stream_unacked.get(stream_id, 0) + size
+        self._stream_unacked[stream_id] = unacked
+        if stream_id not in self._read_paused and unacked >= self._stream_window // 2:
+            self._hand_back(stream_id)
+
+    def _hand_back(self, stream_id: int) -> None:
+        increment = self._stream_unacked.pop(stream_id, 0)
+        if increment <= 0:
+            return
+        try:
+            self.conn.increment_flow_control_window(increment, stream_id)
+        except (KeyError, h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError, ValueError):
+            pass  # the stream is gone: nothing to hand back
+
+    def pause_reading(self, stream_id: int, paused: bool) -> None:
+        """Whoever consumes ``stream_id``'s body is full (or has room again): hold (or return) its window."""
+        if paused:
+            self._read_paused.add(stream_id)
+        elif stream_id in self._read_paused:
+            self._read_paused.discard(stream_id)
+            self._hand_back(stream_id)
+
+    def reading_paused(self, stream_id: int) -> bool:
+        return stream_id in self._read_paused
+
+    def queued(self, stream_id: int) -> int:
+        """Body bytes of ``stream_id`` waiting for the peer's window."""
+        return self._queued.get(stream_id, 0)
+
+    def _forget(self, stream_id: int) -> None:
+        self._pending.pop(stream_id, None)
+        self._queued.pop(stream_id, None)
+        self._stream_unacked.pop(stream_id, None)
+        self._read_paused.discard(stream_id)
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -126,6 +191,7 @@ class Http2Codec:
         queue = self._pending.get(stream_id)
         if queue:
             queue.append(("data", data, end_stream))
+            self._queued[stream_id] = self._queued.get(stream_id, 0) + len(data)
             return
         self._send_data(stream_id, data, end_stream)
 
@@ -155,29 +221,33 @@ class Http2Codec:
                     conn.send_data(stream_id, data[:window])
                     data = data[window:]
                 else:
-                    self._pending.setdefault(stream_id, []).append(("data", data, end_stream))
+                    self._pending.setdefault(stream_id, deque()).append(("data", data, end_stream))
+                    self._queued[stream_id] = self._queued.get(stream_id, 0) + len(data)
                     return
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):
             self._pending.pop(stream_id, None)
+            self._queued.pop(stream_id, None)
 
     def _flush_pending(self, stream_id: int) -> None:
         targets = list(self._pending) if stream_id == 0 else [stream_id]
         for target in targets:
             queue = self._pending.pop(target, None)
+            self._queued.pop(target, None)
             if not queue:
                 continue
             while queue:
-                kind, payload, end_stream = queue.pop(0)
+                kind, payload, end_stream = queue.popleft()
                 if kind == "trailers":
                     self._send_trailers(target, payload)
                     continue
                 self._send_data(target, payload, end_stream)
                 if target in self._pending:  # blocked again: keep the rest behind what was re-queued
                     self._pending[target].extend(queue)
+                    self._queued[target] += sum(len(item[1]) for item in queue if item[0] == "data")
                     break
 
     def reset_stream(self, stream_id: int, cancel: bool = True) -> None:
-        self._pending.pop(stream_id, None)
+        self._forget(stream_id)
         code = h2.errors.ErrorCodes.CANCEL if cancel else h2.errors.ErrorCodes.INTERNAL_ERROR
         try:
             self.conn.reset_stream(stream_id, error_code=code)

@@ -4,6 +4,11 @@ The pool keeps ready connections and starts each request as a new stream on one
 with a free stream slot (the peer's ``MAX_CONCURRENT_STREAMS``); it opens another
 connection only when all are full, within the cluster's ``max_connections``.
 Requests wait in the pending queue (``max_pending_requests``) otherwise.
+
+Back-pressure is per stream: a request body the upstream's window holds back
+beyond the cluster's ``per_connection_buffer_limit_bytes`` pauses that stream's
+client only, and a client that reads slowly holds that stream's window
+(``sink_pause``); a full socket pauses every stream of the connection.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class Http2UpstreamConnection(asyncio.Protocol):
         self.usable = True
         self.local_address: tuple[str, int] | None = None
         self._dirty = False
+        self._buffer_limit = plan.buffer_limit
+        self._write_blocked: set[int] = set()  # streams whose queued request body is over the limit
+        self._transport_paused = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -51,11 +59,14 @@ class Http2UpstreamConnection(asyncio.Protocol):
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.local_address = (sockname[0], sockname[1])
+        self.transport.set_write_buffer_limits(high=self._buffer_limit)
         self._mark_dirty()
 
     def data_received(self, data: bytes) -> None:
         self.pool.worker.runtime.tick()
         self.codec.feed(data)
+        if self._write_blocked:
+            self._release_drained()
         self._mark_dirty()
         self.pool.worker.drain()
 
@@ -71,6 +82,37 @@ class Http2UpstreamConnection(asyncio.Protocol):
                 sink.edge = None
                 sink.on_reset(CONNECTION_TERMINATION)
             self.pool.worker.drain()
+
+    def pause_writing(self) -> None:
+        self._transport_paused = True
+        for stream_id, sink in list(self.streams.items()):
+            if stream_id not in self._write_blocked:
+                self.pool.worker.upstream_write_paused(sink, True)
+
+    def resume_writing(self) -> None:
+        self._transport_paused = False
+        for stream_id, sink in list(self.streams.items()):
+            if stream_id not in self._write_blocked:
+                self.pool.worker.upstream_write_paused(sink, False)
+
+    # --- per-stream flow control ----------------------------------------------------------------
+
+    def _check_queued(self, sink: Any, stream_id: int) -> None:
+        if stream_id not in self._write_blocked and self.codec.queued(stream_id) > self._buffer_limit:
+            self._write_blocked.add(stream_id)
+            if not self._transport_paused:
+                self.pool.worker.upstream_write_paused(sink, True)
+
+    def _release_drained(self) -> None:
+        """Window updates arrived: resume the clients of streams whose queue fell to half the limit."""
+        for stream_id in list(self._write_blocked):
+            sink = self.streams.get(stream_id)
+            if sink is None:
+                self._write_blocked.discard(stream_id)
+            elif self.codec.queued(stream_id) <= self._buffer_limit // 2:
+                self._write_blocked.discard(stream_id)
+                if not self._transport_paused:
+                    self.pool.worker.upstream_write_paused(sink, False)
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -90,10 +132,12 @@ class Http2UpstreamConnection(asyncio.Protocol):
                     self.codec.send_data(stream_id, payload, end_stream)
                 else:
                     self.codec.send_trailers(stream_id, payload)
+            self._check_queued(sink, stream_id)
         self._mark_dirty()
         sink.on_pool_ready(self.local_address)
 
     def _finish(self, stream_id: int) -> Any:
+        self._write_blocked.discard(stream_id)
         sink = self.streams.pop(stream_id, None)
         if sink is not None:
             self.ids.pop(id(sink), None)
@@ -107,6 +151,7 @@ class Http2UpstreamConnection(asyncio.Protocol):
         stream_id = self.ids.get(id(sink))
         if stream_id is not None and not self.closed:
             self.codec.send_data(stream_id, data, end_stream)
+            self._check_queued(sink, stream_id)
             self._mark_dirty()
 
     def sink_trailers(self, sink: Any, trailers: HeaderMap) -> None:
@@ -124,7 +169,11 @@ class Http2UpstreamConnection(asyncio.Protocol):
                 self._mark_dirty()
 
     def sink_pause(self, sink: Any, paused: bool) -> None:
-        pass  # one connection carries many streams; flow control is HTTP/2's own
+        """The client of ``sink`` reads slowly: hold (or return) this stream's window, not the connection."""
+        stream_id = self.ids.get(id(sink))
+        if stream_id is not None and not self.closed:
+            self.codec.pause_reading(stream_id, paused)
+            self._mark_dirty()
 
     # --- codec events ---------------------------------------------------------------------------
 

@@ -282,6 +282,10 @@ class Worker:
         router = getattr(sink, "router", None)
         stream = getattr(router, "stream", None)
         downstream = getattr(stream, "downstream", None)
+        pause_stream = getattr(downstream, "pause_stream_reading", None)
+        if pause_stream is not None:  # HTTP/2: hold this stream's window, the connection keeps flowing
+            pause_stream(stream, paused)
+            return
         transport = getattr(downstream, "transport", None)
         if transport is not None and downstream is not None and not downstream.closed:
             if paused:
