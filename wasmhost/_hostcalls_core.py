@@ -118,7 +118,11 @@ _REQUEST_TRAILERS = int(MapType.HTTP_REQUEST_TRAILERS)
 
 
 def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
-    """The map the effective context can see now, or None when it is not available."""
+    """The map the effective context can see now, or None when it is not available.
+
+    A stream's map is open from its callback until it is forwarded (the ``*_writable``
+    flags, kept by :class:`wasmhost.HttpStream`) and readable again at log time, as Envoy's
+    ``getConstMap``."""
     ctx = vm.effective or vm.current
     if ctx is None:
         return None
@@ -126,16 +130,20 @@ def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
         if not isinstance(ctx, HttpContext):
             return None
         if map_type == _REQUEST_HEADERS:
-            return ctx.request_headers
+            return ctx.request_headers if ctx.request_headers_writable or ctx.in_log else None
         if map_type == _RESPONSE_HEADERS:
-            return ctx.response_headers
+            return ctx.response_headers if ctx.response_headers_writable or ctx.in_log else None
         if map_type == _REQUEST_TRAILERS:
-            if ctx.request_trailers is None and ctx.request_trailers_writable:
-                ctx.request_trailers = []
-            return ctx.request_trailers
-        if ctx.response_trailers is None and ctx.response_trailers_writable:
-            ctx.response_trailers = []
-        return ctx.response_trailers
+            if ctx.request_trailers_writable:
+                if ctx.request_trailers is None:
+                    ctx.request_trailers = []
+                return ctx.request_trailers
+            return ctx.request_trailers if ctx.in_log else None
+        if ctx.response_trailers_writable:
+            if ctx.response_trailers is None:
+                ctx.response_trailers = []
+            return ctx.response_trailers
+        return ctx.response_trailers if ctx.in_log else None
     root = ctx.root
     if map_type in (MapType.GRPC_CALL_INITIAL_METADATA, MapType.GRPC_CALL_TRAILING_METADATA):
         return root.grpc_metadata
@@ -147,15 +155,16 @@ def _get_map(vm: WasmVM, map_type: int) -> Pairs | None:
 
 
 def _writable_map(vm: WasmVM, map_type: int) -> Pairs | None:
+    """The stream map a write (or Envoy's size query) may touch now: an open one, never at log time."""
     if map_type > 3:
         return None  # callout and gRPC maps are read-only
     ctx = vm.effective or vm.current
     if not isinstance(ctx, HttpContext) or ctx.in_log:
         return None
     if map_type == _REQUEST_HEADERS:
-        return ctx.request_headers
+        return ctx.request_headers if ctx.request_headers_writable else None
     if map_type == _RESPONSE_HEADERS:
-        return ctx.response_headers
+        return ctx.response_headers if ctx.response_headers_writable else None
     return _get_map(vm, map_type)  # trailers: created by the first write where allowed
 
 
@@ -171,7 +180,9 @@ def get_header_map_pairs(vm: WasmVM, map_type: int, ret_ptr: int, ret_size: int)
 def get_header_map_size(vm: WasmVM, map_type: int, ret_size: int) -> int:
     if map_type > 7:
         return BAD_ARGUMENT
-    pairs = _get_map(vm, map_type) or []
+    pairs = _writable_map(vm, map_type)  # Envoy sizes only the maps a write could reach
+    if pairs is None:
+        return BAD_ARGUMENT
     size = sum(len(k) + len(v) for k, v in pairs)
     return OK if vm.memory.write_u32(ret_size, size) else INVALID_MEMORY_ACCESS
 
@@ -209,9 +220,16 @@ def get_header_map_value(vm: WasmVM, map_type: int, key_ptr: int, key_len: int, 
             for name, value in pairs:
                 if name == key:
                     return vm.return_bytes(value, ret_ptr, ret_size)
+    elif pairs is None and not _in_log(vm):
+        return BAD_ARGUMENT  # Envoy: the map is not available now (forwarded, or not this callback's)
     if vm.abi is AbiVersion.V0_1_0:
         return vm.return_bytes(b"", ret_ptr, ret_size)
     return NOT_FOUND
+
+
+def _in_log(vm: WasmVM) -> bool:
+    ctx = vm.effective or vm.current
+    return isinstance(ctx, HttpContext) and ctx.in_log
 
 
 def _check_value(vm: WasmVM, target: Pairs, extra: int) -> bool:

@@ -34,6 +34,11 @@ class HttpStream:
     Defaults live on the class (no ``__slots__``): opening a stream stores only the
     plugin and the stream facts, which is most of what a request through a plugin costs
     outside the guest.
+
+    A header or trailer map is open to the plugin from its callback until it is forwarded
+    (the callback continued, or the paused stream was resumed), as Envoy drops its map
+    pointer then: the embedder may send a forwarded block whenever it likes, later writes
+    are refused and never reach the wire.
     """
 
     ctx: HttpContext | None = None
@@ -126,10 +131,11 @@ class HttpStream:
             else:
                 result = self._invoke(ctx, "proxy_on_request_headers", len(headers), int(end_stream))
         except VmFailed:
-            return self._failed_status(HEADERS_STOP_ALL_WATERMARK)
-        finally:
             ctx.request_headers_writable = False
-        return self._headers_status(ctx, result)
+            return self._failed_status(HEADERS_STOP_ALL_WATERMARK)
+        status = self._headers_status(ctx, result)
+        ctx.request_headers_writable = status != HEADERS_CONTINUE  # forwarded: the map is closed
+        return status
 
     def on_request_body(self, data: bytes, end_stream: bool) -> BodyVerdict:
         ctx = self._context()
@@ -146,10 +152,11 @@ class HttpStream:
         try:
             result = self._invoke(ctx, "proxy_on_request_trailers", len(trailers))
         except VmFailed:
-            return self._failed_status(TRAILERS_STOP)
-        finally:
             ctx.request_trailers_writable = False
-        return self._trailers_status(ctx, result)
+            return self._failed_status(TRAILERS_STOP)
+        status = self._trailers_status(ctx, result)
+        ctx.request_trailers_writable = status != TRAILERS_CONTINUE
+        return status
 
     # -- response path --------------------------------------------------------------------------
     def on_response_headers(self, headers: Pairs, end_stream: bool) -> int:
@@ -165,11 +172,13 @@ class HttpStream:
             else:
                 result = self._invoke(ctx, "proxy_on_response_headers", len(headers), int(end_stream))
         except VmFailed:
+            ctx.response_headers_writable = False
             return self._failed_status(HEADERS_STOP_ALL_WATERMARK)
         finally:
-            ctx.response_headers_writable = False
             ctx.response_headers_sent = True
-        return self._headers_status(ctx, result)
+        status = self._headers_status(ctx, result)
+        ctx.response_headers_writable = status != HEADERS_CONTINUE
+        return status
 
     def on_response_body(self, data: bytes, end_stream: bool) -> BodyVerdict:
         ctx = self._context()
@@ -186,10 +195,11 @@ class HttpStream:
         try:
             result = self._invoke(ctx, "proxy_on_response_trailers", len(trailers))
         except VmFailed:
-            return self._failed_status(TRAILERS_STOP)
-        finally:
             ctx.response_trailers_writable = False
-        return self._trailers_status(ctx, result)
+            return self._failed_status(TRAILERS_STOP)
+        status = self._trailers_status(ctx, result)
+        ctx.response_trailers_writable = status != TRAILERS_CONTINUE
+        return status
 
     # -- HTTP/2 METADATA ---------------------------------------------------------------------------
     def on_request_metadata(self, count: int) -> None:
@@ -297,26 +307,31 @@ class HttpStream:
             return BodyVerdict(DATA_STOP_NO_BUFFER)
         if not result:
             out = bytes(current) if current is not None else b""
-            if request:
+            if request:  # headers a StopIteration held go out with this body: their map closes
                 ctx.request_body = None
                 ctx.request_body_size += len(out)
+                ctx.request_headers_writable = False
             else:
                 ctx.response_body = None
                 ctx.response_body_size += len(out)
+                ctx.response_headers_writable = False
             return BodyVerdict(DATA_CONTINUE, out)
         status = result if 1 <= result <= 3 else DATA_STOP_NO_BUFFER
         return BodyVerdict(status, None)
 
     def resume_body(self, *, request: bool) -> bytes:
-        """After a ResumeStream, hand over what the plugin held back (and forget it)."""
+        """After a ResumeStream, hand over what the plugin held back (and forget it); the
+        direction's header and trailer maps are forwarded now, so they close."""
         ctx = self.ctx
         if ctx is None:
             return b""
         held = ctx.request_body if request else ctx.response_body
         if request:
             ctx.request_body = None
+            ctx.request_headers_writable = ctx.request_trailers_writable = False
         else:
             ctx.response_body = None
+            ctx.response_headers_writable = ctx.response_trailers_writable = False
         return bytes(held or b"")
 
 

@@ -221,6 +221,31 @@ EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
         C_CORE | {"proxy_on_request_body", "proxy_on_response_body"},
         {"proxy_get_buffer_bytes", "proxy_get_buffer_status", "proxy_set_buffer_bytes"},
     ),
+    "late_headers": (
+        "proxy_abi_version_0_2_1",
+        {"malloc"},
+        C_CORE
+        | {
+            "proxy_on_request_headers",
+            "proxy_on_request_body",
+            "proxy_on_response_headers",
+            "proxy_on_response_body",
+            "proxy_on_tick",
+            "proxy_on_log",
+            "proxy_on_delete",
+        },
+        {
+            "proxy_get_header_map_pairs",
+            "proxy_get_header_map_value",
+            "proxy_add_header_map_value",
+            "proxy_replace_header_map_value",
+            "proxy_remove_header_map_value",
+            "proxy_get_header_map_size",
+            "proxy_set_effective_context",
+            "proxy_continue_stream",
+            "proxy_set_tick_period_milliseconds",
+        },
+    ),
     "buffer_all": (
         "proxy_abi_version_0_2_1",
         {"malloc"},

@@ -574,13 +574,17 @@ class HttpStream:
             self._emit_trailers(trailers)
 
     def _continue(self, d: _Dir, index: int) -> None:
-        """Resume iteration after the filter at ``index`` (Envoy ``commonContinue``)."""
+        """Resume iteration after the filter at ``index`` (Envoy ``commonContinue``).
+
+        A filter that stopped *all* iteration never saw the body and trailers parked behind
+        it, so (as Envoy's ``iterate_from_current_filter_``) they start at that filter."""
         if self.done or d.aborted or index >= len(d.slots):
             return
         slot = d.slots[index]
         if slot.state == CONTINUE and slot.continued:
             return
         trailers_here = d.trailers is not None and d.trailers_at == index
+        rest = index if slot.state >= STOP_ALL_BUFFER else index + 1
         if not slot.continued:
             slot.continued = True
             slot.state = CONTINUE
@@ -591,11 +595,11 @@ class HttpStream:
         if d.buffer is not None:
             buffered = d.buffer
             d.buffer = None
-            self._do_data(d, index + 1, buffered, d.complete and d.trailers is None)
+            self._do_data(d, rest, buffered, d.complete and d.trailers is None)
             if self.done or d.aborted:
                 return
         if trailers_here:
-            self._do_trailers(d, index + 1)
+            self._do_trailers(d, rest)
 
     def _buffer(self, d: _Dir, data: Buffer, enforce_limit: bool) -> None:
         if d.buffer is None:

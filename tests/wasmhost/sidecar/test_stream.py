@@ -60,7 +60,9 @@ def test_stop_iteration_holds_headers_but_lets_data_reach_the_stopping_filter() 
                        ("b", "decode_data", b"onetwo", True), ("terminal", "decode_data", b"onetwo", True)]
 
 
-def test_stop_all_buffers_without_calling_the_filter_again() -> None:
+def test_stop_all_buffers_without_calling_the_filter_until_it_continues() -> None:
+    """As Envoy's ``iterate_from_current_filter_``: the body and trailers parked behind a
+    StopAll filter start at that filter once it continues (it has not seen them yet)."""
     ctx, journal, terminals, stream = setup(("a", {"decode_headers": HeadersStatus.StopAllIterationAndBuffer}),
                                             ("b", {}))
     stream.on_request_headers(get_request(method="POST"), False)
@@ -71,8 +73,9 @@ def test_stop_all_buffers_without_calling_the_filter_again() -> None:
     journal.clear()
     stream.callbacks[0].continue_decoding()
     assert journal == [("b", "decode_headers", False), ("terminal", "decode_headers", False),
-                       ("b", "decode_data", b"xy", False), ("terminal", "decode_data", b"xy", False),
-                       ("b", "decode_trailers"), ("terminal", "decode_trailers")]
+                       ("a", "decode_data", b"xy", False), ("b", "decode_data", b"xy", False),
+                       ("terminal", "decode_data", b"xy", False),
+                       ("a", "decode_trailers"), ("b", "decode_trailers"), ("terminal", "decode_trailers")]
 
 
 def test_continue_from_data_releases_stopped_headers() -> None:
