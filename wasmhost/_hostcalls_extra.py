@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 
 from ._abi import Status, decode_pairs
 from ._commands import CancelGrpc, DispatchGrpcCall, DispatchHttpCall, NotifyQueueReady, SendGrpcMessage
-from ._hostcalls_grpc import DispatchGrpcServiceCall, GrpcTargetError, log_refusal, resolve_grpc_target
+from ._hostcalls_grpc import (
+    DispatchGrpcServiceCall,
+    GrpcTargetError,
+    forget_stream,
+    log_refusal,
+    resolve_grpc_target,
+    stream_half_closed,
+)
 from ._registry import hostcall
 
 if TYPE_CHECKING:
@@ -265,6 +272,7 @@ def grpc_cancel(vm: WasmVM, token: int) -> int:
     if root is None or token not in root.grpc_calls:
         return NOT_FOUND
     del root.grpc_calls[token]
+    forget_stream(root, token)
     vm.runtime.commands.push(CancelGrpc(root, token, half_close=False))
     return OK
 
@@ -277,8 +285,8 @@ def grpc_close(vm: WasmVM, token: int) -> int:
     if root is None or token not in root.grpc_calls:
         return NOT_FOUND
     is_stream = root.grpc_calls[token]
-    if not is_stream:
-        del root.grpc_calls[token]  # closing a unary call cancels it
+    if not is_stream or stream_half_closed(root, token):
+        del root.grpc_calls[token]  # closing a unary call cancels it; a stream closed at both ends is done
     vm.runtime.commands.push(CancelGrpc(root, token, half_close=is_stream))
     return OK
 

@@ -11,6 +11,10 @@ is accepted by the parser but fails to start: the dispatch answers INTERNAL_FAIL
 plugin still gets ``on_grpc_close(UNAVAILABLE, "Cluster not available")`` once its callback
 returns.
 
+A stream's token outlives the stream as in Envoy: the remote close releases it only if the
+plugin had half-closed it (``proxy_grpc_close``); otherwise it stays until the plugin cancels
+or closes it (both answer OK then), so a plugin can always end what it opened.
+
 Refused with BAD_ARGUMENT and a logged reason (never a crash): ``google_grpc`` services (Envoy's
 Google C++ client talks to its target directly, bypassing clusters; this host has no such
 client) and metadata this host cannot send verbatim
@@ -20,12 +24,17 @@ client) and metadata this host cannot send verbatim
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._abi import Pairs
 from ._commands import DispatchGrpcCall
+
+if TYPE_CHECKING:
+    from ._context import RootContext
+    from ._vm import WasmVM
 
 _LOGGER = logging.getLogger("wasmhost.grpc")
 #: the text Envoy's async client closes with when a service names a cluster it does not know
@@ -115,3 +124,53 @@ def _checked_metadata(key: str, value: bytes) -> tuple[bytes, bytes] | str:
 def log_refusal(plugin: str, error: GrpcTargetError) -> None:
     """The dispatch was refused: say why in the proxy's log (the plugin only sees a status)."""
     _LOGGER.warning("plugin %r: gRPC callout refused: %s", plugin, error.reason)
+
+
+# -- stream token lifetime ---------------------------------------------------------------------------
+
+_LOCAL_CLOSED, _REMOTE_CLOSED = 1, 2
+#: per VM, (root context id, stream token) -> which sides have closed
+_stream_ends: weakref.WeakKeyDictionary[WasmVM, dict[tuple[int, int], int]] = weakref.WeakKeyDictionary()
+
+
+def _ends(root: RootContext) -> dict[tuple[int, int], int]:
+    ends = _stream_ends.get(root.vm)
+    if ends is None:
+        ends = _stream_ends[root.vm] = {}
+    return ends
+
+
+def stream_half_closed(root: RootContext, token: int) -> bool:
+    """The plugin half-closed a stream; True when the remote had closed already (the token is done)."""
+    ends = _ends(root)
+    key = (root.id, token)
+    if ends.get(key, 0) & _REMOTE_CLOSED:
+        del ends[key]
+        return True
+    ends[key] = ends.get(key, 0) | _LOCAL_CLOSED
+    return False
+
+
+def stream_remote_closed(root: RootContext, token: int) -> bool:
+    """The stream's remote end closed (marked before ``on_grpc_close`` runs, as Envoy does);
+    False when it had closed already (a second close is not reported)."""
+    ends = _ends(root)
+    key = (root.id, token)
+    seen = ends.get(key, 0)
+    ends[key] = seen | _REMOTE_CLOSED
+    return not seen & _REMOTE_CLOSED
+
+
+def stream_done(root: RootContext, token: int) -> bool:
+    """After ``on_grpc_close``: whether the token is released now (both ends closed)."""
+    ends = _ends(root)
+    key = (root.id, token)
+    if ends.get(key, 0) & _LOCAL_CLOSED:
+        del ends[key]
+        return True
+    return False
+
+
+def forget_stream(root: RootContext, token: int) -> None:
+    """The token is gone (cancelled or released)."""
+    _ends(root).pop((root.id, token), None)

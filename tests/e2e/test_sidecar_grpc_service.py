@@ -94,9 +94,11 @@ def grpc_service(cluster_name: str) -> grpc_service_pb2.GrpcService:
     return service
 
 
-def config(upstream_spec: str, grpc_port: int, upstream_port: int) -> dict[str, Any]:
+def config(upstream_spec: str, grpc_port: int, upstream_port: int, busy_port: int) -> dict[str, Any]:
+    """Clusters: ``grpc`` (the server), ``dead`` (nothing listens), ``busy`` (HTTP 503 to everything)."""
     clusters = [cluster("backend", upstream_port), cluster("grpc", grpc_port, typed_extension_protocol_options=H2_OPTIONS),
-                cluster("dead", closed_port(), typed_extension_protocol_options=H2_OPTIONS)]
+                cluster("dead", closed_port(), typed_extension_protocol_options=H2_OPTIONS),
+                cluster("busy", busy_port)]
     return bootstrap(http_filters=[wasm_filter(plugin_path("grpc_lifecycle"), configuration=upstream_spec),
                                    ROUTER_FILTER], clusters=clusters)
 
@@ -110,9 +112,11 @@ SERVICE_CASES: list[Case] = [
     unary("hi", ("x-grpc-timeout-ms", "3000")), LATE,
     unary("again", ("x-grpc-cancel-in-callback", "1")), LATE,
     unary("fail"), LATE,
-    (("x-grpc-mode", "stream"),),
+    (("x-grpc-mode", "stream"),), LATE,
+    unary("no deadline", ("x-grpc-timeout-ms", "0")),
 ]
 MISSING_CLUSTER_CASES: list[Case] = [unary("hi"), LATE, (("x-grpc-mode", "stream"),), LATE]
+HTTP_ERROR_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
 DEAD_CLUSTER_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
 MALFORMED_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
 
@@ -132,7 +136,13 @@ def observe(port: int, upstream: ScriptedUpstream, cases: list[Case]) -> list[tu
 def both(tmp_path: Path, envoy_binary: str, upstream_spec: str, grpc_port: int, upstream: ScriptedUpstream,
          cases: list[Case]) -> tuple[list[Any], list[Any]]:
     """The same requests through real Envoy and through the sidecar: (Envoy's, ours)."""
-    bootstrap_config = config(upstream_spec, grpc_port, upstream.port)
+    with ScriptedUpstream(503, [], "busy") as busy:
+        return _both(tmp_path, envoy_binary, config(upstream_spec, grpc_port, upstream.port, busy.port), upstream,
+                     cases)
+
+
+def _both(tmp_path: Path, envoy_binary: str, bootstrap_config: dict[str, Any], upstream: ScriptedUpstream,
+          cases: list[Case]) -> tuple[list[Any], list[Any]]:
     with EnvoyProcess(bootstrap_config, workdir=tmp_path / "envoy", binary=envoy_binary) as envoy:
         theirs = observe(next(iter(envoy.listener_ports().values())), upstream, cases)
     with SidecarProcess(bootstrap_config, workdir=tmp_path / "sidecar") as sidecar:
@@ -146,7 +156,7 @@ def test_unary_token_lifetime_and_a_grpc_service_match_envoy(
     spec = "hex:" + grpc_service("grpc").SerializeToString().hex()
     theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, SERVICE_CASES)
     assert ours == theirs
-    answered, late_ok, cancelled, late_cancelled, failed, late_failed, stream = ours
+    answered, late_ok, cancelled, late_cancelled, failed, late_failed, stream, late_stream, no_deadline = ours
     # the service's authority and metadata arrive; the deadline is the call's own 3 s, not the service's 1 s
     assert answered == (200, [("x-grpc-status", "0"), ("x-grpc-result", "hi|echo.example|from-service|6162|lifecycle|3")])
     assert late_ok[1][:3] == [("x-grpc-late-cancel", "1"), ("x-grpc-late-close", "1"), ("x-grpc-late-send", "2")]
@@ -154,7 +164,11 @@ def test_unary_token_lifetime_and_a_grpc_service_match_envoy(
     assert ("x-grpc-callback-cancel", "0") in cancelled[1] and late_cancelled[1][0] == ("x-grpc-late-cancel", "1")
     assert failed[1][:2] == [("x-grpc-status", "5"), ("x-grpc-result", "nope{via_upstream}")]
     assert late_failed[1][3] == ("x-grpc-events", "close:13:5:nope{via_upstream}")
-    assert stream[1][0] == ("x-grpc-status", "0")
+    assert stream[1] == [("x-grpc-status", "0"), ("x-grpc-result", "via_upstream")]
+    # the plugin never half-closed the stream: its token outlives the remote close until cancelled
+    assert late_stream[1][:3] == [("x-grpc-late-cancel", "0"), ("x-grpc-late-close", "1"), ("x-grpc-late-send", "1")]
+    # a unary call with timeout 0 carries "grpc-timeout: 0m", which the server takes as already expired
+    assert no_deadline[1] == [("x-grpc-status", "4"), ("x-grpc-result", "Deadline Exceeded{via_upstream}")]
 
 
 @pytest.mark.envoy
@@ -174,6 +188,14 @@ def test_an_unreachable_cluster_closes_with_the_routers_reply_and_details_as_env
     theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, DEAD_CLUSTER_CASES)
     assert ours == theirs
     assert [headers[0] for _, headers in ours] == [("x-grpc-status", "14")] * 2
+
+
+@pytest.mark.envoy
+def test_a_plain_http_error_maps_to_a_grpc_status_as_envoy(
+        tmp_path: Path, grpc_port: int, upstream: ScriptedUpstream, envoy_binary: str) -> None:
+    spec = "hex:" + grpc_service("busy").SerializeToString().hex()
+    theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, HTTP_ERROR_CASES)
+    assert ours == theirs == [(200, [("x-grpc-status", "14"), ("x-grpc-result", "via_upstream")])] * 2
 
 
 @pytest.mark.envoy

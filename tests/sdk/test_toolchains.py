@@ -296,6 +296,27 @@ EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
             "proxy_get_status",
         },
     ),
+    "grpc_lifecycle": (
+        "proxy_abi_version_0_2_1",
+        {"malloc"},
+        C_CORE
+        | {
+            "proxy_on_grpc_receive_initial_metadata",
+            "proxy_on_grpc_receive",
+            "proxy_on_grpc_receive_trailing_metadata",
+            "proxy_on_grpc_close",
+        },
+        {
+            "proxy_grpc_call",
+            "proxy_grpc_stream",
+            "proxy_grpc_send",
+            "proxy_grpc_cancel",
+            "proxy_grpc_close",
+            "proxy_get_status",
+            "proxy_set_effective_context",
+            "proxy_continue_stream",
+        },
+    ),
     "shared": (
         "proxy_abi_version_0_2_1",
         {"malloc"},

@@ -93,7 +93,7 @@ def test_a_failed_unary_call_closes_once_and_then_is_gone(host: ConformanceHost,
     stream.finish()
 
 
-def test_a_stream_reports_every_event_and_is_gone_after_its_close(host: ConformanceHost) -> None:
+def test_a_stream_the_plugin_did_not_close_keeps_its_token_until_it_cancels(host: ConformanceHost) -> None:
     stream, request, commands = start(host, (b"x-grpc-mode", b"stream"))
     assert isinstance(commands[0], DispatchGrpcCall) and commands[0].token == 6
     host.plugin.on_grpc_receive_initial_metadata(6, [(b"a", b"1")])
@@ -101,11 +101,23 @@ def test_a_stream_reports_every_event_and_is_gone_after_its_close(host: Conforma
     assert open_tokens(host) == {6: True}  # a stream's message does not end it
     host.plugin.on_grpc_receive_trailing_metadata(6, [(b"grpc-status", b"0")])
     host.plugin.on_grpc_close(6, 0)
-    assert (b"x-grpc-status", b"0") in request and open_tokens(host) == {}
-    seen = late(host)
+    host.plugin.on_grpc_close(6, 0)  # reported once only
+    assert (b"x-grpc-status", b"0") in request and open_tokens(host) == {6: True}
+    seen = late(host)  # Envoy: the plugin never half-closed it, so cancel still finds it, then it is gone
     assert seen["x-grpc-events"] == "initial:6;receive:6:r:one;trailing:6;close:6:0:"
-    assert (seen["x-grpc-late-cancel"], seen["x-grpc-late-send"]) == (str(NOT_FOUND), str(NOT_FOUND))
+    assert (seen["x-grpc-late-cancel"], seen["x-grpc-late-close"], seen["x-grpc-late-send"]) == (
+        "0", str(NOT_FOUND), str(NOT_FOUND))
+    assert open_tokens(host) == {}
     stream.finish()
+
+
+def test_a_half_closed_stream_is_released_by_the_remote_close() -> None:
+    with ConformanceHost(plugin_path("grpc"), configuration="grpc", callouts={"grpc": (200, "")}) as host:
+        stream, _, _ = start(host, (b"x-grpc-mode", b"stream"))  # sends twice, then proxy_grpc_close
+        assert open_tokens(host) == {6: True}
+        host.plugin.on_grpc_close(6, 0)
+        assert open_tokens(host) == {}
+        stream.finish()
 
 
 # -- serialized GrpcService upstreams ----------------------------------------------------------------

@@ -6,8 +6,9 @@ the 5-byte length prefix, half-close as an empty end-of-stream DATA frame. The a
 decoded into stream events (initial metadata, messages, trailing metadata, close with a
 gRPC status) with Envoy's status rules:
 
-- a response other than HTTP 200 is CANCELLED, unless it is a trailers-only answer with
-  ``grpc-status`` (how a proxy's local reply such as "no healthy upstream" arrives);
+- a response other than HTTP 200 maps its HTTP status to a gRPC one (503 → UNAVAILABLE, …),
+  unless it is a trailers-only answer with ``grpc-status`` (how a proxy's local reply such
+  as "no healthy upstream" arrives);
 - trailers without ``grpc-status``, or a body ending without trailers, are UNKNOWN;
 - a reset once the response has started, or a malformed frame, is INTERNAL;
 - no connection, a reset before the response, or the call's own timeout is the router's
@@ -32,7 +33,6 @@ from ._headers import HeaderMap, Pair
 from ._upstream_sink import CONNECTION_FAILURE
 
 OK = 0
-CANCELLED = 1
 UNKNOWN = 2
 INTERNAL = 13
 UNAVAILABLE = 14
@@ -57,6 +57,16 @@ class GrpcEvents(Protocol):
     def on_close(self, status: int, message: bytes) -> None: ...
 
 
+#: Envoy's ``Grpc::Utility::httpToGrpcStatus`` for a non-200 answer without ``grpc-status``
+_HTTP_TO_GRPC = {400: INTERNAL, 401: 16, 403: 7, 404: 12, 429: UNAVAILABLE, 502: UNAVAILABLE,
+                 503: UNAVAILABLE, 504: UNAVAILABLE}
+
+
+def http_to_grpc_status(code: int) -> int:
+    """The gRPC status a plain HTTP error answer means (anything unlisted is UNKNOWN)."""
+    return _HTTP_TO_GRPC.get(code, UNKNOWN)
+
+
 def frame(message: bytes) -> bytes:
     """One uncompressed gRPC message with its length prefix."""
     return b"\x00" + len(message).to_bytes(4, "big") + message
@@ -73,7 +83,7 @@ def grpc_timeout(timeout_ms: int) -> bytes:
 
 
 def request_headers(
-    cluster: str, service: str, method: str, metadata: list[Pair], timeout_ms: int,
+    cluster: str, service: str, method: str, metadata: list[Pair], timeout_ms: int | None,
     *, authority: str = "", service_metadata: list[Pair] | None = None,
 ) -> HeaderMap:
     """Envoy's ``Grpc::Common::prepareHeaders``, then a GrpcService's metadata, then the plugin's.
@@ -89,7 +99,7 @@ def request_headers(
         (b":authority", (authority or cluster).encode()),
         (b"te", b"trailers"),
     ])
-    if timeout_ms > 0:
+    if timeout_ms is not None:  # a unary call always has one, even 0 ("0m", as Envoy sends it)
         headers.add(b"grpc-timeout", grpc_timeout(timeout_ms))
     headers.add(b"content-type", b"application/grpc")
     for key, value in service_metadata or ():
@@ -212,7 +222,7 @@ class GrpcCallout(ClusterCall):
         if self.finished:
             return
         if code != 200 and not (end_stream and grpc_status is not None):
-            self._reset_and_close(CANCELLED, b"")
+            self._reset_and_close(http_to_grpc_status(code), b"")
         elif end_stream:
             self.on_response_trailers(headers)
 
@@ -330,7 +340,8 @@ def start_grpc_callout(
     *, authority: str = "", service_metadata: list[Pair] | None = None,
 ) -> GrpcCallout:
     """Open the stream (and for a unary call send its one message and half-close)."""
-    headers = request_headers(cluster.name, service, method, metadata, timeout_ms,
+    unary_timeout = timeout_ms if message is not None else None  # streams carry no deadline
+    headers = request_headers(cluster.name, service, method, metadata, unary_timeout,
                               authority=authority, service_metadata=service_metadata)
     call = GrpcCallout(worker, cluster, headers, events)
     call.start(timeout_ms)

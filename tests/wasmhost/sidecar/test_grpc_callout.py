@@ -91,7 +91,8 @@ def test_a_grpc_services_authority_and_metadata_then_the_plugins_with_binary_val
     )
     assert list(call.headers.items()) == [
         (b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/pkg.Svc/Do"), (b":authority", b"echo.example"),
-        (b"te", b"overwritten"), (b"content-type", b"application/grpc"), (b"x-svc", b"s"), (b"x-md", b"1"),
+        (b"te", b"overwritten"), (b"grpc-timeout", b"0m"), (b"content-type", b"application/grpc"), (b"x-svc", b"s"),
+        (b"x-md", b"1"),
         (b"a-bin", b"AA=="), (b"x-md-bin", b"/w=="),
     ]
 
@@ -137,10 +138,18 @@ def test_stream_events_in_order_with_status_from_trailers() -> None:
     assert call.finished and call.cluster.rq_active == 0
 
 
-def test_non_200_is_cancelled_and_resets_the_stream() -> None:
+@pytest.mark.parametrize(("http_status", "grpc_status"), [(503, 14), (404, 12), (401, 16), (403, 7), (400, 13),
+                                                        (500, 2)])
+def test_a_plain_http_error_maps_to_a_grpc_status_and_resets_the_stream(http_status: int, grpc_status: int) -> None:
     call, worker, events = open_call()
-    call.on_response_headers(HeaderMap([(b":status", b"503")]), False)
-    assert events.seen[-1] == ("close", (1, b"via_upstream")) and isinstance(worker.out[-1], ResetUpstream)
+    call.on_response_headers(HeaderMap([(b":status", str(http_status).encode())]), False)
+    assert events.seen[-1] == ("close", (grpc_status, b"via_upstream")) and isinstance(worker.out[-1], ResetUpstream)
+
+
+def test_a_unary_call_without_a_timeout_still_sends_a_zero_grpc_timeout_but_arms_no_timer() -> None:
+    call, worker, _ = open_call(b"x", 0)
+    assert call.headers.get(b"grpc-timeout") == b"0m"
+    assert not any(isinstance(c, Timer) for c in worker.out)
 
 
 def test_trailers_only_answer_closes_with_its_grpc_status() -> None:
