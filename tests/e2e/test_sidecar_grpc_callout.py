@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +94,25 @@ class EchoService(grpc.GenericRpcHandler):
         return calls
 
 
-@pytest.fixture
-def echo() -> Iterator[tuple[EchoService, int]]:
-    service = EchoService()
+@contextmanager
+def serving(service: EchoService) -> Iterator[int]:
+    """A grpcio server on a loopback port for ``service``; stopped (slow calls released) on exit."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((service,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        yield service, port
+        yield port
     finally:
         service.release()
         server.stop(grace=None)
+
+
+@pytest.fixture
+def echo() -> Iterator[tuple[EchoService, int]]:
+    service = EchoService()
+    with serving(service) as port:
+        yield service, port
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ sidecar; both must report the same to the upstream.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from envoy.config.core.v3 import grpc_service_pb2
 from tests._tools import plugin_path
 from tests.e2e._envoy import EnvoyProcess, wasm_filter
 from tests.e2e._upstream import ScriptedUpstream
-from tests.e2e.test_sidecar_grpc_callout import H2_OPTIONS
+from tests.e2e.test_sidecar_grpc_callout import H2_OPTIONS, EchoService, serving
 from tests.e2e.test_sidecar_wasm import closed_port
 from tests.wasmhost.sidecar._bootstrap import ROUTER_FILTER, bootstrap, cluster
 from tests.wasmhost.sidecar._process import SidecarProcess, http_request
@@ -33,19 +32,8 @@ pytestmark = [pytest.mark.e2e]
 Case = tuple[tuple[str, str], ...]
 
 
-def _identity(data: bytes) -> bytes:
-    return data
-
-
-class ReflectService(grpc.GenericRpcHandler):
+class ReflectService(EchoService):
     """``Unary`` answers with what reached the server (``fail`` aborts NOT_FOUND); ``Stream`` echoes."""
-
-    def service(self, handler_call_details: Any) -> Any:
-        if handler_call_details.method == "/wasmesh.test.Echo/Unary":
-            return grpc.unary_unary_rpc_method_handler(self.unary, _identity, _identity)
-        if handler_call_details.method == "/wasmesh.test.Echo/Stream":
-            return grpc.stream_stream_rpc_method_handler(self.stream, _identity, _identity)
-        return None
 
     def unary(self, request: bytes, context: Any) -> bytes:
         if request == b"fail":
@@ -67,14 +55,8 @@ class ReflectService(grpc.GenericRpcHandler):
 
 @pytest.fixture
 def grpc_port() -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((ReflectService(),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
+    with serving(ReflectService()) as port:
         yield port
-    finally:
-        server.stop(grace=None)
 
 
 @pytest.fixture
@@ -116,9 +98,6 @@ SERVICE_CASES: list[Case] = [
     unary("no deadline", ("x-grpc-timeout-ms", "0")),
 ]
 MISSING_CLUSTER_CASES: list[Case] = [unary("hi"), LATE, (("x-grpc-mode", "stream"),), LATE]
-HTTP_ERROR_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
-DEAD_CLUSTER_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
-MALFORMED_CASES: list[Case] = [unary("hi"), (("x-grpc-mode", "stream"),)]
 
 
 def observe(port: int, upstream: ScriptedUpstream, cases: list[Case]) -> list[tuple[int, list[tuple[str, str]]]]:
@@ -137,16 +116,11 @@ def both(tmp_path: Path, envoy_binary: str, upstream_spec: str, grpc_port: int, 
          cases: list[Case]) -> tuple[list[Any], list[Any]]:
     """The same requests through real Envoy and through the sidecar: (Envoy's, ours)."""
     with ScriptedUpstream(503, [], "busy") as busy:
-        return _both(tmp_path, envoy_binary, config(upstream_spec, grpc_port, upstream.port, busy.port), upstream,
-                     cases)
-
-
-def _both(tmp_path: Path, envoy_binary: str, bootstrap_config: dict[str, Any], upstream: ScriptedUpstream,
-          cases: list[Case]) -> tuple[list[Any], list[Any]]:
-    with EnvoyProcess(bootstrap_config, workdir=tmp_path / "envoy", binary=envoy_binary) as envoy:
-        theirs = observe(next(iter(envoy.listener_ports().values())), upstream, cases)
-    with SidecarProcess(bootstrap_config, workdir=tmp_path / "sidecar") as sidecar:
-        ours = observe(sidecar.listener_ports()["listener_0"], upstream, cases)
+        bootstrap_config = config(upstream_spec, grpc_port, upstream.port, busy.port)
+        with EnvoyProcess(bootstrap_config, workdir=tmp_path / "envoy", binary=envoy_binary) as envoy:
+            theirs = observe(next(iter(envoy.listener_ports().values())), upstream, cases)
+        with SidecarProcess(bootstrap_config, workdir=tmp_path / "sidecar") as sidecar:
+            ours = observe(sidecar.listener_ports()["listener_0"], upstream, cases)
     return theirs, ours
 
 
@@ -181,25 +155,18 @@ def test_a_service_naming_an_unknown_cluster_matches_envoy(
     assert ours[1][1][3] == ("x-grpc-events", "close:5:14:Cluster not available")
 
 
-@pytest.mark.envoy
-def test_an_unreachable_cluster_closes_with_the_routers_reply_and_details_as_envoy(
-        tmp_path: Path, grpc_port: int, upstream: ScriptedUpstream, envoy_binary: str) -> None:
-    spec = "hex:" + grpc_service("dead").SerializeToString().hex()
-    theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, DEAD_CLUSTER_CASES)
-    assert ours == theirs
-    assert [headers[0] for _, headers in ours] == [("x-grpc-status", "14")] * 2
+_REFUSED = ("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"
+            "{upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}}")
 
 
 @pytest.mark.envoy
-def test_a_plain_http_error_maps_to_a_grpc_status_as_envoy(
-        tmp_path: Path, grpc_port: int, upstream: ScriptedUpstream, envoy_binary: str) -> None:
-    spec = "hex:" + grpc_service("busy").SerializeToString().hex()
-    theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, HTTP_ERROR_CASES)
-    assert ours == theirs == [(200, [("x-grpc-status", "14"), ("x-grpc-result", "via_upstream")])] * 2
-
-
-@pytest.mark.envoy
-def test_bytes_that_are_neither_a_service_nor_a_cluster_match_envoy(
-        tmp_path: Path, grpc_port: int, upstream: ScriptedUpstream, envoy_binary: str) -> None:
-    theirs, ours = both(tmp_path, envoy_binary, "hex:0a05ff", grpc_port, upstream, MALFORMED_CASES)
-    assert ours == theirs == [(200, [("x-grpc-dispatch-status", "4")])] * 2
+@pytest.mark.parametrize(("target", "expected"), [
+    ("dead", [(200, [("x-grpc-status", "14"), ("x-grpc-result", _REFUSED)])] * 2),  # nothing listens
+    ("busy", [(200, [("x-grpc-status", "14"), ("x-grpc-result", "via_upstream")])] * 2),  # HTTP 503: UNAVAILABLE
+    ("malformed", [(200, [("x-grpc-dispatch-status", "4")])] * 2),  # neither a service nor a cluster
+])
+def test_failing_upstreams_report_as_in_envoy(tmp_path: Path, grpc_port: int, upstream: ScriptedUpstream,
+                                               envoy_binary: str, target: str, expected: list[Any]) -> None:
+    spec = "hex:0a05ff" if target == "malformed" else "hex:" + grpc_service(target).SerializeToString().hex()
+    theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, [unary("hi"), (("x-grpc-mode", "stream"),)])
+    assert ours == theirs == expected

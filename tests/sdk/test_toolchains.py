@@ -191,6 +191,16 @@ AS_CORE = {
     "proxy_on_response_headers",
 }
 
+GRPC_CALLBACKS = {
+    "proxy_on_grpc_receive_initial_metadata",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_receive_trailing_metadata",
+    "proxy_on_grpc_close",
+}
+GRPC_HOSTCALLS = {
+    "proxy_grpc_call", "proxy_grpc_stream", "proxy_grpc_send", "proxy_grpc_cancel", "proxy_grpc_close", "proxy_get_status",
+}
+
 # name → (marker or None, allocators that must be exported, exports required, env imports required)
 EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
     "headers": (
@@ -228,6 +238,7 @@ EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
         | {
             "proxy_on_request_headers",
             "proxy_on_request_body",
+            "proxy_on_request_trailers",
             "proxy_on_response_headers",
             "proxy_on_response_body",
             "proxy_on_tick",
@@ -277,45 +288,12 @@ EXPECTED: dict[str, tuple[str | None, set[str], set[str], set[str]]] = {
             "proxy_send_local_response",
         },
     ),
-    "grpc": (
-        "proxy_abi_version_0_2_1",
-        {"malloc"},
-        C_CORE
-        | {
-            "proxy_on_grpc_receive_initial_metadata",
-            "proxy_on_grpc_receive",
-            "proxy_on_grpc_receive_trailing_metadata",
-            "proxy_on_grpc_close",
-        },
-        {
-            "proxy_grpc_call",
-            "proxy_grpc_stream",
-            "proxy_grpc_send",
-            "proxy_grpc_cancel",
-            "proxy_grpc_close",
-            "proxy_get_status",
-        },
-    ),
+    "grpc": ("proxy_abi_version_0_2_1", {"malloc"}, C_CORE | GRPC_CALLBACKS, GRPC_HOSTCALLS),
     "grpc_lifecycle": (
         "proxy_abi_version_0_2_1",
         {"malloc"},
-        C_CORE
-        | {
-            "proxy_on_grpc_receive_initial_metadata",
-            "proxy_on_grpc_receive",
-            "proxy_on_grpc_receive_trailing_metadata",
-            "proxy_on_grpc_close",
-        },
-        {
-            "proxy_grpc_call",
-            "proxy_grpc_stream",
-            "proxy_grpc_send",
-            "proxy_grpc_cancel",
-            "proxy_grpc_close",
-            "proxy_get_status",
-            "proxy_set_effective_context",
-            "proxy_continue_stream",
-        },
+        C_CORE | GRPC_CALLBACKS,
+        GRPC_HOSTCALLS | {"proxy_set_effective_context", "proxy_continue_stream"},
     ),
     "shared": (
         "proxy_abi_version_0_2_1",

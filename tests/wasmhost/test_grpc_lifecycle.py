@@ -16,7 +16,8 @@ from envoy.config.core.v3 import grpc_service_pb2
 
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
-from wasmhost import CancelGrpc, DispatchGrpcCall, HttpStream, ResumeStream
+from tests.wasmhost.test_conformance_grpc import start
+from wasmhost import CancelGrpc, DispatchGrpcCall, ResumeStream
 from wasmhost._hostcalls_grpc import DispatchGrpcServiceCall
 
 Headers = list[tuple[bytes, bytes]]
@@ -32,13 +33,6 @@ def service_config(service: grpc_service_pb2.GrpcService) -> str:
 def host() -> Iterator[ConformanceHost]:
     with ConformanceHost(plugin_path("grpc_lifecycle"), configuration="grpc", callouts={"grpc": (200, "")}) as running:
         yield running
-
-
-def start(host: ConformanceHost, *headers: tuple[bytes, bytes]) -> tuple[HttpStream, Headers, list[object]]:
-    stream = host.plugin.new_http_stream()
-    request = [(b":path", b"/"), *headers]
-    stream.on_request_headers(request, True)
-    return stream, request, host.runtime.take_commands()
 
 
 def late(host: ConformanceHost) -> dict[str, str]:
