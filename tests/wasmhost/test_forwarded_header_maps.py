@@ -3,9 +3,9 @@
 Driven through ``HttpStream`` with the ``late_headers`` C plugin, which touches the request
 headers from ``proxy_on_request_body`` and the response headers from ``proxy_on_response_body``
 and logs every status. Envoy 1.40's answers, measured by ``tests/e2e/test_sidecar_late_headers``:
-value and size BAD_ARGUMENT (2), pairs OK and empty, every write BAD_ARGUMENT; the maps are
-readable again in ``proxy_on_log``; a stream paused in its header callback keeps its map open
-until it is resumed.
+value and size BAD_ARGUMENT (2), pairs OK and empty, every write BAD_ARGUMENT, for headers
+and trailers alike; the header maps are readable again in ``proxy_on_log``; a stream paused
+in its header callback keeps its map open until it is resumed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ import pytest
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import CapturingEnvironment
 from wasmhost import HttpStream, Plugin, PluginSpec, ResumeStream, Runtime, SetTickPeriod
-from wasmhost._filter_status import DATA_CONTINUE, HEADERS_CONTINUE, HEADERS_STOP_ALL_WATERMARK
+from wasmhost._filter_status import (
+    DATA_CONTINUE,
+    HEADERS_CONTINUE,
+    HEADERS_STOP_ALL_WATERMARK,
+    TRAILERS_CONTINUE,
+)
 
 CLOSED_REQUEST = "request_body get=2:- pairs=0 size=2 add=2 replace=2 remove=2"
+RESPONSE_HEADERS = "response_headers request_get=2 request_add=2 trailers_get=2 trailers_add=2"
 CLOSED_RESPONSE = "response_body get=2:- pairs=0 size=2 add=2 replace=2 remove=2 request_add=2"
 
 
@@ -68,7 +74,7 @@ def test_continued_maps_refuse_reads_and_writes_until_log_time(
     assert response == [(b":status", b"200"), (b"x-upstream", b"backend"), (b"x-drop", b"1")]
     assert plugin_lines(environment) == [
         CLOSED_REQUEST,
-        "response_headers request_get=2 request_add=2",
+        RESPONSE_HEADERS,
         CLOSED_RESPONSE,
         "log request=0:original response=0:backend",
     ]
@@ -91,7 +97,20 @@ def test_a_paused_map_stays_open_until_the_stream_resumes(running: tuple[Plugin,
     assert plugin_lines(environment) == [
         "tick held_add=0",
         CLOSED_REQUEST,
-        "response_headers request_get=2 request_add=2",
+        RESPONSE_HEADERS,
         CLOSED_RESPONSE,
         "log request=0:original response=0:backend",
     ]
+
+
+def test_continued_trailers_are_closed_to_later_callbacks(running: tuple[Plugin, CapturingEnvironment]) -> None:
+    plugin, environment = running
+    trailers = [(b"x-trailer", b"t")]
+    stream = plugin.new_http_stream()
+    assert stream.on_request_headers(request("continue"), False) == HEADERS_CONTINUE
+    assert stream.on_request_body(b"body", False).status == DATA_CONTINUE  # not the end: no host call
+    assert stream.on_request_trailers(trailers) == TRAILERS_CONTINUE
+    respond(stream)
+    assert trailers == [(b"x-trailer", b"t")]
+    assert plugin_lines(environment) == [RESPONSE_HEADERS, CLOSED_RESPONSE,
+                                         "log request=0:original response=0:backend"]

@@ -14,9 +14,11 @@
  *   size, add "x-late-add: body", replace "x-client: late", remove "x-remove-me"; logs INFO
  *   "late_headers: request_body get=<status>:<value or -> pairs=<status> size=<status>
  *   add=<status> replace=<status> remove=<status>"; returns Continue.
+ * proxy_on_request_trailers: returns Continue (the trailers are forwarded now).
  * proxy_on_response_headers: on HTTP_REQUEST_HEADERS get "x-client" and add
- *   "x-late-response-phase: 1"; logs INFO "late_headers: response_headers request_get=<status>
- *   request_add=<status>"; returns Continue.
+ *   "x-late-response-phase: 1", on HTTP_REQUEST_TRAILERS get "x-trailer" and add
+ *   "x-late-trailer: 1"; logs INFO "late_headers: response_headers request_get=<status>
+ *   request_add=<status> trailers_get=<status> trailers_add=<status>"; returns Continue.
  * proxy_on_response_body(ctx, size, eos): eos == 0 returns Continue. eos == 1, on
  *   HTTP_RESPONSE_HEADERS: get "x-upstream", get pairs, get size, add "x-late-resp: body",
  *   replace "x-upstream: late", remove "x-drop"; then add "x-late-request: 1" to
@@ -25,7 +27,7 @@
  *   request_add=<status>"; returns Continue.
  * proxy_on_log: get "x-client" (HTTP_REQUEST_HEADERS) and "x-upstream" (HTTP_RESPONSE_HEADERS);
  *   logs INFO "late_headers: log request=<status>:<value or -> response=<status>:<value or ->".
- * Covers: header map reads and writes outside their callback (maps 0 and 2), with the
+ * Covers: header map reads and writes outside their callback (maps 0, 1 and 2), with the
  * headers either forwarded (Continue) or held (Pause, resumed from a tick) before the body
  * callback runs.
  */
@@ -102,11 +104,17 @@ PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t
   return PW_CONTINUE;
 }
 
+PW_EXPORT(proxy_on_request_trailers) uint32_t on_request_trailers(uint32_t ctx, uint32_t n) { return PW_CONTINUE; }
+
 PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, uint32_t n, uint32_t eos) {
   pw_value got = pw_get_header(PW_MAP_REQUEST_HEADERS, "x-client");
   pw_status added = pw_add_header(PW_MAP_REQUEST_HEADERS, "x-late-response-phase", "1");
-  pw_logf(PW_LOG_INFO, "late_headers: response_headers request_get=%u request_add=%u", got.status, added);
+  pw_value trailer = pw_get_header(PW_MAP_REQUEST_TRAILERS, "x-trailer");
+  pw_status trailer_added = pw_add_header(PW_MAP_REQUEST_TRAILERS, "x-late-trailer", "1");
+  pw_logf(PW_LOG_INFO, "late_headers: response_headers request_get=%u request_add=%u trailers_get=%u trailers_add=%u",
+          got.status, added, trailer.status, trailer_added);
   pw_value_free(&got);
+  pw_value_free(&trailer);
   return PW_CONTINUE;
 }
 
