@@ -90,17 +90,26 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
   return PW_CONTINUE;
 }
 
+/* get read_key, pairs, size, add add_key, replace read_key, remove remove_key on map; the
+ * statuses go to out as "get=<status>:<value or -> pairs=.. size=.. add=.. replace=.. remove=..". */
+static void touch_map(uint32_t map, const char *read_key, const char *add_key, const char *remove_key,
+                      char *out, size_t out_len) {
+  pw_value got = pw_get_header(map, read_key);
+  pw_status pairs = pairs_status(map);
+  pw_status sized = size_status(map);
+  pw_status added = pw_add_header(map, add_key, "body");
+  pw_status replaced = pw_replace_header(map, read_key, "late");
+  pw_status removed = pw_remove_header(map, remove_key);
+  snprintf(out, out_len, "get=%u:%s pairs=%u size=%u add=%u replace=%u remove=%u", got.status, shown(&got), pairs,
+           sized, added, replaced, removed);
+  pw_value_free(&got);
+}
+
 PW_EXPORT(proxy_on_request_body) uint32_t on_request_body(uint32_t ctx, uint32_t size, uint32_t eos) {
   if (!eos) return PW_CONTINUE;
-  pw_value got = pw_get_header(PW_MAP_REQUEST_HEADERS, "x-client");
-  pw_status pairs = pairs_status(PW_MAP_REQUEST_HEADERS);
-  pw_status sized = size_status(PW_MAP_REQUEST_HEADERS);
-  pw_status added = pw_add_header(PW_MAP_REQUEST_HEADERS, "x-late-add", "body");
-  pw_status replaced = pw_replace_header(PW_MAP_REQUEST_HEADERS, "x-client", "late");
-  pw_status removed = pw_remove_header(PW_MAP_REQUEST_HEADERS, "x-remove-me");
-  pw_logf(PW_LOG_INFO, "late_headers: request_body get=%u:%s pairs=%u size=%u add=%u replace=%u remove=%u",
-          got.status, shown(&got), pairs, sized, added, replaced, removed);
-  pw_value_free(&got);
+  char statuses[256];
+  touch_map(PW_MAP_REQUEST_HEADERS, "x-client", "x-late-add", "x-remove-me", statuses, sizeof statuses);
+  pw_logf(PW_LOG_INFO, "late_headers: request_body %s", statuses);
   return PW_CONTINUE;
 }
 
@@ -120,17 +129,10 @@ PW_EXPORT(proxy_on_response_headers) uint32_t on_response_headers(uint32_t ctx, 
 
 PW_EXPORT(proxy_on_response_body) uint32_t on_response_body(uint32_t ctx, uint32_t size, uint32_t eos) {
   if (!eos) return PW_CONTINUE;
-  pw_value got = pw_get_header(PW_MAP_RESPONSE_HEADERS, "x-upstream");
-  pw_status pairs = pairs_status(PW_MAP_RESPONSE_HEADERS);
-  pw_status sized = size_status(PW_MAP_RESPONSE_HEADERS);
-  pw_status added = pw_add_header(PW_MAP_RESPONSE_HEADERS, "x-late-resp", "body");
-  pw_status replaced = pw_replace_header(PW_MAP_RESPONSE_HEADERS, "x-upstream", "late");
-  pw_status removed = pw_remove_header(PW_MAP_RESPONSE_HEADERS, "x-drop");
+  char statuses[256];
+  touch_map(PW_MAP_RESPONSE_HEADERS, "x-upstream", "x-late-resp", "x-drop", statuses, sizeof statuses);
   pw_status request_added = pw_add_header(PW_MAP_REQUEST_HEADERS, "x-late-request", "1");
-  pw_logf(PW_LOG_INFO,
-          "late_headers: response_body get=%u:%s pairs=%u size=%u add=%u replace=%u remove=%u request_add=%u",
-          got.status, shown(&got), pairs, sized, added, replaced, removed, request_added);
-  pw_value_free(&got);
+  pw_logf(PW_LOG_INFO, "late_headers: response_body %s request_add=%u", statuses, request_added);
   return PW_CONTINUE;
 }
 
