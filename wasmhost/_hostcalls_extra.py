@@ -18,9 +18,11 @@ from ._hostcalls_grpc import (
     DispatchGrpcServiceCall,
     GrpcTargetError,
     forget_stream,
+    is_finished_stream,
     log_refusal,
+    note_half_close,
     resolve_grpc_target,
-    stream_half_closed,
+    take_finished_stream,
 )
 from ._registry import hostcall
 
@@ -258,8 +260,10 @@ def grpc_send(vm: WasmVM, token: int, msg_ptr: int, msg_len: int, end_stream: in
     if _grpc_kind(token) != _GRPC_STREAM:
         return BAD_ARGUMENT  # Envoy: only a stream token can send, open or not
     root = _root(vm)
-    if root is None or token not in root.grpc_calls:
+    if root is None:
         return NOT_FOUND
+    if token not in root.grpc_calls:
+        return OK if is_finished_stream(root, token) else NOT_FOUND  # Envoy sends into the finished stream
     vm.runtime.commands.push(SendGrpcMessage(root, token, message, bool(end_stream)))
     return OK
 
@@ -269,8 +273,10 @@ def grpc_cancel(vm: WasmVM, token: int) -> int:
     if _grpc_kind(token) not in (_GRPC_CALL, _GRPC_STREAM):
         return BAD_ARGUMENT
     root = _root(vm)
-    if root is None or token not in root.grpc_calls:
+    if root is None:
         return NOT_FOUND
+    if token not in root.grpc_calls:
+        return OK if take_finished_stream(root, token) else NOT_FOUND
     del root.grpc_calls[token]
     forget_stream(root, token)
     vm.runtime.commands.push(CancelGrpc(root, token, half_close=False))
@@ -282,11 +288,15 @@ def grpc_close(vm: WasmVM, token: int) -> int:
     if _grpc_kind(token) not in (_GRPC_CALL, _GRPC_STREAM):
         return BAD_ARGUMENT
     root = _root(vm)
-    if root is None or token not in root.grpc_calls:
+    if root is None:
         return NOT_FOUND
+    if token not in root.grpc_calls:
+        return OK if take_finished_stream(root, token) else NOT_FOUND
     is_stream = root.grpc_calls[token]
-    if not is_stream or stream_half_closed(root, token):
-        del root.grpc_calls[token]  # closing a unary call cancels it; a stream closed at both ends is done
+    if is_stream:
+        note_half_close(root, token)
+    else:
+        del root.grpc_calls[token]  # closing a unary call cancels it
     vm.runtime.commands.push(CancelGrpc(root, token, half_close=is_stream))
     return OK
 

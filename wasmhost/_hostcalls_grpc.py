@@ -12,8 +12,8 @@ plugin still gets ``on_grpc_close(UNAVAILABLE, "Cluster not available")`` once i
 returns.
 
 A stream's token outlives the stream as in Envoy: the remote close releases it only if the
-plugin had half-closed it (``proxy_grpc_close``); otherwise it stays until the plugin cancels
-or closes it (both answer OK then), so a plugin can always end what it opened.
+plugin had half-closed it (``proxy_grpc_close``); otherwise one later cancel or close still
+answers OK (and a send OK, sending nothing). Such finished tokens no longer count as pending.
 
 Refused with BAD_ARGUMENT and a logged reason (never a crash): ``google_grpc`` services (Envoy's
 Google C++ client talks to its target directly, bypassing clusters; this host has no such
@@ -128,49 +128,61 @@ def log_refusal(plugin: str, error: GrpcTargetError) -> None:
 
 # -- stream token lifetime ---------------------------------------------------------------------------
 
-_LOCAL_CLOSED, _REMOTE_CLOSED = 1, 2
-#: per VM, (root context id, stream token) -> which sides have closed
-_stream_ends: weakref.WeakKeyDictionary[WasmVM, dict[tuple[int, int], int]] = weakref.WeakKeyDictionary()
+@dataclass(slots=True)
+class _StreamEnds:
+    """Per VM, by (root context id, token): live streams the plugin half-closed, and finished
+    streams it never closed (oldest first), which still answer one cancel/close with OK."""
+
+    half_closed: set[tuple[int, int]]
+    finished: dict[tuple[int, int], None]
 
 
-def _ends(root: RootContext) -> dict[tuple[int, int], int]:
+_stream_ends: weakref.WeakKeyDictionary[WasmVM, _StreamEnds] = weakref.WeakKeyDictionary()
+
+
+def _ends(root: RootContext) -> _StreamEnds:
     ends = _stream_ends.get(root.vm)
     if ends is None:
-        ends = _stream_ends[root.vm] = {}
+        ends = _stream_ends[root.vm] = _StreamEnds(set(), {})
     return ends
 
 
-def stream_half_closed(root: RootContext, token: int) -> bool:
-    """The plugin half-closed a stream; True when the remote had closed already (the token is done)."""
-    ends = _ends(root)
-    key = (root.id, token)
-    if ends.get(key, 0) & _REMOTE_CLOSED:
-        del ends[key]
-        return True
-    ends[key] = ends.get(key, 0) | _LOCAL_CLOSED
-    return False
-
-
-def stream_remote_closed(root: RootContext, token: int) -> bool:
-    """The stream's remote end closed (marked before ``on_grpc_close`` runs, as Envoy does);
-    False when it had closed already (a second close is not reported)."""
-    ends = _ends(root)
-    key = (root.id, token)
-    seen = ends.get(key, 0)
-    ends[key] = seen | _REMOTE_CLOSED
-    return not seen & _REMOTE_CLOSED
-
-
-def stream_done(root: RootContext, token: int) -> bool:
-    """After ``on_grpc_close``: whether the token is released now (both ends closed)."""
-    ends = _ends(root)
-    key = (root.id, token)
-    if ends.get(key, 0) & _LOCAL_CLOSED:
-        del ends[key]
-        return True
-    return False
+def note_half_close(root: RootContext, token: int) -> None:
+    """The plugin half-closed a live stream (``proxy_grpc_close``)."""
+    _ends(root).half_closed.add((root.id, token))
 
 
 def forget_stream(root: RootContext, token: int) -> None:
-    """The token is gone (cancelled or released)."""
-    _ends(root).pop((root.id, token), None)
+    """The plugin cancelled a live stream."""
+    _ends(root).half_closed.discard((root.id, token))
+
+
+def end_stream(root: RootContext, token: int, keep: int) -> None:
+    """After ``on_grpc_close``: release the token; remember it as finished unless it was half-closed.
+
+    At most ``keep`` finished tokens are remembered per VM (the oldest are forgotten): Envoy keeps
+    them until the plugin closes them, which SDKs rarely do, and they must not pile up here.
+    """
+    root.grpc_calls.pop(token, None)
+    ends = _ends(root)
+    key = (root.id, token)
+    if key in ends.half_closed:
+        ends.half_closed.discard(key)
+        return
+    ends.finished[key] = None
+    while len(ends.finished) > keep:
+        del ends.finished[next(iter(ends.finished))]
+
+
+def is_finished_stream(root: RootContext, token: int) -> bool:
+    """Whether ``token`` is a finished stream the plugin has not closed yet."""
+    return (root.id, token) in _ends(root).finished
+
+
+def take_finished_stream(root: RootContext, token: int) -> bool:
+    """Cancel/close of a finished stream: True (once) when it was still remembered."""
+    finished = _ends(root).finished
+    if (root.id, token) not in finished:
+        return False
+    del finished[(root.id, token)]
+    return True

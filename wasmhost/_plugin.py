@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from ._abi import AbiVersion, FailurePolicy, Pairs
 from ._commands import DeleteRootContext
 from ._context import CalloutResponse, RootContext, StreamInfo
-from ._hostcalls_grpc import stream_done, stream_remote_closed
+from ._hostcalls_grpc import end_stream
 from ._http_stream import HttpStream
 from ._vm import CompiledModule, ModuleError, Runtime, VmFailed, WasmVM
 
@@ -306,20 +306,19 @@ class Plugin:
             root.grpc_metadata = None
 
     def on_grpc_close(self, token: int, grpc_status: int, message: bytes = b"") -> None:
-        """The call or stream ended; as Envoy, once the callback returns the token is released,
-        except a stream the plugin has not half-closed: that token stays until it cancels or closes."""
+        """The call or stream ended; as Envoy, its token is released once the callback returns
+        (a stream the plugin never half-closed still answers one cancel/close with OK)."""
         root = self.root
         if root is None or token not in root.grpc_calls:
-            return
-        is_stream = root.grpc_calls[token]
-        if is_stream and not stream_remote_closed(root, token):
             return
         root.status = (grpc_status, message)
         try:
             self._root_call("proxy_on_grpc_close", token, grpc_status)
         finally:
-            if token in root.grpc_calls and (not is_stream or stream_done(root, token)):
-                del root.grpc_calls[token]
+            if root.grpc_calls.get(token, False):
+                end_stream(root, token, keep=self.runtime.limits.max_pending_callouts)
+            else:
+                root.grpc_calls.pop(token, None)
 
     def on_foreign_function(self, function_id: int, args: bytes) -> None:
         root = self.root

@@ -95,6 +95,7 @@ SERVICE_CASES: list[Case] = [
     unary("again", ("x-grpc-cancel-in-callback", "1")), LATE,
     unary("fail"), LATE,
     (("x-grpc-mode", "stream"),), LATE,
+    (("x-grpc-mode", "stream"), ("x-grpc-half-close", "1")), LATE,
     unary("no deadline", ("x-grpc-timeout-ms", "0")),
 ]
 MISSING_CLUSTER_CASES: list[Case] = [unary("hi"), LATE, (("x-grpc-mode", "stream"),), LATE]
@@ -130,7 +131,8 @@ def test_unary_token_lifetime_and_a_grpc_service_match_envoy(
     spec = "hex:" + grpc_service("grpc").SerializeToString().hex()
     theirs, ours = both(tmp_path, envoy_binary, spec, grpc_port, upstream, SERVICE_CASES)
     assert ours == theirs
-    answered, late_ok, cancelled, late_cancelled, failed, late_failed, stream, late_stream, no_deadline = ours
+    answered, late_ok, cancelled, late_cancelled, failed, late_failed, stream, late_stream, _, late_closed, \
+        no_deadline = ours
     # the service's authority and metadata arrive; the deadline is the call's own 3 s, not the service's 1 s
     assert answered == (200, [("x-grpc-status", "0"), ("x-grpc-result", "hi|echo.example|from-service|6162|lifecycle|3")])
     assert late_ok[1][:3] == [("x-grpc-late-cancel", "1"), ("x-grpc-late-close", "1"), ("x-grpc-late-send", "2")]
@@ -141,6 +143,8 @@ def test_unary_token_lifetime_and_a_grpc_service_match_envoy(
     assert stream[1] == [("x-grpc-status", "0"), ("x-grpc-result", "via_upstream")]
     # the plugin never half-closed the stream: its token outlives the remote close until cancelled
     assert late_stream[1][:3] == [("x-grpc-late-cancel", "0"), ("x-grpc-late-close", "1"), ("x-grpc-late-send", "1")]
+    # one it half-closed is released by the remote close
+    assert late_closed[1][:3] == [("x-grpc-late-cancel", "1"), ("x-grpc-late-close", "1"), ("x-grpc-late-send", "1")]
     # a unary call with timeout 0 carries "grpc-timeout: 0m", which the server takes as already expired
     assert no_deadline[1] == [("x-grpc-status", "4"), ("x-grpc-result", "Deadline Exceeded{via_upstream}")]
 

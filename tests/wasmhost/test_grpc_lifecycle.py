@@ -17,8 +17,8 @@ from envoy.config.core.v3 import grpc_service_pb2
 from tests._tools import plugin_path
 from tests.wasmhost._conformance import ConformanceHost
 from tests.wasmhost.test_conformance_grpc import start
-from wasmhost import CancelGrpc, DispatchGrpcCall, ResumeStream
-from wasmhost._hostcalls_grpc import DispatchGrpcServiceCall
+from wasmhost import CancelGrpc, DispatchGrpcCall, Limits, ResumeStream
+from wasmhost._hostcalls_grpc import DispatchGrpcServiceCall, is_finished_stream
 
 Headers = list[tuple[bytes, bytes]]
 NOT_FOUND, BAD_ARGUMENT, PARSE_FAILURE, INTERNAL_FAILURE = 1, 2, 4, 10
@@ -87,7 +87,7 @@ def test_a_failed_unary_call_closes_once_and_then_is_gone(host: ConformanceHost,
     stream.finish()
 
 
-def test_a_stream_the_plugin_did_not_close_keeps_its_token_until_it_cancels(host: ConformanceHost) -> None:
+def test_a_stream_the_plugin_did_not_close_answers_one_late_cancel(host: ConformanceHost) -> None:
     stream, request, commands = start(host, (b"x-grpc-mode", b"stream"))
     assert isinstance(commands[0], DispatchGrpcCall) and commands[0].token == 6
     host.plugin.on_grpc_receive_initial_metadata(6, [(b"a", b"1")])
@@ -96,22 +96,35 @@ def test_a_stream_the_plugin_did_not_close_keeps_its_token_until_it_cancels(host
     host.plugin.on_grpc_receive_trailing_metadata(6, [(b"grpc-status", b"0")])
     host.plugin.on_grpc_close(6, 0)
     host.plugin.on_grpc_close(6, 0)  # reported once only
-    assert (b"x-grpc-status", b"0") in request and open_tokens(host) == {6: True}
-    seen = late(host)  # Envoy: the plugin never half-closed it, so cancel still finds it, then it is gone
+    assert (b"x-grpc-status", b"0") in request
+    assert open_tokens(host) == {}  # no longer pending (it does not count against the callout limit)
+    seen = late(host)  # Envoy: the plugin never half-closed it, so one cancel still finds it, then it is gone
     assert seen["x-grpc-events"] == "initial:6;receive:6:r:one;trailing:6;close:6:0:"
     assert (seen["x-grpc-late-cancel"], seen["x-grpc-late-close"], seen["x-grpc-late-send"]) == (
         "0", str(NOT_FOUND), str(NOT_FOUND))
-    assert open_tokens(host) == {}
     stream.finish()
 
 
-def test_a_half_closed_stream_is_released_by_the_remote_close() -> None:
-    with ConformanceHost(plugin_path("grpc"), configuration="grpc", callouts={"grpc": (200, "")}) as host:
-        stream, _, _ = start(host, (b"x-grpc-mode", b"stream"))  # sends twice, then proxy_grpc_close
-        assert open_tokens(host) == {6: True}
-        host.plugin.on_grpc_close(6, 0)
-        assert open_tokens(host) == {}
-        stream.finish()
+def test_a_half_closed_stream_is_released_by_the_remote_close(host: ConformanceHost) -> None:
+    stream, _, commands = start(host, (b"x-grpc-mode", b"stream"), (b"x-grpc-half-close", b"1"))
+    assert isinstance(commands[-1], CancelGrpc) and commands[-1].half_close and open_tokens(host) == {6: True}
+    host.plugin.on_grpc_close(6, 0)
+    seen = late(host)
+    assert (seen["x-grpc-late-cancel"], seen["x-grpc-late-close"]) == (str(NOT_FOUND), str(NOT_FOUND))
+    stream.finish()
+
+
+def test_finished_streams_are_remembered_within_the_callout_limit_only() -> None:
+    with ConformanceHost(plugin_path("grpc_lifecycle"), configuration="grpc", callouts={"grpc": (200, "")},
+                         limits=Limits(max_pending_callouts=2)) as host:
+        for token in (6, 10, 14):  # three streams finish without the plugin closing them
+            stream, _, _ = start(host, (b"x-grpc-mode", b"stream"))
+            host.plugin.on_grpc_close(token, 0)
+            stream.finish()
+        root = host.plugin.root
+        assert root is not None and open_tokens(host) == {}
+        assert [is_finished_stream(root, token) for token in (6, 10, 14)] == [False, True, True]  # oldest forgotten
+        assert late(host)["x-grpc-late-cancel"] == "0" and not is_finished_stream(root, 14)
 
 
 # -- serialized GrpcService upstreams ----------------------------------------------------------------

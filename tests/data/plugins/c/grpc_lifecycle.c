@@ -11,7 +11,8 @@
  *     "x-grpc-timeout-ms" or 5000) → Pause; the request resumes when the call ends.
  *     With header "x-grpc-cancel-in-callback", the ending callback first calls
  *     proxy_grpc_cancel(token) and records its status.
- *   - "stream": proxy_grpc_stream(method "Stream"), proxy_grpc_send("one", end_stream 1) → Pause.
+ *   - "stream": proxy_grpc_stream(method "Stream"), proxy_grpc_send("one", end_stream 1) → Pause;
+ *     with header "x-grpc-half-close": proxy_grpc_send("one", end_stream 0), then proxy_grpc_close.
  *   - "late": on the last token dispatched, adds headers "x-grpc-late-cancel",
  *     "x-grpc-late-close", "x-grpc-late-send" with the statuses of proxy_grpc_cancel,
  *     proxy_grpc_close and proxy_grpc_send (in that order), then "x-grpc-events" (see below,
@@ -140,7 +141,10 @@ PW_EXPORT(proxy_on_request_headers) uint32_t on_request_headers(uint32_t ctx, ui
     s = proxy_grpc_stream(upstream, upstream_len, SERVICE, strlen(SERVICE), "Stream", 6, md_blob, md_len, &token);
     if (s == PW_OK) {
       remember(token, ctx, 0);
-      proxy_grpc_send(token, "one", 3, 1);
+      pw_value half_close = pw_get_header(PW_MAP_REQUEST_HEADERS, "x-grpc-half-close");
+      proxy_grpc_send(token, "one", 3, half_close.status != PW_OK);
+      if (half_close.status == PW_OK) proxy_grpc_close(token);
+      pw_value_free(&half_close);
       result = PW_PAUSE;
     }
   } else if (!strcmp(mode.data, "late")) {
