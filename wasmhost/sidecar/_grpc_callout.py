@@ -135,6 +135,9 @@ class MessageDecoder:
                 self.error = f"invalid gRPC frame flags 0x{flags:02x}"
                 return messages
             size = int.from_bytes(buffer[1:_PREFIX], "big")
+            if flags & _COMPRESSED and size:
+                self.error = "compressed gRPC message (the async client, as Envoy's, does not decompress)"
+                return messages
             if size > MAX_MESSAGE_BYTES:
                 self.error = f"gRPC message of {size} bytes exceeds {MAX_MESSAGE_BYTES}"
                 return messages

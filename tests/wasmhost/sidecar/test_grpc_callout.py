@@ -121,6 +121,9 @@ def test_decoder_joins_split_frames_and_refuses_bad_flags_and_huge_lengths() -> 
     assert got == [b"one", b"", b"three"] and not decoder.partial
     bad = MessageDecoder()
     assert bad.feed(b"\x80\x00\x00\x00\x00") == [] and "flags" in bad.error
+    compressed = MessageDecoder()
+    assert compressed.feed(b"\x01\x00\x00\x00\x00" + b"\x01\x00\x00\x00\x01z") == [b""]
+    assert "compressed" in compressed.error
     huge = MessageDecoder()
     assert huge.feed(b"\x00" + (MAX_MESSAGE_BYTES + 1).to_bytes(4, "big")) == [] and "exceeds" in huge.error
 
