@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import h2.config
@@ -35,8 +36,11 @@ _CONNECTION_WINDOW = 16 << 20
 class H2Endpoint:
     """One end of an HTTP/2 connection on ``sock``; ``start()`` runs the pump, ``stop()`` ends it."""
 
-    def __init__(self, sock: socket.socket, *, client_side: bool) -> None:
+    def __init__(self, sock: socket.socket, *, client_side: bool, keep_bodies: bool = False) -> None:
         self.sock = sock
+        self.keep_bodies = keep_bodies
+        self.bodies: defaultdict[int, bytearray] = defaultdict(bytearray)  # whole bodies, with ``keep_bodies``
+        self.headed: defaultdict[int, threading.Event] = defaultdict(threading.Event)
         config = h2.config.H2Configuration(client_side=client_side, header_encoding=None)
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.local_settings = h2.settings.Settings(client=client_side, initial_values={
@@ -46,6 +50,7 @@ class H2Endpoint:
         self.sent: defaultdict[int, Progress] = defaultdict(Progress)  # body bytes handed to h2 per stream
         self.received: defaultdict[int, int] = defaultdict(int)
         self.heads: dict[int, dict[bytes, bytes]] = {}
+        self.head_lists: dict[int, list[tuple[bytes, bytes]]] = {}
         self.samples: dict[int, bytes] = {}  # the first body bytes of each stream
         self.ended: dict[int, threading.Event] = defaultdict(threading.Event)
         self.failure: BaseException | None = None
@@ -72,6 +77,22 @@ class H2Endpoint:
         """Send ``size`` filler bytes on ``stream_id`` as the windows allow, then end the stream."""
         with self.lock:
             self._outgoing[stream_id] = size
+
+    def send_bytes(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Send ``data`` on ``stream_id`` now (the peer's windows must have room: small messages)."""
+        with self.lock:
+            step = self.conn.max_outbound_frame_size
+            for start in range(0, len(data), step):
+                last = start + step >= len(data)
+                self.conn.send_data(stream_id, data[start:start + step], end_stream=end_stream and last)
+            if not data and end_stream:
+                self.conn.end_stream(stream_id)
+
+    def wait_head(self, stream_id: int) -> dict[bytes, bytes]:
+        if not self.headed[stream_id].wait(DEADLINE_S):
+            raise AssertionError(f"no response head on stream {stream_id} (failure {self.failure!r})")
+        with self.lock:
+            return dict(self.heads.get(stream_id, {}))
 
     def hold(self, stream_id: int) -> None:
         with self.lock:
@@ -122,8 +143,9 @@ class H2Endpoint:
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.failure = error
         finally:
-            for event in list(self.ended.values()):
-                event.set()
+            for events in (self.ended, self.headed):
+                for event in list(events.values()):
+                    event.set()
 
     def _send_bodies(self) -> bool:
         sent_any = False
@@ -150,7 +172,9 @@ class H2Endpoint:
             if isinstance(event, (h2.events.RequestReceived, h2.events.ResponseReceived)):
                 head = dict(event.headers)
                 self.heads[event.stream_id] = head
+                self.head_lists[event.stream_id] = list(event.headers)
                 self.on_headers(event.stream_id, head, event.stream_ended is not None)
+                self.headed[event.stream_id].set()
             elif isinstance(event, h2.events.DataReceived):
                 self._received(event)
             elif isinstance(event, h2.events.StreamEnded):
@@ -165,6 +189,8 @@ class H2Endpoint:
         self.received[stream_id] += len(event.data)
         if stream_id not in self.samples:
             self.samples[stream_id] = event.data[:64]
+        if self.keep_bodies:
+            self.bodies[stream_id] += event.data
         size = event.flow_controlled_length
         if not size:
             return
@@ -184,26 +210,30 @@ class H2Endpoint:
 class H2Client(H2Endpoint):
     """A client connection to ``port`` with small socket buffers."""
 
-    def __init__(self, port: int, socket_buffer: int = 256 * 1024) -> None:
+    def __init__(self, port: int, socket_buffer: int = 256 * 1024, keep_bodies: bool = False) -> None:
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, socket_buffer)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, socket_buffer)
         sock.settimeout(DEADLINE_S)
         sock.connect(("127.0.0.1", port))
-        super().__init__(sock, client_side=True)
+        super().__init__(sock, client_side=True, keep_bodies=keep_bodies)
         self.start()
 
-    def request(self, method: str, path: str, body_size: int | None = None, hold: bool = False) -> int:
-        """Start a request; ``hold`` keeps its response window closed (the client does not read it)."""
+    def request(self, method: str, path: str, body_size: int | None = None, hold: bool = False,
+                extra: Sequence[tuple[bytes, bytes]] = (), open_ended: bool = False) -> int:
+        """Start a request; ``hold`` keeps its response window closed (the client does not read it);
+        ``open_ended`` leaves the stream open for ``send_bytes`` (a tunnel); ``extra`` may hold pseudo-headers."""
         headers = [(b":method", method.encode()), (b":scheme", b"http"), (b":authority", b"example.com"),
                    (b":path", path.encode())]
+        headers += [header for header in extra if header[0].startswith(b":")]
         if body_size is not None:
             headers.append((b"content-length", str(body_size).encode()))
+        headers += [header for header in extra if not header[0].startswith(b":")]
         with self.lock:
             stream_id = int(self.conn.get_next_available_stream_id())
             if hold:
                 self.hold(stream_id)
-            self.conn.send_headers(stream_id, headers, end_stream=body_size is None)
+            self.conn.send_headers(stream_id, headers, end_stream=body_size is None and not open_ended)
             if body_size is not None:
                 self.send_body(stream_id, body_size)
         return stream_id

@@ -137,7 +137,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
         {"accept_http_10", "default_host_for_http_10", "enable_trailers"}
     ),
     "envoy.config.core.v3.Http2ProtocolOptions": frozenset(
-        {"max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"}
+        {"max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "allow_connect"}
     ),
     # access logs
     "envoy.config.accesslog.v3.AccessLog": frozenset({"name", "typed_config"}),

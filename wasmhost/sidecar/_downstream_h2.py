@@ -16,6 +16,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import h2.errors
+
 from ._h2 import Http2Codec
 from ._headers import HeaderMap
 from ._stream import HttpStream
@@ -52,7 +54,9 @@ class Http2DownstreamConnection(asyncio.Protocol):
         hcm = ctx.hcm
         self.h2 = Http2Codec(self, client_side=False, max_concurrent_streams=hcm.h2_max_concurrent_streams,
                              initial_stream_window=hcm.h2_initial_stream_window,
-                             initial_connection_window=hcm.h2_initial_connection_window)
+                             initial_connection_window=hcm.h2_initial_connection_window,
+                             enable_connect=hcm.h2_allow_connect)
+        self._tunnels: set[int] = set()  # extended CONNECT streams, tunnelled as HTTP/1.1 upgrades
         ctx.stats.cx_http2_total.value += 1
         self._mark_dirty()
 
@@ -128,6 +132,12 @@ class Http2DownstreamConnection(asyncio.Protocol):
 
     def on_headers(self, stream_id: int, headers: HeaderMap, end_stream: bool) -> None:
         ctx = self.listener.ctx
+        protocol = headers.get(b":protocol") if headers.get(b":method") == b"CONNECT" else None
+        if protocol is not None and not ctx.hcm.h2_allow_connect:
+            # extended CONNECT the client was not offered (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
+            self.h2.reset_stream(stream_id, code=h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._mark_dirty()
+            return
         stream = HttpStream(ctx, self.connection_id, self.remote, self.local, "HTTP/2")
         stream.downstream = self
         stream.downstream_id = stream_id
@@ -136,6 +146,24 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.streams[stream_id] = stream
         self.stream = stream
         ctx.stats.rq_http2_total.value += 1
+        if protocol is not None:
+            self._extended_connect(stream, stream_id, headers, protocol, end_stream)
+            return
+        stream.on_request_headers(headers, end_stream)
+
+    def _extended_connect(self, stream: HttpStream, stream_id: int, headers: HeaderMap, protocol: bytes,
+                          end_stream: bool) -> None:
+        """RFC 8441 (``allow_connect``): the request goes on as an HTTP/1.1 ``Upgrade`` GET, as in Envoy;
+        without a matching ``upgrade_configs`` entry it is refused with 403 like an HTTP/1.1 upgrade."""
+        headers.set(b":method", b"GET")
+        headers.remove(b":protocol")
+        if protocol.lower() not in self.listener.ctx.hcm.upgrade_types:
+            stream.dec.headers = headers
+            stream.dec.complete = True
+            stream.send_local_reply(403, details="upgrade_failed")
+            return
+        stream.upgrade = [(b"connection", b"upgrade"), (b"upgrade", protocol)]
+        self._tunnels.add(stream_id)
         stream.on_request_headers(headers, end_stream)
 
     def on_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
@@ -164,6 +192,8 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def send_headers(self, stream: HttpStream, headers: HeaderMap, end_stream: bool) -> None:
         if self.closed or stream.downstream_id is None:
             return
+        if stream.downstream_id in self._tunnels and headers.get(b":status") == b"101":
+            headers.set(b":status", b"200")  # the upstream switched protocols: the tunnel is open
         self.h2.send_headers(stream.downstream_id, headers, end_stream)
         self._mark_dirty()
 
@@ -185,6 +215,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
             self._write_blocked.discard(stream.downstream_id)
+            self._tunnels.discard(stream.downstream_id)
             if not self.closed:
                 self.h2.reset_stream(stream.downstream_id)
                 self._mark_dirty()
@@ -193,6 +224,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
             self._write_blocked.discard(stream.downstream_id)
+            self._tunnels.discard(stream.downstream_id)
         if self.stream is stream:
             self.stream = None
         self.last_activity = self.worker.runtime.now

@@ -51,7 +51,7 @@ class Http2Codec:
 
     def __init__(self, sink: StreamSink, client_side: bool, max_concurrent_streams: int = 2147483647,
                  initial_stream_window: int = 65535, initial_connection_window: int = 65535,
-                 on_settings: Callable[[], None] | None = None) -> None:
+                 on_settings: Callable[[], None] | None = None, enable_connect: bool = False) -> None:
         self.sink = sink
         self.client_side = client_side
         config = h2.config.H2Configuration(client_side=client_side, header_encoding=None,
@@ -69,6 +69,7 @@ class Http2Codec:
         self.conn.local_settings = h2.settings.Settings(client=client_side, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: initial_stream_window,
+            **({h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1} if enable_connect else {}),
         })
         self.conn.initiate_connection()
         extra = initial_connection_window - 65535
@@ -246,9 +247,11 @@ class Http2Codec:
                     self._queued[target] += sum(len(item[1]) for item in queue if item[0] == "data")
                     break
 
-    def reset_stream(self, stream_id: int, cancel: bool = True) -> None:
+    def reset_stream(self, stream_id: int, cancel: bool = True,
+                     code: h2.errors.ErrorCodes | None = None) -> None:
         self._forget(stream_id)
-        code = h2.errors.ErrorCodes.CANCEL if cancel else h2.errors.ErrorCodes.INTERNAL_ERROR
+        if code is None:
+            code = h2.errors.ErrorCodes.CANCEL if cancel else h2.errors.ErrorCodes.INTERNAL_ERROR
         try:
             self.conn.reset_stream(stream_id, error_code=code)
         except (h2.exceptions.ProtocolError, h2.exceptions.StreamClosedError):

@@ -139,6 +139,7 @@ class HcmPlan:
     h2_max_concurrent_streams: int = 2147483647
     h2_initial_stream_window: int = 268435456
     h2_initial_connection_window: int = 268435456
+    h2_allow_connect: bool = False  # http2_protocol_options.allow_connect: extended CONNECT (RFC 8441)
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
     max_per_conn = config.max_requests_per_connection.value if config.HasField("max_requests_per_connection") else 0
     http2: tuple[int, int, int] | None = None
     if config.HasField("http2_protocol_options"):
-        http2 = _http2_options(config.http2_protocol_options)
+        http2 = _upstream_http2_options(config.http2_protocol_options, f"{path}.http2_protocol_options")
     idle_timeout: float | None = 3600.0
     http1_trailers = False
     common = None
@@ -166,7 +166,8 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
             explicit = message.explicit_http_config
             kind = explicit.WhichOneof("protocol_config")
             if kind == "http2_protocol_options":
-                http2 = _http2_options(explicit.http2_protocol_options)
+                http2 = _upstream_http2_options(explicit.http2_protocol_options,
+                                                f"{where}.explicit_http_config.http2_protocol_options")
             elif kind == "http_protocol_options":
                 http1_trailers = explicit.http_protocol_options.enable_trailers
             else:
@@ -345,6 +346,13 @@ def _http2_options(options: Any) -> tuple[int, int, int]:
             value("initial_connection_window_size", 268435456))
 
 
+def _upstream_http2_options(options: Any, path: str) -> tuple[int, int, int]:
+    """A cluster's HTTP/2 options; extended CONNECT is only served to clients, never sent upstream."""
+    if options.allow_connect:
+        raise ConfigError(f"{path}.allow_connect", "extended CONNECT towards upstreams is not supported")
+    return _http2_options(options)
+
+
 def _upgrade_types(configs: Any, path: str) -> frozenset[bytes]:
     """HTTP/1.1 upgrades the connection manager lets through (Envoy turns them into byte tunnels)."""
     types: set[bytes] = set()
@@ -425,6 +433,7 @@ def _build_hcm(hcm: Any, path: str, clusters: frozenset[str], context_base: dict
         h2_max_concurrent_streams=h2_options[0],
         h2_initial_stream_window=h2_options[1],
         h2_initial_connection_window=h2_options[2],
+        h2_allow_connect=hcm.http2_protocol_options.allow_connect,
     )
 
 
