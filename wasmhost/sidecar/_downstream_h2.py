@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import h2.errors
 
-from ._h2 import Http2Codec
+from ._h2 import Http2Codec, SendBacklog
 from ._headers import HeaderMap
 from ._stream import HttpStream
 
@@ -48,15 +48,14 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.codec: Any = None  # the HTTP/1 attributes the worker's maintenance looks at
         self.stream: HttpStream | None = None
         self._dirty = False
-        self._buffer_limit: int = ctx.listener.buffer_limit  # per_connection_buffer_limit_bytes
-        self._write_blocked: set[int] = set()  # streams whose queued response body is over the limit
-        self._transport_paused = False
         hcm = ctx.hcm
         self.h2 = Http2Codec(self, client_side=False, max_concurrent_streams=hcm.h2_max_concurrent_streams,
                              initial_stream_window=hcm.h2_initial_stream_window,
                              initial_connection_window=hcm.h2_initial_connection_window,
                              enable_connect=hcm.h2_allow_connect)
         self._tunnels: set[int] = set()  # extended CONNECT streams, tunnelled as HTTP/1.1 upgrades
+        # response bodies over per_connection_buffer_limit_bytes pause that stream's upstream
+        self._backlog = SendBacklog(self.h2, ctx.listener.buffer_limit, worker.downstream_write_paused)
         ctx.stats.cx_http2_total.value += 1
         self._mark_dirty()
 
@@ -66,8 +65,8 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.last_activity = self.worker.runtime.tick()
         try:
             self.h2.feed(data)
-            if self._write_blocked:
-                self._release_drained()
+            if self._backlog.blocked:
+                self._backlog.windows_opened(self.streams)
         except Exception:  # request handling failed: end this connection, keep the worker
             _log.exception("http2 request handling failed")
             for stream in list(self.streams.values()):
@@ -92,16 +91,10 @@ class Http2DownstreamConnection(asyncio.Protocol):
             worker.drain()
 
     def pause_writing(self) -> None:
-        self._transport_paused = True
-        for stream_id, stream in self.streams.items():
-            if stream_id not in self._write_blocked:
-                self.worker.downstream_write_paused(stream, True)
+        self._backlog.socket(True, self.streams)
 
     def resume_writing(self) -> None:
-        self._transport_paused = False
-        for stream_id, stream in list(self.streams.items()):
-            if stream_id not in self._write_blocked:
-                self.worker.downstream_write_paused(stream, False)
+        self._backlog.socket(False, self.streams)
 
     # --- per-stream flow control ----------------------------------------------------------------
 
@@ -110,23 +103,6 @@ class Http2DownstreamConnection(asyncio.Protocol):
         if stream.downstream_id is not None and not self.closed:
             self.h2.pause_reading(stream.downstream_id, paused)
             self._mark_dirty()
-
-    def _check_queued(self, stream: HttpStream, stream_id: int) -> None:
-        if stream_id not in self._write_blocked and self.h2.queued(stream_id) > self._buffer_limit:
-            self._write_blocked.add(stream_id)
-            if not self._transport_paused:
-                self.worker.downstream_write_paused(stream, True)
-
-    def _release_drained(self) -> None:
-        """Window updates arrived: resume the upstreams of streams whose queue fell to half the limit."""
-        for stream_id in list(self._write_blocked):
-            stream = self.streams.get(stream_id)
-            if stream is None:
-                self._write_blocked.discard(stream_id)
-            elif self.h2.queued(stream_id) <= self._buffer_limit // 2:
-                self._write_blocked.discard(stream_id)
-                if not self._transport_paused:
-                    self.worker.downstream_write_paused(stream, False)
 
     # --- codec sink -----------------------------------------------------------------------------
 
@@ -202,7 +178,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
             return
         self.last_activity = self.worker.runtime.now
         self.h2.send_data(stream.downstream_id, data, end_stream)
-        self._check_queued(stream, stream.downstream_id)
+        self._backlog.sent(stream.downstream_id, stream)
         self._mark_dirty()
 
     def send_trailers(self, stream: HttpStream, trailers: HeaderMap) -> None:
@@ -214,7 +190,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def reset(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
-            self._write_blocked.discard(stream.downstream_id)
+            self._backlog.forget(stream.downstream_id)
             self._tunnels.discard(stream.downstream_id)
             if not self.closed:
                 self.h2.reset_stream(stream.downstream_id)
@@ -223,7 +199,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def stream_ended(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
-            self._write_blocked.discard(stream.downstream_id)
+            self._backlog.forget(stream.downstream_id)
             self._tunnels.discard(stream.downstream_id)
         if self.stream is stream:
             self.stream = None

@@ -17,7 +17,7 @@ sent so it can pause whoever feeds that stream.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import h2.config
@@ -265,3 +265,44 @@ class Http2Codec:
 
     def data_to_send(self) -> bytes:
         return bytes(self.conn.data_to_send())
+
+
+class SendBacklog:
+    """Which streams of one connection hold back whoever feeds them: a stream whose body waits for
+    the peer's window beyond ``limit`` (until half of it is sent), and every stream while the
+    socket is full. ``pause(owner, paused)`` is called on each change; owners are keyed by stream."""
+
+    def __init__(self, codec: Http2Codec, limit: int, pause: Callable[[Any, bool], None]) -> None:
+        self.codec = codec
+        self.limit = limit
+        self.pause = pause
+        self.blocked: set[int] = set()
+        self.socket_full = False
+
+    def sent(self, stream_id: int, owner: Any) -> None:
+        """Body bytes were queued on ``stream_id``."""
+        if stream_id not in self.blocked and self.codec.queued(stream_id) > self.limit:
+            self.blocked.add(stream_id)
+            if not self.socket_full:
+                self.pause(owner, True)
+
+    def windows_opened(self, owners: Mapping[int, Any]) -> None:
+        """The peer sent window updates: resume the feeders of streams that drained to half the limit."""
+        for stream_id in list(self.blocked):
+            owner = owners.get(stream_id)
+            if owner is None:
+                self.blocked.discard(stream_id)
+            elif self.codec.queued(stream_id) <= self.limit // 2:
+                self.blocked.discard(stream_id)
+                if not self.socket_full:
+                    self.pause(owner, False)
+
+    def socket(self, full: bool, owners: Mapping[int, Any]) -> None:
+        """The socket's write buffer passed its high (``full``) or low watermark."""
+        self.socket_full = full
+        for stream_id, owner in list(owners.items()):
+            if stream_id not in self.blocked:
+                self.pause(owner, full)
+
+    def forget(self, stream_id: int) -> None:
+        self.blocked.discard(stream_id)

@@ -18,7 +18,7 @@ import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from ._cluster import Cluster, Host
-from ._h2 import Http2Codec
+from ._h2 import Http2Codec, SendBacklog
 from ._headers import HeaderMap
 from ._upstream import PoolBase, _Waiting
 from ._upstream_sink import CONNECTION_TERMINATION
@@ -42,9 +42,8 @@ class Http2UpstreamConnection(asyncio.Protocol):
         self.usable = True
         self.local_address: tuple[str, int] | None = None
         self._dirty = False
-        self._buffer_limit = plan.buffer_limit
-        self._write_blocked: set[int] = set()  # streams whose queued request body is over the limit
-        self._transport_paused = False
+        # request bodies over the cluster's per_connection_buffer_limit_bytes pause that stream's client
+        self._backlog = SendBacklog(self.codec, plan.buffer_limit, pool.worker.upstream_write_paused)
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -59,14 +58,14 @@ class Http2UpstreamConnection(asyncio.Protocol):
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.local_address = (sockname[0], sockname[1])
-        self.transport.set_write_buffer_limits(high=self._buffer_limit)
+        self.transport.set_write_buffer_limits(high=self._backlog.limit)
         self._mark_dirty()
 
     def data_received(self, data: bytes) -> None:
         self.pool.worker.runtime.tick()
         self.codec.feed(data)
-        if self._write_blocked:
-            self._release_drained()
+        if self._backlog.blocked:
+            self._backlog.windows_opened(self.streams)
         self._mark_dirty()
         self.pool.worker.drain()
 
@@ -84,35 +83,10 @@ class Http2UpstreamConnection(asyncio.Protocol):
             self.pool.worker.drain()
 
     def pause_writing(self) -> None:
-        self._transport_paused = True
-        for stream_id, sink in list(self.streams.items()):
-            if stream_id not in self._write_blocked:
-                self.pool.worker.upstream_write_paused(sink, True)
+        self._backlog.socket(True, self.streams)
 
     def resume_writing(self) -> None:
-        self._transport_paused = False
-        for stream_id, sink in list(self.streams.items()):
-            if stream_id not in self._write_blocked:
-                self.pool.worker.upstream_write_paused(sink, False)
-
-    # --- per-stream flow control ----------------------------------------------------------------
-
-    def _check_queued(self, sink: Any, stream_id: int) -> None:
-        if stream_id not in self._write_blocked and self.codec.queued(stream_id) > self._buffer_limit:
-            self._write_blocked.add(stream_id)
-            if not self._transport_paused:
-                self.pool.worker.upstream_write_paused(sink, True)
-
-    def _release_drained(self) -> None:
-        """Window updates arrived: resume the clients of streams whose queue fell to half the limit."""
-        for stream_id in list(self._write_blocked):
-            sink = self.streams.get(stream_id)
-            if sink is None:
-                self._write_blocked.discard(stream_id)
-            elif self.codec.queued(stream_id) <= self._buffer_limit // 2:
-                self._write_blocked.discard(stream_id)
-                if not self._transport_paused:
-                    self.pool.worker.upstream_write_paused(sink, False)
+        self._backlog.socket(False, self.streams)
 
     # --- requests -------------------------------------------------------------------------------
 
@@ -132,12 +106,12 @@ class Http2UpstreamConnection(asyncio.Protocol):
                     self.codec.send_data(stream_id, payload, end_stream)
                 else:
                     self.codec.send_trailers(stream_id, payload)
-            self._check_queued(sink, stream_id)
+            self._backlog.sent(stream_id, sink)
         self._mark_dirty()
         sink.on_pool_ready(self.local_address)
 
     def _finish(self, stream_id: int) -> Any:
-        self._write_blocked.discard(stream_id)
+        self._backlog.forget(stream_id)
         sink = self.streams.pop(stream_id, None)
         if sink is not None:
             self.ids.pop(id(sink), None)
@@ -151,7 +125,7 @@ class Http2UpstreamConnection(asyncio.Protocol):
         stream_id = self.ids.get(id(sink))
         if stream_id is not None and not self.closed:
             self.codec.send_data(stream_id, data, end_stream)
-            self._check_queued(sink, stream_id)
+            self._backlog.sent(stream_id, sink)
             self._mark_dirty()
 
     def sink_trailers(self, sink: Any, trailers: HeaderMap) -> None:

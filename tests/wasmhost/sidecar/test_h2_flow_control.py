@@ -7,7 +7,7 @@ import h2.events
 
 from tests.wasmhost.sidecar.test_h2 import Events, exchange, peer
 from wasmhost.sidecar import HeaderMap
-from wasmhost.sidecar._h2 import Http2Codec
+from wasmhost.sidecar._h2 import Http2Codec, SendBacklog
 
 WINDOW = 65536
 REQUEST = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]
@@ -74,3 +74,29 @@ def test_a_reset_forgets_the_streams_queue_and_pause() -> None:
     codec.send_data(1, b"d" * 100_000, False)
     codec.reset_stream(1)
     assert (codec.queued(1), codec.reading_paused(1)) == (0, False)
+
+
+def test_the_backlog_pauses_a_streams_feeder_over_the_limit_and_resumes_it_at_half() -> None:
+    codec, client, _ = server_and_client()
+    for stream_id in (1, 3):
+        client.send_headers(stream_id, REQUEST, end_stream=True)
+    exchange(codec, client)
+    calls: list[tuple[str, bool]] = []
+    backlog = SendBacklog(codec, 10_000, lambda owner, paused: calls.append((owner, paused)))
+    owners = {1: "feeder-1", 3: "feeder-3"}
+    codec.send_headers(1, HeaderMap([(b":status", b"200")]), False)
+    codec.send_data(1, b"d" * (65535 + 30_000), False)  # 30 000 bytes wait for the client's window
+    backlog.sent(1, owners[1])
+    backlog.sent(1, owners[1])  # still over: no second pause
+    backlog.socket(True, owners)  # a full socket pauses the others; stream 1 is paused already
+    backlog.socket(False, owners)
+    client.increment_flow_control_window(15_000, 1)
+    client.increment_flow_control_window(15_000)
+    exchange(codec, client)
+    backlog.windows_opened(owners)  # 15 000 left: above half the limit, still paused
+    client.increment_flow_control_window(15_000, 1)
+    client.increment_flow_control_window(15_000)
+    exchange(codec, client)
+    backlog.windows_opened(owners)
+    assert calls == [("feeder-1", True), ("feeder-3", True), ("feeder-3", False), ("feeder-1", False)]
+    assert not backlog.blocked
