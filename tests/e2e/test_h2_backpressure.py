@@ -3,7 +3,8 @@
 The client speaks HTTP/2 with small receive windows and one stream it does not read (or one
 upload whose upstream does not read). Flow control must hold back only that stream: the sender
 stalls far below the body size, the sidecar's memory stays far below it, other streams on the
-same client connection still complete, and once the reader resumes every byte arrives.
+same client connection still complete, and once the reader resumes every byte arrives. Real
+Envoy runs the same tests as the reference for what the bounds should be.
 
 The sidecar's windows are configured as Envoy's edge best practice suggests (1 MiB per stream):
 with the default 256 MiB windows a peer may legitimately send a whole 256 MiB body unread.
@@ -12,13 +13,14 @@ with the default 256 MiB windows a peer may legitimately send a whole 256 MiB bo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e._envoy import EnvoyProcess
 from tests.e2e._h2_peers import H2Client, H2Upstream
 from tests.e2e._socket_server import SocketServer
 from tests.e2e._upstream import ScriptedUpstream
@@ -107,15 +109,33 @@ class Backend:
         return self.sent.failure
 
 
-@pytest.fixture(params=["http1", "h2c"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def stack() -> Iterator[ExitStack]:
     with ExitStack() as running:
         yield running
+
+
+Start = Callable[[dict[str, Any]], tuple[int, int]]
+
+
+#: (proxy, upstream kind): real Envoy is the reference where both hops are HTTP/2
+CASES = [("sidecar", "http1"), ("sidecar", "h2c"), pytest.param(("envoy", "h2c"), marks=pytest.mark.envoy)]
+
+
+@pytest.fixture(params=CASES, ids=lambda case: "-".join(case))
+def case(request: pytest.FixtureRequest, tmp_path: Path, stack: ExitStack) -> tuple[str, Start]:
+    """The upstream kind, and a function starting the proxy under test: (listener port, pid)."""
+    proxy, kind = request.param
+
+    def start(config: dict[str, Any]) -> tuple[int, int]:
+        if proxy == "envoy":
+            binary = request.getfixturevalue("envoy_binary")
+            envoy = stack.enter_context(EnvoyProcess(config, workdir=tmp_path / "envoy", binary=binary))
+            return next(iter(envoy.listener_ports().values())), envoy.pid
+        sidecar = stack.enter_context(SidecarProcess(config, workdir=tmp_path))
+        return sidecar.listener_ports()["listener_0"], sidecar.pid
+
+    return kind, start
 
 
 def stall_point(progress: Progress) -> int:
@@ -137,16 +157,16 @@ def others_complete(client: H2Client) -> list[tuple[bytes, bytes]]:
     return answers
 
 
-def test_an_upstream_that_stops_reading_stalls_only_that_upload(tmp_path: Path, kind: str,
-                                                                 stack: ExitStack) -> None:
+def test_an_upstream_that_stops_reading_stalls_only_that_upload(case: tuple[str, Start], stack: ExitStack) -> None:
+    kind, start = case
     backend = Backend(kind, stack, upload=True)
-    sidecar = stack.enter_context(SidecarProcess(backend.config(), workdir=tmp_path))
-    client = stack.enter_context(H2Client(sidecar.listener_ports()["listener_0"]))
+    port, pid = start(backend.config())
+    client = stack.enter_context(H2Client(port))
     assert others_complete(client)[0][0] == b"200"  # warm: connections open, memory settled
-    baseline = resident_bytes(sidecar.pid)
+    baseline = resident_bytes(pid)
     upload = client.request("POST", "/up", body_size=STREAMED)
     stalled = stall_point(client.sent[upload])
-    grown = resident_bytes(sidecar.pid) - baseline
+    grown = resident_bytes(pid) - baseline
     others = others_complete(client)
     still_stalled = client.sent[upload].count  # the other streams must not have waited for the upload
     backend.release()
@@ -162,16 +182,16 @@ def test_an_upstream_that_stops_reading_stalls_only_that_upload(tmp_path: Path, 
     assert size == len(answer)
 
 
-def test_a_client_that_stops_reading_stalls_only_that_download(tmp_path: Path, kind: str,
-                                                               stack: ExitStack) -> None:
+def test_a_client_that_stops_reading_stalls_only_that_download(case: tuple[str, Start], stack: ExitStack) -> None:
+    kind, start = case
     backend = Backend(kind, stack, upload=False)
-    sidecar = stack.enter_context(SidecarProcess(backend.config(), workdir=tmp_path))
-    client = stack.enter_context(H2Client(sidecar.listener_ports()["listener_0"]))
+    port, pid = start(backend.config())
+    client = stack.enter_context(H2Client(port))
     assert others_complete(client)[0][0] == b"200"
-    baseline = resident_bytes(sidecar.pid)
+    baseline = resident_bytes(pid)
     download = client.request("GET", "/big", hold=True)
     stalled = stall_point(backend.sent)
-    grown = resident_bytes(sidecar.pid) - baseline
+    grown = resident_bytes(pid) - baseline
     others = others_complete(client)
     still_stalled = backend.sent.count  # the other streams must not have waited for the download
     client.release(download)
