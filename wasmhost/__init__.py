@@ -6,6 +6,10 @@ through the same sans-io API: feed stream events into :class:`HttpStream`, then 
 the :mod:`commands <wasmhost._commands>` drained from :meth:`Runtime.take_commands`.
 """
 
+from . import _native
+
+_native.activate(__path__, __name__)  # compiled copies of the request path, when current
+
 from ._abi import (
     AbiVersion,
     Action,

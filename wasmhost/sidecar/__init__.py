@@ -49,6 +49,10 @@ stream, read/modify buffered bodies, read the route and ``StreamInfo``
 the stream's event loop, never re-entrantly.
 """
 
+from .. import _native
+
+_native.activate(__path__, __name__)  # compiled copies of the request path, when current
+
 from ._buffer import Buffer
 from ._errors import ConfigError
 from ._filter_api import (
