@@ -21,6 +21,7 @@ here.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,20 @@ _set_epoch_deadline = _dll.wasmtime_context_set_epoch_deadline
 _set_epoch_deadline.restype = None
 _set_epoch_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
 
+
+
+def _load_fastcall() -> Any:
+    """The C versions of :meth:`Caller.export` and the trampoline, when ``make native`` built them."""
+    try:
+        module = importlib.import_module(f"{__package__}._fastcall")
+    except ImportError:
+        return None
+    module.init(ctypes.cast(_call_unchecked, ctypes.c_void_p).value, ctypes.cast(_trap_new, ctypes.c_void_p).value)
+    return module
+
+
+#: None: the ctypes path below (the reference) serves every call
+FASTCALL: Any = _load_fastcall()
 
 VAL_SLOT = 16  # sizeof(wasmtime_val_raw_t)
 _RESERVATION = 1 << 32  # 32-bit linear memories never need more address space
@@ -175,6 +190,9 @@ class Caller:
 
     def export(self, func: wasmtime.Func, nparams: int, nresults: int) -> Callable[..., int]:
         """A fast callable for one export; returns the first i32 result (or 0)."""
+        if FASTCALL is not None:
+            return FASTCALL.GuestFunc(self._ctx, ctypes.addressof(func._func), nparams, nresults, self._trap_ref,
+                                      self._fail)
         slots = max(nparams, nresults, 1)
         buf = (ctypes.c_ubyte * (slots * VAL_SLOT))()
         view = memoryview(buf).cast("B")
@@ -198,8 +216,7 @@ class Caller:
                 return int.from_bytes(view[0:4], "little", signed=True)
             return 0
 
-        # keep the buffer alive as long as the closure
-        call.__dict__["_buf"] = buf
+        # ``view`` holds the buffer export, so the closure keeps ``buf`` alive
         return call
 
     def _fail(self, err: int | None) -> None:
@@ -261,6 +278,12 @@ def define_host_function(
     and ``owner.restricted`` is set, ``allowed(owner)`` decides whether the call runs or
     answers ``denied_result`` (cpp-host's restricted capability windows).
     """
+    if FASTCALL is not None:
+        binding = FASTCALL.HostBinding(impl, owner, params, results, allowed, denied_result, caller)
+        keepalive.append(binding)
+        _define(linker, module, name, params, results, ctypes.cast(FASTCALL.host_callback_address(), _HOST_CALLBACK),
+                 id(binding), keepalive)
+        return
     unpack = args_struct(params).unpack_from if params else None
     slots_type = ctypes.c_ubyte * (len(params) * VAL_SLOT)
     from_address = slots_type.from_address
@@ -286,13 +309,20 @@ def define_host_function(
 
     callback = _HOST_CALLBACK(trampoline)
     keepalive.append(callback)
+    _define(linker, module, name, params, results, callback, None, keepalive)
+
+
+def _define(
+    linker: wasmtime.Linker, module: str, name: str, params: str, results: str, callback: Any, env: int | None,
+    keepalive: list[Any],
+) -> None:
     functype = func_type(params, results)
     keepalive.append(functype)
     mod = module.encode()
     nm = name.encode()
     err = _define_unchecked(
         ctypes.cast(linker.ptr(), ctypes.c_void_p).value, mod, len(mod), nm, len(nm),
-        ctypes.cast(functype.ptr(), ctypes.c_void_p).value, callback, None, _NO_FINALIZER,
+        ctypes.cast(functype.ptr(), ctypes.c_void_p).value, callback, env, _NO_FINALIZER,
     )
     if err:
         raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(ffi.wasmtime_error_t)))
