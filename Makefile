@@ -46,9 +46,10 @@ plugins: setup
 	$(PY) -m sdk.scaffold build-plugins --out $(BUILD)/plugins
 
 # The request-path modules compiled by Cython (wasmhost/_compiled/); a copy whose source has
-# changed since is never used, so this only speeds things up. Rebuilds what changed.
+# changed since is never used, so this only speeds things up. Rebuilds what changed. Without a
+# C compiler the sidecar still runs, as plain Python (under CI=true the suite then fails).
 native: python-deps
-	$(PY) -m wasmhost._native_build
+	@$(PY) -m wasmhost._native_build || echo "the compiled copies were not built: the sidecar runs as plain Python"
 
 test: setup plugins native
 	$(PY) -m ruff check .
