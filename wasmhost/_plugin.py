@@ -292,7 +292,7 @@ class Plugin:
             self._root_call("proxy_on_grpc_receive", token, len(message))
         finally:
             root.grpc_message = None
-            if not root.grpc_calls.get(token, True):
+            if not root.grpc_calls.get(token, True):  # still open and unary: its answer ends it
                 del root.grpc_calls[token]
 
     def on_grpc_receive_trailing_metadata(self, token: int, metadata: Pairs) -> None:
