@@ -190,7 +190,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def reset(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
-            self._backlog.forget(stream.downstream_id)
+            self._backlog.forget(stream.downstream_id, stream)
             self._tunnels.discard(stream.downstream_id)
             if not self.closed:
                 self.h2.reset_stream(stream.downstream_id)
@@ -199,7 +199,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
     def stream_ended(self, stream: HttpStream) -> None:
         if stream.downstream_id is not None:
             self.streams.pop(stream.downstream_id, None)
-            self._backlog.forget(stream.downstream_id)
+            self._backlog.forget(stream.downstream_id, stream)
             self._tunnels.discard(stream.downstream_id)
         if self.stream is stream:
             self.stream = None

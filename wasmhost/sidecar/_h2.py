@@ -270,21 +270,24 @@ class Http2Codec:
 class SendBacklog:
     """Which streams of one connection hold back whoever feeds them: a stream whose body waits for
     the peer's window beyond ``limit`` (until half of it is sent), and every stream while the
-    socket is full. ``pause(owner, paused)`` is called on each change; owners are keyed by stream."""
+    socket is full. ``pause(owner, paused)`` is called on each change, and a stream that ends
+    while paused is resumed, so its feeder (say a keep-alive HTTP/1.1 client) is never left paused."""
 
     def __init__(self, codec: Http2Codec, limit: int, pause: Callable[[Any, bool], None]) -> None:
         self.codec = codec
         self.limit = limit
         self.pause = pause
-        self.blocked: set[int] = set()
+        self.blocked: set[int] = set()  # over the limit
+        self.paused: set[int] = set()  # told to pause, for either reason
         self.socket_full = False
 
     def sent(self, stream_id: int, owner: Any) -> None:
         """Body bytes were queued on ``stream_id``."""
         if stream_id not in self.blocked and self.codec.queued(stream_id) > self.limit:
             self.blocked.add(stream_id)
-            if not self.socket_full:
-                self.pause(owner, True)
+        if stream_id not in self.paused and (self.socket_full or stream_id in self.blocked):
+            self.paused.add(stream_id)
+            self.pause(owner, True)
 
     def windows_opened(self, owners: Mapping[int, Any]) -> None:
         """The peer sent window updates: resume the feeders of streams that drained to half the limit."""
@@ -295,14 +298,24 @@ class SendBacklog:
             elif self.codec.queued(stream_id) <= self.limit // 2:
                 self.blocked.discard(stream_id)
                 if not self.socket_full:
-                    self.pause(owner, False)
+                    self._resume(stream_id, owner)
 
     def socket(self, full: bool, owners: Mapping[int, Any]) -> None:
         """The socket's write buffer passed its high (``full``) or low watermark."""
         self.socket_full = full
         for stream_id, owner in list(owners.items()):
-            if stream_id not in self.blocked:
-                self.pause(owner, full)
+            if full and stream_id not in self.paused:
+                self.paused.add(stream_id)
+                self.pause(owner, True)
+            elif not full and stream_id not in self.blocked:
+                self._resume(stream_id, owner)
 
-    def forget(self, stream_id: int) -> None:
+    def forget(self, stream_id: int, owner: Any) -> None:
+        """``stream_id`` ended or was reset."""
         self.blocked.discard(stream_id)
+        self._resume(stream_id, owner)
+
+    def _resume(self, stream_id: int, owner: Any) -> None:
+        if stream_id in self.paused:
+            self.paused.discard(stream_id)
+            self.pause(owner, False)

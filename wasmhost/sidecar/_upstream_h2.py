@@ -77,7 +77,8 @@ class Http2UpstreamConnection(asyncio.Protocol):
             self.pool.worker.runtime.tick()
             streams, self.streams = self.streams, {}
             self.ids.clear()
-            for sink in streams.values():
+            for stream_id, sink in streams.items():
+                self._backlog.forget(stream_id, sink)
                 sink.edge = None
                 sink.on_reset(CONNECTION_TERMINATION)
             self.pool.worker.drain()
@@ -111,9 +112,9 @@ class Http2UpstreamConnection(asyncio.Protocol):
         sink.on_pool_ready(self.local_address)
 
     def _finish(self, stream_id: int) -> Any:
-        self._backlog.forget(stream_id)
         sink = self.streams.pop(stream_id, None)
         if sink is not None:
+            self._backlog.forget(stream_id, sink)
             self.ids.pop(id(sink), None)
             sink.edge = None
             self.pool.capacity_changed()

@@ -100,3 +100,17 @@ def test_the_backlog_pauses_a_streams_feeder_over_the_limit_and_resumes_it_at_ha
     backlog.windows_opened(owners)
     assert calls == [("feeder-1", True), ("feeder-3", True), ("feeder-3", False), ("feeder-1", False)]
     assert not backlog.blocked
+
+
+def test_a_stream_that_ends_paused_resumes_its_feeder_and_new_streams_wait_for_a_full_socket() -> None:
+    codec, client, _ = server_and_client()
+    client.send_headers(1, REQUEST, end_stream=True)
+    exchange(codec, client)
+    calls: list[tuple[str, bool]] = []
+    backlog = SendBacklog(codec, 10_000, lambda owner, paused: calls.append((owner, paused)))
+    backlog.socket(True, {})
+    backlog.sent(5, "late")  # started while the socket is full: paused at once
+    backlog.forget(5, "late")
+    backlog.forget(7, "never-paused")
+    backlog.socket(False, {})
+    assert calls == [("late", True), ("late", False)]
