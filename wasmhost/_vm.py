@@ -19,6 +19,7 @@ import bisect
 import hashlib
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter_ns
@@ -119,6 +120,33 @@ class RuntimeCounters:
         per[name] = per.get(name, 0) + 1
 
 
+class EpochClock:
+    """Epoch ticks for a deadline on CPU time, not wall time.
+
+    A tick is due only when the process has both lived and run ``interval`` seconds since the
+    last one (the smaller of the two deltas counts): a guest spinning on the CPU trips its
+    deadline on time, but a process the machine has not scheduled (a loaded box, a stopped
+    process) does not fail a callback that never got to run, and threads compiling modules
+    beside a guest cannot make its deadline come sooner than by the clock.
+    """
+
+    __slots__ = ("interval", "_credit", "_wall", "_cpu")
+
+    def __init__(self, interval: float, wall: float | None = None, cpu: float | None = None) -> None:
+        self.interval = interval
+        self._credit = 0.0
+        self._wall = time.monotonic() if wall is None else wall
+        self._cpu = time.process_time() if cpu is None else cpu
+
+    def ticks(self, wall: float, cpu: float) -> int:
+        """How many ticks are due now, given the wall clock and the process's CPU time."""
+        self._credit += max(0.0, min(wall - self._wall, cpu - self._cpu))
+        self._wall, self._cpu = wall, cpu
+        due = int(self._credit / self.interval)
+        self._credit -= due * self.interval
+        return due
+
+
 class Runtime:
     """One per process: the wasmtime engine, the epoch ticker, shared data and metrics."""
 
@@ -152,10 +180,11 @@ class Runtime:
         self._ticker.start()
 
     def _tick_epochs(self) -> None:
-        interval = self.limits.epoch_tick_ms / 1000.0
-        while not self._stop.wait(interval):
-            self.epoch += 1
-            self.engine.increment_epoch()
+        clock = EpochClock(self.limits.epoch_tick_ms / 1000.0)
+        while not self._stop.wait(clock.interval):
+            for _ in range(clock.ticks(time.monotonic(), time.process_time())):
+                self.epoch += 1
+                self.engine.increment_epoch()
 
     def close(self) -> None:
         self._stop.set()
