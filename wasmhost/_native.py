@@ -21,6 +21,8 @@ from typing import Any
 PACKAGE_ROOT = Path(__file__).resolve().parent
 COMPILED_ROOT = PACKAGE_ROOT / "_compiled"
 MANIFEST_NAME = "manifest.json"
+#: how the copies are built (directives, flags, module list): copies from another builder are stale
+BUILDER = PACKAGE_ROOT / "_native_build.py"
 DISABLE_ENV = "WASMESH_PURE_PYTHON"
 
 #: package name -> (its source directory, the subdirectory of ``_compiled`` holding its copies)
@@ -49,6 +51,13 @@ def source_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def builder_digest() -> str | None:
+    try:
+        return source_digest(BUILDER)
+    except OSError:
+        return None
+
+
 def read_manifest(compiled_dir: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((compiled_dir / MANIFEST_NAME).read_text())
@@ -60,7 +69,8 @@ def read_manifest(compiled_dir: Path) -> dict[str, Any] | None:
 def stale_modules(source_dir: Path, compiled_dir: Path) -> list[str] | None:
     """Modules whose compiled copy no longer matches its source; None when nothing is built.
 
-    A copy built for another interpreter counts as stale, as does a missing copy or source.
+    A copy built for another interpreter or by another version of the builder counts as stale,
+    as does a missing copy or source.
     """
     manifest = read_manifest(compiled_dir)
     if manifest is None:
@@ -69,7 +79,7 @@ def stale_modules(source_dir: Path, compiled_dir: Path) -> list[str] | None:
     if not isinstance(modules, dict) or not modules:
         return None
     suffix = extension_suffix()
-    if manifest.get("ext_suffix") != suffix:
+    if manifest.get("ext_suffix") != suffix or manifest.get("builder") != builder_digest():
         return sorted(modules)
     stale = []
     for name, digest in modules.items():

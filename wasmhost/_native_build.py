@@ -69,7 +69,8 @@ def plan(force: bool = False) -> tuple[list[Job], dict[str, dict[str, str]]]:
         source_dir, subdir = _native.PACKAGES[package]
         compiled_dir = _native.COMPILED_ROOT / subdir
         previous = _native.read_manifest(compiled_dir) or {}
-        built = previous.get("modules", {}) if previous.get("ext_suffix") == suffix else {}
+        same_build = previous.get("ext_suffix") == suffix and previous.get("builder") == _native.builder_digest()
+        built = previous.get("modules", {}) if same_build else {}
         manifests[package] = {}
         for name in names:
             source = _native.module_source(source_dir, name)
@@ -117,7 +118,7 @@ def write_manifests(manifests: dict[str, dict[str, str]]) -> None:
         for leftover in compiled_dir.glob(f"*{suffix}"):
             if leftover.name.removesuffix(suffix) not in modules:
                 leftover.unlink()
-        manifest = {"ext_suffix": suffix, "modules": modules}
+        manifest = {"ext_suffix": suffix, "builder": _native.builder_digest(), "modules": modules}
         staging = compiled_dir / (_native.MANIFEST_NAME + ".tmp")
         staging.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         os.replace(staging, compiled_dir / _native.MANIFEST_NAME)

@@ -23,7 +23,7 @@ def fake_build(source_dir: Path, compiled_dir: Path, sources: dict[str, str]) ->
         (source_dir / f"{name}.py").write_text(text)
         (compiled_dir / f"{name}{_native.extension_suffix()}").write_bytes(b"")
         digests[name] = _native.source_digest(source_dir / f"{name}.py")
-    manifest = {"ext_suffix": _native.extension_suffix(), "modules": digests}
+    manifest = {"ext_suffix": _native.extension_suffix(), "builder": _native.builder_digest(), "modules": digests}
     (compiled_dir / _native.MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -56,6 +56,16 @@ def test_copies_for_another_interpreter_are_all_stale(tmp_path: Path) -> None:
     manifest["ext_suffix"] = ".cpython-39-other.so"
     manifest_path.write_text(json.dumps(manifest))
     assert _native.stale_modules(tmp_path / "src", tmp_path / "compiled") == ["_a"]
+
+
+def test_copies_from_another_builder_are_all_stale(tmp_path: Path) -> None:
+    """Other directives or flags may change behaviour (e.g. function attributes), so they rebuild."""
+    fake_build(tmp_path / "src", tmp_path / "compiled", {"_a": "A = 1\n", "_b": "B = 2\n"})
+    manifest_path = tmp_path / "compiled" / _native.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["builder"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    assert _native.stale_modules(tmp_path / "src", tmp_path / "compiled") == ["_a", "_b"]
 
 
 def test_a_damaged_manifest_counts_as_nothing_built(tmp_path: Path) -> None:
