@@ -40,6 +40,7 @@ from ._commands import (
 from ._context import HttpContext, RootContext, StreamInfo, TcpContext
 from ._environment import Environment
 from ._filter_status import BodyVerdict
+from ._hostcalls_grpc import DispatchGrpcServiceCall
 from ._http_stream import HttpStream
 from ._plugin import Plugin, PluginSpec, PluginStartError
 from ._runner import (
@@ -75,6 +76,7 @@ __all__ = [
     "CompiledModule",
     "DeleteRootContext",
     "DispatchGrpcCall",
+    "DispatchGrpcServiceCall",
     "DispatchHttpCall",
     "Environment",
     "FailurePolicy",

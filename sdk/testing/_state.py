@@ -20,6 +20,7 @@ from wasmhost import (
     Command,
     DeleteRootContext,
     DispatchGrpcCall,
+    DispatchGrpcServiceCall,
     DispatchHttpCall,
     HttpStream,
     NotifyQueueReady,
@@ -168,9 +169,9 @@ def _start_grpc(command: DispatchGrpcCall, plugin: Plugin, state: HostState) -> 
         command.token, command.cluster, command.service, command.method,
         to_strings(command.initial_metadata), is_stream=command.message is None,
     )
-    # a call to a serialized GrpcService also carries its authority and metadata
-    call.authority = getattr(command, "authority", "")
-    call.service_metadata = to_strings(getattr(command, "service_metadata", []))
+    if isinstance(command, DispatchGrpcServiceCall):  # a serialized GrpcService: its authority and metadata
+        call.authority = command.authority
+        call.service_metadata = to_strings(command.service_metadata)
     if command.message is not None:
         call.messages.append(command.message)
     state.grpc[command.token] = call
