@@ -17,7 +17,9 @@ service-account tokens can serve as bootstrap credentials on a cluster.
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -68,6 +70,7 @@ class KubernetesSource:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._open_watches: dict[int, tuple[Any, Any]] = {}  # id(response) -> (Watch, response)
         self.synced = threading.Event()
         self._synced_collections: set[str] = set()
 
@@ -96,9 +99,38 @@ class KubernetesSource:
         return self
 
     def stop(self) -> None:
+        """Stop the watch threads and wait for them. An idle watch is a long poll the server only ends
+        after `watch_timeout`, so the open watches are cut here rather than waited out; the join
+        deadline is a backstop should a transport not let its socket be shut down."""
         self._stop.set()
+        with self._lock:
+            opened = list(self._open_watches.values())
+        for watcher, response in opened:
+            _interrupt(watcher, response)
+        deadline = time.monotonic() + self.watch_timeout + 5
         for thread in self._threads:
-            thread.join(timeout=self.watch_timeout + 5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _watch_call(self, list_call: Callable[..., Any], watcher: Any) -> Callable[..., Any]:
+        """`list_call` recording the streaming response it returns, so `stop()` can cut it; `wraps`
+        keeps the signature and docstring the `kubernetes` Watch reads the return type from."""
+
+        @functools.wraps(list_call)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            response = list_call(*args, **kwargs)
+            with self._lock:
+                self._open_watches[id(response)] = (watcher, response)
+                stopping = self._stop.is_set()
+            if stopping:  # stop() ran between its sweep and this request: cut this one too
+                _interrupt(watcher, response)
+            return response
+
+        return call
+
+    def _forget_watch(self, watcher: Any) -> None:
+        with self._lock:
+            for key in [k for k, (w, _) in self._open_watches.items() if w is watcher]:
+                del self._open_watches[key]
 
     def _list_call(self, collection: Collection) -> Callable[..., Any]:
         if collection.kind is not None:
@@ -138,19 +170,25 @@ class KubernetesSource:
                 self._mark_synced(collection)
                 self._rebuild()
                 while not self._stop.is_set():
-                    stream: Iterator[dict[str, Any]] = watch.Watch().stream(
-                        list_call, resource_version=version, timeout_seconds=self.watch_timeout)
-                    for event in stream:
-                        obj = self._as_dict(event["object"])
-                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                        self._apply_event(collection, str(event["type"]), obj)
-                        if self._stop.is_set():
-                            break
+                    watcher = watch.Watch()
+                    stream: Iterator[dict[str, Any]] = watcher.stream(
+                        self._watch_call(list_call, watcher), resource_version=version,
+                        timeout_seconds=self.watch_timeout)
+                    try:
+                        for event in stream:
+                            obj = self._as_dict(event["object"])
+                            version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                            self._apply_event(collection, str(event["type"]), obj)
+                            if self._stop.is_set():
+                                break
+                    finally:
+                        self._forget_watch(watcher)
             except ApiException as err:
-                if err.status != 410:
+                if err.status != 410 and not self._stop.is_set():
                     log.warning("kubernetes %s: %s %s", collection.name, err.status, err.reason)
             except Exception as err:  # noqa: BLE001 - a lost stream must not end the source
-                log.warning("kubernetes %s watch ended: %s", collection.name, err)
+                if not self._stop.is_set():  # a watch cut by stop() is no lost stream
+                    log.warning("kubernetes %s watch ended: %s", collection.name, err)
             self._stop.wait(self.relist_backoff)
 
     def _mark_synced(self, collection: Collection) -> None:
@@ -243,6 +281,25 @@ def token_reviewer(api_client: Any, *, timeout: float = 5.0) -> Callable[[Mappin
         return dict(api_client.sanitize_for_serialization(answer))
 
     return review
+
+
+def _interrupt(watcher: Any, response: Any) -> None:
+    """Wake a thread blocked reading a watch: mark the Watch stopped, then shut the connection's socket
+    down (a plain close does not wake a blocked read on Linux) and close the response. Each step is
+    best effort; whatever the thread reads afterwards ends its stream."""
+    watcher.stop()
+    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed or never connected
+    else:
+        try:
+            response.close()
+        except Exception:  # noqa: BLE001 - closing from another thread is only a nudge
+            pass
 
 
 def _object_key(obj: Mapping[str, Any]) -> str:
