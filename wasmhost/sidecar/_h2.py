@@ -26,10 +26,12 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 
 from ._headers import HeaderMap
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_PEER_SENDING = frozenset({h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL})
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade", b"host"})
 
@@ -98,7 +100,10 @@ class Http2Codec:
             elif isinstance(event, h2.events.TrailersReceived):
                 sink.on_trailers(event.stream_id, HeaderMap.adopt(list(event.headers)))
             elif isinstance(event, h2.events.StreamEnded):
-                pass  # delivered with the headers/data/trailers event that carried END_STREAM
+                # delivered with the headers/data/trailers event that carried END_STREAM; the peer
+                # sends no more on it, so its window needs no more care
+                self._stream_unacked.pop(event.stream_id, None)
+                self._read_paused.discard(event.stream_id)
             elif isinstance(event, h2.events.StreamReset):
                 self._forget(event.stream_id)
                 sink.on_reset(event.stream_id, f"remote reset ({h2.errors.ErrorCodes(event.error_code).name})"
@@ -147,7 +152,9 @@ class Http2Codec:
     def pause_reading(self, stream_id: int, paused: bool) -> None:
         """Whoever consumes ``stream_id``'s body is full (or has room again): hold (or return) its window."""
         if paused:
-            self._read_paused.add(stream_id)
+            stream = self.conn.streams.get(stream_id)
+            if stream is not None and stream.state_machine.state in _PEER_SENDING:
+                self._read_paused.add(stream_id)
         elif stream_id in self._read_paused:
             self._read_paused.discard(stream_id)
             self._hand_back(stream_id)

@@ -114,3 +114,14 @@ def test_a_stream_that_ends_paused_resumes_its_feeder_and_new_streams_wait_for_a
     backlog.forget(7, "never-paused")
     backlog.socket(False, {})
     assert calls == [("late", True), ("late", False)]
+
+
+def test_finished_streams_leave_no_flow_control_state() -> None:
+    codec, client, _ = server_and_client()
+    client.send_headers(1, REQUEST)
+    exchange(codec, client)
+    upload(codec, client, 1, 1000)
+    client.send_headers(1, [(b"x-trailer", b"t")], end_stream=True)  # END_STREAM on trailers
+    exchange(codec, client)
+    codec.pause_reading(1, True)  # a late pause for a stream the client has finished
+    assert (codec._stream_unacked, codec._read_paused) == ({}, set())
