@@ -75,9 +75,9 @@ class ClusterPlan:
     tls: Any = field(default=None, compare=False)  # _tls.TlsPlan when the cluster has a TLS transport socket
     # transport_socket_matches: ((wanted endpoint labels, TlsPlan or None for raw_buffer), ...)
     tls_matches: tuple[Any, ...] = field(default=(), compare=False)
-    h2_max_concurrent_streams: int = 2147483647
-    h2_initial_stream_window: int = 268435456
-    h2_initial_connection_window: int = 268435456
+    h2_max_concurrent_streams: int = 1024  # Envoy's http2_protocol_options defaults
+    h2_initial_stream_window: int = 16 * 1024 * 1024
+    h2_initial_connection_window: int = 24 * 1024 * 1024
     metadata: Any = field(default=None, compare=False)
     fingerprint: bytes = b""  # serialized config: equal fingerprints keep runtime state across reloads
 
@@ -136,9 +136,9 @@ class HcmPlan:
     normalize_path: bool = False
     merge_slashes: bool = False
     strip_port: str = ""  # "" | "any" | "matching"
-    h2_max_concurrent_streams: int = 2147483647
-    h2_initial_stream_window: int = 268435456
-    h2_initial_connection_window: int = 268435456
+    h2_max_concurrent_streams: int = 1024  # Envoy's http2_protocol_options defaults
+    h2_initial_stream_window: int = 16 * 1024 * 1024
+    h2_initial_connection_window: int = 24 * 1024 * 1024
     h2_allow_connect: bool = False  # http2_protocol_options.allow_connect: extended CONNECT (RFC 8441)
 
 

@@ -220,9 +220,9 @@ def _build_cluster(config: Any, path: str) -> ClusterPlan:
         if config.HasField("transport_socket") else None,
         tls_matches=build_socket_matches(config.transport_socket_matches, f"{path}.transport_socket_matches",
                                          http2 is not None),
-        h2_max_concurrent_streams=http2[0] if http2 else 2147483647,
-        h2_initial_stream_window=http2[1] if http2 else 268435456,
-        h2_initial_connection_window=http2[2] if http2 else 268435456,
+        h2_max_concurrent_streams=http2[0] if http2 else _H2_DEFAULTS[0],
+        h2_initial_stream_window=http2[1] if http2 else _H2_DEFAULTS[1],
+        h2_initial_connection_window=http2[2] if http2 else _H2_DEFAULTS[2],
         metadata=config.metadata if config.HasField("metadata") else None,
         fingerprint=config.SerializeToString(deterministic=True),
     )
@@ -334,16 +334,20 @@ def _build_filters(
     return tuple(entries)
 
 
+#: Envoy's http2_protocol_options defaults (max_concurrent_streams, initial stream and connection windows)
+_H2_DEFAULTS = (1024, 16 * 1024 * 1024, 24 * 1024 * 1024)
+
+
 def _http2_options(options: Any) -> tuple[int, int, int]:
     """(max_concurrent_streams, initial_stream_window_size, initial_connection_window_size), Envoy's defaults."""
     if options is None:
-        return 2147483647, 268435456, 268435456
+        return _H2_DEFAULTS
 
     def value(field: str, default: int) -> int:
         return getattr(options, field).value if options.HasField(field) else default
 
-    return (value("max_concurrent_streams", 2147483647), value("initial_stream_window_size", 268435456),
-            value("initial_connection_window_size", 268435456))
+    return (value("max_concurrent_streams", _H2_DEFAULTS[0]), value("initial_stream_window_size", _H2_DEFAULTS[1]),
+            value("initial_connection_window_size", _H2_DEFAULTS[2]))
 
 
 def _upstream_http2_options(options: Any, path: str) -> tuple[int, int, int]:
