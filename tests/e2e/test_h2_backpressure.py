@@ -6,8 +6,8 @@ stalls far below the body size, the sidecar's memory stays far below it, other s
 same client connection still complete, and once the reader resumes every byte arrives. Real
 Envoy runs the same tests as the reference for what the bounds should be.
 
-The sidecar's windows are configured as Envoy's edge best practice suggests (1 MiB per stream):
-with the default 256 MiB windows a peer may legitimately send a whole 256 MiB body unread.
+The proxy's windows are configured as Envoy's edge best practice suggests (1 MiB per stream):
+a peer may legitimately send one whole window (16 MiB by default) into a stream nobody reads.
 """
 
 from __future__ import annotations
