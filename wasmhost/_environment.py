@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from ._plugin import PluginSpec
 
 _LOGGER = logging.getLogger("wasmhost.plugin")
-_PY_LEVELS = {
+#: proxy-wasm log levels as Python logging levels (TRACE below DEBUG)
+PY_LOG_LEVELS = {
     LogLevel.TRACE: 5,
     LogLevel.DEBUG: logging.DEBUG,
     LogLevel.INFO: logging.INFO,
@@ -40,7 +41,7 @@ class Environment:
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
         """A plugin log line (``proxy_log``, WASI stdout/stderr)."""
-        _LOGGER.log(_PY_LEVELS[level], "wasm log %s %s %s: %s", spec.name, spec.root_id, spec.vm_id, message)
+        _LOGGER.log(PY_LOG_LEVELS[level], "wasm log %s %s %s: %s", spec.name, spec.root_id, spec.vm_id, message)
 
     def has_cluster(self, name: str) -> bool:
         """Whether ``proxy_http_call`` / ``proxy_grpc_call`` may target this upstream."""

@@ -40,6 +40,7 @@ from .. import (
     SetTickPeriod,
     StreamType,
 )
+from .._environment import PY_LOG_LEVELS
 from ._filter_api import (
     FilterCallbacks,
     HttpCallResult,
@@ -50,14 +51,6 @@ from ._wasm_grpc import WasmGrpcCalls
 
 _LOG = logging.getLogger("wasmesh.wasm")
 _T = TypeVar("_T")
-_PY_LEVEL = {
-    LogLevel.TRACE: 5,
-    LogLevel.DEBUG: logging.DEBUG,
-    LogLevel.INFO: logging.INFO,
-    LogLevel.WARN: logging.WARNING,
-    LogLevel.ERROR: logging.ERROR,
-    LogLevel.CRITICAL: logging.CRITICAL,
-}
 _NO_TIMEOUT_S = 24 * 3600.0
 #: how often plugin-defined metrics are copied into the worker's stats (what /stats shows)
 METRICS_SYNC_S = 1.0
@@ -89,7 +82,7 @@ class SidecarEnvironment(Environment):
         self.log_level = _level_from_logger()
 
     def log(self, spec: PluginSpec, level: LogLevel, message: str) -> None:
-        _LOG.log(_PY_LEVEL[level], "wasm log %s %s %s: %s", spec.name, spec.root_id, spec.vm_id, message)
+        _LOG.log(PY_LOG_LEVELS[level], "wasm log %s %s %s: %s", spec.name, spec.root_id, spec.vm_id, message)
 
     def has_cluster(self, name: str) -> bool:
         return name in self.clusters
@@ -101,7 +94,7 @@ class SidecarEnvironment(Environment):
 def _level_from_logger() -> LogLevel:
     effective = _LOG.getEffectiveLevel()
     for level in (LogLevel.TRACE, LogLevel.DEBUG, LogLevel.INFO, LogLevel.WARN, LogLevel.ERROR):
-        if effective <= _PY_LEVEL[level]:
+        if effective <= PY_LOG_LEVELS[level]:
             return level
     return LogLevel.CRITICAL
 
