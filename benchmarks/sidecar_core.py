@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import os
 import pstats
 import statistics
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hostcall_filter import pin_to_one_core  # noqa: E402 - this directory, as a script's
 
 from wasmhost.sidecar._downstream import DownstreamConnection  # noqa: E402
 from wasmhost.sidecar._reload import load_plan  # noqa: E402
@@ -199,9 +200,7 @@ def main() -> None:
     parser.add_argument("--plugin", action="store_true", help="bench_6hostcalls before the router")
     parser.add_argument("--calls", action="store_true", help="also count the calls one request makes")
     args = parser.parse_args()
-    # one core, as every benchmark here: unpinned, this VM's per-process CPU accounting swings by 3×
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {allowed[-1]})
+    pin_to_one_core()  # unpinned, this VM's per-process CPU accounting swings by 3x
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
