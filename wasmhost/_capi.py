@@ -15,7 +15,9 @@ through ctypes, and reads guest memory through one cached memoryview:
   trap; :meth:`Caller.call` re-raises it on the host side.
 
 Setup (compiling, linking, instantiating) uses the idiomatic API; only the hot path is
-here.
+here. When ``make native`` has built ``_fastcall`` (``_fastcall.c``), the guest call and the
+host trampoline run in C with the same contract; the ctypes code here is then the fallback
+(``WASMESH_PURE_PYTHON=1``) and the reference.
 """
 
 from __future__ import annotations
@@ -63,7 +65,6 @@ _set_epoch_deadline.restype = None
 _set_epoch_deadline.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
 
 
-
 def _load_fastcall() -> Any:
     """The C versions of :meth:`Caller.export` and the trampoline, when ``make native`` built them."""
     try:
@@ -76,6 +77,8 @@ def _load_fastcall() -> Any:
 
 #: None: the ctypes path below (the reference) serves every call
 FASTCALL: Any = _load_fastcall()
+#: the C trampoline every host function registers with when FASTCALL is loaded (its env says which)
+_FAST_TRAMPOLINE = ctypes.cast(FASTCALL.host_callback_address(), _HOST_CALLBACK) if FASTCALL is not None else None
 
 VAL_SLOT = 16  # sizeof(wasmtime_val_raw_t)
 _RESERVATION = 1 << 32  # 32-bit linear memories never need more address space
@@ -281,8 +284,7 @@ def define_host_function(
     if FASTCALL is not None:
         binding = FASTCALL.HostBinding(impl, owner, params, results, allowed, denied_result, caller)
         keepalive.append(binding)
-        _define(linker, module, name, params, results, ctypes.cast(FASTCALL.host_callback_address(), _HOST_CALLBACK),
-                 id(binding), keepalive)
+        _define(linker, module, name, params, results, _FAST_TRAMPOLINE, id(binding), keepalive)
         return
     unpack = args_struct(params).unpack_from if params else None
     slots_type = ctypes.c_ubyte * (len(params) * VAL_SLOT)
