@@ -41,10 +41,15 @@ def extension_suffix() -> str:
 
 
 def module_source(source_dir: Path, name: str) -> Path:
-    """A module's source: Python compiled by Cython, or C written for the purpose."""
+    """A module's source: Python compiled by Cython, Cython written for the purpose, or C."""
     python = source_dir / f"{name}.py"
-    c_source = source_dir / f"{name}.c"
-    return c_source if not python.exists() and c_source.exists() else python
+    if python.exists():
+        return python
+    for suffix in (".pyx", ".c"):
+        other = source_dir / f"{name}{suffix}"
+        if other.exists():
+            return other
+    return python
 
 
 def source_digest(path: Path) -> str:

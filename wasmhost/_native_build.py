@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "wasmhost.sidecar": (
         "_access_log", "_attributes", "_buffer", "_cluster", "_commands", "_context", "_downstream",
         "_downstream_h2", "_errors", "_fault", "_filter_api", "_h1", "_h2", "_hcm_headers", "_header_ops",
-        "_headers", "_router", "_routes", "_stats", "_stream", "_timers", "_upstream", "_upstream_h2",
+        "_headers", "_lane", "_router", "_routes", "_stats", "_stream", "_timers", "_upstream", "_upstream_h2",
         "_upstream_sink", "_wasm", "_wasm_host", "_wasm_info", "_worker",
     ),
 }
@@ -85,9 +85,10 @@ def plan(force: bool = False) -> tuple[list[Job], dict[str, dict[str, str]]]:
 def compile_module(job: Job, workdir: Path) -> None:
     """Cython to C (a ``.c`` source is used as it is), C to an extension module, then into place."""
     c_file = job.source
-    if job.source.suffix == ".py":
+    if job.source.suffix in (".py", ".pyx"):
         c_file = workdir / f"{job.package}.{job.name}.c"
-        directives = [arg for d in DIRECTIVES for arg in ("-X", d)]
+        # a .pyx is written for Cython: its own header says how it is compiled
+        directives = [arg for d in DIRECTIVES for arg in ("-X", d)] if job.source.suffix == ".py" else []
         cython = [sys.executable, "-m", "cython", "-3", *directives, "--module-name",
                   f"{job.package}.{job.name}", "-o", str(c_file), str(job.source)]
         _run(cython, f"cython {job.package}.{job.name}")

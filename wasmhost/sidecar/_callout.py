@@ -39,6 +39,7 @@ class ClusterCall:
     _started: bool
     _started_at: float
     _timer: Timer | None
+    raw_request: bytes | None = None  # UpstreamSink: callouts are serialised from their headers
 
     def __init__(self, worker: Any, cluster: Cluster, headers: HeaderMap) -> None:
         self.token = next(_tokens)

@@ -172,7 +172,7 @@ class ListenerContext:
     """What a stream on one listener of one plan needs."""
 
     __slots__ = ("runtime", "worker", "listener", "hcm", "stats", "clusters", "out", "listener_cx_total",
-                 "listener_cx_active", "filter_hooks", "worker_cx_total")
+                 "listener_cx_active", "filter_hooks", "worker_cx_total", "lane")
 
     def __init__(self, runtime: PlanRuntime, listener: ListenerPlan) -> None:
         self.runtime = runtime
@@ -182,6 +182,7 @@ class ListenerContext:
         self.stats = HcmStats(self.worker.stats, listener.hcm.stat_prefix)
         self.clusters = runtime.clusters
         self.out = self.worker.out
+        self.lane: Any = None  # the fast lane's plan for this context (``_lane_plan``), once asked; False: none
         self.bind_listener_stats(listener.port)
 
     def bind_listener_stats(self, port: int) -> None:

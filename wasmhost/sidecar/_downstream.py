@@ -50,15 +50,9 @@ class DownstreamConnection(asyncio.Protocol):
         worker = self.worker
         ctx = self.listener.ctx
         self.ctx = ctx
-        hcm = ctx.hcm
-        self.codec = Http1ServerCodec(self, hcm.max_request_headers_kb * 1024, hcm.max_headers_count,
-                                      hcm.headers_with_underscores)
-        self.codec.trailers = hcm.http1_trailers
+        self._make_codec(ctx)
         self.connection_id = worker.runtime.new_connection_id()
-        peer = transport.get_extra_info("peername")
-        sock_name = transport.get_extra_info("sockname")
-        self.remote = (peer[0], peer[1]) if peer else ("", 0)
-        self.local = (sock_name[0], sock_name[1]) if sock_name else ("", 0)
+        self._addresses(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         alpn = None
         if ssl_object is not None:
@@ -85,11 +79,62 @@ class DownstreamConnection(asyncio.Protocol):
         ctx.worker_cx_total.value += 1
         ctx.listener_cx_active.value += 1
         worker.connections.add(self)
-        self._sniff = b"" if hcm.codec == "AUTO" else None
-        if hcm.codec == "HTTP2" or (alpn == "h2" and hcm.codec == "AUTO"):
+        codec = ctx.hcm.codec
+        self._sniff = b"" if codec == "AUTO" else None
+        if codec == "HTTP2" or (alpn == "h2" and codec == "AUTO"):
             self._switch_to_http2(b"")
-        elif hcm.codec == "HTTP1":
+        elif codec == "HTTP1":
             ctx.stats.cx_http1_total.value += 1
+
+    def _make_codec(self, ctx: Any) -> None:
+        hcm = ctx.hcm
+        self.codec = Http1ServerCodec(self, hcm.max_request_headers_kb * 1024, hcm.max_headers_count,
+                                      hcm.headers_with_underscores)
+        self.codec.trailers = hcm.http1_trailers
+
+    def _addresses(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        sock_name = transport.get_extra_info("sockname")
+        self.remote = (peer[0], peer[1]) if peer else ("", 0)
+        self.local = (sock_name[0], sock_name[1]) if sock_name else ("", 0)
+
+    @classmethod
+    def adopt(cls, worker: Worker, listener: ListenerState, transport: asyncio.BaseTransport, ctx: Any,
+              connection_id: int, last_activity: float, sniffed: bool) -> DownstreamConnection:
+        """Take over a plain-TCP connection the fast lane (``_lane.pyx``) accepted and counted.
+
+        The caller switches the transport's protocol to the result and feeds it the bytes not
+        yet served; a connection that was still to be sniffed is sniffed here.
+        """
+        conn = cls(worker, listener)
+        conn.transport = cast(asyncio.Transport, transport)
+        conn.ctx = ctx
+        conn._make_codec(ctx)
+        conn.connection_id = connection_id
+        conn._addresses(transport)
+        conn.last_activity = last_activity
+        conn._sniff = None if sniffed else b""
+        worker.connections.add(conn)
+        if ctx.hcm.codec == "HTTP2":
+            conn._switch_to_http2(b"")
+        return conn
+
+    def answer(self, headers: HeaderMap, status: int, body: bytes, details: str,
+               extra: list[tuple[bytes, bytes]] | None, close_after: bool) -> None:
+        """A local reply to a request the fast lane read (its failures are answered here, as ours are)."""
+        stream = HttpStream(self.listener.ctx, self.connection_id, self.remote, self.local, "HTTP/1.1")
+        stream.downstream = self
+        self.stream = stream
+        self.requests += 1
+        self.listener.ctx.stats.rq_http1_total.value += 1
+        self.close_after = self.close_after or close_after
+        assert self.codec is not None
+        self.codec.awaiting_response = True
+        self.codec.keep_alive = not close_after
+        stream.dec.headers = headers
+        stream.dec.complete = True
+        stream.send_local_reply(status, body, extra or (), details=details)
+        self.worker.drain()
 
     def _switch_to_http2(self, data: bytes) -> None:
         """Hand the connection to the HTTP/2 protocol object (prior-knowledge h2c)."""

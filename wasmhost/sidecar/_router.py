@@ -54,6 +54,7 @@ class _Attempt:
     response_started = False
     counted = True
     edge: Any = None
+    raw_request: bytes | None = None  # the UpstreamSink field only fast-lane exchanges set
 
     def __init__(self, router: RouterFilter | None, cluster: Cluster, host: Host, headers: HeaderMap,
                  end_stream: bool, shadow: bool, started_at: float) -> None:

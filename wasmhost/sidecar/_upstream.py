@@ -58,7 +58,7 @@ class _Waiting:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = ("pool", "transport", "codec", "sink", "request_done", "requests", "last_used", "closed",
-                 "local_address", "_wbuf")
+                 "local_address", "_wbuf", "lane")
 
     def __init__(self, pool: HostPool) -> None:
         self.pool = pool
@@ -72,6 +72,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.local_address: tuple[str, int] | None = None
         self._wbuf: list[bytes] = []
+        self.lane: Any = None  # a fast-lane exchange (``_lane.pyx``): it parses the response bytes itself
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -89,6 +90,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=self.pool.cluster.plan.buffer_limit)
 
     def data_received(self, data: bytes) -> None:
+        lane = self.lane
+        if lane is not None:
+            lane.upstream_data(data)
+            return
         if self.sink is None:
             # bytes on an idle keep-alive connection: the upstream is misbehaving
             self.close()
@@ -115,6 +120,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.closed = True
         self.pool.connection_closed(self)
+        lane = self.lane
+        if lane is not None:
+            self.lane = self.sink = None
+            lane.upstream_closed()
+            return
         sink = self.sink
         if sink is not None:
             self.pool.worker.runtime.tick()
@@ -136,8 +146,15 @@ class UpstreamConnection(asyncio.Protocol):
         """Start ``sink``'s request on this connection."""
         self.sink = sink
         sink.edge = self
-        self.codec.sink = sink
         self.requests += 1
+        raw = getattr(sink, "raw_request", None)
+        if raw is not None:  # a fast-lane request: its head is already bytes, and it has no body
+            self.lane = sink
+            self.request_done = True
+            if self.transport is not None:
+                self.transport.write(raw)
+            return
+        self.codec.sink = sink
         self.request_done = sink.end_stream
         self._write(self.codec.encode_request(sink.headers, sink.end_stream))
         if waiting is not None:
@@ -209,6 +226,17 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.pool.release(self)
 
+    def lane_finished(self, keep_alive: bool) -> None:
+        """The fast-lane exchange read its whole response: reuse the connection, or close it."""
+        sink = self.lane
+        self.lane = self.sink = None
+        if sink is not None:
+            sink.edge = None
+        if not keep_alive:
+            self.close()
+            return
+        self.pool.release(self)
+
     def _on_protocol_error(self, reason: str) -> None:
         sink = self.sink
         self.sink = None
@@ -222,7 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         if sink is not None:
             sink.edge = None
-        self.sink = None
+        self.sink = self.lane = None
         self.codec.sink = None
         self.close()
 

@@ -28,6 +28,7 @@ class UpstreamSink(Protocol):
     headers: HeaderMap  # request headers to send (pseudo-headers included)
     end_stream: bool  # True when the request has no body
     edge: Any  # slot the I/O edge uses to remember the connection (or the queue) serving this sink
+    raw_request: bytes | None  # a request head already serialised (the fast lane's); None: from ``headers``
 
     def on_pool_ready(self, local_address: tuple[str, int] | None) -> None:
         """A connection is assigned; the request headers are being written."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -47,6 +48,20 @@ from ._upstream import HostPool
 log = logging.getLogger("wasmesh.sidecar")
 
 MAINTENANCE_INTERVAL = 0.5
+
+
+def _fast_lane() -> Any:
+    """The fast lane's connection class when ``make native`` built it (``WASMESH_FAST_LANE=0``: never)."""
+    if os.environ.get("WASMESH_FAST_LANE", "1") == "0":
+        return None
+    try:
+        from ._lane import LaneConnection
+    except ImportError:  # not compiled: every connection takes the full path
+        return None
+    return LaneConnection
+
+
+LANE = _fast_lane()
 
 
 class ListenerBindError(OSError):
@@ -370,8 +385,11 @@ class Worker:
             state.server = ChainAcceptor(self, state, sock, DownstreamConnection)  # type: ignore[assignment]
             return
         tls = plan.tls
+        protocol: Callable[[Worker, ListenerState], asyncio.Protocol] = DownstreamConnection
+        if tls is None and LANE is not None:
+            protocol = LANE  # plain TCP: the fast lane takes the connection, and hands over what it cannot serve
         state.server = await self.loop.create_server(
-            lambda: DownstreamConnection(self, state), sock=sock, backlog=4096,
+            lambda: protocol(self, state), sock=sock, backlog=4096,
             ssl=tls.context if tls is not None else None,
         )
 

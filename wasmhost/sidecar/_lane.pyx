@@ -1,0 +1,1174 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The fast lane: body-less HTTP/1.1 requests on router-only listeners, served in typed Cython.
+
+Why a second request path: the full path (codec -> ``HttpStream`` -> filter chain ->
+router -> pool) is general, and each request pays for that generality in Python
+objects. For the commonest request - no body, no filter but the router, a route
+to one cluster with nothing to rewrite or retry - this module does the same work on
+bytes: it checks and copies the request head once, applies the connection manager's
+and router's header rules (``x-forwarded-proto``, ``x-request-id``,
+``x-envoy-expected-rq-timeout-ms``; ``date``, ``server``,
+``x-envoy-upstream-service-time``, hop-by-hop removal), and forwards the response with
+its own framing. Connections, host choice, circuit breakers, outlier detection and
+stats are the full path's own objects.
+
+Anything else goes to the full path: the connection is handed to a
+``DownstreamConnection`` with the bytes of the request not yet served, at a request
+boundary, and stays there. Local replies (connect failures, timeouts, resets before
+the response) are handed over too, so they come out exactly as the full path makes
+them. ``_lane_plan`` decides which listeners and routes qualify.
+
+Exists only compiled (``make native``); without it every connection takes the full path.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcmp, memcpy
+
+import os
+import socket
+
+from ._commands import Timer
+from ._downstream import DownstreamConnection
+from ._h1 import status_line
+from ._h2 import PREFACE
+from ._headers import HeaderMap
+from ._lane_plan import lane_plan
+from ._stream import HttpStream
+from ._upstream_sink import CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW, PROTOCOL_ERROR
+
+DEF MAX_FIELDS = 128
+
+# character classes: 1 = tchar (header names, methods), 2 = allowed in a field value, 4 = request-target
+cdef unsigned char CLASS[256]
+cdef unsigned char LOWER[256]
+cdef const char* HEX = b"0123456789abcdef"
+cdef const char* VARIANT = b"89ab89ab89ab89ab"
+
+
+cdef void _init_tables():
+    cdef int c
+    tchar = b"!#$%&'*+-.^_`|~"
+    for c in range(256):
+        CLASS[c] = 0
+        LOWER[c] = c
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in tchar:
+            CLASS[c] |= 1
+        if c == 9 or (32 <= c <= 126) or c >= 128:
+            CLASS[c] |= 2
+        if (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c in b"-._~:/?#[]@!$&'()*+,;=%":
+            CLASS[c] |= 4  # what RFC 3986 allows in a request target; anything else is the codec's to judge
+        if 65 <= c <= 90:
+            LOWER[c] = c + 32
+
+
+_init_tables()
+
+# outcomes of a request head the lane does not serve
+DEF SERVE = 0
+DEF HAND_OFF = -1
+DEF INCOMPLETE = -2
+
+cdef bytes _PREFACE = PREFACE
+cdef bytes _CRLF2 = b"\r\n\r\n"
+cdef object _STATUS_LINES = {}
+cdef object _MISSING = object()
+
+
+cdef bytes _status_line(int status):
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = status_line(status)
+    return <bytes>line
+
+
+cdef inline bint _eq(const char* p, Py_ssize_t n, const char* name, Py_ssize_t m):
+    return n == m and memcmp(p, name, m) == 0
+
+
+cdef class _Ids:
+    """Random version-4 UUIDs for ``x-request-id``, formatted from a buffer of OS randomness."""
+
+    cdef bytes pool
+    cdef Py_ssize_t used
+
+    def __init__(self):
+        self.pool = b""
+        self.used = 0
+
+    cdef void write(self, char* out):
+        cdef Py_ssize_t i, j = 0
+        cdef const unsigned char* r
+        cdef char text[32]
+        if self.used + 16 > PyBytes_GET_SIZE(self.pool):
+            self.pool = os.urandom(4096)
+            self.used = 0
+        r = <const unsigned char*>PyBytes_AS_STRING(self.pool) + self.used
+        self.used += 16
+        for i in range(16):
+            text[2 * i] = HEX[r[i] >> 4]
+            text[2 * i + 1] = HEX[r[i] & 15]
+        # the layout of _hcm_headers.new_request_id: 8-4-4xxx-Vxxx-12
+        memcpy(out, text, 8)
+        out[8] = 45
+        memcpy(out + 9, text + 8, 4)
+        out[13] = 45
+        out[14] = 52
+        memcpy(out + 15, text + 13, 3)
+        out[18] = 45
+        out[19] = VARIANT[(<unsigned char>text[16]) & 15]
+        memcpy(out + 20, text + 17, 3)
+        out[23] = 45
+        memcpy(out + 24, text + 20, 12)
+
+
+cdef _Ids _IDS = _Ids()
+
+
+cdef class LaneConnection:
+    """One client connection served by the lane until something needs the full path."""
+
+    cdef public object worker, listener, transport, ctx, stream, codec
+    cdef public double last_activity, head_started
+    cdef public int connection_id
+    cdef public bint closed, close_after  # close_after: what the worker's maintenance may set
+    cdef bint sniffed, counted_http1, handed
+    cdef bytes held  # bytes that arrived while an exchange was in flight
+    cdef Exchange exchange
+
+    def __init__(self, worker, listener):
+        self.worker = worker
+        self.listener = listener
+        self.stream = None  # what the worker's maintenance reads: the exchange in flight
+        self.codec = None
+        self.held = b""
+        self.closed = False
+        self.handed = False
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        worker = self.worker
+        ctx = self.listener.ctx
+        self.ctx = ctx
+        self.connection_id = worker.runtime.new_connection_id()
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
+        self.last_activity = worker.runtime.tick()
+        stats = ctx.stats
+        stats.cx_total.value += 1
+        stats.cx_active.value += 1
+        ctx.listener_cx_total.value += 1
+        ctx.worker_cx_total.value += 1
+        ctx.listener_cx_active.value += 1
+        worker.connections.add(self)
+        codec = ctx.hcm.codec
+        self.sniffed = codec != "AUTO"
+        if codec == "HTTP2":
+            self._hand_off(b"")
+        elif codec == "HTTP1":
+            stats.cx_http1_total.value += 1
+            self.counted_http1 = True
+
+    def data_received(self, bytes data):
+        if self.handed or self.closed:
+            return
+        if self.exchange is not None:
+            # pipelined: held until the response in flight is complete (as the full path does)
+            self.held += data
+            self.transport.pause_reading()
+            return
+        if self.held:
+            data = self.held + data
+            self.held = b""
+        self._serve(data)
+
+    def connection_lost(self, exc):
+        if self.handed:
+            return
+        self.closed = True
+        worker = self.worker
+        worker.connections.discard(self)
+        ctx = self.ctx
+        ctx.stats.cx_active.value -= 1
+        ctx.listener_cx_active.value -= 1
+        exchange = self.exchange
+        if exchange is not None:
+            worker.runtime.tick()
+            exchange.downstream_reset()
+
+    def eof_received(self):
+        return None
+
+    def pause_writing(self):
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.pause_upstream(True)
+
+    def resume_writing(self):
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.pause_upstream(False)
+
+    # --- what the worker calls ----------------------------------------------------------------
+
+    def close(self, graceful=False):
+        if self.closed or self.handed:
+            return
+        self.closed = True
+        transport = self.transport
+        if not graceful:
+            transport.abort()
+            return
+        delay = self.ctx.hcm.delayed_close_timeout
+        if delay > 0 and transport.can_write_eof():
+            transport.write_eof()
+            self.worker.loop.call_later(delay, transport.close)
+        else:
+            transport.close()
+
+    # --- the lane -----------------------------------------------------------------------------
+
+    cdef void _serve(self, bytes data):
+        cdef Py_ssize_t end
+        if not self.sniffed:
+            seen = data[:len(_PREFACE)]
+            if _PREFACE.startswith(seen):
+                self._hand_off(data)  # HTTP/2 prior knowledge (or too little to tell): the full path sniffs
+                return
+            self.sniffed = True
+        if not self.counted_http1:
+            self.counted_http1 = True
+            self.ctx.stats.cx_http1_total.value += 1
+        end = data.find(_CRLF2)
+        if end < 0 or end + 4 != PyBytes_GET_SIZE(data):
+            # a head split over reads, a body, or pipelined requests: the full path's codec handles them
+            self._hand_off(data)
+            return
+        now = self.worker.runtime.tick()
+        self.last_activity = now
+        ctx = self.listener.ctx
+        plan = ctx.lane
+        if plan is None:
+            plan = ctx.lane = lane_plan(ctx) or False
+        if plan is False:
+            self._hand_off(data)
+            return
+        cdef Exchange exchange = Exchange.__new__(Exchange)
+        if exchange.parse(self, plan, data, end) != SERVE:
+            self._hand_off(data)
+            return
+        self.exchange = exchange
+        self.stream = exchange
+        exchange.start(now)
+
+    cdef void _hand_off(self, bytes data):
+        """The rest of this connection is the full path's: a ``DownstreamConnection`` adopts it."""
+        self.handed = True
+        worker = self.worker
+        worker.connections.discard(self)
+        conn = DownstreamConnection.adopt(worker, self.listener, self.transport, self.ctx, self.connection_id,
+                                          self.last_activity, self.sniffed)
+        self.transport.set_protocol(conn)
+        if data:
+            conn.data_received(data)
+
+    cdef void exchange_done(self, bint close):
+        self.exchange = None
+        self.stream = None
+        self.last_activity = self.worker.runtime.now
+        if close or self.worker.draining:
+            self.close(True)
+            return
+        held = self.held
+        if held:
+            self.held = b""
+            self.transport.resume_reading()
+            self._serve(held)
+
+
+cdef class _Complete:
+    """The ``dec`` the worker's maintenance reads: a lane request is complete once its head is read."""
+
+    cdef public bint complete
+
+    def __init__(self):
+        self.complete = True
+
+
+cdef _Complete _DEC_COMPLETE = _Complete()
+
+
+cdef class _Info:
+    cdef public double start_monotonic
+
+
+cdef class Exchange:
+    """One request and its response on the lane; also the pool's sink for the upstream side."""
+
+    # the UpstreamSink interface
+    cdef public object cluster, host, edge, headers
+    cdef public bint end_stream
+    cdef public bytes raw_request
+    # what the worker's maintenance reads on a connection's ``stream``
+    cdef public bint done, response_started
+    cdef public object ctx, dec, info
+
+    cdef LaneConnection conn
+    cdef object target, timer, method, target_path, authority, runtime
+    cdef bytes head
+    cdef double started
+    cdef bint head_request, close_after, counted, upstream_paused, chunk_out, reusable
+    # response parsing state
+    cdef bytes rbuf
+    cdef int rstate  # 0 head, 1 content-length body, 2 chunked body, 3 close-delimited body, 4 done
+    cdef long long remaining
+    cdef int cstate  # chunked: 0 size, 1 extension, 2 data, 3 data CRLF, 4 trailer line
+    cdef bint upstream_close
+
+    cdef int parse(self, LaneConnection conn, plan, bytes data, Py_ssize_t end) except -3:
+        """Check the request head and build the upstream request; HAND_OFF for anything unusual."""
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = end + 2  # through the CRLF of the last header line
+        cdef Py_ssize_t i = 0, j, k, method_end, target_start, target_end
+        cdef Py_ssize_t host_start = -1, host_len = 0
+        cdef Py_ssize_t fields[MAX_FIELDS][4]
+        cdef int nfields = 0, max_headers
+        cdef bint has_length = False, has_request_id = False, has_proto = False, close = False
+        cdef bint underscores_ok = plan.underscores_ok
+        cdef Py_ssize_t ns, nl, vs, ve
+        cdef unsigned char c
+        if end > plan.max_head_bytes:
+            return HAND_OFF
+        max_headers = min(<int>plan.max_headers, MAX_FIELDS)
+        # request line: method SP origin-form SP HTTP/1.1
+        while i < n and CLASS[<unsigned char>p[i]] & 1:
+            i += 1
+        if i == 0 or i >= n or p[i] != 32:
+            return HAND_OFF
+        method_end = i
+        if not _known_method(p, i):
+            return HAND_OFF
+        i += 1
+        target_start = i
+        if i >= n or p[i] != 47:  # '/'
+            return HAND_OFF
+        while i < n and CLASS[<unsigned char>p[i]] & 4:
+            i += 1
+        target_end = i
+        if i + 11 > n or memcmp(p + i, b" HTTP/1.1\r\n", 11) != 0:
+            return HAND_OFF
+        i += 11
+        # header fields up to the empty line
+        while i < n:
+            ns = i
+            while i < n and CLASS[<unsigned char>p[i]] & 1:
+                i += 1
+            nl = i - ns
+            if nl == 0 or i >= n or p[i] != 58:  # ':' right after a non-empty token (obs-fold included)
+                return HAND_OFF
+            i += 1
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            vs = i
+            while i < n and CLASS[<unsigned char>p[i]] & 2:
+                i += 1
+            if i + 1 >= n + 1 or p[i] != 13 or p[i + 1] != 10:
+                return HAND_OFF
+            ve = i
+            while ve > vs and (p[ve - 1] == 32 or p[ve - 1] == 9):
+                ve -= 1
+            i += 2
+            if nfields >= max_headers - 1:
+                return HAND_OFF
+            # what the connection manager does to this field
+            c = LOWER[<unsigned char>p[ns]]
+            if not underscores_ok and memchr_underscore(p + ns, nl):
+                return HAND_OFF
+            if c == 104 and _lower_eq(p + ns, nl, b"host", 4):
+                if host_start >= 0:
+                    return HAND_OFF
+                host_start = vs
+                host_len = ve - vs
+                continue
+            if c == 99:
+                if _lower_eq(p + ns, nl, b"content-length", 14):
+                    if not _eq(p + vs, ve - vs, b"0", 1):
+                        return HAND_OFF
+                    has_length = True
+                elif _lower_eq(p + ns, nl, b"connection", 10):
+                    if _lower_eq(p + vs, ve - vs, b"close", 5):
+                        close = True
+                    elif not _lower_eq(p + vs, ve - vs, b"keep-alive", 10):
+                        return HAND_OFF
+                    continue  # hop-by-hop
+            elif c == 116:
+                if _lower_eq(p + ns, nl, b"transfer-encoding", 17) or _lower_eq(p + ns, nl, b"te", 2):
+                    return HAND_OFF
+            elif c == 117:
+                if _lower_eq(p + ns, nl, b"upgrade", 7):
+                    return HAND_OFF
+            elif c == 101:
+                if _lower_eq(p + ns, nl, b"expect", 6):
+                    return HAND_OFF
+            elif c == 107:
+                if _lower_eq(p + ns, nl, b"keep-alive", 10):
+                    return HAND_OFF
+            elif c == 112:
+                if _lower_eq(p + ns, nl, b"proxy-connection", 16):
+                    return HAND_OFF
+            elif c == 120:
+                if nl >= 8 and _lower_eq(p + ns, 8, b"x-envoy-", 8):
+                    return HAND_OFF
+                if _lower_eq(p + ns, nl, b"x-request-id", 12):
+                    has_request_id = True
+                elif _lower_eq(p + ns, nl, b"x-forwarded-proto", 17):
+                    has_proto = True
+            fields[nfields][0] = ns
+            fields[nfields][1] = nl
+            fields[nfields][2] = vs
+            fields[nfields][3] = ve - vs
+            nfields += 1
+        if host_start < 0:
+            return HAND_OFF
+        # the route: a plain prefix or exact path to a cluster, else the full path decides
+        authority = data[host_start:host_start + host_len]
+        path = data[target_start:target_end]
+        ctx = plan.ctx
+        vhost = plan.route_table.virtual_host(authority)
+        if vhost is None:
+            return HAND_OFF
+        route = None
+        path_only = None
+        for kind, value, candidate in plan.routes(vhost):
+            if kind == 0:
+                if path.startswith(value):
+                    route = candidate
+                    break
+            elif kind == 1:
+                if path_only is None:
+                    path_only = path.partition(b"?")[0]
+                if path_only == value:
+                    route = candidate
+                    break
+            else:
+                return HAND_OFF
+        if route is None:
+            return HAND_OFF
+        target = plan.target(route)
+        if target is None:
+            return HAND_OFF
+        cluster = target.cluster
+        if cluster.rq_active >= cluster.thresholds.max_requests:
+            return HAND_OFF  # the full path answers the overflow
+        if not cluster._lb_hosts:
+            return HAND_OFF  # the full path answers "no healthy upstream"
+        host = cluster.choose_host()
+        # the upstream request, in the full path's order: host first, the client's fields, then ours
+        method = data[:method_end]
+        expected = target.expected_timeout_ms
+        cdef Py_ssize_t cap = end + 200 + (PyBytes_GET_SIZE(expected) if expected is not None else 0)
+        cdef char* out = <char*>malloc(cap)
+        cdef Py_ssize_t o = 0
+        if out == NULL:
+            raise MemoryError()
+        try:
+            memcpy(out, p, target_end)
+            o = target_end
+            memcpy(out + o, b" HTTP/1.1\r\nhost: ", 17)
+            o += 17
+            memcpy(out + o, p + host_start, host_len)
+            o += host_len
+            out[o] = 13
+            out[o + 1] = 10
+            o += 2
+            for k in range(nfields):
+                ns = fields[k][0]
+                nl = fields[k][1]
+                for j in range(nl):
+                    out[o + j] = LOWER[<unsigned char>p[ns + j]]
+                o += nl
+                out[o] = 58
+                out[o + 1] = 32
+                o += 2
+                memcpy(out + o, p + fields[k][2], fields[k][3])
+                o += fields[k][3]
+                out[o] = 13
+                out[o + 1] = 10
+                o += 2
+            if not has_proto:
+                memcpy(out + o, b"x-forwarded-proto: http\r\n", 25)
+                o += 25
+            if not has_request_id and plan.generate_request_id:
+                memcpy(out + o, b"x-request-id: ", 14)
+                o += 14
+                _IDS.write(out + o)
+                o += 36
+                out[o] = 13
+                out[o + 1] = 10
+                o += 2
+            if expected is not None:
+                memcpy(out + o, b"x-envoy-expected-rq-timeout-ms: ", 32)
+                o += 32
+                memcpy(out + o, PyBytes_AS_STRING(expected), PyBytes_GET_SIZE(expected))
+                o += PyBytes_GET_SIZE(expected)
+                out[o] = 13
+                out[o + 1] = 10
+                o += 2
+            if not has_length and (method == b"POST" or method == b"PUT" or method == b"PATCH"):
+                memcpy(out + o, b"content-length: 0\r\n", 19)
+                o += 19
+            out[o] = 13
+            out[o + 1] = 10
+            o += 2
+            self.raw_request = PyBytes_FromStringAndSize(out, o)
+        finally:
+            free(out)
+        self.conn = conn
+        self.ctx = ctx
+        self.runtime = ctx.runtime
+        self.target = target
+        self.cluster = cluster
+        self.host = host
+        self.end_stream = True
+        self.headers = None
+        self.method = method
+        self.target_path = path
+        self.authority = authority
+        self.head = data
+        self.head_request = method == b"HEAD"
+        self.close_after = close
+        self.dec = _DEC_COMPLETE
+        self.rbuf = b""
+        return SERVE
+
+    cdef void start(self, double now):
+        ctx = self.ctx
+        cluster = self.cluster
+        host = self.host
+        self.started = now
+        cdef _Info info = _Info.__new__(_Info)
+        info.start_monotonic = now
+        self.info = info
+        ctx.runtime.active_streams += 1
+        stats = ctx.stats
+        stats.rq_total.value += 1
+        stats.rq_active.value += 1
+        stats.rq_http1_total.value += 1
+        stats.router_rq_total.value += 1
+        host.active_requests += 1
+        cluster.rq_active += 1
+        cstats = cluster.stats
+        cstats.rq_total.value += 1
+        cstats.rq_active.value += 1
+        self.counted = True
+        timer = self.timer = Timer(self.target.timeout, self.on_timeout)
+        self.conn.worker.wheel.add(timer)
+        self.conn.worker._pool(cluster, host).request(self)
+
+    # --- the UpstreamSink interface -----------------------------------------------------------
+
+    def on_pool_ready(self, local_address):
+        pass
+
+    def on_pool_failure(self, reason, transport_failure):
+        self._release()
+        if reason != OVERFLOW:
+            if reason == CONNECTION_TIMEOUT:
+                self.cluster.stats.cx_connect_timeout.value += 1
+            self.cluster.record_response(self.host, 503, self.ctx.worker.now)
+        self._failure_reply(reason, transport_failure)
+
+    def on_reset(self, reason):
+        self._release()
+        self.cluster.stats.rq_rx_reset.value += 1
+        if self.response_started:
+            self._abort_downstream()
+            return
+        self.cluster.record_response(self.host, 503, self.ctx.worker.now)
+        self._failure_reply(reason, "")
+
+    def on_response_headers(self, headers, end_stream):
+        raise RuntimeError("the lane parses its own responses")
+
+    def on_response_data(self, data, end_stream):
+        raise RuntimeError("the lane parses its own responses")
+
+    def on_response_trailers(self, trailers):
+        raise RuntimeError("the lane parses its own responses")
+
+    # --- from the upstream connection (``UpstreamConnection`` hands raw bytes here) -------------
+
+    def upstream_data(self, bytes data):
+        """Bytes of the response; returns True when the exchange is over and the connection is free."""
+        cdef int result
+        if self.done:
+            return
+        self.conn.worker.runtime.tick()
+        if self.rbuf:
+            data = self.rbuf + data
+            self.rbuf = b""
+        if self.rstate == 0:
+            result = self._response_head(data)
+            if result < 0:
+                return
+        else:
+            self._response_body(data, 0)
+
+    def upstream_closed(self):
+        """The upstream connection closed: the end of a close-delimited body, or a reset."""
+        if self.done:
+            return
+        self.conn.worker.runtime.tick()
+        edge = self.edge
+        self.edge = None
+        if self.rstate == 3:
+            self.conn.transport.write(b"0\r\n\r\n")
+            self.reusable = False
+            self._finish(None)
+            return
+        self.on_reset(CONNECTION_TERMINATION)
+
+    cdef int _response_head(self, bytes data) except -3:
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        cdef Py_ssize_t end = data.find(_CRLF2)
+        cdef Py_ssize_t i, ns, nl, vs, ve, n
+        cdef int status
+        cdef bint http10, have_date = False, have_server = False, chunked = False, keep_alive
+        cdef bint has_length = False, conn_close = False, conn_keep = False, te = False
+        cdef long long length = -1, value
+        cdef unsigned char c
+        if end < 0:
+            if size > 65536:
+                self._protocol_error()
+                return -1
+            self.rbuf = data
+            return -1
+        n = end + 2
+        if size < 12 or memcmp(p, b"HTTP/1.", 7) != 0 or (p[7] != 48 and p[7] != 49) or p[8] != 32:
+            self._protocol_error()
+            return -1
+        http10 = p[7] == 48
+        for i in range(9, 12):
+            if p[i] < 48 or p[i] > 57:
+                self._protocol_error()
+                return -1
+        status = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
+        if status < 100 or (p[12] != 32 and p[12] != 13):
+            self._protocol_error()
+            return -1
+        i = 12
+        while i < n and p[i] != 13:
+            if not CLASS[<unsigned char>p[i]] & 2:
+                self._protocol_error()
+                return -1
+            i += 1
+        if i + 1 >= size or p[i + 1] != 10:
+            self._protocol_error()
+            return -1
+        i += 2
+        plan = self.conn.ctx.lane
+        parts = [_status_line(status)]
+        append = parts.append
+        server_mode = plan.server_mode
+        while i < n:
+            ns = i
+            while i < n and CLASS[<unsigned char>p[i]] & 1:
+                i += 1
+            nl = i - ns
+            if nl == 0 or i >= n or p[i] != 58:
+                self._protocol_error()
+                return -1
+            i += 1
+            while i < n and (p[i] == 32 or p[i] == 9):
+                i += 1
+            vs = i
+            while i < n and CLASS[<unsigned char>p[i]] & 2:
+                i += 1
+            if p[i] != 13 or p[i + 1] != 10:
+                self._protocol_error()
+                return -1
+            ve = i
+            while ve > vs and (p[ve - 1] == 32 or p[ve - 1] == 9):
+                ve -= 1
+            i += 2
+            c = LOWER[<unsigned char>p[ns]]
+            if c == 99:
+                if _lower_eq(p + ns, nl, b"content-length", 14):
+                    value = _decimal(p + vs, ve - vs)
+                    if value < 0 or has_length:  # a second content-length is an error, as in llhttp
+                        self._protocol_error()
+                        return -1
+                    length = value
+                    has_length = True
+                elif _lower_eq(p + ns, nl, b"connection", 10):
+                    if _lower_has(p + vs, ve - vs, b"close", 5):
+                        conn_close = True
+                    if _lower_has(p + vs, ve - vs, b"keep-alive", 10):
+                        conn_keep = True
+                    continue
+            elif c == 116:
+                if _lower_eq(p + ns, nl, b"transfer-encoding", 17):
+                    te = True
+                    chunked = _lower_ends(p + vs, ve - vs, b"chunked", 7)
+                    continue
+            elif c == 107:
+                if _lower_eq(p + ns, nl, b"keep-alive", 10):
+                    continue
+            elif c == 112:
+                if _lower_eq(p + ns, nl, b"proxy-connection", 16):
+                    continue
+            elif c == 117:
+                if _lower_eq(p + ns, nl, b"upgrade", 7):
+                    continue
+            elif c == 100:
+                if _lower_eq(p + ns, nl, b"date", 4):
+                    if not have_date:
+                        have_date = True
+                        append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
+                    continue
+            elif c == 115:
+                if _lower_eq(p + ns, nl, b"server", 6):
+                    if server_mode == 0:
+                        if not have_server:
+                            append(b"server: " + plan.server_name + b"\r\n")
+                        have_server = True
+                        continue
+                    have_server = True
+            append(_lowered(p + ns, nl) + b": " + data[vs:ve] + b"\r\n")
+        if 100 <= status < 200:
+            # an informational response (there was no upgrade): dropped, the real one follows
+            rest = data[end + 4:]
+            if rest:
+                return self._response_head(rest)
+            return -1
+        if has_length and te:
+            self._protocol_error()
+            return -1
+        keep_alive = conn_keep if http10 else not conn_close
+        now = self.ctx.worker.now
+        cluster = self.cluster
+        cluster.record_response(self.host, status, now)
+        cluster.stats.rq_time.observe((now - self.started) * 1000.0)
+        cluster.stats.count_response(status)
+        if not plan.suppress_envoy_headers:
+            append(b"x-envoy-upstream-service-time: %d\r\n" % <long long>((now - self.started) * 1000))
+        if not have_date:
+            append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
+        if not have_server and server_mode != 2:
+            append(b"server: " + plan.server_name + b"\r\n")
+        no_body = self.head_request or status == 204 or status == 304 or (length == 0 and not chunked)
+        if no_body:
+            self.rstate = 4
+            if not has_length and status >= 200 and status != 204 and status != 304 and not self.head_request:
+                append(b"content-length: 0\r\n")
+        elif chunked:
+            self.rstate = 2
+            self.chunk_out = True
+            append(b"transfer-encoding: chunked\r\n")
+        elif has_length:
+            self.rstate = 1
+            self.remaining = length
+        else:
+            self.rstate = 3
+            self.chunk_out = True
+            keep_alive = False
+            append(b"transfer-encoding: chunked\r\n")
+        self.reusable = keep_alive
+        if self.close_after or self.conn.worker.draining:
+            self.close_after = True
+            append(b"connection: close\r\n")
+        append(b"\r\n")
+        self.response_started = True
+        self.conn.ctx.stats.count_response(status)
+        head = b"".join(parts)
+        if self.rstate == 4:
+            if PyBytes_GET_SIZE(data) > end + 4:
+                self.reusable = False  # bytes beyond the response: this upstream connection is not trusted again
+            self.conn.transport.write(head)
+            self._finish(None)
+            return 0
+        body = data[end + 4:]
+        self._response_body(body, head)
+        return 0
+
+    cdef void _response_body(self, bytes data, head):
+        """Forward body bytes; ``head`` (the response head, not yet written) goes out in the same write."""
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+        out = head if head is not None else b""
+        if self.rstate == 1:
+            if size <= self.remaining:
+                self.remaining -= size
+                out = out + data if out else data
+            else:
+                out = out + data[:self.remaining]
+                self.remaining = 0
+                self.reusable = False
+            if out:
+                self.conn.transport.write(out)
+            if self.remaining == 0:
+                self._finish(None)
+            return
+        if self.rstate == 3:
+            if size:
+                out = out + (b"%x\r\n" % size) + data + b"\r\n"
+            if out:
+                self.conn.transport.write(out)
+            return
+        # chunked: decode, and send what this read carried as one chunk
+        decoded = self._dechunk(data)
+        if decoded is None:
+            if head is not None:
+                self.conn.transport.write(head)
+            self._protocol_error()
+            return
+        if decoded:
+            out = out + (b"%x\r\n" % PyBytes_GET_SIZE(decoded)) + decoded + b"\r\n"
+        if self.rstate == 4:
+            out = out + b"0\r\n\r\n"
+        if out:
+            self.conn.transport.write(out)
+        if self.rstate == 4:
+            self._finish(None)
+
+    cdef object _dechunk(self, bytes data):
+        """Chunked transfer coding -> data; None on a framing error. Trailers are dropped (as Envoy's HTTP/1 default)."""
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data), i = 0, take, line_end
+        cdef int d
+        cdef unsigned char ch
+        pieces = []
+        while i < size:
+            if self.cstate == 0:  # chunk size in hex
+                line_end = data.find(b"\n", i)
+                if line_end < 0:
+                    self.rbuf = data[i:]
+                    break
+                self.remaining = 0
+                take = i
+                while take < line_end:
+                    ch = p[take]
+                    if 48 <= ch <= 57:
+                        d = ch - 48
+                    elif 97 <= ch <= 102:
+                        d = ch - 87
+                    elif 65 <= ch <= 70:
+                        d = ch - 55
+                    else:
+                        break
+                    self.remaining = self.remaining * 16 + d
+                    if self.remaining > (1 << 40):
+                        return None
+                    take += 1
+                if take == i or (p[take] != 59 and p[take] != 13 and p[take] != 32 and p[take] != 9):
+                    return None
+                i = line_end + 1
+                self.cstate = 2 if self.remaining > 0 else 4
+            elif self.cstate == 2:  # chunk data
+                take = min(self.remaining, size - i)
+                pieces.append(data[i:i + take])
+                i += take
+                self.remaining -= take
+                if self.remaining == 0:
+                    self.cstate = 3
+            elif self.cstate == 3:  # the CRLF after the data
+                if size - i < 2:
+                    self.rbuf = data[i:]
+                    break
+                if p[i] != 13 or p[i + 1] != 10:
+                    return None
+                i += 2
+                self.cstate = 0
+            else:  # trailer lines, up to the empty one
+                line_end = data.find(b"\n", i)
+                if line_end < 0:
+                    self.rbuf = data[i:]
+                    break
+                if line_end == i or (line_end == i + 1 and p[i] == 13):
+                    i = line_end + 1
+                    self.rstate = 4
+                    if i < size:
+                        self.reusable = False
+                    break
+                i = line_end + 1
+        return b"".join(pieces)
+
+    cdef void _protocol_error(self):
+        self.reusable = False
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        self.on_reset(PROTOCOL_ERROR)
+
+    # --- the end --------------------------------------------------------------------------------
+
+    def on_timeout(self):
+        if self.done:
+            return
+        self.timer = None
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        cluster = self.cluster
+        cluster.stats.rq_timeout.value += 1
+        self._release()
+        if self.response_started:
+            self._abort_downstream()
+            return
+        cluster.record_response(self.host, 504, self.ctx.worker.now)
+        self._local_reply(504, b"upstream request timeout", "upstream_response_timeout", None)
+
+    def pause_upstream(self, paused):
+        edge = self.edge
+        if edge is not None:
+            edge.sink_pause(self, paused)
+
+    cdef void _release(self):
+        if self.counted:
+            self.counted = False
+            self.host.active_requests -= 1
+            cluster = self.cluster
+            cluster.rq_active -= 1
+            stats = cluster.stats
+            stats.rq_active.value -= 1
+            stats.rq_completed.value += 1
+
+    cdef void _finish(self, reason):
+        """The response is complete: free the upstream connection, count the stream, serve the next request."""
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        self._release()
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.lane_finished(self.reusable)
+        self._count_end()
+        self.conn.exchange_done(self.close_after)
+
+    cdef void _count_end(self):
+        ctx = self.ctx
+        stats = ctx.stats
+        stats.rq_active.value -= 1
+        stats.rq_completed.value += 1
+        stats.rq_time.observe((self.ctx.worker.now - self.started) * 1000.0)
+        runtime = self.runtime
+        if runtime.retired:
+            runtime.stream_finished()
+        else:
+            runtime.active_streams -= 1
+
+    cdef void _abort_downstream(self):
+        """A failure after the response started: as Envoy, the client connection is reset."""
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        self.ctx.stats.rq_tx_reset.value += 1
+        self._count_end()
+        cdef LaneConnection conn = self.conn
+        conn.exchange = None
+        conn.stream = None
+        conn.close(False)
+
+    def downstream_reset(self):
+        """The client went away mid-exchange."""
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        self._release()
+        self.ctx.stats.rq_rx_reset.value += 1
+        self._count_end()
+        self.conn.exchange = None
+        self.conn.stream = None
+
+    # what the worker's maintenance may ask of a stream
+    def reset(self, reason="local_reset"):
+        if self.done:
+            return
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        self._release()
+        self._abort_downstream()
+
+    def send_local_reply(self, status, body=b"", headers=(), details=""):
+        if self.done:
+            return
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        self._release()
+        self._local_reply(status, body, details, list(headers) or None)
+
+    cdef void _failure_reply(self, reason, transport_failure):
+        body = b"upstream connect error or disconnect/reset before headers. reset reason: " + reason.encode()
+        if transport_failure:
+            body += b", transport failure reason: " + transport_failure.encode()
+        extra = None
+        details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
+        if reason == OVERFLOW:
+            details = "overflow"
+            if not self.conn.ctx.lane.suppress_envoy_headers:
+                extra = [(b"x-envoy-overloaded", b"true")]
+        self._local_reply(503, body, details, extra)
+
+    cdef void _local_reply(self, int status, bytes body, str details, extra):
+        """Answer from the proxy through the full path, so the reply is exactly the full path's.
+
+        The lane's stream counts are taken back first: the full path's stream counts this request.
+        """
+        if self.done:
+            return
+        self.done = True
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        ctx = self.ctx
+        stats = ctx.stats
+        stats.rq_total.value -= 1
+        stats.rq_active.value -= 1
+        stats.rq_http1_total.value -= 1
+        runtime = self.runtime
+        if runtime.retired:
+            runtime.stream_finished()
+        else:
+            runtime.active_streams -= 1
+        cdef LaneConnection conn = self.conn
+        conn.exchange = None
+        conn.stream = None
+        conn.handed = True
+        worker = conn.worker
+        worker.connections.discard(conn)
+        full = DownstreamConnection.adopt(worker, conn.listener, conn.transport, conn.ctx, conn.connection_id,
+                                          conn.last_activity, True)
+        conn.transport.set_protocol(full)
+        full.answer(self.request_headers(), status, body, details, extra, self.close_after)
+        held = conn.held
+        if held:
+            conn.held = b""
+            full.data_received(held)
+
+    cdef object request_headers(self):
+        """The request as the full path would have parsed it (for a local reply's stream)."""
+        items = [(b":method", self.method), (b":scheme", b"http"), (b":path", self.target_path),
+                 (b":authority", self.authority)]
+        for line in self.head[:-4].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name != b"host" and name != b"connection":
+                items.append((name, value.strip(b" \t")))
+        return HeaderMap.adopt(items)
+
+
+cdef inline bint _known_method(const char* p, Py_ssize_t n):
+    """The methods the lane forwards; the codec judges any other."""
+    if n == 3:
+        return memcmp(p, b"GET", 3) == 0 or memcmp(p, b"PUT", 3) == 0
+    if n == 4:
+        return memcmp(p, b"HEAD", 4) == 0 or memcmp(p, b"POST", 4) == 0
+    if n == 5:
+        return memcmp(p, b"PATCH", 5) == 0 or memcmp(p, b"TRACE", 5) == 0
+    if n == 6:
+        return memcmp(p, b"DELETE", 6) == 0
+    return n == 7 and memcmp(p, b"OPTIONS", 7) == 0
+
+
+cdef inline bint memchr_underscore(const char* p, Py_ssize_t n):
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] == 95:
+            return True
+    return False
+
+
+cdef inline bint _lower_eq(const char* p, Py_ssize_t n, const char* name, Py_ssize_t m):
+    """Case-insensitive equality with a lower-case ``name``."""
+    cdef Py_ssize_t i
+    if n != m:
+        return False
+    for i in range(m):
+        if LOWER[<unsigned char>p[i]] != <unsigned char>name[i]:
+            return False
+    return True
+
+
+cdef inline bint _lower_has(const char* p, Py_ssize_t n, const char* token, Py_ssize_t m):
+    """Whether a comma-separated value holds ``token`` (case-insensitive)."""
+    cdef Py_ssize_t i = 0, s, e
+    while i <= n:
+        s = i
+        while i < n and p[i] != 44:
+            i += 1
+        e = i
+        while s < e and (p[s] == 32 or p[s] == 9):
+            s += 1
+        while e > s and (p[e - 1] == 32 or p[e - 1] == 9):
+            e -= 1
+        if _lower_eq(p + s, e - s, token, m):
+            return True
+        i += 1
+    return False
+
+
+cdef inline bint _lower_ends(const char* p, Py_ssize_t n, const char* token, Py_ssize_t m):
+    """Whether the last transfer coding is ``token``."""
+    cdef Py_ssize_t s = n
+    while s > 0 and p[s - 1] != 44:
+        s -= 1
+    while s < n and (p[s] == 32 or p[s] == 9):
+        s += 1
+    return _lower_eq(p + s, n - s, token, m)
+
+
+cdef inline long long _decimal(const char* p, Py_ssize_t n):
+    cdef long long value = 0
+    cdef Py_ssize_t i
+    if n == 0 or n > 18:
+        return -1
+    for i in range(n):
+        if p[i] < 48 or p[i] > 57:
+            return -1
+        value = value * 10 + (p[i] - 48)
+    return value
+
+
+cdef bytes _lowered(const char* p, Py_ssize_t n):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef char* o = PyBytes_AS_STRING(out)
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = LOWER[<unsigned char>p[i]]
+    return out
+
+
+def lane_available():
+    """True: this module is compiled and importable (the worker asks before choosing the lane)."""
+    return True
