@@ -342,7 +342,7 @@ cdef class Exchange:
         cdef int nfields = 0, max_headers
         cdef bint has_length = False, has_request_id = False, has_proto = False, close = False
         cdef bint underscores_ok = plan.underscores_ok
-        cdef Py_ssize_t ns, nl, vs, ve
+        cdef Py_ssize_t ns, nl, vs, ve, vt
         cdef unsigned char c
         if end > plan.max_head_bytes:
             return HAND_OFF
@@ -381,9 +381,9 @@ cdef class Exchange:
                 i += 1
             if i + 1 >= n + 1 or p[i] != 13 or p[i + 1] != 10:
                 return HAND_OFF
-            ve = i
-            while ve > vs and (p[ve - 1] == 32 or p[ve - 1] == 9):
-                ve -= 1
+            ve = vt = i  # the value goes on as received (trailing blanks too); checks read it trimmed
+            while vt > vs and (p[vt - 1] == 32 or p[vt - 1] == 9):
+                vt -= 1
             i += 2
             if nfields >= max_headers - 1:
                 return HAND_OFF
@@ -399,13 +399,13 @@ cdef class Exchange:
                 continue
             if c == 99:
                 if _lower_eq(p + ns, nl, b"content-length", 14):
-                    if not _eq(p + vs, ve - vs, b"0", 1):
+                    if not _eq(p + vs, vt - vs, b"0", 1):
                         return HAND_OFF
                     has_length = True
                 elif _lower_eq(p + ns, nl, b"connection", 10):
-                    if _lower_eq(p + vs, ve - vs, b"close", 5):
+                    if _lower_eq(p + vs, vt - vs, b"close", 5):
                         close = True
-                    elif not _lower_eq(p + vs, ve - vs, b"keep-alive", 10):
+                    elif not _lower_eq(p + vs, vt - vs, b"keep-alive", 10):
                         return HAND_OFF
                     continue  # hop-by-hop
             elif c == 116:
@@ -619,7 +619,7 @@ cdef class Exchange:
             if result < 0:
                 return
         else:
-            self._response_body(data, 0)
+            self._response_body(data, None)
 
     def upstream_closed(self):
         """The upstream connection closed: the end of a close-delimited body, or a reset."""
@@ -639,7 +639,7 @@ cdef class Exchange:
         cdef const char* p = PyBytes_AS_STRING(data)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t end = data.find(_CRLF2)
-        cdef Py_ssize_t i, ns, nl, vs, ve, n
+        cdef Py_ssize_t i, ns, nl, vs, ve, vt, n
         cdef int status
         cdef bint http10, have_date = False, have_server = False, chunked = False, keep_alive
         cdef bint has_length = False, conn_close = False, conn_keep = False, te = False
@@ -695,29 +695,29 @@ cdef class Exchange:
             if p[i] != 13 or p[i + 1] != 10:
                 self._protocol_error()
                 return -1
-            ve = i
-            while ve > vs and (p[ve - 1] == 32 or p[ve - 1] == 9):
-                ve -= 1
+            ve = vt = i  # the value goes on as received (trailing blanks too); checks read it trimmed
+            while vt > vs and (p[vt - 1] == 32 or p[vt - 1] == 9):
+                vt -= 1
             i += 2
             c = LOWER[<unsigned char>p[ns]]
             if c == 99:
                 if _lower_eq(p + ns, nl, b"content-length", 14):
-                    value = _decimal(p + vs, ve - vs)
+                    value = _decimal(p + vs, vt - vs)
                     if value < 0 or has_length:  # a second content-length is an error, as in llhttp
                         self._protocol_error()
                         return -1
                     length = value
                     has_length = True
                 elif _lower_eq(p + ns, nl, b"connection", 10):
-                    if _lower_has(p + vs, ve - vs, b"close", 5):
+                    if _lower_has(p + vs, vt - vs, b"close", 5):
                         conn_close = True
-                    if _lower_has(p + vs, ve - vs, b"keep-alive", 10):
+                    if _lower_has(p + vs, vt - vs, b"keep-alive", 10):
                         conn_keep = True
                     continue
             elif c == 116:
                 if _lower_eq(p + ns, nl, b"transfer-encoding", 17):
                     te = True
-                    chunked = _lower_ends(p + vs, ve - vs, b"chunked", 7)
+                    chunked = _lower_ends(p + vs, vt - vs, b"chunked", 7)
                     continue
             elif c == 107:
                 if _lower_eq(p + ns, nl, b"keep-alive", 10):
