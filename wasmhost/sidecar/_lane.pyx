@@ -25,16 +25,16 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
+import logging
 import os
 import socket
 
-from ._commands import Timer
 from ._downstream import DownstreamConnection
 from ._h1 import status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
 from ._lane_plan import lane_plan
-from ._stream import HttpStream
+from ._stats import add_snapshot_hook
 from ._upstream_sink import CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW, PROTOCOL_ERROR
 
 DEF MAX_FIELDS = 128
@@ -123,6 +123,207 @@ cdef class _Ids:
 
 
 cdef _Ids _IDS = _Ids()
+_log = logging.getLogger("wasmesh.sidecar")
+
+
+
+DEF MAX_BOUNDS = 32
+DEF SWEEP_INTERVAL = 0.004  # the timer wheel's resolution, so timeouts fire as promptly as the full path's
+
+
+cdef class _Histogram:
+    """A histogram's observations kept as C counts until the next flush into the ``_stats.Histogram``."""
+
+    cdef object target
+    cdef double bounds[MAX_BOUNDS]
+    cdef long long counts[MAX_BOUNDS + 1]
+    cdef int nbounds
+    cdef double total
+    cdef long long count
+
+    def __init__(self, target):
+        self.target = target
+        bounds = target.bounds
+        self.nbounds = min(len(bounds), MAX_BOUNDS)
+        for i in range(self.nbounds):
+            self.bounds[i] = bounds[i]
+
+    cdef inline void observe(self, double value):
+        cdef int i = 0
+        while i < self.nbounds and self.bounds[i] < value:  # bisect_left, as _stats.Histogram
+            i += 1
+        self.counts[i] += 1
+        self.total += value
+        self.count += 1
+
+    cdef void flush(self):
+        cdef int i
+        if self.count == 0:
+            return
+        target = self.target
+        counts = target.counts
+        for i in range(self.nbounds + 1):
+            if self.counts[i]:
+                counts[i] += self.counts[i]
+                self.counts[i] = 0
+        target.total += self.total
+        target.count += self.count
+        self.total = 0.0
+        self.count = 0
+
+
+cdef class _Tally:
+    """The stats one (listener context, cluster) pair of lane requests moves, as C counts.
+
+    Why: a Python counter costs an attribute read and write per request, and a request moves
+    about twenty. They are added to the real stats before every stats snapshot (``/stats``,
+    Prometheus, the supervisor's merge), so readers see exact numbers; the gauges the data path
+    itself decides on (a cluster's active requests, a host's) are never deferred.
+    """
+
+    cdef object hcm, cluster_stats
+    cdef long long started, ended, hcm_codes[10]
+    cdef long long c_started, c_ended, c_codes[10], by_status[1000]
+    cdef _Histogram hcm_time, cluster_time
+
+    def __init__(self, hcm, cluster_stats):
+        self.hcm = hcm
+        self.cluster_stats = cluster_stats
+        self.hcm_time = _Histogram(hcm.rq_time)
+        self.cluster_time = _Histogram(cluster_stats.rq_time)
+
+    cdef void flush(self):
+        cdef long long n
+        cdef int i
+        hcm = self.hcm
+        n = self.started
+        if n:
+            hcm.rq_total.value += n
+            hcm.rq_http1_total.value += n
+            hcm.router_rq_total.value += n
+        if n or self.ended:
+            hcm.rq_active.value += n - self.ended
+            hcm.rq_completed.value += self.ended
+        self.started = self.ended = 0
+        for i, name in ((1, "rq_1xx"), (2, "rq_2xx"), (3, "rq_3xx"), (4, "rq_4xx"), (5, "rq_5xx")):
+            if self.hcm_codes[i]:
+                getattr(hcm, name).value += self.hcm_codes[i]
+                self.hcm_codes[i] = 0
+        cs = self.cluster_stats
+        n = self.c_started
+        if n or self.c_ended:
+            cs.rq_total.value += n
+            cs.rq_active.value += n - self.c_ended
+            cs.rq_completed.value += self.c_ended
+        self.c_started = self.c_ended = 0
+        for i, name in ((2, "rq_2xx"), (3, "rq_3xx"), (4, "rq_4xx"), (5, "rq_5xx")):
+            if self.c_codes[i]:
+                getattr(cs, name).value += self.c_codes[i]
+                self.c_codes[i] = 0
+        for i in range(100, 1000):
+            if self.by_status[i]:
+                n = self.by_status[i]
+                self.by_status[i] = 0
+                _count_code(cs, i, n)
+        self.hcm_time.flush()
+        self.cluster_time.flush()
+
+
+cdef void _count_code(cs, int status, long long n):
+    counter = cs._codes.get(status)
+    if counter is None:
+        counter = cs._codes[status] = cs._store.counter(f"{cs._prefix}upstream_rq_{status}")
+    counter.value += n
+
+
+cdef dict _TALLIES = {}  # (hcm rq_total counter, cluster rq_total counter) ids -> _Tally; both outlive it
+
+
+cdef _Tally _tally_for(ctx, cluster):
+    hcm = ctx.stats
+    cs = cluster.stats
+    key = (id(hcm.rq_total), id(cs.rq_total))
+    found = _TALLIES.get(key)
+    if found is None or (<_Tally>found).hcm.rq_total is not hcm.rq_total \
+            or (<_Tally>found).cluster_stats.rq_total is not cs.rq_total:
+        found = _TALLIES[key] = _Tally(hcm, cs)
+    return <_Tally>found
+
+
+def flush_stats(store=None):
+    """Add every lane count to the real stats (a ``_stats`` snapshot hook)."""
+    for tally in list(_TALLIES.values()):
+        (<_Tally>tally).flush()
+
+
+add_snapshot_hook(flush_stats)
+
+
+cdef class _Deadlines:
+    """Route timeouts of one worker's lane exchanges: one list swept every few ms, no timer per request."""
+
+    cdef Exchange head
+    cdef object loop, runtime, handle
+
+    def __init__(self, loop, runtime):
+        self.loop = loop
+        self.runtime = runtime
+        self.handle = None
+
+    cdef void add(self, Exchange e):
+        e.prev = None
+        e.next = self.head
+        if self.head is not None:
+            self.head.prev = e
+        self.head = e
+        e.armed = True
+        if self.handle is None:
+            self.handle = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
+
+    cdef void remove(self, Exchange e):
+        if not e.armed:
+            return
+        e.armed = False
+        if e.prev is not None:
+            e.prev.next = e.next
+        else:
+            self.head = e.next
+        if e.next is not None:
+            e.next.prev = e.prev
+        e.prev = e.next = None
+
+    def sweep(self):
+        cdef Exchange e, nxt
+        cdef double now
+        self.handle = None
+        if self.head is None:
+            return
+        now = self.runtime.tick()
+        expired = []
+        e = self.head
+        while e is not None:
+            nxt = e.next
+            if e.deadline <= now:
+                self.remove(e)
+                expired.append(e)
+            e = nxt
+        for e in expired:
+            try:
+                e.on_timeout()
+            except Exception:  # one failing timeout must not lose the others
+                _log.exception("lane timeout failed")
+        if self.head is not None and self.handle is None:
+            self.handle = self.loop.call_later(SWEEP_INTERVAL, self.sweep)
+
+
+cdef dict _DEADLINES = {}  # id(worker) -> _Deadlines (workers live as long as their process)
+
+
+cdef _Deadlines _deadlines_for(worker):
+    found = _DEADLINES.get(id(worker))
+    if found is None:
+        found = _DEADLINES[id(worker)] = _Deadlines(worker.loop, worker.runtime)
+    return <_Deadlines>found
 
 
 cdef class LaneConnection:
@@ -134,6 +335,7 @@ cdef class LaneConnection:
     cdef public bint closed, close_after  # close_after: what the worker's maintenance may set
     cdef bint sniffed, counted_http1, handed
     cdef bytes held  # bytes that arrived while an exchange was in flight
+    cdef _Deadlines deadlines
     cdef Exchange exchange
 
     def __init__(self, worker, listener):
@@ -144,6 +346,7 @@ cdef class LaneConnection:
         self.held = b""
         self.closed = False
         self.handed = False
+        self.deadlines = _deadlines_for(worker)
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -321,7 +524,11 @@ cdef class Exchange:
     cdef public object ctx, dec, info
 
     cdef LaneConnection conn
-    cdef object target, timer, method, target_path, authority, runtime
+    cdef object target, method, target_path, authority, runtime
+    cdef Exchange prev, next  # the worker's deadline list
+    cdef bint armed
+    cdef double deadline
+    cdef _Tally tally
     cdef bytes head
     cdef double started
     cdef bint head_request, close_after, counted, upstream_paused, chunk_out, reusable
@@ -441,35 +648,38 @@ cdef class Exchange:
         authority = data[host_start:host_start + host_len]
         path = data[target_start:target_end]
         ctx = plan.ctx
-        vhost = plan.route_table.virtual_host(authority)
-        if vhost is None:
+        entries = plan.by_authority.get(authority, _MISSING)
+        if entries is _MISSING:
+            entries = plan.entries(authority)
+        if entries is None:
             return HAND_OFF
-        route = None
+        target = None
         path_only = None
-        for kind, value, candidate in plan.routes(vhost):
+        for kind, value, candidate in entries:
             if kind == 0:
                 if path.startswith(value):
-                    route = candidate
+                    target = candidate
                     break
             elif kind == 1:
                 if path_only is None:
                     path_only = path.partition(b"?")[0]
                 if path_only == value:
-                    route = candidate
+                    target = candidate
                     break
             else:
                 return HAND_OFF
-        if route is None:
-            return HAND_OFF
-        target = plan.target(route)
         if target is None:
-            return HAND_OFF
+            return HAND_OFF  # no route, or one only the full path serves
         cluster = target.cluster
         if cluster.rq_active >= cluster.thresholds.max_requests:
             return HAND_OFF  # the full path answers the overflow
-        if not cluster._lb_hosts:
+        hosts = cluster._lb_hosts
+        if not hosts:
             return HAND_OFF  # the full path answers "no healthy upstream"
-        host = cluster.choose_host()
+        if len(hosts) == 1 and not cluster._panic:
+            host = hosts[0]  # one endpoint: every policy picks it
+        else:
+            host = cluster.choose_host()
         # the upstream request, in the full path's order: host first, the client's fields, then ours
         method = data[:method_end]
         expected = target.expected_timeout_ms
@@ -557,20 +767,23 @@ cdef class Exchange:
         info.start_monotonic = now
         self.info = info
         ctx.runtime.active_streams += 1
-        stats = ctx.stats
-        stats.rq_total.value += 1
-        stats.rq_active.value += 1
-        stats.rq_http1_total.value += 1
-        stats.router_rq_total.value += 1
+        target = self.target
+        tally = target.tally
+        if tally is None:
+            tally = target.tally = _tally_for(ctx, cluster)
+        self.tally = <_Tally>tally
+        self.tally.started += 1
+        self.tally.c_started += 1
         host.active_requests += 1
         cluster.rq_active += 1
-        cstats = cluster.stats
-        cstats.rq_total.value += 1
-        cstats.rq_active.value += 1
         self.counted = True
-        timer = self.timer = Timer(self.target.timeout, self.on_timeout)
-        self.conn.worker.wheel.add(timer)
-        self.conn.worker._pool(cluster, host).request(self)
+        self.deadline = now + target.timeout
+        self.conn.deadlines.add(self)
+        worker = self.conn.worker
+        pool = host.edge_pool
+        if pool is None or pool.cluster is not cluster or pool.worker is not worker:
+            pool = worker._pool(cluster, host)
+        pool.request(self)
 
     # --- the UpstreamSink interface -----------------------------------------------------------
 
@@ -754,10 +967,12 @@ cdef class Exchange:
             return -1
         keep_alive = conn_keep if http10 else not conn_close
         now = self.ctx.worker.now
-        cluster = self.cluster
-        cluster.record_response(self.host, status, now)
-        cluster.stats.rq_time.observe((now - self.started) * 1000.0)
-        cluster.stats.count_response(status)
+        self.cluster.record_response(self.host, status, now)
+        tally = self.tally
+        tally.cluster_time.observe((now - self.started) * 1000.0)
+        if 2 <= status // 100 <= 5:
+            tally.c_codes[status // 100] += 1
+        tally.by_status[status] += 1
         if not plan.suppress_envoy_headers:
             append(b"x-envoy-upstream-service-time: %d\r\n" % <long long>((now - self.started) * 1000))
         if not have_date:
@@ -787,7 +1002,7 @@ cdef class Exchange:
             append(b"connection: close\r\n")
         append(b"\r\n")
         self.response_started = True
-        self.conn.ctx.stats.count_response(status)
+        tally.hcm_codes[status // 100] += 1
         head = b"".join(parts)
         if self.rstate == 4:
             if PyBytes_GET_SIZE(data) > end + 4:
@@ -913,7 +1128,6 @@ cdef class Exchange:
     def on_timeout(self):
         if self.done:
             return
-        self.timer = None
         edge = self.edge
         self.edge = None
         if edge is not None:
@@ -936,21 +1150,15 @@ cdef class Exchange:
         if self.counted:
             self.counted = False
             self.host.active_requests -= 1
-            cluster = self.cluster
-            cluster.rq_active -= 1
-            stats = cluster.stats
-            stats.rq_active.value -= 1
-            stats.rq_completed.value += 1
+            self.cluster.rq_active -= 1
+            self.tally.c_ended += 1
 
     cdef void _finish(self, reason):
         """The response is complete: free the upstream connection, count the stream, serve the next request."""
         if self.done:
             return
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        self.conn.deadlines.remove(self)
         self._release()
         edge = self.edge
         self.edge = None
@@ -960,11 +1168,9 @@ cdef class Exchange:
         self.conn.exchange_done(self.close_after)
 
     cdef void _count_end(self):
-        ctx = self.ctx
-        stats = ctx.stats
-        stats.rq_active.value -= 1
-        stats.rq_completed.value += 1
-        stats.rq_time.observe((self.ctx.worker.now - self.started) * 1000.0)
+        tally = self.tally
+        tally.ended += 1
+        tally.hcm_time.observe((self.ctx.worker.now - self.started) * 1000.0)
         runtime = self.runtime
         if runtime.retired:
             runtime.stream_finished()
@@ -976,10 +1182,7 @@ cdef class Exchange:
         if self.done:
             return
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        self.conn.deadlines.remove(self)
         self.ctx.stats.rq_tx_reset.value += 1
         self._count_end()
         cdef LaneConnection conn = self.conn
@@ -992,10 +1195,7 @@ cdef class Exchange:
         if self.done:
             return
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        self.conn.deadlines.remove(self)
         edge = self.edge
         self.edge = None
         if edge is not None:
@@ -1047,15 +1247,10 @@ cdef class Exchange:
         if self.done:
             return
         self.done = True
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
-        ctx = self.ctx
-        stats = ctx.stats
-        stats.rq_total.value -= 1
-        stats.rq_active.value -= 1
-        stats.rq_http1_total.value -= 1
+        self.conn.deadlines.remove(self)
+        # taken back: the full path's stream counts this request, except that the router did run
+        self.tally.started -= 1
+        self.ctx.stats.router_rq_total.value += 1
         runtime = self.runtime
         if runtime.retired:
             runtime.stream_finished()
@@ -1080,7 +1275,8 @@ cdef class Exchange:
         """The request as the full path would have parsed it (for a local reply's stream)."""
         items = [(b":method", self.method), (b":scheme", b"http"), (b":path", self.target_path),
                  (b":authority", self.authority)]
-        for line in self.head[:-4].split(b"\r\n")[1:]:
+        head = self.head
+        for line in head[:len(head) - 4].split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
             name = name.lower()
             if name != b"host" and name != b"connection":

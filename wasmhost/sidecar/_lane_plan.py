@@ -10,7 +10,6 @@ either known to change nothing on the wire, or it rules the lane out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from ._context import ListenerContext
@@ -25,20 +24,23 @@ _SERVER_MODES = {"OVERWRITE": SERVER_OVERWRITE, "APPEND_IF_ABSENT": SERVER_APPEN
                  "PASS_THROUGH": SERVER_PASS_THROUGH}
 
 
-@dataclass(frozen=True, slots=True)
 class LaneTarget:
     """Where a lane-served route sends its requests."""
 
-    cluster: Any  # the plan runtime's ``Cluster``
-    timeout: float  # the route timeout, seconds (always > 0 here)
-    expected_timeout_ms: bytes | None  # x-envoy-expected-rq-timeout-ms, None when suppressed
+    __slots__ = ("cluster", "timeout", "expected_timeout_ms", "tally")
+
+    def __init__(self, cluster: Any, timeout: float, expected_timeout_ms: bytes | None) -> None:
+        self.cluster = cluster  # the plan runtime's ``Cluster``
+        self.timeout = timeout  # the route timeout, seconds (always > 0 here)
+        self.expected_timeout_ms = expected_timeout_ms  # x-envoy-expected-rq-timeout-ms; None when suppressed
+        self.tally: Any = None  # the lane's stat counts for this listener and cluster, made on first use
 
 
 class LanePlan:
     """The per-listener-context facts the lane reads on every request."""
 
     __slots__ = ("ctx", "route_table", "server_mode", "server_name", "generate_request_id", "suppress_envoy_headers",
-                 "underscores_ok", "max_headers", "max_head_bytes", "_targets", "_routes")
+                 "underscores_ok", "max_headers", "max_head_bytes", "_targets", "_routes", "by_authority")
 
     def __init__(self, ctx: ListenerContext, route_table: RouteTable, suppress_envoy_headers: bool) -> None:
         hcm = ctx.hcm
@@ -53,6 +55,20 @@ class LanePlan:
         self.max_head_bytes: int = hcm.max_request_headers_kb * 1024
         self._targets: dict[Route, LaneTarget | None] = {}
         self._routes: dict[VirtualHost, tuple[tuple[int, bytes, Route], ...]] = {}
+        # authority -> its virtual host's routes as (kind, value, LaneTarget or None); the lane reads it
+        # directly and asks ``entries`` only on a miss
+        self.by_authority: dict[bytes, tuple[tuple[int, bytes, LaneTarget | None], ...] | None] = {}
+
+    def entries(self, authority: bytes) -> tuple[tuple[int, bytes, LaneTarget | None], ...] | None:
+        """The routes a request for ``authority`` is matched against, in order; None: no virtual host."""
+        vhost = self.route_table.virtual_host(authority)
+        found = None
+        if vhost is not None:
+            found = tuple((kind, value, self.target(route) if kind >= 0 else None)
+                          for kind, value, route in self.routes(vhost))
+        if len(self.by_authority) < 4096:
+            self.by_authority[authority] = found
+        return found
 
     def routes(self, vhost: VirtualHost) -> tuple[tuple[int, bytes, Route], ...]:
         """A virtual host's routes as the lane tests them: (``lane_match`` kind, value, route)."""
