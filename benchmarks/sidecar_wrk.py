@@ -322,14 +322,16 @@ def main() -> int:
 
 
 def request_path_mode() -> str:
-    """Whether the sidecar rows ran the compiled copies (``wasmhost._native``) or plain Python."""
-    probe = "import json, wasmhost.sidecar, wasmhost._native as n; print(json.dumps(n.ACTIVE))"
+    """Whether the sidecar rows ran the compiled copies (``wasmhost._native``) and the fast lane, or plain Python."""
+    probe = ("import json, wasmhost.sidecar, wasmhost._native as n; from wasmhost.sidecar._worker import LANE; "
+             "print(json.dumps([n.ACTIVE, LANE is not None]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         return "unknown (the probe failed)"
-    active: dict[str, bool] = json.loads(out.stdout)
+    active: dict[str, bool]
+    active, lane = json.loads(out.stdout)
     if all(active.values()):
-        return "compiled (make native)"
+        return "compiled (make native), fast lane " + ("on" if lane else "off (WASMESH_FAST_LANE=0)")
     plain = ", ".join(package for package, on in active.items() if not on)
     return f"plain Python in {plain} (`make native` builds the compiled copies)"
 

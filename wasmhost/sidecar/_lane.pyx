@@ -326,6 +326,36 @@ cdef _Deadlines _deadlines_for(worker):
     return <_Deadlines>found
 
 
+cdef class _Fast:
+    """A ``LanePlan``'s per-request facts as C fields (read on every request, so not as Python attributes)."""
+
+    cdef readonly object plan, ctx, server_name
+    cdef readonly dict by_authority
+    cdef readonly bint underscores_ok, generate_request_id, suppress_envoy_headers
+    cdef readonly int server_mode
+    cdef readonly Py_ssize_t max_headers, max_head_bytes
+
+    def __init__(self, plan):
+        self.plan = plan
+        self.ctx = plan.ctx
+        self.server_name = plan.server_name
+        self.by_authority = plan.by_authority
+        self.underscores_ok = plan.underscores_ok
+        self.generate_request_id = plan.generate_request_id
+        self.suppress_envoy_headers = plan.suppress_envoy_headers
+        self.server_mode = plan.server_mode
+        self.max_headers = plan.max_headers
+        self.max_head_bytes = plan.max_head_bytes
+
+
+cdef object _fast_for(ctx):
+    """The lane's view of a listener context, made on its first request; False: the lane is ruled out."""
+    plan = lane_plan(ctx)
+    found = _Fast(plan) if plan is not None else False
+    ctx.lane = found
+    return found
+
+
 cdef class LaneConnection:
     """One client connection served by the lane until something needs the full path."""
 
@@ -459,12 +489,12 @@ cdef class LaneConnection:
         ctx = self.listener.ctx
         plan = ctx.lane
         if plan is None:
-            plan = ctx.lane = lane_plan(ctx) or False
+            plan = _fast_for(ctx)
         if plan is False:
             self._hand_off(data)
             return
         cdef Exchange exchange = Exchange.__new__(Exchange)
-        if exchange.parse(self, plan, data, end) != SERVE:
+        if exchange.parse(self, <_Fast>plan, data, end) != SERVE:
             self._hand_off(data)
             return
         self.exchange = exchange
@@ -529,6 +559,7 @@ cdef class Exchange:
     cdef bint armed
     cdef double deadline
     cdef _Tally tally
+    cdef _Fast fast
     cdef bytes head
     cdef double started
     cdef bint head_request, close_after, counted, upstream_paused, chunk_out, reusable
@@ -539,7 +570,7 @@ cdef class Exchange:
     cdef int cstate  # chunked: 0 size, 1 extension, 2 data, 3 data CRLF, 4 trailer line
     cdef bint upstream_close
 
-    cdef int parse(self, LaneConnection conn, plan, bytes data, Py_ssize_t end) except -3:
+    cdef int parse(self, LaneConnection conn, _Fast plan, bytes data, Py_ssize_t end) except -3:
         """Check the request head and build the upstream request; HAND_OFF for anything unusual."""
         cdef const char* p = PyBytes_AS_STRING(data)
         cdef Py_ssize_t n = end + 2  # through the CRLF of the last header line
@@ -553,7 +584,7 @@ cdef class Exchange:
         cdef unsigned char c
         if end > plan.max_head_bytes:
             return HAND_OFF
-        max_headers = min(<int>plan.max_headers, MAX_FIELDS)
+        max_headers = <int>min(plan.max_headers, MAX_FIELDS)
         # request line: method SP origin-form SP HTTP/1.1
         while i < n and CLASS[<unsigned char>p[i]] & 1:
             i += 1
@@ -650,7 +681,7 @@ cdef class Exchange:
         ctx = plan.ctx
         entries = plan.by_authority.get(authority, _MISSING)
         if entries is _MISSING:
-            entries = plan.entries(authority)
+            entries = plan.plan.entries(authority)
         if entries is None:
             return HAND_OFF
         target = None
@@ -741,6 +772,7 @@ cdef class Exchange:
         finally:
             free(out)
         self.conn = conn
+        self.fast = plan
         self.ctx = ctx
         self.runtime = ctx.runtime
         self.target = target
@@ -858,6 +890,8 @@ cdef class Exchange:
         cdef bint has_length = False, conn_close = False, conn_keep = False, te = False
         cdef long long length = -1, value
         cdef unsigned char c
+        cdef _Fast plan = self.fast
+        cdef int server_mode = plan.server_mode
         if end < 0:
             if size > 65536:
                 self._protocol_error()
@@ -887,10 +921,8 @@ cdef class Exchange:
             self._protocol_error()
             return -1
         i += 2
-        plan = self.conn.ctx.lane
         parts = [_status_line(status)]
         append = parts.append
-        server_mode = plan.server_mode
         while i < n:
             ns = i
             while i < n and CLASS[<unsigned char>p[i]] & 1:
@@ -1235,7 +1267,7 @@ cdef class Exchange:
         details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
         if reason == OVERFLOW:
             details = "overflow"
-            if not self.conn.ctx.lane.suppress_envoy_headers:
+            if not self.fast.suppress_envoy_headers:
                 extra = [(b"x-envoy-overloaded", b"true")]
         self._local_reply(503, body, details, extra)
 
