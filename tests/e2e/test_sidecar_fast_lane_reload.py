@@ -138,3 +138,26 @@ def test_flipping_the_route_under_load_fails_no_request(tmp_path: Path,
     assert not failures, failures[:5]
     assert swaps >= 6 and "config reload rejected" not in log
     assert len(bodies) > 100 and {b"one", b"two"} <= set(bodies)
+
+
+def test_lane_counts_reach_the_stats_of_every_worker_process(tmp_path: Path,
+                                                            upstreams: tuple[ScriptedUpstream, ScriptedUpstream]) -> None:
+    """With two worker processes, each adds its lane counts to the stats the admin merges."""
+    with SidecarProcess(_config(upstreams, "one"), workdir=tmp_path / "sidecar", concurrency=2) as sidecar:
+        port = next(iter(sidecar.listener_ports().values()))
+        before = sidecar.stats()
+        for _ in range(40):  # new connections, so both workers take some
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                assert _get(connection)[::2] == (200, b"one")
+            finally:
+                connection.close()
+        after = sidecar.stats()
+
+    def grew(name: str) -> int:
+        return after.get(name, 0) - before.get(name, 0)
+
+    assert grew("http.ingress_http.downstream_rq_total") == 40
+    assert grew("http.ingress_http.downstream_rq_2xx") == 40
+    assert grew("cluster.one.upstream_rq_total") == 40 and grew("cluster.one.upstream_rq_200") == 40
+    assert after["http.ingress_http.downstream_rq_active"] == 0 and after["cluster.one.upstream_rq_active"] == 0
