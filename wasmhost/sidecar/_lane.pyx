@@ -350,7 +350,11 @@ cdef class _Fast:
 
 cdef object _fast_for(ctx):
     """The lane's view of a listener context, made on its first request; False: the lane is ruled out."""
-    plan = lane_plan(ctx)
+    try:
+        plan = lane_plan(ctx)
+    except Exception:  # a configuration this module did not foresee: the full path serves it
+        _log.exception("fast lane: cannot plan listener %s; the full path serves it", ctx.listener.name)
+        plan = None
     found = _Fast(plan) if plan is not None else False
     ctx.lane = found
     return found
@@ -420,7 +424,18 @@ cdef class LaneConnection:
         if self.held:
             data = self.held + data
             self.held = b""
-        self._serve(data)
+        try:
+            self._serve(data)
+        except Exception:
+            # a fault in the lane must cost at most this connection, and not even that when no
+            # request has gone upstream yet: then the full path takes it from these bytes
+            _log.exception("fast lane failed on a request")
+            if self.handed or self.closed:
+                return
+            if self.exchange is None:
+                self._hand_off(data)
+            else:
+                self.close(False)
 
     def connection_lost(self, exc):
         if self.handed:
@@ -851,7 +866,15 @@ cdef class Exchange:
     # --- from the upstream connection (``UpstreamConnection`` hands raw bytes here) -------------
 
     def upstream_data(self, bytes data):
-        """Bytes of the response; returns True when the exchange is over and the connection is free."""
+        """Bytes of the response (the upstream connection hands them over while this exchange owns it)."""
+        try:
+            self._upstream_data(data)
+        except Exception:
+            _log.exception("fast lane failed on a response")
+            if not self.done:
+                self._protocol_error()
+
+    cdef void _upstream_data(self, bytes data):
         cdef int result
         if self.done:
             return
