@@ -9,12 +9,12 @@ serialised by the codec and written here.
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from ._h1 import Http1ServerCodec, status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
+from ._sockets import set_no_delay
 from ._stream import HttpStream
 from ._tls import peer_tls_info
 
@@ -64,12 +64,7 @@ class DownstreamConnection(asyncio.Protocol):
                 return
             self.tls = peer_tls_info(ssl_object)
             alpn = ssl_object.selected_alpn_protocol()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_no_delay(transport)
         # per_connection_buffer_limit_bytes: above it, writing pauses the upstream feeding this client
         self.transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
         self.last_activity = worker.runtime.tick()

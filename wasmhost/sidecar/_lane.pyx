@@ -27,13 +27,13 @@ from libc.string cimport memcmp, memcpy
 
 import logging
 import os
-import socket
 
 from ._downstream import DownstreamConnection
 from ._h1 import status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
 from ._lane_plan import lane_plan
+from ._sockets import set_no_delay
 from ._stats import add_snapshot_hook
 from ._upstream_sink import CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW, PROTOCOL_ERROR
 
@@ -63,6 +63,45 @@ cdef void _init_tables():
 
 
 _init_tables()
+
+# the header fields the lane treats specially, by name; any other is forwarded as it is
+DEF F_OTHER = 0
+DEF F_HOST = 1
+DEF F_CONTENT_LENGTH = 2
+DEF F_CONNECTION = 3
+DEF F_TRANSFER_ENCODING = 4
+DEF F_HOP = 5  # keep-alive, proxy-connection, upgrade: hop-by-hop
+DEF F_TE = 6
+DEF F_EXPECT = 7
+DEF F_REQUEST_ID = 8
+DEF F_FORWARDED_PROTO = 9
+DEF F_DATE = 10
+DEF F_SERVER = 11
+DEF F_ENVOY = 12  # x-envoy-*
+DEF N_NAMES = 13
+
+cdef const char* _NAMES[N_NAMES]
+cdef Py_ssize_t _NAME_LENGTHS[N_NAMES]
+cdef int _NAME_KINDS[N_NAMES]
+_names = (b"host", b"content-length", b"connection", b"transfer-encoding", b"keep-alive", b"proxy-connection",
+          b"upgrade", b"te", b"expect", b"x-request-id", b"x-forwarded-proto", b"date", b"server")
+_kinds = (F_HOST, F_CONTENT_LENGTH, F_CONNECTION, F_TRANSFER_ENCODING, F_HOP, F_HOP, F_HOP, F_TE, F_EXPECT,
+          F_REQUEST_ID, F_FORWARDED_PROTO, F_DATE, F_SERVER)
+for _index in range(N_NAMES):
+    _NAMES[_index] = _names[_index]  # the tuple keeps the bytes alive for the module's lifetime
+    _NAME_LENGTHS[_index] = len(_names[_index])
+    _NAME_KINDS[_index] = _kinds[_index]
+
+
+cdef inline int _field(const char* p, Py_ssize_t n):
+    """Which special field a header name is (case-insensitive), or F_OTHER."""
+    cdef int i
+    for i in range(N_NAMES):
+        if _lower_eq(p, n, _NAMES[i], _NAME_LENGTHS[i]):
+            return _NAME_KINDS[i]
+    if n >= 8 and _lower_eq(p, 8, b"x-envoy-", 8):
+        return F_ENVOY
+    return F_OTHER
 
 # outcomes of a request head the lane does not serve
 DEF SERVE = 0
@@ -390,12 +429,7 @@ cdef class LaneConnection:
         ctx = self.listener.ctx
         self.ctx = ctx
         self.connection_id = worker.runtime.new_connection_id()
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_no_delay(transport)
         transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
         self.last_activity = worker.runtime.tick()
         stats = ctx.stats
@@ -596,7 +630,8 @@ cdef class Exchange:
         cdef bint has_length = False, has_request_id = False, has_proto = False, close = False
         cdef bint underscores_ok = plan.underscores_ok
         cdef Py_ssize_t ns, nl, vs, ve, vt
-        cdef unsigned char c
+        cdef _Line line
+        cdef int kind
         if end > plan.max_head_bytes:
             return HAND_OFF
         max_headers = <int>min(plan.max_headers, MAX_FIELDS)
@@ -620,69 +655,38 @@ cdef class Exchange:
         i += 11
         # header fields up to the empty line
         while i < n:
-            ns = i
-            while i < n and CLASS[<unsigned char>p[i]] & 1:
-                i += 1
-            nl = i - ns
-            if nl == 0 or i >= n or p[i] != 58:  # ':' right after a non-empty token (obs-fold included)
+            i = _field_line(p, i, n, &line)
+            if i < 0:
                 return HAND_OFF
-            i += 1
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            vs = i
-            while i < n and CLASS[<unsigned char>p[i]] & 2:
-                i += 1
-            if i + 1 >= n + 1 or p[i] != 13 or p[i + 1] != 10:
-                return HAND_OFF
-            ve = vt = i  # the value goes on as received (trailing blanks too); checks read it trimmed
-            while vt > vs and (p[vt - 1] == 32 or p[vt - 1] == 9):
-                vt -= 1
-            i += 2
+            ns, nl, vs, ve, vt = line.ns, line.nl, line.vs, line.ve, line.vt
             if nfields >= max_headers - 1:
                 return HAND_OFF
             # what the connection manager does to this field
-            c = LOWER[<unsigned char>p[ns]]
             if not underscores_ok and memchr_underscore(p + ns, nl):
                 return HAND_OFF
-            if c == 104 and _lower_eq(p + ns, nl, b"host", 4):
+            kind = _field(p + ns, nl)
+            if kind == F_HOST:
                 if host_start >= 0:
                     return HAND_OFF
                 host_start = vs
                 host_len = ve - vs
                 continue
-            if c == 99:
-                if _lower_eq(p + ns, nl, b"content-length", 14):
-                    if not _eq(p + vs, vt - vs, b"0", 1):
-                        return HAND_OFF
-                    has_length = True
-                elif _lower_eq(p + ns, nl, b"connection", 10):
-                    if _lower_eq(p + vs, vt - vs, b"close", 5):
-                        close = True
-                    elif not _lower_eq(p + vs, vt - vs, b"keep-alive", 10):
-                        return HAND_OFF
-                    continue  # hop-by-hop
-            elif c == 116:
-                if _lower_eq(p + ns, nl, b"transfer-encoding", 17) or _lower_eq(p + ns, nl, b"te", 2):
+            if kind == F_CONTENT_LENGTH:
+                if not _eq(p + vs, vt - vs, b"0", 1):
                     return HAND_OFF
-            elif c == 117:
-                if _lower_eq(p + ns, nl, b"upgrade", 7):
+                has_length = True
+            elif kind == F_CONNECTION:
+                if _lower_eq(p + vs, vt - vs, b"close", 5):
+                    close = True
+                elif not _lower_eq(p + vs, vt - vs, b"keep-alive", 10):
                     return HAND_OFF
-            elif c == 101:
-                if _lower_eq(p + ns, nl, b"expect", 6):
-                    return HAND_OFF
-            elif c == 107:
-                if _lower_eq(p + ns, nl, b"keep-alive", 10):
-                    return HAND_OFF
-            elif c == 112:
-                if _lower_eq(p + ns, nl, b"proxy-connection", 16):
-                    return HAND_OFF
-            elif c == 120:
-                if nl >= 8 and _lower_eq(p + ns, 8, b"x-envoy-", 8):
-                    return HAND_OFF
-                if _lower_eq(p + ns, nl, b"x-request-id", 12):
-                    has_request_id = True
-                elif _lower_eq(p + ns, nl, b"x-forwarded-proto", 17):
-                    has_proto = True
+                continue  # hop-by-hop
+            elif kind == F_REQUEST_ID:
+                has_request_id = True
+            elif kind == F_FORWARDED_PROTO:
+                has_proto = True
+            elif kind != F_OTHER and kind != F_DATE and kind != F_SERVER:
+                return HAND_OFF  # framing, hop-by-hop, te, expect, x-envoy-*: the full path's rules
             fields[nfields][0] = ns
             fields[nfields][1] = nl
             fields[nfields][2] = vs
@@ -908,11 +912,12 @@ cdef class Exchange:
         cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
         cdef Py_ssize_t end = data.find(_CRLF2)
         cdef Py_ssize_t i, ns, nl, vs, ve, vt, n
+        cdef _Line line
         cdef int status
         cdef bint http10, have_date = False, have_server = False, chunked = False, keep_alive
         cdef bint has_length = False, conn_close = False, conn_keep = False, te = False
         cdef long long length = -1, value
-        cdef unsigned char c
+        cdef int kind
         cdef _Fast plan = self.fast
         cdef int server_mode = plan.server_mode
         if end < 0:
@@ -947,69 +952,43 @@ cdef class Exchange:
         parts = [_status_line(status)]
         append = parts.append
         while i < n:
-            ns = i
-            while i < n and CLASS[<unsigned char>p[i]] & 1:
-                i += 1
-            nl = i - ns
-            if nl == 0 or i >= n or p[i] != 58:
+            i = _field_line(p, i, n, &line)
+            if i < 0:
                 self._protocol_error()
                 return -1
-            i += 1
-            while i < n and (p[i] == 32 or p[i] == 9):
-                i += 1
-            vs = i
-            while i < n and CLASS[<unsigned char>p[i]] & 2:
-                i += 1
-            if p[i] != 13 or p[i + 1] != 10:
-                self._protocol_error()
-                return -1
-            ve = vt = i  # the value goes on as received (trailing blanks too); checks read it trimmed
-            while vt > vs and (p[vt - 1] == 32 or p[vt - 1] == 9):
-                vt -= 1
-            i += 2
-            c = LOWER[<unsigned char>p[ns]]
-            if c == 99:
-                if _lower_eq(p + ns, nl, b"content-length", 14):
-                    value = _decimal(p + vs, vt - vs)
-                    if value < 0 or has_length:  # a second content-length is an error, as in llhttp
-                        self._protocol_error()
-                        return -1
-                    length = value
-                    has_length = True
-                elif _lower_eq(p + ns, nl, b"connection", 10):
-                    if _lower_has(p + vs, vt - vs, b"close", 5):
-                        conn_close = True
-                    if _lower_has(p + vs, vt - vs, b"keep-alive", 10):
-                        conn_keep = True
-                    continue
-            elif c == 116:
-                if _lower_eq(p + ns, nl, b"transfer-encoding", 17):
-                    te = True
-                    chunked = _lower_ends(p + vs, vt - vs, b"chunked", 7)
-                    continue
-            elif c == 107:
-                if _lower_eq(p + ns, nl, b"keep-alive", 10):
-                    continue
-            elif c == 112:
-                if _lower_eq(p + ns, nl, b"proxy-connection", 16):
-                    continue
-            elif c == 117:
-                if _lower_eq(p + ns, nl, b"upgrade", 7):
-                    continue
-            elif c == 100:
-                if _lower_eq(p + ns, nl, b"date", 4):
-                    if not have_date:
-                        have_date = True
-                        append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
-                    continue
-            elif c == 115:
-                if _lower_eq(p + ns, nl, b"server", 6):
-                    if server_mode == 0:
-                        if not have_server:
-                            append(b"server: " + plan.server_name + b"\r\n")
-                        have_server = True
-                        continue
+            ns, nl, vs, ve, vt = line.ns, line.nl, line.vs, line.ve, line.vt
+            kind = _field(p + ns, nl)
+            if kind == F_CONTENT_LENGTH:
+                value = _decimal(p + vs, vt - vs)
+                if value < 0 or has_length:  # a second content-length is an error, as in llhttp
+                    self._protocol_error()
+                    return -1
+                length = value
+                has_length = True
+            elif kind == F_CONNECTION:
+                if _lower_has(p + vs, vt - vs, b"close", 5):
+                    conn_close = True
+                if _lower_has(p + vs, vt - vs, b"keep-alive", 10):
+                    conn_keep = True
+                continue
+            elif kind == F_TRANSFER_ENCODING:
+                te = True
+                chunked = _lower_ends(p + vs, vt - vs, b"chunked", 7)
+                continue
+            elif kind == F_HOP:
+                continue
+            elif kind == F_DATE:
+                if not have_date:
+                    have_date = True
+                    append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
+                continue
+            elif kind == F_SERVER:
+                if server_mode == 0:
+                    if not have_server:
+                        append(b"server: " + plan.server_name + b"\r\n")
                     have_server = True
+                    continue
+                have_server = True
             append(_lowered(p + ns, nl) + b": " + data[vs:ve] + b"\r\n")
         if 100 <= status < 200:
             # an informational response (there was no upgrade): dropped, the real one follows
@@ -1172,10 +1151,7 @@ cdef class Exchange:
 
     cdef void _protocol_error(self):
         self.reusable = False
-        edge = self.edge
-        self.edge = None
-        if edge is not None:
-            edge.sink_reset(self)
+        self._drop_upstream()
         self.on_reset(PROTOCOL_ERROR)
 
     # --- the end --------------------------------------------------------------------------------
@@ -1183,13 +1159,9 @@ cdef class Exchange:
     def on_timeout(self):
         if self.done:
             return
-        edge = self.edge
-        self.edge = None
-        if edge is not None:
-            edge.sink_reset(self)
+        self._drop_upstream()
         cluster = self.cluster
         cluster.stats.rq_timeout.value += 1
-        self._release()
         if self.response_started:
             self._abort_downstream()
             return
@@ -1200,6 +1172,14 @@ cdef class Exchange:
         edge = self.edge
         if edge is not None:
             edge.sink_pause(self, paused)
+
+    cdef void _drop_upstream(self):
+        """Abandon the upstream side (an HTTP/1 request cannot be cancelled: its connection closes)."""
+        edge = self.edge
+        self.edge = None
+        if edge is not None:
+            edge.sink_reset(self)
+        self._release()
 
     cdef void _release(self):
         if self.counted:
@@ -1251,11 +1231,7 @@ cdef class Exchange:
             return
         self.done = True
         self.conn.deadlines.remove(self)
-        edge = self.edge
-        self.edge = None
-        if edge is not None:
-            edge.sink_reset(self)
-        self._release()
+        self._drop_upstream()
         self.ctx.stats.rq_rx_reset.value += 1
         self._count_end()
         self.conn.exchange = None
@@ -1265,21 +1241,13 @@ cdef class Exchange:
     def reset(self, reason="local_reset"):
         if self.done:
             return
-        edge = self.edge
-        self.edge = None
-        if edge is not None:
-            edge.sink_reset(self)
-        self._release()
+        self._drop_upstream()
         self._abort_downstream()
 
     def send_local_reply(self, status, body=b"", headers=(), details=""):
         if self.done:
             return
-        edge = self.edge
-        self.edge = None
-        if edge is not None:
-            edge.sink_reset(self)
-        self._release()
+        self._drop_upstream()
         self._local_reply(status, body, details, list(headers) or None)
 
     cdef void _failure_reply(self, reason, transport_failure):
@@ -1337,6 +1305,37 @@ cdef class Exchange:
             if name != b"host" and name != b"connection":
                 items.append((name, value.strip(b" \t")))
         return HeaderMap.adopt(items)
+
+
+cdef struct _Line:
+    Py_ssize_t ns, nl  # the name
+    Py_ssize_t vs, ve, vt  # the value: start, end as received, end without trailing blanks
+
+
+cdef inline Py_ssize_t _field_line(const char* p, Py_ssize_t i, Py_ssize_t n, _Line* line):
+    """Scan one ``name: value CRLF`` field line at ``i`` (``p[n-2:n]`` is a CRLF); the next line's start, or -1.
+
+    -1 for anything a strict HTTP/1.1 parser refuses or a lenient one reads differently: an empty
+    or non-token name, blanks before the colon, obs-fold, control characters, a bare LF.
+    """
+    line.ns = i
+    while i < n and CLASS[<unsigned char>p[i]] & 1:
+        i += 1
+    line.nl = i - line.ns
+    if line.nl == 0 or i >= n or p[i] != 58:
+        return -1
+    i += 1
+    while i < n and (p[i] == 32 or p[i] == 9):
+        i += 1
+    line.vs = i
+    while i < n and CLASS[<unsigned char>p[i]] & 2:
+        i += 1
+    if i + 1 >= n or p[i] != 13 or p[i + 1] != 10:
+        return -1
+    line.ve = line.vt = i  # the value goes on as received (trailing blanks too); checks read it trimmed
+    while line.vt > line.vs and (p[line.vt - 1] == 32 or p[line.vt - 1] == 9):
+        line.vt -= 1
+    return i + 2
 
 
 cdef inline bint _known_method(const char* p, Py_ssize_t n):

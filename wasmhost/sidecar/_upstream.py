@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._cluster import Cluster, Host
 from ._h1 import Http1ClientCodec
 from ._headers import HeaderMap
+from ._sockets import set_no_delay
 from ._tls import check_peer, tls_for_host
 from ._upstream_sink import (
     CONNECTION_FAILURE,
@@ -78,12 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_no_delay(transport)
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.local_address = (sockname[0], sockname[1])

@@ -14,12 +14,12 @@ client only, and a client that reads slowly holds that stream's window
 from __future__ import annotations
 
 import asyncio
-import socket
 from typing import TYPE_CHECKING, Any, cast
 
 from ._cluster import Cluster, Host
 from ._h2 import Http2Codec, SendBacklog
 from ._headers import HeaderMap
+from ._sockets import set_no_delay
 from ._upstream import PoolBase, _Waiting
 from ._upstream_sink import CONNECTION_TERMINATION
 
@@ -49,12 +49,7 @@ class Http2UpstreamConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        set_no_delay(transport)
         sockname = transport.get_extra_info("sockname")
         if sockname:
             self.local_address = (sockname[0], sockname[1])
