@@ -625,14 +625,29 @@ def _param(case: Case) -> Any:
     return pytest.param(case, id=case.id)
 
 
+# How many requests of each case the lane must answer itself (the rest: 1). The others are handed
+# to the full path: a body, pipelining, a split head, HTTP/1.0, an unknown method or an unusual
+# target, an x-envoy-* header, a rewriting route, and every local reply (failures, timeouts).
+LANE_SERVED = {
+    "upstream-connection-close-then-new-connection": 2, "keep-alive-sequence": 3,
+    "upstream-invalid-header-line": 0, "upstream-closes-before-responding": 0, "route-timeout": 0,
+    "connect-failure": 0, "pipelined": 0, "request-with-body": 0, "head-in-two-sends": 0, "prefix-rewrite": 0,
+    "x-envoy-request-header": 0, "http10-client-request": 0, "upstream-length-and-chunked": 0,
+    "unknown-method": 0, "target-with-raw-high-bytes": 0,
+}
+SERVED_STAT = f"http.{STAT_PREFIX}.fast_lane.rq_total"
+
+
 @pytest.mark.parametrize("case", [_param(case) for case in CASES])
 def test_lane_and_full_path_agree(pair: Pair, case: Case) -> None:
     outcomes: dict[str, Outcome] = {}
     before: dict[str, dict[str, int]] = {}
+    served: dict[str, int] = {}
     for side in pair.sides:
         fresh_start(side)
         side.upstream.script(case.replies)
         before[side.name] = counters(side.proxy)
+        served[side.name] = side.proxy.stats().get(SERVED_STAT, 0)
         response, ending = run_client(side.port, case.steps)
         outcomes[side.name] = Outcome(normalise_response(response), ending)
     lane, full = outcomes["lane"], outcomes["full"]
@@ -665,3 +680,6 @@ def test_lane_and_full_path_agree(pair: Pair, case: Case) -> None:
         differences.append("counter changes: " + ", ".join(
             f"{name} lane {lane.stats.get(name, 0)} full {full.stats.get(name, 0)}" for name in names))
     assert not differences, "the lane and the full path differ:\n" + "\n".join(differences)
+    # and the lane really served what it should (else the comparison above would prove nothing)
+    on_lane = {side.name: side.proxy.stats().get(SERVED_STAT, 0) - served[side.name] for side in pair.sides}
+    assert on_lane == {"lane": LANE_SERVED.get(case.id, 1), "full": 0}, on_lane

@@ -9,6 +9,7 @@ between two requests. Under load, flipping the route between two clusters fails 
 from __future__ import annotations
 
 import http.client
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +39,15 @@ def _config(upstreams: tuple[ScriptedUpstream, ScriptedUpstream], target: str, *
     route = {"match": {"prefix": "/"}, "route": {"cluster": target}, **route_extra}
     return bootstrap([{"name": "all", "domains": ["*"], "routes": [route]}],
                      clusters=[cluster("one", upstreams[0].port), cluster("two", upstreams[1].port)])
+
+
+def _lane_runs() -> bool:
+    """Whether the sidecars started here run the fast lane (compiled, current, not turned off)."""
+    from wasmhost import _native
+
+    if os.environ.get(_native.DISABLE_ENV) == "1" or os.environ.get("WASMESH_FAST_LANE") == "0":
+        return False
+    return all(entry["built"] and not entry["stale"] for entry in _native.status().values())
 
 
 def _get(connection: http.client.HTTPConnection) -> tuple[int, dict[str, str], bytes]:
@@ -86,6 +96,10 @@ def test_a_keep_alive_connection_follows_reloads_and_is_handed_over_between_requ
         stats = sidecar.stats()
     assert stats["http.ingress_http.downstream_rq_2xx"] >= 7
     assert stats["http.ingress_http.downstream_rq_active"] == 0
+    if _lane_runs():
+        # the first two requests on the lane; the connection handed over when its route stopped qualifying
+        assert stats["http.ingress_http.fast_lane.rq_total"] >= 2
+        assert stats["http.ingress_http.fast_lane.handoff_total"] >= 1
 
 
 class _Client(threading.Thread):

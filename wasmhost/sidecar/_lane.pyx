@@ -220,14 +220,16 @@ cdef class _Tally:
     itself decides on (a cluster's active requests, a host's) are never deferred.
     """
 
-    cdef object hcm, cluster_stats
+    cdef object hcm, cluster_stats, served_counter
+    cdef long long served  # requests the lane answered itself (``http.<prefix>.fast_lane.rq_total``)
     cdef long long started, ended, hcm_codes[10]
     cdef long long c_started, c_ended, c_codes[10], by_status[1000]
     cdef _Histogram hcm_time, cluster_time
 
-    def __init__(self, hcm, cluster_stats):
+    def __init__(self, hcm, cluster_stats, served_counter):
         self.hcm = hcm
         self.cluster_stats = cluster_stats
+        self.served_counter = served_counter
         self.hcm_time = _Histogram(hcm.rq_time)
         self.cluster_time = _Histogram(cluster_stats.rq_time)
 
@@ -235,6 +237,9 @@ cdef class _Tally:
         cdef long long n
         cdef int i
         hcm = self.hcm
+        if self.served:
+            self.served_counter.value += self.served
+            self.served = 0
         n = self.started
         if n:
             hcm.rq_total.value += n
@@ -285,7 +290,8 @@ cdef _Tally _tally_for(ctx, cluster):
     found = _TALLIES.get(key)
     if found is None or (<_Tally>found).hcm.rq_total is not hcm.rq_total \
             or (<_Tally>found).cluster_stats.rq_total is not cs.rq_total:
-        found = _TALLIES[key] = _Tally(hcm, cs)
+        found = _TALLIES[key] = _Tally(hcm, cs, ctx.worker.stats.counter(
+            f"http.{ctx.hcm.stat_prefix}.fast_lane.rq_total"))
     return <_Tally>found
 
 
@@ -555,6 +561,8 @@ cdef class LaneConnection:
         self.handed = True
         worker = self.worker
         worker.connections.discard(self)
+        ctx = self.listener.ctx
+        worker.stats.counter(f"http.{ctx.hcm.stat_prefix}.fast_lane.handoff_total").value += 1
         conn = DownstreamConnection.adopt(worker, self.listener, self.transport, self.ctx, self.connection_id,
                                           self.last_activity, self.sniffed)
         self.transport.set_protocol(conn)
@@ -823,6 +831,7 @@ cdef class Exchange:
         if tally is None:
             tally = target.tally = _tally_for(ctx, cluster)
         self.tally = <_Tally>tally
+        self.tally.served += 1
         self.tally.started += 1
         self.tally.c_started += 1
         host.active_requests += 1
@@ -1273,6 +1282,7 @@ cdef class Exchange:
         self.conn.deadlines.remove(self)
         # taken back: the full path's stream counts this request, except that the router did run
         self.tally.started -= 1
+        self.tally.served -= 1
         self.ctx.stats.router_rq_total.value += 1
         runtime = self.runtime
         if runtime.retired:
@@ -1285,6 +1295,7 @@ cdef class Exchange:
         conn.handed = True
         worker = conn.worker
         worker.connections.discard(conn)
+        worker.stats.counter(f"http.{self.ctx.hcm.stat_prefix}.fast_lane.handoff_total").value += 1
         full = DownstreamConnection.adopt(worker, conn.listener, conn.transport, conn.ctx, conn.connection_id,
                                           conn.last_activity, True)
         conn.transport.set_protocol(full)
