@@ -1080,15 +1080,21 @@ cdef class Exchange:
             if out:
                 self.conn.transport.write(out)
             return
-        # chunked: decode, and send what this read carried as one chunk
-        decoded = self._dechunk(data)
-        if decoded is None:
+        # chunked: decode, and send each piece (a chunk's data within this read) as a chunk of its own,
+        # which is what the full path's codec does, so the bytes match wherever the reads split
+        pieces = self._dechunk(data)
+        if pieces is None:
             if head is not None:
                 self.conn.transport.write(head)
             self._protocol_error()
             return
-        if decoded:
-            out = out + (b"%x\r\n" % PyBytes_GET_SIZE(decoded)) + decoded + b"\r\n"
+        if pieces:
+            out = [out]
+            for piece in pieces:
+                out.append(b"%x\r\n" % PyBytes_GET_SIZE(piece))
+                out.append(piece)
+                out.append(b"\r\n")
+            out = b"".join(out)
         if self.rstate == 4:
             out = out + b"0\r\n\r\n"
         if out:
@@ -1097,7 +1103,10 @@ cdef class Exchange:
             self._finish(None)
 
     cdef object _dechunk(self, bytes data):
-        """Chunked transfer coding -> data; None on a framing error. Trailers are dropped (as Envoy's HTTP/1 default)."""
+        """Chunked transfer coding -> the data pieces of this read; None on a framing error.
+
+        Trailers are dropped (as Envoy's HTTP/1 default).
+        """
         cdef const char* p = PyBytes_AS_STRING(data)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(data), i = 0, take, line_end
         cdef int d
@@ -1156,7 +1165,7 @@ cdef class Exchange:
                         self.reusable = False
                     break
                 i = line_end + 1
-        return b"".join(pieces)
+        return pieces
 
     cdef void _protocol_error(self):
         self.reusable = False
