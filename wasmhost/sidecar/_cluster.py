@@ -122,20 +122,20 @@ class ClusterStats:
         self.rq_time = store.histogram(p + "upstream_rq_time")
         self._codes: dict[int, Counter] = {}
 
-    def count_response(self, status: int) -> None:
+    def count_response(self, status: int, amount: int = 1) -> None:
         klass = status // 100
         if klass == 2:
-            self.rq_2xx.value += 1
+            self.rq_2xx.value += amount
         elif klass == 5:
-            self.rq_5xx.value += 1
+            self.rq_5xx.value += amount
         elif klass == 4:
-            self.rq_4xx.value += 1
+            self.rq_4xx.value += amount
         elif klass == 3:
-            self.rq_3xx.value += 1
+            self.rq_3xx.value += amount
         counter = self._codes.get(status)
         if counter is None:
             counter = self._codes[status] = self._store.counter(f"{self._prefix}upstream_rq_{status}")
-        counter.value += 1
+        counter.value += amount
 
 
 def _hash64(data: bytes) -> int:

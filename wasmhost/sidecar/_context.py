@@ -120,18 +120,18 @@ class HcmStats:
         self.faults_overflow = c(p + "fault.faults_overflow")
         self.active_faults: Gauge = store.gauge(p + "fault.active_faults")
 
-    def count_response(self, status: int) -> None:
+    def count_response(self, status: int, amount: int = 1) -> None:
         klass = status // 100
         if klass == 2:
-            self.rq_2xx.value += 1
+            self.rq_2xx.value += amount
         elif klass == 5:
-            self.rq_5xx.value += 1
+            self.rq_5xx.value += amount
         elif klass == 4:
-            self.rq_4xx.value += 1
+            self.rq_4xx.value += amount
         elif klass == 3:
-            self.rq_3xx.value += 1
+            self.rq_3xx.value += amount
         elif klass == 1:
-            self.rq_1xx.value += 1
+            self.rq_1xx.value += amount
 
 
 class PlanRuntime:
@@ -184,6 +184,18 @@ class ListenerContext:
         self.out = self.worker.out
         self.lane: Any = None  # the fast lane's plan for this context (``_lane_plan``), once asked; False: none
         self.bind_listener_stats(listener.port)
+
+    def connection_opened(self) -> None:
+        """Count a client connection this listener accepted (the HTTP/1 edges and the fast lane)."""
+        self.stats.cx_total.value += 1
+        self.stats.cx_active.value += 1
+        self.listener_cx_total.value += 1
+        self.worker_cx_total.value += 1
+        self.listener_cx_active.value += 1
+
+    def connection_closed(self) -> None:
+        self.stats.cx_active.value -= 1
+        self.listener_cx_active.value -= 1
 
     def bind_listener_stats(self, port: int) -> None:
         """Create the ``listener.<prefix>.*`` stats; without a stat_prefix they are named after ``address_port``."""

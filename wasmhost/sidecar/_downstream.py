@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._h1 import Http1ServerCodec, status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
-from ._sockets import set_no_delay
+from ._sockets import close_transport, set_no_delay
 from ._stream import HttpStream
 from ._tls import peer_tls_info
 
@@ -68,11 +68,7 @@ class DownstreamConnection(asyncio.Protocol):
         # per_connection_buffer_limit_bytes: above it, writing pauses the upstream feeding this client
         self.transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
         self.last_activity = worker.runtime.tick()
-        ctx.stats.cx_total.value += 1
-        ctx.stats.cx_active.value += 1
-        ctx.listener_cx_total.value += 1
-        ctx.worker_cx_total.value += 1
-        ctx.listener_cx_active.value += 1
+        ctx.connection_opened()
         worker.connections.add(self)
         codec = ctx.hcm.codec
         self._sniff = b"" if codec == "AUTO" else None
@@ -117,9 +113,7 @@ class DownstreamConnection(asyncio.Protocol):
     def answer(self, headers: HeaderMap, status: int, body: bytes, details: str,
                extra: list[tuple[bytes, bytes]] | None, close_after: bool) -> None:
         """A local reply to a request the fast lane read (its failures are answered here, as ours are)."""
-        stream = HttpStream(self.listener.ctx, self.connection_id, self.remote, self.local, "HTTP/1.1")
-        stream.downstream = self
-        self.stream = stream
+        stream = self._reply_stream()
         self.requests += 1
         self.listener.ctx.stats.rq_http1_total.value += 1
         self.close_after = self.close_after or close_after
@@ -127,9 +121,16 @@ class DownstreamConnection(asyncio.Protocol):
         self.codec.awaiting_response = True
         self.codec.keep_alive = not close_after
         stream.dec.headers = headers
-        stream.dec.complete = True
         stream.send_local_reply(status, body, extra or (), details=details)
         self.worker.drain()
+
+    def _reply_stream(self) -> HttpStream:
+        """A stream for a local reply to a request no stream was made for (its head is already read)."""
+        stream = HttpStream(self.listener.ctx, self.connection_id, self.remote, self.local)
+        stream.downstream = self
+        self.stream = stream
+        stream.dec.complete = True
+        return stream
 
     def _switch_to_http2(self, data: bytes) -> None:
         """Hand the connection to the HTTP/2 protocol object (prior-knowledge h2c)."""
@@ -178,8 +179,7 @@ class DownstreamConnection(asyncio.Protocol):
         worker.connections.discard(self)
         ctx = self.ctx
         if ctx is not None:
-            ctx.stats.cx_active.value -= 1
-            ctx.listener_cx_active.value -= 1
+            ctx.connection_closed()
         stream = self.stream
         if stream is not None and not stream.done:
             worker.runtime.tick()
@@ -242,10 +242,7 @@ class DownstreamConnection(asyncio.Protocol):
             stream.send_local_reply(status, _codec_error_body(status), details=details)
             return
         # no stream to answer on (the request line itself was bad): answer directly
-        stream = HttpStream(self.listener.ctx, self.connection_id, self.remote, self.local)
-        stream.downstream = self
-        self.stream = stream
-        stream.dec.complete = True
+        stream = self._reply_stream()
         stream.send_local_reply(status, _codec_error_body(status), details=details)
 
     # --- commands from the core -----------------------------------------------------------------
@@ -327,15 +324,8 @@ class DownstreamConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        if not graceful:
-            transport.abort()
-            return
         delay = self.ctx.hcm.delayed_close_timeout if self.ctx is not None else 0.0
-        if delay > 0 and transport.can_write_eof():
-            transport.write_eof()
-            self.worker.loop.call_later(delay, transport.close)
-        else:
-            transport.close()
+        close_transport(transport, graceful, delay, self.worker.loop)
 
 
 def _codec_error_body(status: int) -> bytes:

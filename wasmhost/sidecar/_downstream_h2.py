@@ -80,8 +80,7 @@ class Http2DownstreamConnection(asyncio.Protocol):
         self.closed = True
         worker = self.worker
         worker.connections.discard(self)
-        self.ctx.stats.cx_active.value -= 1
-        self.ctx.listener_cx_active.value -= 1
+        self.ctx.connection_closed()
         if self.streams:
             worker.runtime.tick()
             for stream in list(self.streams.values()):

@@ -23,7 +23,7 @@ Exists only compiled (``make native``); without it every connection takes the fu
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 import logging
 import os
@@ -32,10 +32,14 @@ from ._downstream import DownstreamConnection
 from ._h1 import status_line
 from ._h2 import PREFACE
 from ._headers import HeaderMap
-from ._lane_plan import lane_plan
-from ._sockets import set_no_delay
+from ._lane_plan import SERVER_OVERWRITE, SERVER_PASS_THROUGH, lane_plan
+from ._router import upstream_failure_reply
+from ._sockets import close_transport, set_no_delay
 from ._stats import add_snapshot_hook
 from ._upstream_sink import CONNECTION_TERMINATION, CONNECTION_TIMEOUT, OVERFLOW, PROTOCOL_ERROR
+
+cdef int _OVERWRITE = SERVER_OVERWRITE
+cdef int _PASS_THROUGH = SERVER_PASS_THROUGH
 
 DEF MAX_FIELDS = 128
 
@@ -106,7 +110,6 @@ cdef inline int _field(const char* p, Py_ssize_t n):
 # outcomes of a request head the lane does not serve
 DEF SERVE = 0
 DEF HAND_OFF = -1
-DEF INCOMPLETE = -2
 
 cdef bytes _PREFACE = PREFACE
 cdef bytes _CRLF2 = b"\r\n\r\n"
@@ -136,7 +139,7 @@ cdef class _Ids:
         self.used = 0
 
     cdef void write(self, char* out):
-        cdef Py_ssize_t i, j = 0
+        cdef Py_ssize_t i
         cdef const unsigned char* r
         cdef char text[32]
         if self.used + 16 > PyBytes_GET_SIZE(self.pool):
@@ -163,8 +166,6 @@ cdef class _Ids:
 
 cdef _Ids _IDS = _Ids()
 _log = logging.getLogger("wasmesh.sidecar")
-
-
 
 DEF MAX_BOUNDS = 32
 DEF SWEEP_INTERVAL = 0.004  # the timer wheel's resolution, so timeouts fire as promptly as the full path's
@@ -220,10 +221,9 @@ cdef class _Tally:
     itself decides on (a cluster's active requests, a host's) are never deferred.
     """
 
-    cdef object hcm, cluster_stats, served_counter
-    cdef long long served  # requests the lane answered itself (``http.<prefix>.fast_lane.rq_total``)
-    cdef long long started, ended, hcm_codes[10]
-    cdef long long c_started, c_ended, c_codes[10], by_status[1000]
+    cdef object hcm, cluster_stats, served_counter  # served: ``http.<prefix>.fast_lane.rq_total``
+    cdef long long started, ended, hcm_classes[10]  # started: requests the lane answers itself
+    cdef long long c_started, c_ended, by_status[1000]
     cdef _Histogram hcm_time, cluster_time
 
     def __init__(self, hcm, cluster_stats, served_counter):
@@ -237,11 +237,9 @@ cdef class _Tally:
         cdef long long n
         cdef int i
         hcm = self.hcm
-        if self.served:
-            self.served_counter.value += self.served
-            self.served = 0
         n = self.started
         if n:
+            self.served_counter.value += n
             hcm.rq_total.value += n
             hcm.rq_http1_total.value += n
             hcm.router_rq_total.value += n
@@ -249,10 +247,10 @@ cdef class _Tally:
             hcm.rq_active.value += n - self.ended
             hcm.rq_completed.value += self.ended
         self.started = self.ended = 0
-        for i, name in ((1, "rq_1xx"), (2, "rq_2xx"), (3, "rq_3xx"), (4, "rq_4xx"), (5, "rq_5xx")):
-            if self.hcm_codes[i]:
-                getattr(hcm, name).value += self.hcm_codes[i]
-                self.hcm_codes[i] = 0
+        for i in range(1, 10):
+            if self.hcm_classes[i]:
+                hcm.count_response(i * 100, self.hcm_classes[i])
+                self.hcm_classes[i] = 0
         cs = self.cluster_stats
         n = self.c_started
         if n or self.c_ended:
@@ -260,36 +258,25 @@ cdef class _Tally:
             cs.rq_active.value += n - self.c_ended
             cs.rq_completed.value += self.c_ended
         self.c_started = self.c_ended = 0
-        for i, name in ((2, "rq_2xx"), (3, "rq_3xx"), (4, "rq_4xx"), (5, "rq_5xx")):
-            if self.c_codes[i]:
-                getattr(cs, name).value += self.c_codes[i]
-                self.c_codes[i] = 0
         for i in range(100, 1000):
             if self.by_status[i]:
-                n = self.by_status[i]
+                cs.count_response(i, self.by_status[i])
                 self.by_status[i] = 0
-                _count_code(cs, i, n)
         self.hcm_time.flush()
         self.cluster_time.flush()
 
 
-cdef void _count_code(cs, int status, long long n):
-    counter = cs._codes.get(status)
-    if counter is None:
-        counter = cs._codes[status] = cs._store.counter(f"{cs._prefix}upstream_rq_{status}")
-    counter.value += n
-
-
-cdef dict _TALLIES = {}  # (hcm rq_total counter, cluster rq_total counter) ids -> _Tally; both outlive it
+# (hcm rq_total counter, cluster rq_total counter) -> _Tally: the counters stand for their stat names,
+# which outlive reloads, so a new plan's contexts and clusters add to the same tallies
+cdef dict _TALLIES = {}
 
 
 cdef _Tally _tally_for(ctx, cluster):
     hcm = ctx.stats
     cs = cluster.stats
-    key = (id(hcm.rq_total), id(cs.rq_total))
+    key = (hcm.rq_total, cs.rq_total)
     found = _TALLIES.get(key)
-    if found is None or (<_Tally>found).hcm.rq_total is not hcm.rq_total \
-            or (<_Tally>found).cluster_stats.rq_total is not cs.rq_total:
+    if found is None:
         found = _TALLIES[key] = _Tally(hcm, cs, ctx.worker.stats.counter(
             f"http.{ctx.hcm.stat_prefix}.fast_lane.rq_total"))
     return <_Tally>found
@@ -438,19 +425,14 @@ cdef class LaneConnection:
         set_no_delay(transport)
         transport.set_write_buffer_limits(high=ctx.listener.buffer_limit)
         self.last_activity = worker.runtime.tick()
-        stats = ctx.stats
-        stats.cx_total.value += 1
-        stats.cx_active.value += 1
-        ctx.listener_cx_total.value += 1
-        ctx.worker_cx_total.value += 1
-        ctx.listener_cx_active.value += 1
+        ctx.connection_opened()
         worker.connections.add(self)
         codec = ctx.hcm.codec
         self.sniffed = codec != "AUTO"
         if codec == "HTTP2":
             self._hand_off(b"")
         elif codec == "HTTP1":
-            stats.cx_http1_total.value += 1
+            ctx.stats.cx_http1_total.value += 1
             self.counted_http1 = True
 
     def data_received(self, bytes data):
@@ -483,9 +465,7 @@ cdef class LaneConnection:
         self.closed = True
         worker = self.worker
         worker.connections.discard(self)
-        ctx = self.ctx
-        ctx.stats.cx_active.value -= 1
-        ctx.listener_cx_active.value -= 1
+        self.ctx.connection_closed()
         exchange = self.exchange
         if exchange is not None:
             worker.runtime.tick()
@@ -510,16 +490,7 @@ cdef class LaneConnection:
         if self.closed or self.handed:
             return
         self.closed = True
-        transport = self.transport
-        if not graceful:
-            transport.abort()
-            return
-        delay = self.ctx.hcm.delayed_close_timeout
-        if delay > 0 and transport.can_write_eof():
-            transport.write_eof()
-            self.worker.loop.call_later(delay, transport.close)
-        else:
-            transport.close()
+        close_transport(self.transport, graceful, self.ctx.hcm.delayed_close_timeout, self.worker.loop)
 
     # --- the lane -----------------------------------------------------------------------------
 
@@ -557,21 +528,29 @@ cdef class LaneConnection:
         exchange.start(now)
 
     cdef void _hand_off(self, bytes data):
-        """The rest of this connection is the full path's: a ``DownstreamConnection`` adopts it."""
-        self.handed = True
-        worker = self.worker
-        worker.connections.discard(self)
-        ctx = self.listener.ctx
-        worker.stats.counter(f"http.{ctx.hcm.stat_prefix}.fast_lane.handoff_total").value += 1
-        conn = DownstreamConnection.adopt(worker, self.listener, self.transport, self.ctx, self.connection_id,
-                                          self.last_activity, self.sniffed)
-        self.transport.set_protocol(conn)
+        """The rest of this connection is the full path's, from ``data`` on."""
+        conn = self._adopted()
         if data:
             conn.data_received(data)
 
-    cdef void exchange_done(self, bint close):
+    cdef object _adopted(self):
+        """A ``DownstreamConnection`` takes this connection over (counted in fast_lane.handoff_total)."""
+        self.handed = True
+        self._clear_exchange()
+        worker = self.worker
+        worker.connections.discard(self)
+        worker.stats.counter(f"http.{self.listener.ctx.hcm.stat_prefix}.fast_lane.handoff_total").value += 1
+        conn = DownstreamConnection.adopt(worker, self.listener, self.transport, self.ctx, self.connection_id,
+                                          self.last_activity, self.sniffed)
+        self.transport.set_protocol(conn)
+        return conn
+
+    cdef inline void _clear_exchange(self):
         self.exchange = None
         self.stream = None
+
+    cdef void exchange_done(self, bint close):
+        self._clear_exchange()
         self.last_activity = self.worker.runtime.now
         if close or self.worker.draining:
             self.close(True)
@@ -619,13 +598,12 @@ cdef class Exchange:
     cdef _Fast fast
     cdef bytes head
     cdef double started
-    cdef bint head_request, close_after, counted, upstream_paused, chunk_out, reusable
+    cdef bint head_request, close_after, counted, reusable
     # response parsing state
     cdef bytes rbuf
     cdef int rstate  # 0 head, 1 content-length body, 2 chunked body, 3 close-delimited body, 4 done
     cdef long long remaining
-    cdef int cstate  # chunked: 0 size, 1 extension, 2 data, 3 data CRLF, 4 trailer line
-    cdef bint upstream_close
+    cdef int cstate  # chunked: 0 size line, 2 data, 3 the CRLF after data, 4 trailer lines
 
     cdef int parse(self, LaneConnection conn, _Fast plan, bytes data, Py_ssize_t end) except -3:
         """Check the request head and build the upstream request; HAND_OFF for anything unusual."""
@@ -670,7 +648,7 @@ cdef class Exchange:
             if nfields >= max_headers - 1:
                 return HAND_OFF
             # what the connection manager does to this field
-            if not underscores_ok and memchr_underscore(p + ns, nl):
+            if not underscores_ok and memchr(p + ns, 95, nl) != NULL:
                 return HAND_OFF
             kind = _field(p + ns, nl)
             if kind == F_HOST:
@@ -831,7 +809,6 @@ cdef class Exchange:
         if tally is None:
             tally = target.tally = _tally_for(ctx, cluster)
         self.tally = <_Tally>tally
-        self.tally.served += 1
         self.tally.started += 1
         self.tally.c_started += 1
         host.active_requests += 1
@@ -907,12 +884,11 @@ cdef class Exchange:
         if self.done:
             return
         self.conn.worker.runtime.tick()
-        edge = self.edge
-        self.edge = None
+        self.edge = None  # the connection is gone
         if self.rstate == 3:
             self.conn.transport.write(b"0\r\n\r\n")
             self.reusable = False
-            self._finish(None)
+            self._finish()
             return
         self.on_reset(CONNECTION_TERMINATION)
 
@@ -992,7 +968,7 @@ cdef class Exchange:
                     append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
                 continue
             elif kind == F_SERVER:
-                if server_mode == 0:
+                if server_mode == _OVERWRITE:
                     if not have_server:
                         append(b"server: " + plan.server_name + b"\r\n")
                     have_server = True
@@ -1013,14 +989,12 @@ cdef class Exchange:
         self.cluster.record_response(self.host, status, now)
         tally = self.tally
         tally.cluster_time.observe((now - self.started) * 1000.0)
-        if 2 <= status // 100 <= 5:
-            tally.c_codes[status // 100] += 1
         tally.by_status[status] += 1
         if not plan.suppress_envoy_headers:
             append(b"x-envoy-upstream-service-time: %d\r\n" % <long long>((now - self.started) * 1000))
         if not have_date:
             append(b"date: " + self.ctx.worker.date.get() + b"\r\n")
-        if not have_server and server_mode != 2:
+        if not have_server and server_mode != _PASS_THROUGH:
             append(b"server: " + plan.server_name + b"\r\n")
         no_body = self.head_request or status == 204 or status == 304 or (length == 0 and not chunked)
         if no_body:
@@ -1029,14 +1003,12 @@ cdef class Exchange:
                 append(b"content-length: 0\r\n")
         elif chunked:
             self.rstate = 2
-            self.chunk_out = True
             append(b"transfer-encoding: chunked\r\n")
         elif has_length:
             self.rstate = 1
             self.remaining = length
         else:
             self.rstate = 3
-            self.chunk_out = True
             keep_alive = False
             append(b"transfer-encoding: chunked\r\n")
         self.reusable = keep_alive
@@ -1045,13 +1017,13 @@ cdef class Exchange:
             append(b"connection: close\r\n")
         append(b"\r\n")
         self.response_started = True
-        tally.hcm_codes[status // 100] += 1
+        tally.hcm_classes[status // 100] += 1
         head = b"".join(parts)
         if self.rstate == 4:
             if PyBytes_GET_SIZE(data) > end + 4:
                 self.reusable = False  # bytes beyond the response: this upstream connection is not trusted again
             self.conn.transport.write(head)
-            self._finish(None)
+            self._finish()
             return 0
         body = data[end + 4:]
         self._response_body(body, head)
@@ -1072,11 +1044,11 @@ cdef class Exchange:
             if out:
                 self.conn.transport.write(out)
             if self.remaining == 0:
-                self._finish(None)
+                self._finish()
             return
         if self.rstate == 3:
             if size:
-                out = out + (b"%x\r\n" % size) + data + b"\r\n"
+                out = out + _chunk(data)
             if out:
                 self.conn.transport.write(out)
             return
@@ -1089,18 +1061,13 @@ cdef class Exchange:
             self._protocol_error()
             return
         if pieces:
-            out = [out]
-            for piece in pieces:
-                out.append(b"%x\r\n" % PyBytes_GET_SIZE(piece))
-                out.append(piece)
-                out.append(b"\r\n")
-            out = b"".join(out)
+            out = out + b"".join([_chunk(piece) for piece in pieces])
         if self.rstate == 4:
             out = out + b"0\r\n\r\n"
         if out:
             self.conn.transport.write(out)
         if self.rstate == 4:
-            self._finish(None)
+            self._finish()
 
     cdef object _dechunk(self, bytes data):
         """Chunked transfer coding -> the data pieces of this read; None on a framing error.
@@ -1206,7 +1173,7 @@ cdef class Exchange:
             self.cluster.rq_active -= 1
             self.tally.c_ended += 1
 
-    cdef void _finish(self, reason):
+    cdef void _finish(self):
         """The response is complete: free the upstream connection, count the stream, serve the next request."""
         if self.done:
             return
@@ -1216,7 +1183,7 @@ cdef class Exchange:
         edge = self.edge
         self.edge = None
         if edge is not None:
-            edge.lane_finished(self.reusable)
+            edge.exchange_finished(self.reusable)
         self._count_end()
         self.conn.exchange_done(self.close_after)
 
@@ -1224,6 +1191,10 @@ cdef class Exchange:
         tally = self.tally
         tally.ended += 1
         tally.hcm_time.observe((self.ctx.worker.now - self.started) * 1000.0)
+        self._leave_runtime()
+
+    cdef void _leave_runtime(self):
+        """As a finished stream: the last one of a retired plan runs its cleanups."""
         runtime = self.runtime
         if runtime.retired:
             runtime.stream_finished()
@@ -1238,10 +1209,8 @@ cdef class Exchange:
         self.conn.deadlines.remove(self)
         self.ctx.stats.rq_tx_reset.value += 1
         self._count_end()
-        cdef LaneConnection conn = self.conn
-        conn.exchange = None
-        conn.stream = None
-        conn.close(False)
+        self.conn._clear_exchange()
+        self.conn.close(False)
 
     def downstream_reset(self):
         """The client went away mid-exchange."""
@@ -1252,8 +1221,7 @@ cdef class Exchange:
         self._drop_upstream()
         self.ctx.stats.rq_rx_reset.value += 1
         self._count_end()
-        self.conn.exchange = None
-        self.conn.stream = None
+        self.conn._clear_exchange()
 
     # what the worker's maintenance may ask of a stream
     def reset(self, reason="local_reset"):
@@ -1269,15 +1237,8 @@ cdef class Exchange:
         self._local_reply(status, body, details, list(headers) or None)
 
     cdef void _failure_reply(self, reason, transport_failure):
-        body = b"upstream connect error or disconnect/reset before headers. reset reason: " + reason.encode()
-        if transport_failure:
-            body += b", transport failure reason: " + transport_failure.encode()
-        extra = None
-        details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
-        if reason == OVERFLOW:
-            details = "overflow"
-            if not self.fast.suppress_envoy_headers:
-                extra = [(b"x-envoy-overloaded", b"true")]
+        body, details, extra = upstream_failure_reply(reason, transport_failure, False,
+                                                      self.fast.suppress_envoy_headers)
         self._local_reply(503, body, details, extra)
 
     cdef void _local_reply(self, int status, bytes body, str details, extra):
@@ -1291,23 +1252,10 @@ cdef class Exchange:
         self.conn.deadlines.remove(self)
         # taken back: the full path's stream counts this request, except that the router did run
         self.tally.started -= 1
-        self.tally.served -= 1
         self.ctx.stats.router_rq_total.value += 1
-        runtime = self.runtime
-        if runtime.retired:
-            runtime.stream_finished()
-        else:
-            runtime.active_streams -= 1
+        self._leave_runtime()
         cdef LaneConnection conn = self.conn
-        conn.exchange = None
-        conn.stream = None
-        conn.handed = True
-        worker = conn.worker
-        worker.connections.discard(conn)
-        worker.stats.counter(f"http.{self.ctx.hcm.stat_prefix}.fast_lane.handoff_total").value += 1
-        full = DownstreamConnection.adopt(worker, conn.listener, conn.transport, conn.ctx, conn.connection_id,
-                                          conn.last_activity, True)
-        conn.transport.set_protocol(full)
+        full = conn._adopted()
         full.answer(self.request_headers(), status, body, details, extra, self.close_after)
         held = conn.held
         if held:
@@ -1323,8 +1271,13 @@ cdef class Exchange:
             name, _, value = line.partition(b":")
             name = name.lower()
             if name != b"host" and name != b"connection":
-                items.append((name, value.strip(b" \t")))
+                items.append((name, value.lstrip(b" \t")))  # as llhttp: trailing blanks stay
         return HeaderMap.adopt(items)
+
+
+cdef inline bytes _chunk(bytes data):
+    """``data`` in HTTP/1.1 chunked framing (one chunk)."""
+    return (b"%x\r\n" % PyBytes_GET_SIZE(data)) + data + b"\r\n"
 
 
 cdef struct _Line:
@@ -1369,14 +1322,6 @@ cdef inline bint _known_method(const char* p, Py_ssize_t n):
     if n == 6:
         return memcmp(p, b"DELETE", 6) == 0
     return n == 7 and memcmp(p, b"OPTIONS", 7) == 0
-
-
-cdef inline bint memchr_underscore(const char* p, Py_ssize_t n):
-    cdef Py_ssize_t i
-    for i in range(n):
-        if p[i] == 95:
-            return True
-    return False
 
 
 cdef inline bint _lower_eq(const char* p, Py_ssize_t n, const char* name, Py_ssize_t m):
@@ -1437,8 +1382,3 @@ cdef bytes _lowered(const char* p, Py_ssize_t n):
     for i in range(n):
         o[i] = LOWER[<unsigned char>p[i]]
     return out
-
-
-def lane_available():
-    """True: this module is compiled and importable (the worker asks before choosing the lane)."""
-    return True

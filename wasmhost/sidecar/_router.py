@@ -631,18 +631,8 @@ class RouterFilter(HttpFilter):
 
     def _upstream_failure_reply(self, reason: str, transport_failure: str) -> None:
         self._cancel_global_timer()
-        if self.attempts > 1:
-            body = b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
-        else:
-            body = b"upstream connect error or disconnect/reset before headers. reset reason: "
-        body += reason.encode()
-        if transport_failure:
-            body += b", transport failure reason: " + transport_failure.encode()
-        headers = [(b"x-envoy-overloaded", b"true")] if reason == OVERFLOW and \
-            not self.config.suppress_envoy_headers else None
-        details = "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}"
-        if reason == OVERFLOW:
-            details = "overflow"
+        body, details, headers = upstream_failure_reply(reason, transport_failure, self.attempts > 1,
+                                                        self.config.suppress_envoy_headers)
         self._local_reply(503, body, details, headers)
 
     def _schedule_retry(self, attempt: _Attempt, reset: bool) -> bool:
@@ -715,6 +705,21 @@ class RouterFilter(HttpFilter):
         self._cancel_global_timer()
         self.stream.info.add_flag(ResponseFlag.UPSTREAM_REQUEST_TIMEOUT)
         self._local_reply(504, b"upstream request timeout", details)
+
+
+def upstream_failure_reply(reason: str, transport_failure: str, retried: bool, suppress_envoy_headers: bool,
+                           ) -> tuple[bytes, str, list[tuple[bytes, bytes]] | None]:
+    """Envoy's 503 for an upstream that failed before its response: body, response code details, extra headers."""
+    if retried:
+        body = b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: "
+    else:
+        body = b"upstream connect error or disconnect/reset before headers. reset reason: "
+    body += reason.encode()
+    if transport_failure:
+        body += b", transport failure reason: " + transport_failure.encode()
+    if reason == OVERFLOW:
+        return body, "overflow", None if suppress_envoy_headers else [(b"x-envoy-overloaded", b"true")]
+    return body, "upstream_reset_before_response_started{" + reason.replace(" ", "_") + "}", None
 
 
 def _shadow_authority(authority: bytes) -> bytes:

@@ -211,23 +211,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     def response_finished(self) -> None:
         """The response ended: reuse the connection when both sides are complete."""
-        sink = self.sink
-        self.sink = None
         self.codec.sink = None
-        if sink is not None:
-            sink.edge = None
-        if not self.codec.keep_alive or not self.request_done:
-            self.close()
-            return
-        self.pool.release(self)
+        self.exchange_finished(self.codec.keep_alive and self.request_done)
 
-    def lane_finished(self, keep_alive: bool) -> None:
-        """The fast-lane exchange read its whole response: reuse the connection, or close it."""
-        sink = self.lane
-        self.lane = self.sink = None
+    def exchange_finished(self, reusable: bool) -> None:
+        """The bound exchange is over (a fast-lane exchange says so itself): reuse the connection, or close it."""
+        sink = self.sink
+        self.sink = self.lane = None
         if sink is not None:
             sink.edge = None
-        if not keep_alive:
+        if not reusable:
             self.close()
             return
         self.pool.release(self)
